@@ -1,0 +1,459 @@
+"""The span of the batch and the Hermite moment tensor in it.
+
+A gradient query is the first layer's gradient ``X`` (one row per neuron),
+the weights the server chose (same layout) and the output weights. This
+module turns it into the batch's span (facts F1, F4 of DESIGN.md) and the
+Hermite moment tensor in that span (F2, F4b): the input of the tensor
+decomposition.
+"""
+
+import warnings
+from math import factorial
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+from scipy import linalg
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._hermite import (
+    coefficients_to_tensor,
+    hermite_features,
+    hermite_multi_indices,
+    n_hermite_features,
+)
+from ._validation import check_query
+from .activations import Activation, get_activation, select_tensor_order
+
+__all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning"]
+
+
+class BatchSizeWarning(UserWarning):
+    """The singular values show no clear gap: the batch size is uncertain."""
+
+
+def estimate_batch_size(singular_values, n_rows, n_cols, dtype):
+    """Batch size from the spectrum of the gradient (DESIGN F1).
+
+    The singular values of an exact gradient drop to round-off after the
+    ``B``-th. Values below ``s_1 * eps(dtype) * sqrt(max(n_rows, n_cols))``
+    are round-off; among the rest (and the step to the first round-off value)
+    the largest ratio ``s_k / s_{k+1}`` marks the batch size. A float32
+    gradient cast to float64 keeps float32 round-off (``~1e-8 s_1``) above
+    the float64 floor; the largest-gap rule still finds ``B`` there.
+
+    Parameters
+    ----------
+    singular_values : ndarray of shape (n,)
+        In decreasing order.
+    n_rows, n_cols : int
+        Shape of the gradient.
+    dtype : numpy dtype
+        The gradient's dtype.
+
+    Returns
+    -------
+    batch_size : int
+    gap : float
+        The ratio ``s_B / s_{B+1}`` (inf when ``s_{B+1}`` is zero or absent).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.moments import estimate_batch_size
+    >>> B, gap = estimate_batch_size(np.array([5.0, 2.0, 1e-3, 1e-16]), 100, 4, np.float64)
+    >>> B, f"{gap:.0e}"
+    (3, '1e+13')
+    """
+    s = np.asarray(singular_values, dtype=float)
+    if s.size == 0 or not s[0] > 0:
+        return 0, np.inf
+    floor = s[0] * np.finfo(dtype).eps * np.sqrt(max(n_rows, n_cols))
+    n_kept = int(np.sum(s > floor))
+    if n_kept == len(s):
+        if n_kept == 1:
+            return 1, np.inf
+        ratios = s[:-1] / s[1:]
+    else:
+        nxt = np.maximum(s[1:n_kept + 1], np.finfo(float).tiny)
+        ratios = s[:n_kept] / nxt
+    k = int(np.argmax(ratios))
+    return k + 1, float(ratios[k])
+
+
+@dataclass
+class _Projection:
+    """A gradient query in span coordinates: what the decomposition and the
+    refinement work on. ``P`` and ``Omega`` are ``(m, B)``, ``Z`` the Hermite
+    coordinates ``(m, B)``, ``A`` the output weights ``(m, K)``."""
+
+    P: np.ndarray
+    Omega: np.ndarray
+    Z: np.ndarray
+    A: np.ndarray
+    scaled_basis: np.ndarray  # (n_inputs_aug, B): orthonormal basis of span{D x~_i}
+    hermite_basis: np.ndarray  # (n_random, B): basis of the random coordinates' span
+    column_scale: np.ndarray  # D, (n_inputs_aug,)
+    bias_mean: float
+    regressors: np.ndarray  # (m, K * n_bias_orders): known factors of the moments
+    degree: int  # Hermite degree p of the moment tensor (order p + 1)
+    max_features: int
+
+    @property
+    def has_bias(self):
+        return self.column_scale.shape[0] > self.hermite_basis.shape[0]
+
+    def residual_moment_tensor(self, residual):
+        """Moment tensor of a residual gradient ``(m, B)``, shaped like ``moment_tensor_``."""
+        t = _hermite_regression(self.Z, residual, self.regressors, self.degree,
+                                self.max_features)[self.degree]
+        n = residual.shape[1]
+        return t.reshape((n, self.A.shape[1], -1) + t.shape[2:])
+
+
+def _weight_statistics(weights, bias, weight_std):
+    """Input-weight std, and the bias's mean and std (0 for a constant bias)."""
+    w_in = weights[:, :-1] if bias else weights
+    if weight_std == "auto":
+        s = float(np.sqrt(np.mean(w_in * w_in)))
+    else:
+        s = float(weight_std)
+    if not s > 0:
+        raise ValueError(
+            "The first-layer weights are all zero: the weight std must be "
+            "positive for the moment method."
+        )
+    if bias:
+        b = weights[:, -1]
+        bias_mean = float(np.mean(b))
+        bias_std = float(np.std(b))
+        if bias_std <= 1e-12 * max(abs(bias_mean), s):
+            bias_std = 0.0
+    else:
+        bias_mean, bias_std = 0.0, 0.0
+    return s, bias_mean, bias_std
+
+
+def _hermite_regression(Z, P, R, degree, max_features):
+    """Coefficient tensors ``T_0 ... T_degree`` of ``p_j`` on Hermite features.
+
+    The model is ``p_j = sum_o R_jo h_o(z_j)`` with known regressors ``R``
+    (the output weights, times Hermite polynomials of a Gaussian bias when
+    there is one). Returns a list whose entry ``k`` has shape
+    ``(B, n_regressors) + (B,) * k`` with ``T_k[:, o] = E[d^k h_o]``: the
+    known regressors enter the design, so no division by a small output
+    weight occurs. When ``n_regressors * n_features`` exceeds
+    ``max_features`` (or ``m / 2``), the response ``p_j (x) R_j`` is
+    regressed on the features instead (its tensors then carry
+    ``E[R R^T] u_i`` in the second mode); when even ``n_features`` does, the
+    top degree is a plain average of the residual of the lower-degree
+    regression.
+    """
+    m, n_dims = Z.shape
+    n_resp = P.shape[1]
+    K = R.shape[1]
+    n_feat = n_hermite_features(n_dims, degree)
+    Phi = hermite_features(Z, degree)
+    if K * n_feat <= max_features and m >= 2 * K * n_feat:
+        design = (Phi[:, None, :] * R[:, :, None]).reshape(m, K * n_feat)
+        coef = _lstsq(design, P)  # (K * F, B)
+        coef = coef.reshape(K, n_feat, n_resp).transpose(1, 2, 0)  # (F, B, K)
+    else:
+        Y = (P[:, :, None] * R[:, None, :]).reshape(m, n_resp * K)
+        if n_feat <= max_features and m >= 2 * n_feat:
+            coef = _lstsq(Phi, Y)
+        else:
+            n_low = n_hermite_features(n_dims, degree - 1)
+            low = _lstsq(Phi[:, :n_low], Y)
+            resid = Y - Phi[:, :n_low] @ low
+            top = Phi[:, n_low:].T @ resid / m  # = T[alpha], i.e. coef * alpha!
+            idx = hermite_multi_indices(n_dims, degree)[n_low:]
+            fact = np.array([np.prod([factorial(i.count(q)) for q in set(i)])
+                             for i in idx], dtype=float)
+            coef = np.vstack([low, top / fact[:, None]])
+        coef = coef.reshape(n_feat, n_resp, K)
+    flat = coef.reshape(n_feat, n_resp * K)
+    tensors = []
+    for k in range(degree + 1):
+        t = coefficients_to_tensor(flat, n_dims, k) if k else flat[:1].T
+        t = t.reshape((n_resp, K) + (n_dims,) * k)
+        tensors.append(t)
+    return tensors
+
+
+def _bias_regressors(A, z_bias, n_bias_orders):
+    """Known regressors ``R = A (x) [He_0(z_b), ..., He_L(z_b)] / l!``.
+
+    With a Gaussian bias the gradient row depends on the bias too; expanding
+    that dependence in Hermite polynomials of the standardised bias
+    ``z_b`` gives ``L + 1`` moment tensors ``E[d_b^l d^p h]`` (``l <= L``)
+    that share the samples as components: more slices for the
+    decomposition, and the bias's variance explained rather than left as
+    noise. Returns ``(m, K * (L + 1))``, ordered ``(output, l)``.
+    """
+    if z_bias is None:
+        return A
+    he = [np.ones_like(z_bias), z_bias]
+    for n in range(2, n_bias_orders):
+        he.append(z_bias * he[n - 1] - (n - 1) * he[n - 2])
+    he = np.stack(he[:n_bias_orders], axis=1)
+    he /= np.array([factorial(n) for n in range(n_bias_orders)])
+    return (A[:, :, None] * he[:, None, :]).reshape(len(A), -1)
+
+
+def _lstsq(design, Y):
+    """Least squares through the normal equations (Hermite features of a
+    Gaussian are nearly orthonormal, so the Gram matrix is well conditioned)."""
+    gram = design.T @ design
+    return linalg.solve(gram, design.T @ Y, assume_a="pos")
+
+
+class MomentTensorTransformer(TransformerMixin, BaseEstimator):
+    """Span of the batch and its Hermite moment tensor, from one gradient.
+
+    Fitting computes the span of the private batch from the singular value
+    decomposition of the gradient (its rank is the batch size), projects the
+    gradient and the weights onto it, and estimates the Hermite moment tensor
+    of order ``p + 1`` in the span by regressing the projected gradient rows
+    on the Hermite features of the standardised weights.
+
+    Parameters
+    ----------
+    n_components : "auto" or int, default="auto"
+        Dimension of the span, i.e. the batch size ``B``. ``"auto"`` reads it
+        off the largest relative gap of the singular values above the
+        round-off floor of the input's dtype (:func:`estimate_batch_size`).
+    order : "auto", 3 or 4, default="auto"
+        Order of the moment tensor. ``"auto"`` chooses the lowest order whose
+        Gaussian moment ``mu_order`` does not vanish for ``activation``
+        (3 for tanh, sigmoid, erf, ELU; 4 for ReLU, leaky ReLU, GELU, SiLU,
+        softplus without bias).
+    activation : str or Activation, default="tanh"
+        First-layer activation; see :mod:`skrecon.activations`.
+    bias : bool, default=False
+        Whether the last column of ``X`` and ``weights`` is the first layer's
+        bias.
+    weight_std : "auto" or float, default="auto"
+        Standard deviation of the server's Gaussian weights (excluding the
+        bias). ``"auto"`` reads it off ``weights``.
+    max_features : int, default=2000
+        Largest number of regressors in the Hermite regression. Above it the
+        output weights move to the response, and above that the top degree is
+        estimated by a plain average of the lower-degree regression's residual.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components_, n_features_in_)
+        Orthonormal basis (rows) of the span of the gradient rows, which is
+        the span of the bias-augmented samples.
+    singular_values_ : ndarray of shape (min(n_neurons, n_features_in_),)
+        All singular values of ``X``, decreasing.
+    n_components_ : int
+        Batch size used.
+    spectral_gap_ : float
+        ``s_B / s_{B+1}``: how clearly the spectrum shows the batch size.
+    order_ : int
+        Order of ``moment_tensor_``.
+    weight_std_, bias_mean_, bias_std_ : float
+        Statistics of the server's weights (``bias_std_`` is 0 for a constant
+        bias, both bias statistics 0 without bias).
+    moment_tensor_ : ndarray of shape (n_components_, n_outputs) + (n_components_,) * (order_ - 1)
+        Hermite moment tensor ``E[d^(order-1) h]``, first mode in the scaled
+        span (``scaled_components_``), second the output mode, the others in
+        the Hermite coordinates.
+    scaled_components_ : ndarray of shape (n_components_, n_features_in_)
+        Orthonormal basis of the span after scaling each column by its
+        weight's std: the coordinates of the moment tensor's first mode.
+    n_features_in_ : int
+        Number of columns of ``X``.
+
+    See Also
+    --------
+    GradientReconstructor : decomposes this tensor into the batch.
+
+    Notes
+    -----
+    For ``z ~ N(0, I)`` Stein's lemma gives ``E[g (x) He_p(z)] =
+    sum_i mu_{p+1}(x_i) x_i (x) x_i^(x)p`` (DESIGN F2), a tensor of CP rank
+    ``B`` whose components are the samples. It is estimated in ``B``
+    dimensions after projecting on the span, never in ``n_inputs``.
+
+    References
+    ----------
+    .. [1] Z. Wang, J. D. Lee, Q. Lei, "Reconstructing Training Data from
+       Model Gradient, Provably", AISTATS 2023, PMLR 206:6595-6612.
+
+    Examples
+    --------
+    >>> from skrecon.clients import make_gradient_query
+    >>> from skrecon.datasets import load_digits_batch
+    >>> from skrecon import MomentTensorTransformer
+    >>> batch, labels = load_digits_batch(4, random_state=0)
+    >>> q = make_gradient_query(batch, n_neurons=2000, random_state=0)
+    >>> mt = MomentTensorTransformer(bias=True).fit(
+    ...     q.grad, weights=q.weights, output_weights=q.output_weights)
+    >>> mt.n_components_, mt.order_, mt.moment_tensor_.shape
+    (4, 3, (4, 1, 4, 4))
+    """
+
+    _parameter_constraints = {
+        "n_components": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "order": [StrOptions({"auto"}), Interval(Integral, 3, 4, closed="both")],
+        "activation": [str, Activation],
+        "bias": ["boolean"],
+        "weight_std": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+        "max_features": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, *, n_components="auto", order="auto", activation="tanh",
+                 bias=False, weight_std="auto", max_features=2000):
+        self.n_components = n_components
+        self.order = order
+        self.activation = activation
+        self.bias = bias
+        self.weight_std = weight_std
+        self.max_features = max_features
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, weights=None, output_weights=None):
+        """Compute the span and the moment tensor of a gradient query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_neurons, n_inputs) or (n_neurons, n_inputs + 1)
+            First-layer gradient, one row per neuron (bias gradient last when
+            ``bias=True``).
+        y : None
+            Ignored.
+        weights : array-like of the shape of ``X``
+            The first-layer weights at which the gradient was taken.
+        output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
+            The neurons' outgoing weights; ``None`` means all ones.
+
+        Returns
+        -------
+        self : MomentTensorTransformer
+
+        Raises
+        ------
+        ValueError
+            If ``weights`` is missing, an argument holds NaN or inf, shapes do
+            not match, the gradient is zero, or the order is not identifiable
+            for the activation.
+        """
+        self._fit(X, weights, output_weights)
+        return self
+
+    def _fit(self, X, weights, output_weights):
+        """Fit and return the projected query (kept out of the fitted state)."""
+        X, W, A = check_query(self, X, weights, output_weights, reset=True)
+        activation = get_activation(self.activation)
+        s, bias_mean, bias_std = _weight_statistics(W, self.bias, self.weight_std)
+        self.order_ = select_tensor_order(activation, bias_mean, order=self.order)
+        m, n_cols = X.shape
+
+        _, sv, vt = linalg.svd(X, full_matrices=False)
+        if self.n_components == "auto":
+            B, gap = estimate_batch_size(sv, m, n_cols, self._input_dtype)
+        else:
+            B = int(self.n_components)
+            gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
+            if B > len(sv):
+                raise ValueError(
+                    f"n_components={B} exceeds the rank bound min(n_neurons, "
+                    f"n_inputs) = {len(sv)} of the gradient of shape {X.shape}."
+                )
+        if gap < 10:
+            warnings.warn(
+                f"The singular values of the gradient show no clear gap "
+                f"(s_B / s_B+1 = {gap:.3g} at B = {B}): the batch size is "
+                "uncertain, e.g. because of noise, or because the batch is "
+                "larger than the gradient can identify. Pass n_components (or "
+                "batch_size) explicitly if you know it.",
+                BatchSizeWarning,
+            )
+        basis = vt[:B].T  # (n_cols, B) orthonormal, original coordinates
+
+        # Scale each column by its weight's std, so that the weights become
+        # standard normal (DESIGN F4). The Hermite modes live in the input
+        # coordinates; a Gaussian bias is one more (nuisance) regressor, a
+        # constant bias stays in the first mode only.
+        scale = np.full(n_cols, s)
+        gaussian_bias = bool(self.bias) and bias_std > 0
+        if gaussian_bias:
+            scale[-1] = bias_std
+        centre = np.zeros(n_cols)
+        if gaussian_bias:
+            centre[-1] = bias_mean
+        random_cols = np.ones(n_cols, dtype=bool)
+        if self.bias and not gaussian_bias:
+            random_cols[-1] = False
+        n_in = n_cols - 1 if self.bias else n_cols
+        scaled_basis = linalg.qr(basis * scale[:, None], mode="economic")[0]
+        hermite_basis = linalg.qr(scaled_basis[:n_in], mode="economic")[0]
+        Wz = (W - centre) / scale  # standardised weights
+        P = (X * scale) @ scaled_basis
+        Omega = Wz[:, random_cols] @ scaled_basis[random_cols]
+        Z = Wz[:, :n_in] @ hermite_basis
+        degree = self.order_ - 1
+        n_bias_orders = degree + 1 if gaussian_bias else 1
+        R = _bias_regressors(A, Wz[:, -1] if gaussian_bias else None, n_bias_orders)
+        tensors = _hermite_regression(Z, P, R, degree, self.max_features)
+        K = A.shape[1]
+        tensors = [t.reshape((B, K, n_bias_orders) + t.shape[2:]) for t in tensors]
+
+        self.components_ = basis.T
+        self.singular_values_ = sv
+        self.n_components_ = B
+        self.spectral_gap_ = gap
+        self.weight_std_ = s
+        self.bias_mean_ = bias_mean if self.bias else 0.0
+        self.bias_std_ = bias_std
+        self.scaled_components_ = scaled_basis.T
+        self.moment_tensor_ = tensors[degree]
+        self._lower_moments = tensors[:degree]
+        return _Projection(P, Omega, Z, A, scaled_basis, hermite_basis,
+                           scale, self.bias_mean_, R, degree, self.max_features)
+
+    def transform(self, X):
+        """Coordinates of gradient rows in the span.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_neurons, n_features_in_)
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_neurons, n_components_)
+        """
+        check_is_fitted(self)
+        X = check_query(self, X, None, None, reset=False)[0]
+        return X @ self.components_.T
+
+    def inverse_transform(self, X):
+        """Map span coordinates back to gradient rows (bias column included).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_neurons, n_components_)
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_neurons, n_features_in_)
+        """
+        check_is_fitted(self)
+        X = np.asarray(X, dtype=self.components_.dtype)
+        if X.ndim != 2 or X.shape[1] != self.n_components_:
+            raise ValueError(
+                f"X has shape {X.shape}; inverse_transform expects "
+                f"(n_neurons, {self.n_components_})."
+            )
+        return X @ self.components_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.requires_fit = True
+        return tags

@@ -1,0 +1,408 @@
+"""GradientReconstructor: the batch from one gradient query."""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_is_fitted
+
+from ._validation import _ROUTING_HINT, check_query
+from .activations import Activation, get_activation
+from . import _restarts
+from .moments import MomentTensorTransformer
+
+__all__ = ["GradientReconstructor", "IdentifiabilityWarning"]
+
+
+class IdentifiabilityWarning(UserWarning):
+    """Part of the batch (sign, norm, a sample) is not identifiable."""
+
+
+class GradientReconstructor(BaseEstimator):
+    """Reconstruct a client's training batch from one first-layer gradient.
+
+    The tensor method of Wang, Lee & Lei (2023) - span of the gradient,
+    Hermite moment tensor, CP decomposition - gives a start; a
+    Levenberg-Marquardt fit of the exact gradient model
+    ``g_j = sum_i (a_j . u_i) sigma'(w_j . x_i + b_j) x_i`` makes the recovery
+    exact when the gradient is.
+
+    Parameters
+    ----------
+    activation : str or Activation, default="tanh"
+        The first layer's activation (see :mod:`skrecon.activations`).
+    bias : bool, default=False
+        Whether the last column of the gradient and of ``weights`` is the
+        first layer's bias. Whether that bias is constant or Gaussian is read
+        off the weights.
+    batch_size : "auto" or int, default="auto"
+        Number of samples in the batch; ``"auto"`` reads it off the
+        singular values of the gradient.
+    moments : MomentTensorTransformer or None, default=None
+        The moment step, with its hyper-parameters (``moments__order`` ...).
+        ``None`` means ``MomentTensorTransformer()``. Its ``activation``,
+        ``bias`` and ``n_components`` are set from this estimator's.
+    loss : {None, "squared", "cross_entropy"}, default=None
+        What the per-sample signals mean; with ``"cross_entropy"`` and at
+        least 3 outputs, ``labels_`` is filled.
+    n_init : int, default=10
+        Number of random restarts of the decomposition (Jennrich slices).
+    n_jobs : int or None, default=None
+        Number of jobs for the restarts (joblib).
+    max_iter : int, default=200
+        Maximum Levenberg-Marquardt steps of the final refinement.
+    tol : float, default=1e-13
+        Relative residual at which the refinement stops.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the restarts (each gets a seed spawned from it).
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    samples_ : ndarray of shape (batch_size_, n_inputs)
+        The reconstructed batch (bias column removed).
+    sample_coefficients_ : ndarray of shape (batch_size_, n_outputs)
+        Per-sample back-propagated signals ``u_i`` (DESIGN §1).
+    labels_ : ndarray of shape (batch_size_,) or None
+        With ``loss="cross_entropy"`` and at least 3 outputs, the label of
+        each sample: the coordinate of ``u_i`` whose sign differs from all
+        others. ``None`` otherwise: a squared loss's signals are residuals,
+        not labels, and with fewer than 3 outputs the odd coordinate is not
+        defined.
+    batch_size_ : int
+    gradient_residual_ : float
+        ``||X - X_hat||_F / ||X||_F`` of the fitted model.
+    sign_identified_, scale_identified_ : ndarray of bool, shape (batch_size_,)
+        Whether each sample's sign and norm are identifiable from the
+        gradient (DESIGN F3).
+    n_iter_ : int
+        Levenberg-Marquardt steps of the final refinement.
+    converged_ : bool
+        Whether the refinement met a stopping tolerance.
+    moments_ : MomentTensorTransformer
+        The fitted moment step.
+    order_ : int
+        Order of the moment tensor used.
+    n_features_in_ : int
+
+    References
+    ----------
+    .. [1] Z. Wang, J. D. Lee, Q. Lei, "Reconstructing Training Data from
+       Model Gradient, Provably", AISTATS 2023, PMLR 206:6595-6612.
+    """
+
+    _parameter_constraints = {
+        "activation": [str, Activation],
+        "bias": ["boolean"],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "moments": [HasMethods(["fit", "transform"]), None],
+        "loss": [StrOptions({"squared", "cross_entropy"}), None],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, *, activation="tanh", bias=False, batch_size="auto", moments=None,
+                 loss=None, n_init=10, n_jobs=None, max_iter=200, tol=1e-13,
+                 random_state=None, verbose=0):
+        self.activation = activation
+        self.bias = bias
+        self.batch_size = batch_size
+        self.moments = moments
+        self.loss = loss
+        self.n_init = n_init
+        self.n_jobs = n_jobs
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+
+    __metadata_request__fit = {"weights": True, "output_weights": True}
+    __metadata_request__score = {"weights": True, "output_weights": True}
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None, *, weights=None, output_weights=None):
+        """Reconstruct the batch from a gradient query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_neurons, n_inputs) or (n_neurons, n_inputs + 1)
+            The first layer's gradient, one row per neuron; with
+            ``bias=True`` the bias gradient is the last column. Any global
+            scale (learning rate, mean or sum reduction) is irrelevant.
+        y : None
+            Ignored (there is no target: the batch is what is estimated).
+        weights : array-like of the shape of ``X``
+            The first-layer weights at which the gradient was taken (bias
+            last when ``bias=True``), Gaussian as the server drew them.
+        output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
+            Each neuron's outgoing weights; ``None`` means all ones.
+
+        Returns
+        -------
+        self : GradientReconstructor
+
+        Raises
+        ------
+        ValueError
+            If ``weights`` is missing, an argument holds NaN or inf, shapes
+            do not match, the gradient is zero, the activation is linear, the
+            requested moment order vanishes for the activation, or every
+            restart failed.
+        """
+        X_checked, W, A = check_query(self, X, weights, output_weights, reset=True)
+        if not np.any(X_checked):
+            raise ValueError(
+                "The gradient X is zero everywhere: it carries no information "
+                "about the batch (was the loss already minimal, or the wrong "
+                "layer's gradient passed?)."
+            )
+        activation = get_activation(self.activation)
+        moments = (MomentTensorTransformer() if self.moments is None
+                   else clone(self.moments))
+        moments.set_params(activation=activation, bias=self.bias,
+                           n_components=self.batch_size)
+        proj = moments._fit(X_checked, W, A)
+        self.moments_ = moments
+        self.order_ = moments.order_
+        n = moments.n_components_
+        m = len(proj.P)
+
+        rng = check_random_state(self.random_state)
+        seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_init + 2)
+        n_par = n * (n + A.shape[1])
+        n_rows = min(m, max(2000, 20 * n_par))
+        rows = np.sort(np.random.default_rng(seeds[-1]).choice(m, n_rows, replace=False))
+        lower_t0 = moments._lower_moments[0]
+        results = Parallel(n_jobs=self.n_jobs)(
+            delayed(_restarts.run_restart)(
+                seed, moments.moment_tensor_, proj, activation, lower_t0,
+                moments.order_, moments.weight_std_, rows)
+            for seed in seeds[:self.n_init]
+        )
+        finite = [r for r, _ in results if r is not None]
+        if len(finite) < len(results):
+            warnings.warn(
+                f"{len(results) - len(finite)} of {len(results)} restarts produced "
+                "non-finite values and were dropped.", ConvergenceWarning)
+        if not finite:
+            raise ValueError(
+                f"All {len(results)} restarts produced non-finite values: the "
+                "moment tensor could not be decomposed. Check that weights are "
+                "the Gaussian weights at which the gradient was taken, or "
+                "increase n_init."
+            )
+        self.restart_residuals_ = np.array(
+            [r.relative_residual if r is not None else np.inf for r, _ in results])
+        best = min(finite, key=lambda r: r.relative_residual)
+        best = _restarts.refine(best, proj, activation, rows, self.max_iter, rtol=self.tol)
+        reseed_rounds = 0
+        while best.relative_residual > self._reseed_threshold and reseed_rounds < 3:
+            trial = _restarts.reseed(best, proj, activation, rows, seeds[-2] + reseed_rounds)
+            reseed_rounds += 1
+            if trial is best:
+                break
+            best = _restarts.refine(trial, proj, activation, rows, self.max_iter,
+                                    rtol=self.tol)
+        self.n_reseeds_ = reseed_rounds
+        if n_rows < m:
+            best = _restarts.refine(best, proj, activation, np.arange(m),
+                                    self.max_iter, rtol=self.tol, verbose=self.verbose)
+        self._store_result(best, proj, activation, X_checked, W, A)
+        return self
+
+    # Re-seeding is tried while the subset residual stays above this: exact
+    # gradients reach ~1e-14, float32 ones ~1e-7.
+    _reseed_threshold = 1e-6
+
+    def _store_result(self, result, proj, activation, X, W, A):
+        """Samples in input coordinates, identifiability, diagnostics."""
+        V, U = result.V, result.U
+        n = V.shape[0]
+        x_aug = (V @ proj.scaled_basis.T) / proj.column_scale
+        samples = x_aug[:, :-1] / x_aug[:, -1:] if self.bias else x_aug
+        even = _has_even_derivative(activation)
+        sign_ok = np.full(n, bool(self.bias) or not even)
+        scale_ok = np.full(n, bool(self.bias) or not activation.scale_free)
+        if not self.bias and even:
+            # convention: each sample's coordinates sum to >= 0
+            flip = np.where(samples.sum(axis=1) < 0, -1.0, 1.0)
+            samples, U = samples * flip[:, None], U * flip[:, None]
+            warnings.warn(
+                f"The sign of each sample is not identifiable: activation "
+                f"{activation.name!r} has an even derivative and the first layer "
+                "has no bias, so (x_i, u_i) and (-x_i, -u_i) give the same "
+                "gradient. Samples are returned with non-negative coordinate sums; "
+                "sign_identified_ is False.", IdentifiabilityWarning)
+        if not self.bias and activation.scale_free:
+            norms = np.linalg.norm(samples, axis=1)
+            samples, U = samples / norms[:, None], U * norms[:, None]
+            warnings.warn(
+                f"The norm of each sample is not identifiable: activation "
+                f"{activation.name!r} has a scale-free derivative and the first "
+                "layer has no bias, so (x_i, u_i) and (c x_i, u_i / c) give the "
+                "same gradient. Samples are returned with unit norm; "
+                "scale_identified_ is False.", IdentifiabilityWarning)
+        self.samples_ = samples
+        self.sample_coefficients_ = U
+        self.batch_size_ = n
+        self.sign_identified_ = sign_ok
+        self.scale_identified_ = scale_ok
+        self.n_iter_ = result.n_iter
+        self.converged_ = bool(result.converged)
+        self.refinement_ = result
+        self.labels_ = self._labels(U)
+        self.gradient_residual_ = float(
+            np.linalg.norm(X - self._model_gradient(W, A)) / np.linalg.norm(X))
+        self._check_moment_weights(activation, proj)
+        if not self.converged_:
+            warnings.warn(
+                f"The refinement did not converge in {self.max_iter} iterations "
+                f"(relative gradient residual {self.gradient_residual_:.3g}); "
+                "increase max_iter or n_init.", ConvergenceWarning)
+
+    def _check_moment_weights(self, activation, proj):
+        """mu_order at each recovered sample: a vanishing one is reported."""
+        x_aug = self._augmented(self.samples_)
+        scaled = x_aug * proj.column_scale
+        n_in = proj.hermite_basis.shape[0]
+        tau = np.linalg.norm(scaled[:, :n_in], axis=1)
+        if self.moments_.bias_std_ > 0:
+            tau = np.sqrt(tau**2 + self.moments_.bias_std_**2)
+        tau = np.maximum(tau, 1e-12)
+        order = self.order_
+        weights = activation.mu(order, tau, self.moments_.bias_mean_) * tau ** (order - 1)
+        self.moment_weights_ = weights
+        scale = np.max(np.abs(activation.mu(1, tau, self.moments_.bias_mean_)))
+        small = np.flatnonzero(np.abs(weights) < 1e-3 * scale)
+        if small.size:
+            warnings.warn(
+                f"mu_{order} nearly vanishes at the recovered norm of sample(s) "
+                f"{small.tolist()} (activation {activation.name!r}): their weight "
+                "in the moment tensor is ~0, so the tensor step cannot see them; "
+                "check them against gradient_residual_.", IdentifiabilityWarning)
+
+    def _labels(self, U):
+        if self.loss != "cross_entropy" or U.shape[1] < 3:
+            return None
+        labels = np.empty(len(U), dtype=int)
+        for i, u in enumerate(U):
+            n_pos = int(np.sum(u > 0))
+            if n_pos == 1:
+                labels[i] = int(np.argmax(u))
+            elif n_pos == len(u) - 1:
+                labels[i] = int(np.argmin(u))
+            else:  # no unique sign: the largest magnitude is the best guess
+                labels[i] = int(np.argmax(np.abs(u)))
+        return labels
+
+    def _augmented(self, samples):
+        if self.bias:
+            return np.hstack([samples, np.ones((len(samples), 1))])
+        return samples
+
+    def _model_gradient(self, W, A):
+        """Gradient predicted by the fitted batch at weights ``W``."""
+        activation = get_activation(self.activation)
+        x_aug = self._augmented(self.samples_)
+        s1 = activation.derivative(W @ x_aug.T, 1)  # (m, B)
+        return ((A @ self.sample_coefficients_.T) * s1) @ x_aug
+
+    def transform(self, X):
+        """Least-squares coefficients of gradient rows on the recovered samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_neurons, n_features_in_)
+
+        Returns
+        -------
+        coefficients : ndarray of shape (n_neurons, batch_size_)
+            ``C`` minimising ``||X - C S||_F`` with ``S`` the samples
+            (bias-augmented when ``bias=True``).
+        """
+        check_is_fitted(self)
+        X = check_query(self, X, None, None, reset=False)[0]
+        S = self._augmented(self.samples_)
+        return np.linalg.lstsq(S.T, X.T, rcond=None)[0].T
+
+    def inverse_transform(self, X):
+        """Gradient rows from coefficients on the recovered samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_neurons, batch_size_)
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_neurons, n_features_in_)
+        """
+        check_is_fitted(self)
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2 or X.shape[1] != self.batch_size_:
+            raise ValueError(
+                f"X has shape {X.shape}; inverse_transform expects "
+                f"(n_neurons, batch_size_) = (n_neurons, {self.batch_size_}).")
+        return X @ self._augmented(self.samples_)
+
+    def score(self, X, y=None, *, weights=None, output_weights=None):
+        """Held-out R^2 of the gradient predicted by the recovered batch.
+
+        ``1 - ||X - X_hat||_F^2 / ||X - mean(X)||_F^2`` over the whole
+        matrix, ``X_hat`` the exact gradient model at ``weights`` with the
+        fitted samples and signals.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_neurons, n_features_in_)
+        y : None
+            Ignored.
+        weights : array-like of the shape of ``X``
+        output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
+
+        Returns
+        -------
+        score : float
+
+        Raises
+        ------
+        ValueError
+            If ``weights`` is missing (enable metadata routing inside a search).
+        """
+        check_is_fitted(self)
+        if weights is None:
+            raise ValueError(
+                "GradientReconstructor.score needs the held-out neurons' "
+                "weights: call score(X, weights=W). " + _ROUTING_HINT)
+        X, W, A = check_query(self, X, weights, output_weights, reset=False)
+        if A.shape[1] != self.sample_coefficients_.shape[1]:
+            raise ValueError(
+                f"output_weights has {A.shape[1]} columns but the estimator was "
+                f"fitted with {self.sample_coefficients_.shape[1]} outputs.")
+        resid = X - self._model_gradient(W, A)
+        total = X - X.mean(axis=0)
+        return float(1.0 - np.sum(resid**2) / np.sum(total**2))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.requires_fit = True
+        tags.target_tags.required = False
+        return tags
+
+
+def _has_even_derivative(activation):
+    """Whether ``sigma'`` is even (its declared flag, or checked on a grid)."""
+    if activation.even_derivative is not None:
+        return bool(activation.even_derivative)
+    t = np.linspace(0.05, 4.0, 40)
+    d = activation.derivative(t, 1)
+    return bool(np.allclose(d, activation.derivative(-t, 1), rtol=1e-9, atol=1e-12))

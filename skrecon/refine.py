@@ -1,0 +1,296 @@
+"""Levenberg-Marquardt refinement of the exact gradient model (DESIGN F7).
+
+In span coordinates the gradient row of neuron ``j`` is exactly
+
+    p_j = sum_i (a_j . u_i) sigma'(omega_j . v_i + b0) v_i
+
+with ``v_i`` the ``i``-th sample (scaled, in the span), ``u_i`` its
+back-propagated signal, ``omega_j`` the neuron's weights in the same
+coordinates, ``a_j`` its output weights and ``b0`` a constant bias. This
+module fits ``(V, U)`` to the observed ``P`` by Levenberg-Marquardt. The
+normal matrix ``J^T J`` (``B (B + K)`` square) is assembled from structured
+products, in chunks of neurons, never from the dense ``(m B, B (B + K))``
+Jacobian.
+"""
+
+import numpy as np
+from scipy import linalg
+
+__all__ = ["gradient_model", "fit_signals", "levenberg_marquardt", "RefinementResult"]
+
+_CHUNK = 8192
+
+
+def _pre(Omega, V, bias_mean):
+    return Omega @ V.T + bias_mean  # (m, B)
+
+
+def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
+    """Model gradient rows ``P_hat`` (``(m, B)``) for samples ``V`` and signals ``U``.
+
+    Parameters
+    ----------
+    V : ndarray of shape (B, n_dims)
+        Samples in span coordinates.
+    U : ndarray of shape (B, K)
+        Per-sample signals.
+    Omega : ndarray of shape (m, n_dims)
+        Neurons' weights in span coordinates.
+    A : ndarray of shape (m, K)
+        Output weights.
+    activation : Activation
+    bias_mean : float
+        Constant part of the pre-activation.
+
+    Returns
+    -------
+    P_hat : ndarray of shape (m, n_dims)
+    """
+    s1 = activation.derivative(_pre(Omega, V, bias_mean), 1)
+    return ((A @ U.T) * s1) @ V
+
+
+def fit_signals(V, P, Omega, A, activation, bias_mean=0.0, ridge=1e-12):
+    """Least-squares signals ``U`` for fixed samples ``V`` (the model is linear in ``U``).
+
+    Returns
+    -------
+    U : ndarray of shape (B, K)
+    """
+    n_samples, n_dims = V.shape
+    K = A.shape[1]
+    s1 = activation.derivative(_pre(Omega, V, bias_mean), 1)  # (m, B)
+    gram_v = V @ V.T
+    # normal matrix over (i, k) x (i', k'): (v_i . v_i') sum_j a_jk a_jk' s1_ij s1_i'j
+    sa = s1[:, :, None] * A[:, None, :]  # (m, B, K)
+    sa2 = sa.reshape(len(A), -1)
+    normal = (sa2.T @ sa2).reshape(n_samples, K, n_samples, K)
+    normal *= gram_v[:, None, :, None]
+    normal = normal.reshape(n_samples * K, -1)
+    rhs = np.einsum("jik,ji->ik", sa, P @ V.T).reshape(-1)
+    normal[np.diag_indices_from(normal)] += ridge * np.trace(normal) / len(normal)
+    return linalg.solve(normal, rhs, assume_a="sym").reshape(n_samples, K)
+
+
+class RefinementResult:
+    """Outcome of :func:`levenberg_marquardt`, in the style of ``scipy.optimize``.
+
+    Attributes
+    ----------
+    V, U : ndarray
+        Fitted samples ``(B, n_dims)`` and signals ``(B, K)``.
+    relative_residual : float
+        ``||P - P_hat||_F / ||P||_F`` at the solution.
+    n_iter : int
+        Number of accepted and rejected steps taken.
+    converged : bool
+    status : int
+        1: relative step below ``xtol``; 2: relative decrease of the cost below
+        ``ftol``; 3: residual below ``rtol``; 0: ``max_iter`` reached;
+        -1: damping grew without bound (no descent direction).
+    message : str
+    """
+
+    _MESSAGES = {
+        1: "the relative step is below xtol",
+        2: "the relative decrease of the cost is below ftol",
+        3: "the relative residual is below rtol",
+        0: "the maximum number of iterations was reached",
+        -1: "the damping grew without bound: no step decreases the cost",
+    }
+
+    def __init__(self, V, U, relative_residual, n_iter, status):
+        self.V = V
+        self.U = U
+        self.relative_residual = float(relative_residual)
+        self.n_iter = int(n_iter)
+        self.status = int(status)
+        self.converged = status > 0
+        self.message = self._MESSAGES[status]
+
+    def __repr__(self):
+        return (f"RefinementResult(relative_residual={self.relative_residual:.3g}, "
+                f"n_iter={self.n_iter}, status={self.status}: {self.message})")
+
+
+def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
+    """``J^T J`` and ``J^T r`` for the parameters ``(v_i, u_i)`` stacked per sample."""
+    n_samples, n_dims = V.shape
+    K = A.shape[1]
+    width = n_dims + K
+    n_par = n_samples * width
+    jtj_alpha = np.zeros((n_par, n_par))
+    s2_beta_alpha = np.zeros((n_samples, n_samples, width))  # [k, i, :] = sum_j beta_kj alpha_ij
+    beta_beta = np.zeros((n_samples, n_samples))
+    grad = np.zeros((n_samples, width))
+    cost = 0.0
+    for start in range(0, len(P), _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        om, a, p = Omega[sl], A[sl], P[sl]
+        t = _pre(om, V, bias_mean)
+        s1 = activation.derivative(t, 1)
+        s2 = activation.derivative(t, 2)
+        c = a @ U.T  # (mc, B)
+        beta = c * s1
+        r = p - beta @ V  # residual (mc, n_dims)
+        cost += 0.5 * np.sum(r * r)
+        alpha = np.empty((len(p), n_samples, width))
+        alpha[:, :, :n_dims] = (c * s2)[:, :, None] * om[:, None, :]
+        alpha[:, :, n_dims:] = s1[:, :, None] * a[:, None, :]
+        flat = alpha.reshape(len(p), -1)
+        jtj_alpha += flat.T @ flat
+        s2_beta_alpha += np.einsum("jk,jia->kia", beta, alpha)
+        beta_beta += beta.T @ beta
+        rv = r @ V.T  # (mc, B): v_i . r_j
+        grad += np.einsum("jia,ji->ia", alpha, rv)
+        grad[:, :n_dims] += beta.T @ r
+    gram_v = V @ V.T
+    jtj = jtj_alpha.reshape(n_samples, width, n_samples, width)
+    jtj *= gram_v[:, None, :, None]
+    v_tilde = np.zeros((n_samples, width))
+    v_tilde[:, :n_dims] = V
+    # (sum_j beta_kj alpha_ij) v~_i^T  +  v~_k (sum_j beta_ij alpha_kj)^T
+    term2 = np.einsum("kia,ib->iakb", s2_beta_alpha, v_tilde)
+    jtj += term2
+    jtj += np.transpose(term2, (2, 3, 0, 1))
+    eye = np.zeros((width, width))
+    eye[:n_dims, :n_dims] = np.eye(n_dims)
+    jtj += beta_beta[:, None, :, None] * eye[None, :, None, :]
+    return jtj.reshape(n_par, n_par), grad.reshape(-1), cost
+
+
+def _cost(V, U, P, Omega, A, activation, bias_mean):
+    total = 0.0
+    for start in range(0, len(P), _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        r = P[sl] - gradient_model(V, U, Omega[sl], A[sl], activation, bias_mean)
+        total += 0.5 * np.sum(r * r)
+    return total
+
+
+def _constraint_basis(n_dims, n_outputs, n_samples, fixed):
+    """Map from free parameters to ``(v_i, u_i)`` steps under ``e . v_i = c``.
+
+    Returns ``T`` of shape ``(B (n_dims + K), B (n_dims - 1 + K))`` (block
+    diagonal, one block per sample), or ``None`` without a constraint.
+    """
+    if fixed is None:
+        return None
+    e = np.asarray(fixed[0], dtype=float)
+    # orthonormal basis of the complement of e
+    q = linalg.null_space(e[None, :])  # (n_dims, n_dims - 1)
+    block = linalg.block_diag(q, np.eye(n_outputs))
+    return linalg.block_diag(*([block] * n_samples))
+
+
+def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
+                        fixed=None, max_iter=100, ftol=1e-15, xtol=1e-13,
+                        rtol=1e-14, verbose=0):
+    """Fit samples and signals to the projected gradient by Levenberg-Marquardt.
+
+    Parameters
+    ----------
+    V : ndarray of shape (B, n_dims)
+        Starting samples (span coordinates).
+    U : ndarray of shape (B, K)
+        Starting signals.
+    P : ndarray of shape (m, n_dims)
+        Observed gradient rows in span coordinates.
+    Omega : ndarray of shape (m, n_dims)
+        Neurons' weights in span coordinates.
+    A : ndarray of shape (m, K)
+        Output weights.
+    activation : Activation
+    bias_mean : float, default=0.0
+    fixed : tuple (e, c) or None, default=None
+        Affine constraint ``e . v_i = c`` for every sample: the bias
+        coordinate of a bias-augmented sample is known (the input constant
+        1). Steps are taken in the constraint's tangent space, which removes
+        the sign symmetry and the spurious freedom of that coordinate.
+    max_iter : int, default=100
+        Maximum number of steps (accepted or rejected).
+    ftol, xtol, rtol : float
+        Stopping tolerances on the relative cost decrease, the relative step
+        and the relative residual ``||P - P_hat|| / ||P||``.
+    verbose : int, default=0
+        Print one line per step when positive.
+
+    Returns
+    -------
+    result : RefinementResult
+
+    References
+    ----------
+    .. [1] J. J. More, "The Levenberg-Marquardt algorithm: implementation and
+       theory", Numerical Analysis, Lecture Notes in Math. 630, 1978.
+    .. [2] H. B. Nielsen, "Damping parameter in Marquardt's method",
+       IMM-REP-1999-05, DTU, 1999.
+    """
+    V = np.array(V, dtype=float)
+    U = np.array(U, dtype=float)
+    p_norm2 = float(np.sum(P * P))
+    n_dims = V.shape[1]
+    width = n_dims + U.shape[1]
+    tangent = _constraint_basis(n_dims, U.shape[1], len(V), fixed)
+    if fixed is not None:
+        e, c = np.asarray(fixed[0], dtype=float), float(fixed[1])
+        V = V + np.outer(c - V @ e, e) / (e @ e)  # onto the constraint
+
+    def normal_equations(V, U):
+        jtj, grad, cost = _normal_equations(V, U, P, Omega, A, activation, bias_mean)
+        if tangent is not None:
+            jtj = tangent.T @ jtj @ tangent
+            grad = tangent.T @ grad
+        return jtj, grad, cost
+
+    jtj, grad, cost = normal_equations(V, U)
+    damping = 1e-3
+    nu = 2.0
+    status = 0
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        if np.sqrt(2 * cost / p_norm2) < rtol:
+            status = 3
+            break
+        diag = np.diag(jtj).copy()
+        diag = np.maximum(diag, 1e-12 * diag.max())
+        damped = jtj + damping * np.diag(diag)
+        try:
+            step = linalg.solve(damped, grad, assume_a="pos")
+        except (linalg.LinAlgError, ValueError):
+            step = linalg.lstsq(damped, grad)[0]
+        reduced = step
+        if tangent is not None:
+            step = tangent @ step
+        step = step.reshape(-1, width)
+        V_new = V + step[:, :n_dims]
+        U_new = U + step[:, n_dims:]
+        new_cost = _cost(V_new, U_new, P, Omega, A, activation, bias_mean)
+        predicted = float(reduced @ grad) - 0.5 * float(reduced @ (jtj @ reduced))
+        gain = (cost - new_cost) / predicted if predicted > 0 else -1.0
+        if verbose:
+            print(f"LM {n_iter:3d}: rel. residual {np.sqrt(2 * new_cost / p_norm2):.3e} "
+                  f"damping {damping:.2e} gain {gain:+.2f}")
+        if np.isfinite(new_cost) and gain > 0:
+            rel_decrease = (cost - new_cost) / max(cost, 1e-300)
+            rel_step = np.linalg.norm(step) / max(
+                np.linalg.norm(np.hstack([V, U])), 1e-300)
+            V, U = V_new, U_new
+            jtj, grad, cost = normal_equations(V, U)
+            damping *= max(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3)
+            nu = 2.0
+            if rel_step < xtol:
+                status = 1
+                break
+            if rel_decrease < ftol:
+                status = 2
+                break
+        else:
+            damping *= nu
+            nu *= 2.0
+            if damping > 1e16:
+                status = -1
+                break
+    if status == 0 and np.sqrt(2 * cost / p_norm2) < rtol:
+        status = 3
+    return RefinementResult(V, U, np.sqrt(2 * cost / p_norm2), n_iter, status)

@@ -121,20 +121,23 @@ def _als_sweep(tensor, factors):
     """One ALS sweep: each factor in turn by least squares given the others."""
     n_modes = tensor.ndim
     factors = list(factors)
+    rank = factors[0].shape[1]
+    eye = np.eye(rank)
     for mode in range(n_modes):
         others = [factors[k] for k in range(n_modes) if k != mode]
-        gram = np.ones((others[0].shape[1],) * 2)
+        gram = np.ones((rank, rank))
         for f in others:
             gram *= f.T @ f
         rhs = _unfold(tensor, mode) @ khatri_rao(others)
-        gram = gram + 1e-12 * np.trace(gram) * np.eye(len(gram))
-        factors[mode] = linalg.solve(gram, rhs.T, assume_a="pos").T
+        gram += 1e-12 * np.trace(gram) * eye
+        factors[mode] = np.linalg.solve(gram, rhs.T).T
     return _normalise(factors)
 
 
 def _normalise(factors):
     """Unit columns in every mode but the first, which carries the weights."""
     factors = [f.copy() for f in factors]
+    factors[0] = factors[0].copy()
     for mode in range(1, len(factors)):
         scale = np.linalg.norm(factors[mode], axis=0)
         scale[scale == 0] = 1.0
@@ -143,7 +146,7 @@ def _normalise(factors):
     return factors
 
 
-def cp_als(tensor, factors, *, max_iter=500, tol=1e-10):
+def cp_als(tensor, factors, *, max_iter=500, tol=1e-8):
     """Polish a CP decomposition by alternating least squares with line search.
 
     After each sweep the step from the previous iterate is extrapolated
@@ -160,7 +163,7 @@ def cp_als(tensor, factors, *, max_iter=500, tol=1e-10):
         Bound on the number of sweeps: long ALS runs on an estimated tensor
         can drift to degenerate solutions (nearly parallel components with
         large opposite weights), so keep it bounded.
-    tol : float, default=1e-10
+    tol : float, default=1e-8
         Stop when the relative fit changes by less than this.
 
     Returns

@@ -34,24 +34,29 @@ class BatchSizeWarning(UserWarning):
     """The singular values show no clear gap: the batch size is uncertain."""
 
 
-def estimate_batch_size(singular_values, n_rows, n_cols, dtype):
+def _effective_dtype(X):
+    """float32 for data that float32 holds exactly (a float32 gradient cast
+    to float64 keeps float32 round-off), else the array's dtype."""
+    if X.dtype == np.float64 and np.array_equal(X, X.astype(np.float32)):
+        return np.dtype(np.float32)
+    return X.dtype
+
+
+def estimate_batch_size(singular_values, dtype):
     """Batch size from the spectrum of the gradient (DESIGN F1).
 
     The singular values of an exact gradient drop to round-off after the
-    ``B``-th. Values below ``s_1 * eps(dtype) * sqrt(max(n_rows, n_cols))``
-    are round-off; among the rest (and the step to the first round-off value)
-    the largest ratio ``s_k / s_{k+1}`` marks the batch size. A float32
-    gradient cast to float64 keeps float32 round-off (``~1e-8 s_1``) above
-    the float64 floor; the largest-gap rule still finds ``B`` there.
+    ``B``-th. Values below ``10 eps(dtype) s_1`` are round-off; among the
+    rest (and the step to the first round-off value) the largest ratio
+    ``s_k / s_{k+1}`` marks the batch size.
 
     Parameters
     ----------
     singular_values : ndarray of shape (n,)
         In decreasing order.
-    n_rows, n_cols : int
-        Shape of the gradient.
     dtype : numpy dtype
-        The gradient's dtype.
+        The precision the gradient was computed in (float32 data stored as
+        float64 counts as float32).
 
     Returns
     -------
@@ -63,14 +68,14 @@ def estimate_batch_size(singular_values, n_rows, n_cols, dtype):
     --------
     >>> import numpy as np
     >>> from skrecon.moments import estimate_batch_size
-    >>> B, gap = estimate_batch_size(np.array([5.0, 2.0, 1e-3, 1e-16]), 100, 4, np.float64)
+    >>> B, gap = estimate_batch_size(np.array([5.0, 2.0, 1e-3, 1e-16]), np.float64)
     >>> B, f"{gap:.0e}"
     (3, '1e+13')
     """
     s = np.asarray(singular_values, dtype=float)
     if s.size == 0 or not s[0] > 0:
         return 0, np.inf
-    floor = s[0] * np.finfo(dtype).eps * np.sqrt(max(n_rows, n_cols))
+    floor = 10 * s[0] * np.finfo(dtype).eps
     n_kept = int(np.sum(s > floor))
     if n_kept == len(s):
         if n_kept == 1:
@@ -245,10 +250,10 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    components_ : ndarray of shape (n_components_, n_features_in_)
+    components_ : ndarray of shape (n_components, n_features_in)
         Orthonormal basis (rows) of the span of the gradient rows, which is
         the span of the bias-augmented samples.
-    singular_values_ : ndarray of shape (min(n_neurons, n_features_in_),)
+    singular_values_ : ndarray of shape (min(n_neurons, n_features_in),)
         All singular values of ``X``, decreasing.
     n_components_ : int
         Batch size used.
@@ -259,11 +264,13 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
     weight_std_, bias_mean_, bias_std_ : float
         Statistics of the server's weights (``bias_std_`` is 0 for a constant
         bias, both bias statistics 0 without bias).
-    moment_tensor_ : ndarray of shape (n_components_, n_outputs) + (n_components_,) * (order_ - 1)
-        Hermite moment tensor ``E[d^(order-1) h]``, first mode in the scaled
-        span (``scaled_components_``), second the output mode, the others in
-        the Hermite coordinates.
-    scaled_components_ : ndarray of shape (n_components_, n_features_in_)
+    moment_tensor_ : ndarray of shape (n_components, n_outputs, n_bias_orders) + (n_components,) * (order - 1)
+        Hermite moment tensor ``E[d_b^l d^(order-1) h_o]``: first mode in the
+        scaled span (``scaled_components_``), then the output mode, then the
+        order ``l`` of the derivative in a Gaussian bias (``n_bias_orders`` is
+        ``order`` with a Gaussian bias, else 1), then the Hermite modes in the
+        span of the inputs. Every slice has the samples as CP components.
+    scaled_components_ : ndarray of shape (n_components, n_features_in)
         Orthonormal basis of the span after scaling each column by its
         weight's std: the coordinates of the moment tensor's first mode.
     n_features_in_ : int
@@ -295,7 +302,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
     >>> mt = MomentTensorTransformer(bias=True).fit(
     ...     q.grad, weights=q.weights, output_weights=q.output_weights)
     >>> mt.n_components_, mt.order_, mt.moment_tensor_.shape
-    (4, 3, (4, 1, 4, 4))
+    (4, 3, (4, 1, 3, 4, 4))
     """
 
     _parameter_constraints = {
@@ -351,12 +358,20 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         X, W, A = check_query(self, X, weights, output_weights, reset=True)
         activation = get_activation(self.activation)
         s, bias_mean, bias_std = _weight_statistics(W, self.bias, self.weight_std)
-        self.order_ = select_tensor_order(activation, bias_mean, order=self.order)
+        # A Gaussian bias drawn with mean 0 has a sample mean of order
+        # std / sqrt(m): the parity argument of DESIGN F3 holds for its law.
+        m_rows = X.shape[0]
+        significant = abs(bias_mean) > 4 * bias_std / np.sqrt(m_rows)
+        order_mean = bias_mean if (bias_std == 0 or significant) else 0.0
+        self.order_ = select_tensor_order(activation, order_mean, order=self.order)
         m, n_cols = X.shape
 
-        _, sv, vt = linalg.svd(X, full_matrices=False)
+        # QR first: the SVD of the small triangular factor has the same
+        # singular values and right singular vectors, at a fraction of the cost
+        r = np.linalg.qr(X, mode="r") if m > 2 * n_cols else X
+        _, sv, vt = linalg.svd(r, full_matrices=False)
         if self.n_components == "auto":
-            B, gap = estimate_batch_size(sv, m, n_cols, self._input_dtype)
+            B, gap = estimate_batch_size(sv, _effective_dtype(X))
         else:
             B = int(self.n_components)
             gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
@@ -422,11 +437,11 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_neurons, n_features_in_)
+        X : array-like of shape (n_neurons, n_features_in)
 
         Returns
         -------
-        X_new : ndarray of shape (n_neurons, n_components_)
+        X_new : ndarray of shape (n_neurons, n_components)
         """
         check_is_fitted(self)
         X = check_query(self, X, None, None, reset=False)[0]
@@ -437,11 +452,11 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_neurons, n_components_)
+        X : array-like of shape (n_neurons, n_components)
 
         Returns
         -------
-        X_original : ndarray of shape (n_neurons, n_features_in_)
+        X_original : ndarray of shape (n_neurons, n_features_in)
         """
         check_is_fitted(self)
         X = np.asarray(X, dtype=self.components_.dtype)

@@ -8,6 +8,7 @@ from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from joblib import effective_n_jobs
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
@@ -64,11 +65,11 @@ class GradientReconstructor(BaseEstimator):
 
     Attributes
     ----------
-    samples_ : ndarray of shape (batch_size_, n_inputs)
+    samples_ : ndarray of shape (batch_size, n_inputs)
         The reconstructed batch (bias column removed).
-    sample_coefficients_ : ndarray of shape (batch_size_, n_outputs)
+    sample_coefficients_ : ndarray of shape (batch_size, n_outputs)
         Per-sample back-propagated signals ``u_i`` (DESIGN §1).
-    labels_ : ndarray of shape (batch_size_,) or None
+    labels_ : ndarray of shape (batch_size,) or None
         With ``loss="cross_entropy"`` and at least 3 outputs, the label of
         each sample: the coordinate of ``u_i`` whose sign differs from all
         others. ``None`` otherwise: a squared loss's signals are residuals,
@@ -77,7 +78,7 @@ class GradientReconstructor(BaseEstimator):
     batch_size_ : int
     gradient_residual_ : float
         ``||X - X_hat||_F / ||X||_F`` of the fitted model.
-    sign_identified_, scale_identified_ : ndarray of bool, shape (batch_size_,)
+    sign_identified_, scale_identified_ : ndarray of bool, shape (batch_size,)
         Whether each sample's sign and norm are identifiable from the
         gradient (DESIGN F3).
     n_iter_ : int
@@ -182,12 +183,21 @@ class GradientReconstructor(BaseEstimator):
         n_rows = min(m, max(2000, 20 * n_par))
         rows = np.sort(np.random.default_rng(seeds[-1]).choice(m, n_rows, replace=False))
         lower_t0 = moments._lower_moments[0]
-        results = Parallel(n_jobs=self.n_jobs)(
-            delayed(_restarts.run_restart)(
-                seed, moments.moment_tensor_, proj, activation, lower_t0,
-                moments.order_, moments.weight_std_, rows)
-            for seed in seeds[:self.n_init]
-        )
+        # Restarts run in batches of n_jobs, in seed order, and stop after the
+        # first batch in which one fits the gradient: the chosen restart (the
+        # first success in seed order, else the best) does not depend on n_jobs.
+        batch_len = max(1, effective_n_jobs(self.n_jobs))
+        results = []
+        for start in range(0, self.n_init, batch_len):
+            results += Parallel(n_jobs=self.n_jobs)(
+                delayed(_restarts.run_restart)(
+                    seed, moments.moment_tensor_, proj, activation, lower_t0,
+                    moments.order_, moments.weight_std_, rows)
+                for seed in seeds[start:min(start + batch_len, self.n_init)]
+            )
+            if any(r is not None and r.relative_residual < self._success_residual
+                   for r, _ in results):
+                break
         finite = [r for r, _ in results if r is not None]
         if len(finite) < len(results):
             warnings.warn(
@@ -202,7 +212,8 @@ class GradientReconstructor(BaseEstimator):
             )
         self.restart_residuals_ = np.array(
             [r.relative_residual if r is not None else np.inf for r, _ in results])
-        best = min(finite, key=lambda r: r.relative_residual)
+        successes = [r for r in finite if r.relative_residual < self._success_residual]
+        best = successes[0] if successes else min(finite, key=lambda r: r.relative_residual)
         best = _restarts.refine(best, proj, activation, rows, self.max_iter, rtol=self.tol)
         reseed_rounds = 0
         while best.relative_residual > self._reseed_threshold and reseed_rounds < 3:
@@ -222,6 +233,8 @@ class GradientReconstructor(BaseEstimator):
     # Re-seeding is tried while the subset residual stays above this: exact
     # gradients reach ~1e-14, float32 ones ~1e-7.
     _reseed_threshold = 1e-6
+    # A restart whose short refinement reaches this has found the basin.
+    _success_residual = 1e-8
 
     def _store_result(self, result, proj, activation, X, W, A):
         """Samples in input coordinates, identifiability, diagnostics."""
@@ -251,8 +264,9 @@ class GradientReconstructor(BaseEstimator):
                 "layer has no bias, so (x_i, u_i) and (c x_i, u_i / c) give the "
                 "same gradient. Samples are returned with unit norm; "
                 "scale_identified_ is False.", IdentifiabilityWarning)
-        self.samples_ = samples
-        self.sample_coefficients_ = U
+        dtype = self._input_dtype
+        self.samples_ = samples.astype(dtype, copy=False)
+        self.sample_coefficients_ = U.astype(dtype, copy=False)
         self.batch_size_ = n
         self.sign_identified_ = sign_ok
         self.scale_identified_ = scale_ok
@@ -312,20 +326,20 @@ class GradientReconstructor(BaseEstimator):
     def _model_gradient(self, W, A):
         """Gradient predicted by the fitted batch at weights ``W``."""
         activation = get_activation(self.activation)
-        x_aug = self._augmented(self.samples_)
+        x_aug = self._augmented(self.samples_.astype(np.float64))
         s1 = activation.derivative(W @ x_aug.T, 1)  # (m, B)
-        return ((A @ self.sample_coefficients_.T) * s1) @ x_aug
+        return ((A @ self.sample_coefficients_.T.astype(np.float64)) * s1) @ x_aug
 
     def transform(self, X):
         """Least-squares coefficients of gradient rows on the recovered samples.
 
         Parameters
         ----------
-        X : array-like of shape (n_neurons, n_features_in_)
+        X : array-like of shape (n_neurons, n_features_in)
 
         Returns
         -------
-        coefficients : ndarray of shape (n_neurons, batch_size_)
+        coefficients : ndarray of shape (n_neurons, batch_size)
             ``C`` minimising ``||X - C S||_F`` with ``S`` the samples
             (bias-augmented when ``bias=True``).
         """
@@ -339,11 +353,11 @@ class GradientReconstructor(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_neurons, batch_size_)
+        X : array-like of shape (n_neurons, batch_size)
 
         Returns
         -------
-        X_original : ndarray of shape (n_neurons, n_features_in_)
+        X_original : ndarray of shape (n_neurons, n_features_in)
         """
         check_is_fitted(self)
         X = np.asarray(X, dtype=float)
@@ -362,7 +376,7 @@ class GradientReconstructor(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_neurons, n_features_in_)
+        X : array-like of shape (n_neurons, n_features_in)
         y : None
             Ignored.
         weights : array-like of the shape of ``X``

@@ -19,10 +19,23 @@ from scipy import linalg
 __all__ = ["gradient_model", "fit_signals", "levenberg_marquardt", "RefinementResult"]
 
 _CHUNK = 8192
+_FLUSH = 1e-100  # squares of smaller numbers are subnormal
 
 
 def _pre(Omega, V, bias_mean):
     return Omega @ V.T + bias_mean  # (m, B)
+
+
+def _derivative(activation, t, order):
+    """``sigma^(order)(t)`` with subnormal values flushed to zero.
+
+    Saturated units (tanh'' at |t| ~ 100) give tiny floats whose products
+    in the normal equations are subnormal, which slows BLAS down by orders
+    of magnitude and carries no information.
+    """
+    d = activation.derivative(t, order)
+    d[np.abs(d) < _FLUSH] = 0.0
+    return d
 
 
 def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
@@ -46,7 +59,7 @@ def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
     -------
     P_hat : ndarray of shape (m, n_dims)
     """
-    s1 = activation.derivative(_pre(Omega, V, bias_mean), 1)
+    s1 = _derivative(activation, _pre(Omega, V, bias_mean), 1)
     return ((A @ U.T) * s1) @ V
 
 
@@ -59,7 +72,7 @@ def fit_signals(V, P, Omega, A, activation, bias_mean=0.0, ridge=1e-12):
     """
     n_samples, n_dims = V.shape
     K = A.shape[1]
-    s1 = activation.derivative(_pre(Omega, V, bias_mean), 1)  # (m, B)
+    s1 = _derivative(activation, _pre(Omega, V, bias_mean), 1)  # (m, B)
     gram_v = V @ V.T
     # normal matrix over (i, k) x (i', k'): (v_i . v_i') sum_j a_jk a_jk' s1_ij s1_i'j
     sa = s1[:, :, None] * A[:, None, :]  # (m, B, K)
@@ -69,7 +82,7 @@ def fit_signals(V, P, Omega, A, activation, bias_mean=0.0, ridge=1e-12):
     normal = normal.reshape(n_samples * K, -1)
     rhs = np.einsum("jik,ji->ik", sa, P @ V.T).reshape(-1)
     normal[np.diag_indices_from(normal)] += ridge * np.trace(normal) / len(normal)
-    return linalg.solve(normal, rhs, assume_a="sym").reshape(n_samples, K)
+    return _solve_spd(normal, rhs).reshape(n_samples, K)
 
 
 class RefinementResult:
@@ -128,8 +141,8 @@ def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
         sl = slice(start, start + _CHUNK)
         om, a, p = Omega[sl], A[sl], P[sl]
         t = _pre(om, V, bias_mean)
-        s1 = activation.derivative(t, 1)
-        s2 = activation.derivative(t, 2)
+        s1 = _derivative(activation, t, 1)
+        s2 = _derivative(activation, t, 2)
         c = a @ U.T  # (mc, B)
         beta = c * s1
         r = p - beta @ V  # residual (mc, n_dims)
@@ -137,6 +150,7 @@ def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
         alpha = np.empty((len(p), n_samples, width))
         alpha[:, :, :n_dims] = (c * s2)[:, :, None] * om[:, None, :]
         alpha[:, :, n_dims:] = s1[:, :, None] * a[:, None, :]
+        alpha[np.abs(alpha) < _FLUSH] = 0.0
         flat = alpha.reshape(len(p), -1)
         jtj_alpha += flat.T @ flat
         s2_beta_alpha += np.einsum("jk,jia->kia", beta, alpha)
@@ -157,6 +171,22 @@ def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
     eye[:n_dims, :n_dims] = np.eye(n_dims)
     jtj += beta_beta[:, None, :, None] * eye[None, :, None, :]
     return jtj.reshape(n_par, n_par), grad.reshape(-1), cost
+
+
+def _solve_spd(matrix, rhs):
+    """Solve a symmetric positive (semi-)definite system, Jacobi-scaled.
+
+    Cholesky on the diagonally scaled matrix (the samples' and the signals'
+    parameters differ in scale by orders of magnitude); least squares if
+    the factorisation fails.
+    """
+    d = np.sqrt(np.maximum(np.diag(matrix), np.finfo(float).tiny))
+    scaled = matrix / d[:, None] / d[None, :]
+    try:
+        factor = linalg.cho_factor(scaled, check_finite=False)
+        return linalg.cho_solve(factor, rhs / d, check_finite=False) / d
+    except linalg.LinAlgError:
+        return linalg.lstsq(scaled, rhs / d, check_finite=False)[0] / d
 
 
 def _cost(V, U, P, Omega, A, activation, bias_mean):
@@ -255,10 +285,7 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
         diag = np.diag(jtj).copy()
         diag = np.maximum(diag, 1e-12 * diag.max())
         damped = jtj + damping * np.diag(diag)
-        try:
-            step = linalg.solve(damped, grad, assume_a="pos")
-        except (linalg.LinAlgError, ValueError):
-            step = linalg.lstsq(damped, grad)[0]
+        step = _solve_spd(damped, grad)
         reduced = step
         if tangent is not None:
             step = tangent @ step

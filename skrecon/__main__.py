@@ -1,0 +1,8 @@
+"""``python -m skrecon``: the same program as the ``skrecon`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Figures of reconstructions (optional: needs matplotlib).
+
+Install the plotting extra with ``pip install "skrecon[plot]"``. matplotlib is
+imported only when a function here is called, so ``import skrecon.plotting``
+works without it.
+
+The functions build a :class:`matplotlib.figure.Figure` directly (no
+``pyplot`` state, no ``plt.show()``), so they are safe under the Agg backend,
+in scripts, tests and web servers, and creating many figures leaks nothing.
+Save a figure with ``fig.savefig(path)``. In a notebook the returned figure
+displays as the cell's value; to draw into a ``pyplot`` window pass
+``fig=plt.figure()`` (or axes from ``plt.subplots``).
+"""
+
+import numbers
+
+import numpy as np
+
+__all__ = ["plot_reconstruction"]
+
+_INSTALL_HINT = (
+    'skrecon.plotting needs matplotlib, which is not installed. Install it with '
+    'pip install "skrecon[plot]" (or pip install matplotlib).'
+)
+
+
+def _import_matplotlib_figure():
+    """Return :class:`matplotlib.figure.Figure`, or raise a helpful ImportError."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(_INSTALL_HINT) from exc
+    return Figure
+
+
+def _as_2d_float(array, name):
+    try:
+        arr = np.asarray(array, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of floats: {exc}") from exc
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D, one flattened image per row, got shape {arr.shape}."
+        )
+    if arr.shape[0] < 1:
+        raise ValueError(f"{name} must contain at least one row.")
+    return arr
+
+
+def _check_image_shape(image_shape, n_features):
+    shape = tuple(image_shape)
+    if len(shape) not in (2, 3) or not all(
+        isinstance(s, numbers.Integral) and s >= 1 for s in shape
+    ):
+        raise ValueError(
+            "image_shape must be (height, width) or (height, width, channels) of "
+            f"positive integers, got {image_shape!r}."
+        )
+    if len(shape) == 3 and shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"image_shape must have 1, 3 or 4 channels (last axis), got {shape[2]}."
+        )
+    if int(np.prod(shape)) != n_features:
+        raise ValueError(
+            f"image_shape {shape} holds {int(np.prod(shape))} values but the "
+            f"samples have {n_features} features."
+        )
+    return tuple(int(s) for s in shape)
+
+
+def _check_labels(labels, n, name):
+    if labels is None:
+        return None
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(
+            f"{name} must be a 1-D sequence of length {n}, got shape {arr.shape}."
+        )
+    return arr
+
+
+def _check_permutation(permutation, n_true, n_rec):
+    arr = np.asarray(permutation)
+    if arr.ndim != 1 or arr.shape[0] != n_true:
+        raise ValueError(
+            f"permutation must have shape ({n_true},), one entry per true sample, "
+            f"got shape {arr.shape}."
+        )
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"permutation must hold integers, got dtype {arr.dtype}.")
+    arr = arr.astype(np.int64)
+    if np.any((arr < -1) | (arr >= n_rec)):
+        raise ValueError(
+            f"permutation entries must be in [-1, {n_rec}) (-1: unmatched), got "
+            f"values in [{arr.min()}, {arr.max()}]."
+        )
+    matched = arr[arr >= 0]
+    if np.unique(matched).size != matched.size:
+        raise ValueError("permutation matches a reconstructed row twice.")
+    return arr
+
+
+def _check_axes(ax, n_cols):
+    axes = np.asarray(ax, dtype=object)
+    if axes.shape != (2, n_cols):
+        raise ValueError(
+            f"ax must be an array of Axes of shape (2, {n_cols}) (originals on top, "
+            f"reconstructions below), got shape {axes.shape}."
+        )
+    return axes
+
+
+def _show(axis, image, *, cmap, vmin, vmax):
+    """Draw one image without ticks, on the fixed range ``[vmin, vmax]``."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        axis.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    else:
+        span = vmax - vmin if vmax > vmin else 1.0
+        axis.imshow(np.clip((image - vmin) / span, 0.0, 1.0), interpolation="nearest")
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def plot_reconstruction(batch, reconstruction, *, image_shape=(8, 8),
+                        permutation=None, labels=None, recovered_labels=None,
+                        ax=None, fig=None, cmap="gray"):
+    """Show each true sample above its matched reconstruction.
+
+    The top row holds the true images, the bottom row the reconstructed
+    image matched to each of them (Hungarian matching on cosine similarity,
+    see :func:`skrecon.metrics.match_samples`, unless ``permutation`` is
+    given). Each bottom panel is titled with the relative error
+    ``||x_i - x_hat|| / ||x_i||`` of the pair. Both images of a pair are
+    drawn on the same intensity range, that of the true image, so a
+    reconstruction with a wrong scale looks wrong.
+
+    Parameters
+    ----------
+    batch : array-like of shape (n_samples, n_features)
+        The true batch, one flattened image (C order) per row.
+    reconstruction : array-like of shape (n_reconstructed, n_features)
+        The reconstructed samples in any order, e.g. ``rec.samples_`` of a
+        fitted :class:`~skrecon.GradientReconstructor`. Rows not matched to a
+        true sample are not shown.
+    image_shape : tuple of int, default=(8, 8)
+        ``(height, width)`` or ``(height, width, channels)`` (channels last,
+        1, 3 or 4 of them) whose product is ``n_features``.
+    permutation : array-like of int of shape (n_samples,), default=None
+        ``permutation[i]`` is the row of ``reconstruction`` shown under true
+        sample ``i``, ``-1`` for none (the panel then says "not recovered"),
+        as returned by :func:`skrecon.metrics.match_samples` or in
+        ``reconstruction_report(...).permutation``. ``None``: computed by
+        :func:`~skrecon.metrics.match_samples`.
+    labels : array-like of shape (n_samples,), default=None
+        True label of each sample, shown in the top titles.
+    recovered_labels : array-like of shape (n_reconstructed,), default=None
+        Label of each reconstructed row in the order of ``reconstruction``
+        (e.g. ``rec.labels_``), shown in the bottom titles.
+    ax : array-like of matplotlib Axes of shape (2, n_samples), default=None
+        Axes to draw into: ``ax[0, i]`` gets true sample ``i``, ``ax[1, i]``
+        its reconstruction. Their figure is returned. Incompatible with
+        ``fig``.
+    fig : matplotlib.figure.Figure, default=None
+        An (empty) figure in which the ``2 x n_samples`` grid of axes is
+        created, e.g. ``plt.figure()`` to get a pyplot-managed window.
+        ``None`` (and ``ax=None``): a new :class:`~matplotlib.figure.Figure`,
+        not registered with pyplot, sized to the batch.
+    cmap : str or Colormap, default="gray"
+        Colormap of single-channel images.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure; save it with ``fig.savefig("reconstruction.png")``.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed (``pip install "skrecon[plot]"``).
+    ValueError
+        If an array has the wrong shape, ``image_shape`` does not fit the
+        features, ``permutation`` is invalid, or both ``ax`` and ``fig`` are
+        given.
+
+    See Also
+    --------
+    skrecon.metrics.reconstruction_report : The same matching, with metrics.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.plotting import plot_reconstruction
+    >>> batch = np.random.default_rng(0).uniform(size=(3, 64))
+    >>> fig = plot_reconstruction(batch, batch[::-1] + 0.01, labels=[4, 0, 7])
+    >>> len(fig.axes)
+    6
+    >>> fig.axes[3].get_title()
+    'rec. 2\\nrel. err 0.0...'
+    >>> fig.savefig("reconstruction.png")  # doctest: +SKIP
+    """
+    batch = _as_2d_float(batch, "batch")
+    reconstruction = _as_2d_float(reconstruction, "reconstruction")
+    n, d = batch.shape
+    if reconstruction.shape[1] != d:
+        raise ValueError(
+            f"reconstruction has {reconstruction.shape[1]} features but batch has "
+            f"{d}."
+        )
+    shape = _check_image_shape(image_shape, d)
+    labels = _check_labels(labels, n, "labels")
+    recovered_labels = _check_labels(
+        recovered_labels, reconstruction.shape[0], "recovered_labels"
+    )
+    if permutation is None:
+        from .metrics import match_samples
+
+        permutation = match_samples(batch, reconstruction)
+    permutation = _check_permutation(permutation, n, reconstruction.shape[0])
+    if ax is not None and fig is not None:
+        raise ValueError("Pass at most one of ax and fig.")
+
+    Figure = _import_matplotlib_figure()
+    if ax is not None:
+        axes = _check_axes(ax, n)
+        fig = axes[0, 0].get_figure()
+    else:
+        if fig is None:
+            fig = Figure(figsize=(max(1.3 * n, 2.6), 3.0), layout="constrained")
+        axes = np.asarray(fig.subplots(2, n, squeeze=False), dtype=object)
+
+    norms = np.linalg.norm(batch, axis=1)
+    for i in range(n):
+        x = batch[i]
+        vmin, vmax = float(x.min()), float(x.max())
+        if vmax <= vmin:
+            vmin, vmax = vmin - 0.5, vmax + 0.5
+        top = f"sample {i}"
+        if labels is not None:
+            top += f"\nlabel {labels[i]}"
+        _show(axes[0, i], x.reshape(shape), cmap=cmap, vmin=vmin, vmax=vmax)
+        axes[0, i].set_title(top, fontsize="small")
+
+        j = int(permutation[i])
+        bottom = axes[1, i]
+        if j < 0:
+            bottom.set_xticks([])
+            bottom.set_yticks([])
+            bottom.set_title("not\nrecovered", fontsize="small")
+            continue
+        x_hat = reconstruction[j]
+        _show(bottom, x_hat.reshape(shape), cmap=cmap, vmin=vmin, vmax=vmax)
+        title = f"rec. {j}"
+        if recovered_labels is not None:
+            title += f", label {recovered_labels[j]}"
+        if norms[i] > 0:
+            title += f"\nrel. err {np.linalg.norm(x - x_hat) / norms[i]:.2g}"
+        bottom.set_title(title, fontsize="small")
+    axes[0, 0].set_ylabel("true", fontsize="small")
+    axes[1, 0].set_ylabel("reconstructed", fontsize="small")
+    return fig

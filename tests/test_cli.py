@@ -1,0 +1,182 @@
+"""Tests for the ``skrecon`` command line (skrecon.cli, python -m skrecon)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import skrecon.reconstructor
+from skrecon.cli import main
+from skrecon.metrics import relative_error
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAST = ["--batch-size", "2", "--width", "5000"]
+
+
+def _table_rows(out):
+    """The demo's per-sample rows, split into columns."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if "rel. error" in line)
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return rows
+
+
+class _InexactReconstructor:
+    """Stands in for GradientReconstructor: a wrong, fast answer."""
+
+    def __init__(self, **params):
+        self.params = params
+
+    def fit(self, X, y=None, *, weights=None, output_weights=None):
+        self.samples_ = np.random.default_rng(0).uniform(size=(2, 64))
+        self.gradient_residual_ = 0.5
+        self.batch_size_ = 2
+        return self
+
+
+# ------------------------------------------------------------------- demo
+
+
+def test_demo_without_figure(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", *FAST, "--no-figure"]) == 0
+    out = capsys.readouterr().out
+    rows = _table_rows(out)
+    assert len(rows) == 2
+    assert sorted(int(r[0]) for r in rows) == [0, 1]
+    for sample, label, match, cosine, error, psnr in rows:
+        assert float(error) <= 1e-6
+        assert float(cosine) == pytest.approx(1.0)
+        assert float(psnr) > 100
+    assert "batch size found     : 2 (true 2)" in out
+    assert "gradient residual" in out and "reconstruction time" in out
+    assert "shape 5000 x 65" in out
+    assert "figure:" not in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_writes_png(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "demo.png"
+    assert main(["demo", *FAST, "--output", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"figure: {path}" in out
+    assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_demo_inexact_reconstruction_exits_1(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(skrecon.reconstructor, "GradientReconstructor",
+                        _InexactReconstructor)
+    assert main(["demo", *FAST, "--no-figure"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "exceeds 1e-06" in out
+
+
+def test_demo_without_matplotlib_skips_figure(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(skrecon.reconstructor, "GradientReconstructor",
+                        _InexactReconstructor)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    path = tmp_path / "demo.png"
+    main(["demo", *FAST, "--output", str(path)])
+    out = capsys.readouterr().out
+    assert "matplotlib is not installed" in out
+    assert not path.exists()
+
+
+# ---------------------------------------------------- make-query / reconstruct
+
+
+def test_make_query_then_reconstruct(capsys, tmp_path):
+    query = tmp_path / "query.npz"
+    result = tmp_path / "result.npz"
+    assert main(["make-query", "--batch-size", "2", "--width", "5000",
+                 "--seed", "0", "--output", str(query)]) == 0
+    with np.load(query, allow_pickle=False) as data:
+        assert {"grad", "weights", "output_weights", "samples"} <= set(data.files)
+        samples = data["samples"]
+        assert data["grad"].shape == data["weights"].shape == (5000, 65)
+    assert main(["reconstruct", str(query), "--output", str(result)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and out[-1].startswith("reconstructed 2 samples")
+    with np.load(result, allow_pickle=False) as data:
+        assert {"samples", "sample_coefficients", "gradient_residual",
+                "sign_identified", "scale_identified"} <= set(data.files)
+        errors, permutation = relative_error(samples, data["samples"])
+        assert sorted(permutation) == [0, 1]
+        assert np.all(errors <= 1e-6)
+        assert float(data["gradient_residual"]) < 1e-6
+        assert data["sign_identified"].all() and data["scale_identified"].all()
+
+
+def test_reconstruct_missing_key_exits_2(capsys, tmp_path):
+    path = tmp_path / "q.npz"
+    np.savez(path, grad=np.ones((10, 4)))
+    assert main(["reconstruct", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "'weights'" in err
+    assert "Traceback" not in err
+
+
+def test_reconstruct_refuses_pickled_arrays(capsys, tmp_path):
+    path = tmp_path / "q.npz"
+    np.savez(path, grad=np.array([{"a": 1}, None], dtype=object),
+             weights=np.ones((2, 4)))
+    assert main(["reconstruct", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "'grad'" in err and "pickle" in err.lower()
+    assert "Traceback" not in err
+    assert not (tmp_path / "q_reconstruction.npz").exists()
+
+
+@pytest.mark.parametrize("content", [b"not an archive", b""])
+def test_reconstruct_unreadable_file_exits_2(capsys, tmp_path, content):
+    path = tmp_path / "q.npz"
+    path.write_bytes(content)
+    assert main(["reconstruct", str(path)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_reconstruct_rejected_query_exits_2(capsys, tmp_path):
+    path = tmp_path / "q.npz"
+    np.savez(path, grad=np.ones((10, 4)), weights=np.ones((10, 3)))
+    assert main(["reconstruct", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "shape" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reconstruct", "does-not-exist.npz"],
+        ["reconstruct", "q.npz", "--batch-size", "zero"],
+        ["demo", "--width", "0"],
+        ["demo", "--activation", "nope"],
+        ["frobnicate"],
+        [],
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "reconstruct" in capsys.readouterr().out
+
+
+def test_python_dash_m_help():
+    proc = subprocess.run(
+        [sys.executable, "-m", "skrecon", "--help"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: skrecon")
+    for command in ("demo", "make-query", "reconstruct"):
+        assert command in proc.stdout

@@ -1,0 +1,221 @@
+"""End-to-end reconstruction: digits batches from one gradient query."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from skrecon import GradientReconstructor, MomentTensorTransformer
+from skrecon.clients import make_gradient_query
+from skrecon.datasets import load_digits_batch
+from skrecon.metrics import matched_cosine, relative_error
+from skrecon.reconstructor import IdentifiabilityWarning
+
+WIDTH = 20000
+
+
+def _fit(batch, *, activation="tanh", bias="gaussian", seed=0, n_neurons=WIDTH,
+         dtype=np.float64, **params):
+    q = make_gradient_query(batch, n_neurons=n_neurons, activation=activation,
+                            bias=bias, random_state=seed, dtype=dtype)
+    rec = GradientReconstructor(activation=activation, bias=bias != "none",
+                                random_state=0, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IdentifiabilityWarning)
+        rec.fit(q.grad, **q.fit_params)
+    return rec, q
+
+
+@pytest.fixture(scope="module")
+def digits8():
+    return load_digits_batch(8, random_state=0)[0]
+
+
+@pytest.fixture(scope="module")
+def fitted8(digits8):
+    return _fit(digits8)
+
+
+@pytest.mark.parametrize("batch_size", [2, 8])
+def test_tanh_gaussian_bias_exact(batch_size, digits8, fitted8):
+    if batch_size == 8:
+        batch, (rec, q) = digits8, fitted8
+    else:
+        batch = load_digits_batch(batch_size, random_state=1)[0]
+        rec, q = _fit(batch, seed=1)
+    err, perm = relative_error(batch, rec.samples_)
+    assert rec.batch_size_ == batch_size
+    assert rec.samples_.shape == (batch_size, 64)
+    assert np.all(perm >= 0)
+    assert np.max(err) <= 1e-6
+    assert rec.gradient_residual_ <= 1e-9
+    assert rec.sign_identified_.all() and rec.scale_identified_.all()
+    assert rec.sign_identified_.shape == (batch_size,)
+    assert rec.converged_
+
+
+def test_tanh_without_bias_directions_and_sign_flag():
+    batch = load_digits_batch(8, random_state=0)[0]
+    q = make_gradient_query(batch, n_neurons=WIDTH, bias="none", random_state=0)
+    rec = GradientReconstructor(activation="tanh", bias=False, random_state=0)
+    with pytest.warns(IdentifiabilityWarning, match="sign of each sample is not identifiable"):
+        rec.fit(q.grad, **q.fit_params)
+    cos, _ = matched_cosine(batch, rec.samples_, sign_invariant=True)
+    assert np.min(cos) >= 0.9999
+    assert not rec.sign_identified_.any()
+    assert rec.scale_identified_.all()
+    # tanh without bias: only the sign is ambiguous, so the norm is exact too
+    err, _ = relative_error(batch, rec.samples_, sign_invariant=True)
+    assert np.max(err) <= 1e-6
+
+
+def test_sigmoid_with_bias_exact():
+    batch = load_digits_batch(8, random_state=3)[0]
+    rec, _ = _fit(batch, activation="sigmoid", seed=3)
+    err, _ = relative_error(batch, rec.samples_)
+    assert np.max(err) <= 1e-6
+
+
+def test_zero_bias_exact():
+    batch = load_digits_batch(4, random_state=2)[0]
+    rec, _ = _fit(batch, bias="zero", seed=2)
+    err, _ = relative_error(batch, rec.samples_)
+    assert np.max(err) <= 1e-6
+
+
+def test_scale_invariance_and_reduction(digits8, fitted8):
+    # CASES 6: a global scale of the gradient (learning rate, reduction="sum",
+    # a loss scaled by 0.5) gives the same samples, in some order
+    rec, q = fitted8
+    q_sum = make_gradient_query(digits8, n_neurons=WIDTH, random_state=0, reduction="sum")
+    for grad in (q.grad * 1e6, q_sum.grad, 0.5 * q.grad):
+        other = clone(rec).fit(grad, **q.fit_params)
+        err, perm = relative_error(rec.samples_, other.samples_)
+        assert np.max(err) <= 1e-9
+
+
+def test_same_random_state_is_bitwise_reproducible(fitted8):
+    rec, q = fitted8
+    again = clone(rec).fit(q.grad, **q.fit_params)
+    np.testing.assert_array_equal(again.samples_, rec.samples_)
+    np.testing.assert_array_equal(again.sample_coefficients_, rec.sample_coefficients_)
+
+
+@pytest.mark.parametrize("dtype, cast", [(np.float64, False), (np.float32, False),
+                                         (np.float32, True)])
+def test_batch_size_auto(dtype, cast):
+    batch = load_digits_batch(6, random_state=4)[0]
+    q = make_gradient_query(batch, n_neurons=5000, random_state=4, dtype=dtype)
+    grad = q.grad.astype(np.float64) if cast else q.grad
+    mt = MomentTensorTransformer(bias=True).fit(grad, weights=q.weights,
+                                                output_weights=q.output_weights)
+    assert mt.n_components_ == 6
+
+
+def test_float32_gradient_reconstructs_to_float32_precision():
+    batch = load_digits_batch(4, random_state=5)[0]
+    rec, _ = _fit(batch, seed=5, dtype=np.float32)
+    assert rec.samples_.dtype == np.float32
+    err, _ = relative_error(batch, rec.samples_.astype(np.float64))
+    assert np.max(err) <= 1e-3
+
+
+def test_duplicate_samples_merge():
+    batch = load_digits_batch(8, random_state=6)[0]
+    batch[7] = batch[2]
+    rec, _ = _fit(batch, seed=6)
+    assert rec.batch_size_ == 7
+    cos, perm = matched_cosine(batch[:7], rec.samples_)
+    err, _ = relative_error(batch[:7], rec.samples_)
+    assert np.max(err) <= 1e-6  # the duplicated image is among the recovered
+
+
+def test_relu_batch_of_one_uses_order_four():
+    batch = load_digits_batch(1, random_state=7)[0]
+    rec, _ = _fit(batch, activation="relu", seed=7)
+    assert rec.order_ == 4
+    err, _ = relative_error(batch, rec.samples_)
+    assert np.max(err) <= 1e-6
+    assert rec.gradient_residual_ <= 1e-9
+
+
+def test_transform_inverse_transform_and_score(fitted8):
+    rec, q = fitted8
+    coef = rec.transform(q.grad)
+    assert coef.shape == (WIDTH, 8)
+    back = rec.inverse_transform(coef)
+    np.testing.assert_allclose(back, q.grad, rtol=0, atol=1e-9 * np.abs(q.grad).max())
+    assert rec.score(q.grad, **q.fit_params) == pytest.approx(1.0, abs=1e-12)
+    # held-out neurons of another query at the same batch
+    other = make_gradient_query(q.batch, n_neurons=500, random_state=99)
+    rec2 = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+    assert rec2.score(other.grad, **other.fit_params) < 1.0  # other targets, other signals
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def small_query():
+    batch = load_digits_batch(3, random_state=0)[0]
+    return make_gradient_query(batch, n_neurons=500, random_state=0)
+
+
+@pytest.mark.parametrize("where", ["grad", "weights", "output_weights"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_input_is_named(small_query, where, value):
+    arrays = {"grad": small_query.grad.copy(), "weights": small_query.weights.copy(),
+              "output_weights": small_query.output_weights.copy()}
+    arrays[where][3, 0] = value
+    name = {"grad": "The gradient X", "weights": "weights",
+            "output_weights": "output_weights"}[where]
+    with pytest.raises(ValueError, match=re.escape(name) + " contains NaN or inf"):
+        GradientReconstructor(bias=True).fit(
+            arrays["grad"], weights=arrays["weights"],
+            output_weights=arrays["output_weights"])
+
+
+def test_mismatched_shapes_name_both(small_query):
+    with pytest.raises(ValueError, match=re.escape(
+            "weights has shape (500, 64) but the gradient X has shape (500, 65)")):
+        GradientReconstructor(bias=True).fit(small_query.grad,
+                                             weights=small_query.weights[:, :64])
+    with pytest.raises(ValueError, match=re.escape(
+            "output_weights has shape (499, 1) but the gradient X has shape (500, 65)")):
+        GradientReconstructor(bias=True).fit(
+            small_query.grad, weights=small_query.weights,
+            output_weights=small_query.output_weights[:499])
+
+
+def test_zero_gradient_carries_no_information(small_query):
+    with pytest.raises(ValueError, match="carries no information"):
+        GradientReconstructor(bias=True).fit(np.zeros_like(small_query.grad),
+                                             weights=small_query.weights)
+
+
+def test_missing_weights_explains_routing(small_query):
+    with pytest.raises(ValueError, match="enable_metadata_routing=True"):
+        GradientReconstructor(bias=True).fit(small_query.grad)
+
+
+def test_linear_activation_is_refused(small_query):
+    with pytest.raises(ValueError, match="reveals only the span"):
+        GradientReconstructor(activation="identity", bias=True).fit(
+            small_query.grad, **small_query.fit_params)
+
+
+def test_order_that_vanishes_names_the_right_one(small_query):
+    rec = GradientReconstructor(activation="tanh", bias=True,
+                                moments=MomentTensorTransformer(order=4))
+    with pytest.raises(ValueError, match=r"order=4 is not identifiable .* Use order=3"):
+        rec.fit(small_query.grad, **small_query.fit_params)
+
+
+def test_init_only_stores_parameters():
+    moments = MomentTensorTransformer(order=3)
+    rec = GradientReconstructor(moments=moments, batch_size=5, n_init=3)
+    assert rec.moments is moments
+    assert rec.get_params()["moments__order"] == 3
+    assert clone(rec).get_params()["batch_size"] == 5

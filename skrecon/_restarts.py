@@ -167,13 +167,14 @@ def _reseed_candidates(V, U, proj, activation, rng):
     return candidates
 
 
-def reseed(result, proj, activation, rows, seed):
+def reseed(result, proj, activation, rows, seed, success=1e-8):
     """Replace one sample by a candidate from the residual; keep the best.
 
     The samples tried for replacement are those with the largest signals
     (a degenerate pair of fitted samples has large opposite signals), at
-    most ``8`` of them. Returns the best trial's ``RefinementResult`` if it
-    improves on ``result``, else ``result``.
+    most ``8`` of them, in that order; the trials stop at the first whose
+    relative residual falls below ``success``. Returns the best trial's
+    ``RefinementResult`` if it improves on ``result``, else ``result``.
     """
     rng = np.random.default_rng(seed)
     V, U = result.V, result.U
@@ -189,6 +190,8 @@ def reseed(result, proj, activation, rows, seed):
             if (np.isfinite(trial.relative_residual)
                     and trial.relative_residual < best.relative_residual):
                 best = trial
+                if best.relative_residual < success:
+                    return best
     return best
 
 

@@ -404,7 +404,7 @@ def _build_parser():
     demo.add_argument("--seed", type=int, default=0,
                       help="seed of the batch, the network and the restarts "
                            "(default: 0)")
-    demo.add_argument("--n-init", type=_positive_int, default=10,
+    demo.add_argument("--n-init", type=_positive_int, default=5,
                       help="random restarts of the decomposition (default: 10)")
     demo.add_argument("--output", default="skrecon_demo.png",
                       help="PNG figure to write (default: skrecon_demo.png)")
@@ -456,7 +456,7 @@ def _build_parser():
                             "samples (default: auto)")
     recon.add_argument("--seed", type=int, default=0,
                        help="seed of the restarts (default: 0)")
-    recon.add_argument("--n-init", type=_positive_int, default=10,
+    recon.add_argument("--n-init", type=_positive_int, default=5,
                        help="random restarts of the decomposition (default: 10)")
     recon.set_defaults(func=_reconstruct)
     return parser

@@ -323,6 +323,10 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         self.weight_std = weight_std
         self.max_features = max_features
 
+    # The query's weights are row-aligned metadata, requested by default
+    # (routed by Pipeline, GridSearchCV ... under enable_metadata_routing).
+    __metadata_request__fit = {"weights": True, "output_weights": True}
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, weights=None, output_weights=None):
         """Compute the span and the moment tensor of a gradient query.
@@ -368,10 +372,11 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
 
         # QR first: the SVD of the small triangular factor has the same
         # singular values and right singular vectors, at a fraction of the cost
+        self._precision = _effective_dtype(X)
         r = np.linalg.qr(X, mode="r") if m > 2 * n_cols else X
         _, sv, vt = linalg.svd(r, full_matrices=False)
         if self.n_components == "auto":
-            B, gap = estimate_batch_size(sv, _effective_dtype(X))
+            B, gap = estimate_batch_size(sv, self._precision)
         else:
             B = int(self.n_components)
             gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf

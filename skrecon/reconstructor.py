@@ -4,7 +4,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -24,7 +24,7 @@ class IdentifiabilityWarning(UserWarning):
     """Part of the batch (sign, norm, a sample) is not identifiable."""
 
 
-class GradientReconstructor(BaseEstimator):
+class GradientReconstructor(TransformerMixin, BaseEstimator):
     """Reconstruct a client's training batch from one first-layer gradient.
 
     The tensor method of Wang, Lee & Lei (2023) - span of the gradient,
@@ -51,7 +51,7 @@ class GradientReconstructor(BaseEstimator):
     loss : {None, "squared", "cross_entropy"}, default=None
         What the per-sample signals mean; with ``"cross_entropy"`` and at
         least 3 outputs, ``labels_`` is filled.
-    n_init : int, default=10
+    n_init : int, default=5
         Number of random restarts of the decomposition (Jennrich slices).
     n_jobs : int or None, default=None
         Number of jobs for the restarts (joblib).
@@ -112,7 +112,7 @@ class GradientReconstructor(BaseEstimator):
     }
 
     def __init__(self, *, activation="tanh", bias=False, batch_size="auto", moments=None,
-                 loss=None, n_init=10, n_jobs=None, max_iter=200, tol=1e-13,
+                 loss=None, n_init=5, n_jobs=None, max_iter=200, tol=1e-13,
                  random_state=None, verbose=0):
         self.activation = activation
         self.bias = bias
@@ -171,6 +171,9 @@ class GradientReconstructor(BaseEstimator):
                    else clone(self.moments))
         moments.set_params(activation=activation, bias=self.bias,
                            n_components=self.batch_size)
+        # moments._fit bypasses moments.fit's validation: validate its
+        # parameters (moments__order, ...) here, with scikit-learn's error.
+        moments._validate_params()
         proj = moments._fit(X_checked, W, A)
         self.moments_ = moments
         self.order_ = moments.order_
@@ -187,6 +190,7 @@ class GradientReconstructor(BaseEstimator):
         # first batch in which one fits the gradient: the chosen restart (the
         # first success in seed order, else the best) does not depend on n_jobs.
         batch_len = max(1, effective_n_jobs(self.n_jobs))
+        success = max(self._success_residual, 100 * np.finfo(moments._precision).eps)
         results = []
         for start in range(0, self.n_init, batch_len):
             results += Parallel(n_jobs=self.n_jobs)(
@@ -195,7 +199,7 @@ class GradientReconstructor(BaseEstimator):
                     moments.order_, moments.weight_std_, rows)
                 for seed in seeds[start:min(start + batch_len, self.n_init)]
             )
-            if any(r is not None and r.relative_residual < self._success_residual
+            if any(r is not None and r.relative_residual < success
                    for r, _ in results):
                 break
         finite = [r for r, _ in results if r is not None]
@@ -212,17 +216,19 @@ class GradientReconstructor(BaseEstimator):
             )
         self.restart_residuals_ = np.array(
             [r.relative_residual if r is not None else np.inf for r, _ in results])
-        successes = [r for r in finite if r.relative_residual < self._success_residual]
+        successes = [r for r in finite if r.relative_residual < success]
         best = successes[0] if successes else min(finite, key=lambda r: r.relative_residual)
-        best = _restarts.refine(best, proj, activation, rows, self.max_iter, rtol=self.tol)
+        # A stalled refinement is re-seeded from its residual's moment tensor
+        # (at most _max_reseeds rounds), then refined to tol on the subset.
         reseed_rounds = 0
-        while best.relative_residual > self._reseed_threshold and reseed_rounds < 3:
-            trial = _restarts.reseed(best, proj, activation, rows, seeds[-2] + reseed_rounds)
+        while best.relative_residual > success and reseed_rounds < self._max_reseeds:
+            trial = _restarts.reseed(best, proj, activation, rows,
+                                     seeds[-2] + reseed_rounds, success)
             reseed_rounds += 1
             if trial is best:
                 break
-            best = _restarts.refine(trial, proj, activation, rows, self.max_iter,
-                                    rtol=self.tol)
+            best = trial
+        best = _restarts.refine(best, proj, activation, rows, self.max_iter, rtol=self.tol)
         self.n_reseeds_ = reseed_rounds
         if n_rows < m:
             best = _restarts.refine(best, proj, activation, np.arange(m),
@@ -230,11 +236,11 @@ class GradientReconstructor(BaseEstimator):
         self._store_result(best, proj, activation, X_checked, W, A)
         return self
 
-    # Re-seeding is tried while the subset residual stays above this: exact
-    # gradients reach ~1e-14, float32 ones ~1e-7.
-    _reseed_threshold = 1e-6
-    # A restart whose short refinement reaches this has found the basin.
+    # A restart whose short refinement reaches this relative residual (or
+    # 100 eps of the gradient's precision, if larger) has found the basin;
+    # below it re-seeding stops. Exact float64 gradients reach ~1e-14.
     _success_residual = 1e-8
+    _max_reseeds = 4
 
     def _store_result(self, result, proj, activation, X, W, A):
         """Samples in input coordinates, identifiability, diagnostics."""

@@ -273,6 +273,9 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
     scaled_components_ : ndarray of shape (n_components, n_features_in)
         Orthonormal basis of the span after scaling each column by its
         weight's std: the coordinates of the moment tensor's first mode.
+    hermite_components_ : ndarray of shape (n_components, n_inputs)
+        Orthonormal basis of the span of the scaled inputs (bias excluded):
+        the coordinates of the moment tensor's Hermite modes.
     n_features_in_ : int
         Number of columns of ``X``.
 
@@ -412,7 +415,10 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             random_cols[-1] = False
         n_in = n_cols - 1 if self.bias else n_cols
         scaled_basis = linalg.qr(basis * scale[:, None], mode="economic")[0]
-        hermite_basis = linalg.qr(scaled_basis[:n_in], mode="economic")[0]
+        if n_in == n_cols:
+            hermite_basis = scaled_basis
+        else:
+            hermite_basis = linalg.qr(scaled_basis[:n_in], mode="economic")[0]
         Wz = (W - centre) / scale  # standardised weights
         P = (X * scale) @ scaled_basis
         Omega = Wz[:, random_cols] @ scaled_basis[random_cols]
@@ -432,6 +438,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         self.bias_mean_ = bias_mean if self.bias else 0.0
         self.bias_std_ = bias_std
         self.scaled_components_ = scaled_basis.T
+        self.hermite_components_ = hermite_basis.T
         self.moment_tensor_ = tensors[degree]
         self._lower_moments = tensors[:degree]
         return _Projection(P, Omega, Z, A, scaled_basis, hermite_basis,

@@ -1,0 +1,82 @@
+"""MomentTensorTransformer: span, batch size, Hermite moment tensor (DESIGN F1-F4b)."""
+
+import numpy as np
+import pytest
+
+from skrecon import MomentTensorTransformer
+from skrecon.activations import get_activation
+from skrecon.clients import make_gradient_query
+from skrecon.datasets import load_digits_batch
+from skrecon.moments import BatchSizeWarning, estimate_batch_size
+
+
+def _query(B=4, m=20000, bias="none", seed=0, dtype=np.float64):
+    batch = load_digits_batch(B, random_state=seed)[0]
+    return batch, make_gradient_query(batch, n_neurons=m, bias=bias, random_state=seed,
+                                      dtype=dtype)
+
+
+def test_span_contains_the_batch_and_transform_round_trips():
+    batch, q = _query(bias="gaussian")
+    mt = MomentTensorTransformer(bias=True).fit(q.grad, weights=q.weights,
+                                                output_weights=q.output_weights)
+    aug = np.hstack([batch, np.ones((4, 1))])
+    resid = aug - (aug @ mt.components_.T) @ mt.components_
+    assert np.abs(resid).max() < 1e-10
+    coords = mt.transform(q.grad)
+    assert coords.shape == (20000, 4)
+    np.testing.assert_allclose(mt.inverse_transform(coords), q.grad,
+                               atol=1e-10 * np.abs(q.grad).max())
+    assert mt.singular_values_[4] / mt.singular_values_[0] < 1e-13
+
+
+def test_moment_tensor_matches_stein_and_shrinks_like_one_over_sqrt_m():
+    batch = load_digits_batch(4, random_state=1)[0]
+    act = get_activation("tanh")
+    errors = []
+    for m in (5000, 80000):
+        q = make_gradient_query(batch, n_neurons=m, bias="none", random_state=1)
+        mt = MomentTensorTransformer().fit(q.grad, weights=q.weights,
+                                           output_weights=q.output_weights)
+        s = mt.weight_std_
+        V = (batch * s) @ mt.scaled_components_.T  # samples in the scaled span
+        H = (batch * s) @ mt.hermite_components_.T
+        tau = np.linalg.norm(batch * s, axis=1)
+        weight = q.signals[:, 0] * act.mu(3, tau)
+        truth = np.einsum("i,ia,ib,ic->abc", weight, V, H, H)
+        est = mt.moment_tensor_[:, 0, 0]
+        errors.append(np.linalg.norm(est - truth) / np.linalg.norm(truth))
+    assert errors[0] < 0.1
+    assert errors[1] < errors[0] / 2.5  # 16x more neurons: ~4x smaller error
+
+
+@pytest.mark.parametrize("values, dtype, expected", [
+    ([5.0, 2.0, 1e-3, 1e-16], np.float64, 3),
+    ([5.0, 2.0, 1e-3, 1e-9, 1e-10], np.float32, 3),   # float32 round-off below its floor
+    ([5.0, 2.0, 1e-3, 1e-9, 1e-10], np.float64, 3),   # ... and found by the largest gap
+    ([1.0], np.float64, 1),
+])
+def test_estimate_batch_size(values, dtype, expected):
+    assert estimate_batch_size(np.array(values), dtype)[0] == expected
+
+
+def test_float32_cast_to_float64_is_not_full_rank():
+    batch, q = _query(B=4, bias="gaussian", seed=5, dtype=np.float32)
+    mt = MomentTensorTransformer(bias=True).fit(q.grad.astype(np.float64),
+                                                weights=q.weights)
+    assert mt.n_components_ == 4
+
+
+def test_no_gap_warns():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 10))
+    with pytest.warns(BatchSizeWarning, match="no clear gap"):
+        MomentTensorTransformer().fit(X, weights=rng.standard_normal((500, 10)))
+
+
+def test_order_four_for_relu_and_weight_std():
+    batch, q = _query(B=2, m=5000, bias="none")
+    mt = MomentTensorTransformer(activation="relu").fit(q.grad, weights=q.weights)
+    assert mt.order_ == 4
+    assert mt.moment_tensor_.shape == (2, 1, 1, 2, 2, 2)
+    assert mt.weight_std_ == pytest.approx(1 / 8, rel=0.01)

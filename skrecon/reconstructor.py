@@ -9,6 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from joblib import effective_n_jobs
+from threadpoolctl import threadpool_limits
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
@@ -186,53 +187,59 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         n_rows = min(m, max(2000, 20 * n_par))
         rows = np.sort(np.random.default_rng(seeds[-1]).choice(m, n_rows, replace=False))
         lower_t0 = moments._lower_moments[0]
-        # Restarts run in batches of n_jobs, in seed order, and stop after the
-        # first batch in which one fits the gradient: the chosen restart (the
-        # first success in seed order, else the best) does not depend on n_jobs.
-        batch_len = max(1, effective_n_jobs(self.n_jobs))
-        success = max(self._success_residual, 100 * np.finfo(moments._precision).eps)
-        results = []
-        for start in range(0, self.n_init, batch_len):
-            results += Parallel(n_jobs=self.n_jobs)(
-                delayed(_restarts.run_restart)(
-                    seed, moments.moment_tensor_, proj, activation, lower_t0,
-                    moments.order_, moments.weight_std_, rows)
-                for seed in seeds[start:min(start + batch_len, self.n_init)]
-            )
-            if any(r is not None and r.relative_residual < success
-                   for r, _ in results):
-                break
-        finite = [r for r, _ in results if r is not None]
-        if len(finite) < len(results):
-            warnings.warn(
-                f"{len(results) - len(finite)} of {len(results)} restarts produced "
-                "non-finite values and were dropped.", ConvergenceWarning)
-        if not finite:
-            raise ValueError(
-                f"All {len(results)} restarts produced non-finite values: the "
-                "moment tensor could not be decomposed. Check that weights are "
-                "the Gaussian weights at which the gradient was taken, or "
-                "increase n_init."
-            )
-        self.restart_residuals_ = np.array(
-            [r.relative_residual if r is not None else np.inf for r, _ in results])
-        successes = [r for r in finite if r.relative_residual < success]
-        best = successes[0] if successes else min(finite, key=lambda r: r.relative_residual)
-        # A stalled refinement is re-seeded from its residual's moment tensor
-        # (at most _max_reseeds rounds), then refined to tol on the subset.
-        reseed_rounds = 0
-        while best.relative_residual > success and reseed_rounds < self._max_reseeds:
-            trial = _restarts.reseed(best, proj, activation, rows,
-                                     seeds[-2] + reseed_rounds, success)
-            reseed_rounds += 1
-            if trial is best:
-                break
-            best = trial
-        best = _restarts.refine(best, proj, activation, rows, self.max_iter, rtol=self.tol)
-        self.n_reseeds_ = reseed_rounds
-        if n_rows < m:
-            best = _restarts.refine(best, proj, activation, np.arange(m),
-                                    self.max_iter, rtol=self.tol, verbose=self.verbose)
+        eps = np.finfo(moments._precision).eps
+        success = max(self._success_residual, 100 * eps)
+        rtol = max(self.tol, 10 * eps)  # float32 gradients stop at their round-off
+        # Everything below works on B-sized matrices (and m x B products):
+        # one BLAS thread is faster there, and keeps results independent of
+        # the machine's thread count.
+        with threadpool_limits(limits=1, user_api="blas"):
+            # Restarts run in batches of n_jobs, in seed order, and stop after the
+            # first batch in which one fits the gradient: the chosen restart (the
+            # first success in seed order, else the best) does not depend on n_jobs.
+            batch_len = max(1, effective_n_jobs(self.n_jobs))
+            results = []
+            for start in range(0, self.n_init, batch_len):
+                results += Parallel(n_jobs=self.n_jobs)(
+                    delayed(_restarts.run_restart)(
+                        seed, moments.moment_tensor_, proj, activation, lower_t0,
+                        moments.order_, moments.weight_std_, rows)
+                    for seed in seeds[start:min(start + batch_len, self.n_init)]
+                )
+                if any(r is not None and r.relative_residual < success
+                       for r, _ in results):
+                    break
+            finite = [r for r, _ in results if r is not None]
+            if len(finite) < len(results):
+                warnings.warn(
+                    f"{len(results) - len(finite)} of {len(results)} restarts produced "
+                    "non-finite values and were dropped.", ConvergenceWarning)
+            if not finite:
+                raise ValueError(
+                    f"All {len(results)} restarts produced non-finite values: the "
+                    "moment tensor could not be decomposed. Check that weights are "
+                    "the Gaussian weights at which the gradient was taken, or "
+                    "increase n_init."
+                )
+            self.restart_residuals_ = np.array(
+                [r.relative_residual if r is not None else np.inf for r, _ in results])
+            successes = [r for r in finite if r.relative_residual < success]
+            best = successes[0] if successes else min(finite, key=lambda r: r.relative_residual)
+            # A stalled refinement is re-seeded from its residual's moment tensor
+            # (at most _max_reseeds rounds), then refined to tol on the subset.
+            reseed_rounds = 0
+            while best.relative_residual > success and reseed_rounds < self._max_reseeds:
+                trial = _restarts.reseed(best, proj, activation, rows,
+                                         seeds[-2] + reseed_rounds, success)
+                reseed_rounds += 1
+                if trial is best:
+                    break
+                best = trial
+            best = _restarts.refine(best, proj, activation, rows, self.max_iter, rtol=rtol)
+            self.n_reseeds_ = reseed_rounds
+            if n_rows < m:
+                best = _restarts.refine(best, proj, activation, np.arange(m),
+                                        self.max_iter, rtol=rtol, verbose=self.verbose)
         self._store_result(best, proj, activation, X_checked, W, A)
         return self
 

@@ -1,0 +1,505 @@
+"""Optional PyTorch adapter: gradient queries from a real ``torch.nn`` model.
+
+A federated-learning server that trains an MLP in PyTorch re-initialises its
+first two linear layers with Gaussian weights (:func:`gaussian_reinit_`) and
+sends the model; the client runs ``loss.backward()`` on its private batch
+and returns the gradients. :func:`first_layer_query` turns the model and its
+``.grad`` attributes into the arrays :class:`skrecon.GradientReconstructor`
+takes, and :func:`full_model_gradient` returns every parameter's gradient
+(for label recovery through the last layer in deeper nets).
+
+PyTorch is an optional dependency (``pip install "skrecon[torch]"``). It is
+imported when one of these functions is called, so ``import skrecon.torch``
+works without it. This module's name does not shadow PyTorch: inside it,
+``import torch`` is an absolute import of the real package.
+
+Layers are found by walking ``model.named_modules()`` in order and are
+reported by their names (``"0"``, ``"fc1"``, ...), never by their position in
+a flat parameter list. Only a first layer that is an ``nn.Linear`` is in
+scope: convolutional first layers, BatchNorm in train mode and dropout
+between the first two linear layers are not (DESIGN §3), and raise.
+"""
+
+import numbers
+
+import numpy as np
+
+__all__ = ["first_layer_query", "gaussian_reinit_", "full_model_gradient"]
+
+_INSTALL_HINT = 'pip install "skrecon[torch]"'
+
+
+def _import_torch():
+    """Import PyTorch, or raise an ImportError that says how to install it."""
+    try:
+        import torch  # absolute import: the real PyTorch, not this module
+    except ImportError as exc:  # pragma: no cover - exercised without torch
+        raise ImportError(
+            "skrecon.torch needs PyTorch, which is not installed. Install the "
+            f"optional extra: {_INSTALL_HINT}"
+        ) from exc
+    return torch
+
+
+def _check_module(torch, model):
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"model must be a torch.nn.Module, got {type(model).__name__}.")
+
+
+# Parameterised first layers that are out of scope, by family, for the error.
+_CONV_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+               "ConvTranspose3d", "LazyConv1d", "LazyConv2d", "LazyConv3d")
+
+
+def _is_conv(module):
+    torch = _import_torch()
+    return isinstance(module, torch.nn.modules.conv._ConvNd) or \
+        type(module).__name__ in _CONV_TYPES
+
+
+def _leaves_with_parameters(model):
+    """``(name, module)`` of each module owning parameters, in module order."""
+    return [(name, mod) for name, mod in model.named_modules()
+            if any(True for _ in mod.parameters(recurse=False))]
+
+
+def _describe(name, module):
+    return f"{name!r} ({type(module).__name__})" if name else \
+        f"the model itself ({type(module).__name__})"
+
+
+def _out_of_scope_first(name, module):
+    if _is_conv(module):
+        return ValueError(
+            f"The first layer with parameters is {_describe(name, module)}, a "
+            "convolutional layer: convolutional first layers are out of scope "
+            "for skrecon (the gradient model g_j = sum_i (a_j . u_i) "
+            "sigma'(w_j . x_i + b_j) x_i needs a fully connected first layer, "
+            "nn.Linear).")
+    return ValueError(
+        f"The first layer with parameters is {_describe(name, module)}, not "
+        "nn.Linear: skrecon needs a fully connected first layer (pass "
+        "first='<name>' to pick another nn.Linear explicitly).")
+
+
+def _find_layers(model, first, second):
+    """Names and modules of the first and the next ``nn.Linear``."""
+    torch = _import_torch()
+    Linear = torch.nn.Linear
+    modules = list(model.named_modules())
+    names = [name for name, _ in modules]
+    linear_names = [name for name, mod in modules if isinstance(mod, Linear)]
+
+    def lookup(name, what):
+        if not isinstance(name, str):
+            raise TypeError(
+                f"{what} must be 'auto' or a module name (str), got {name!r}.")
+        if name not in names:
+            raise ValueError(
+                f"{what}={name!r} names no module of the model; its nn.Linear "
+                f"modules are {linear_names}.")
+        mod = modules[names.index(name)][1]
+        if not isinstance(mod, Linear):
+            if what == "first":
+                raise _out_of_scope_first(name, mod)
+            raise ValueError(
+                f"{what}={name!r} is a {type(mod).__name__}, not nn.Linear; its "
+                f"nn.Linear modules are {linear_names}.")
+        return names.index(name)
+
+    if first == "auto":
+        owners = _leaves_with_parameters(model)
+        if not owners:
+            raise ValueError("The model has no parameters, hence no first layer.")
+        name0, mod0 = owners[0]
+        if not isinstance(mod0, Linear):
+            raise _out_of_scope_first(name0, mod0)
+        i_first = names.index(name0)
+    else:
+        i_first = lookup(first, "first")
+    if second == "auto":
+        later = [i for i in range(i_first + 1, len(modules))
+                 if isinstance(modules[i][1], Linear)]
+        if not later:
+            raise ValueError(
+                f"No nn.Linear follows the first layer {names[i_first]!r} (the "
+                f"model's nn.Linear modules: {linear_names}): skrecon needs the "
+                "next layer's weights (output_weights), so the first layer must "
+                "be followed by another nn.Linear.")
+        i_second = later[0]
+    else:
+        i_second = lookup(second, "second")
+        if i_second == i_first:
+            raise ValueError("first and second name the same module.")
+    lin1, lin2 = modules[i_first][1], modules[i_second][1]
+    if lin2.in_features != lin1.out_features:
+        raise ValueError(
+            f"The next nn.Linear {names[i_second]!r} has in_features="
+            f"{lin2.in_features} but the first layer {names[i_first]!r} has "
+            f"out_features={lin1.out_features}: the layer found next does not "
+            "take the first layer's output. Pass second='<name>' explicitly.")
+    between = [modules[i] for i in range(i_first + 1, i_second)
+               if not any(True for _ in modules[i][1].children())]
+    return (names[i_first], lin1), (names[i_second], lin2), between
+
+
+# Elementwise activation modules and the skrecon activation they are.
+def _activation_name(module):
+    torch = _import_torch()
+    nn = torch.nn
+    if isinstance(module, nn.Tanh):
+        return "tanh"
+    if isinstance(module, nn.Sigmoid):
+        return "sigmoid"
+    if isinstance(module, nn.ReLU):
+        return "relu"
+    if isinstance(module, nn.SiLU):
+        return "silu"
+    if isinstance(module, nn.GELU):
+        return "gelu" if module.approximate == "none" else None
+    if isinstance(module, nn.LeakyReLU):
+        return "leaky_relu" if module.negative_slope == 0.01 else None
+    if isinstance(module, nn.ELU):
+        return "elu" if module.alpha == 1.0 else None
+    if isinstance(module, nn.Softplus):
+        return "softplus" if module.beta == 1 else None
+    return None
+
+
+def _check_between(between):
+    """Reject layers between the two Linear layers that break the gradient model."""
+    torch = _import_torch()
+    nn = torch.nn
+    activation = None
+    for name, mod in between:
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
+            raise ValueError(
+                f"{name!r} is a {type(mod).__name__} in train mode between the "
+                "first two linear layers: it couples the samples of the batch, "
+                "which is out of scope for skrecon. Call model.eval() on it (or "
+                "remove it) before computing the gradient.")
+        dropout = isinstance(mod, nn.modules.dropout._DropoutNd)
+        if dropout and mod.training and mod.p > 0:
+            raise ValueError(
+                f"{name!r} is a {type(mod).__name__} (p={mod.p}) in train mode "
+                "between the first two linear layers: its random mask breaks the "
+                "gradient model, which is out of scope for skrecon. Put it in "
+                "eval mode or use p=0.")
+        if any(True for _ in mod.parameters(recurse=False)):
+            raise ValueError(
+                f"{name!r} ({type(mod).__name__}) has parameters and lies between "
+                "the first two nn.Linear layers: skrecon needs only an "
+                "elementwise activation there.")
+        if activation is None:
+            activation = _activation_name(mod)
+    return activation
+
+
+def _to_numpy(torch, tensor):
+    """A float32/float64 NumPy copy of a tensor, on the host."""
+    t = tensor.detach()
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return np.array(t.cpu().numpy(), copy=True)
+
+
+def _grad(name, param, what):
+    if param.grad is None:
+        if not param.requires_grad:
+            raise ValueError(
+                f"{name}.{what}.grad is None: the parameter is frozen "
+                "(requires_grad=False); unfreeze it before the client's "
+                "backward pass, the query needs its gradient.")
+        raise ValueError(
+            f"{name}.{what}.grad is None: call loss.backward() first, after "
+            "the forward pass on the batch.")
+    return param.grad
+
+
+def first_layer_query(model, *, first="auto", second="auto"):
+    """Read a gradient query off a PyTorch model after ``loss.backward()``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model the client trained on its batch, with ``.grad`` filled by
+        ``loss.backward()`` (and before any optimizer step, which would
+        change the weights).
+    first : "auto" or str, default="auto"
+        Name of the first layer, as in ``model.named_modules()`` (``"0"``
+        in an ``nn.Sequential``, ``"fc1"`` in a custom module). ``"auto"``:
+        the first module, in ``named_modules()`` order, that owns
+        parameters; it must be an ``nn.Linear``.
+    second : "auto" or str, default="auto"
+        Name of the next layer, whose weights are the first layer's output
+        weights. ``"auto"``: the next ``nn.Linear`` after ``first`` in
+        ``named_modules()`` order.
+
+    Returns
+    -------
+    query : dict
+        - ``"grad"``: ndarray of shape ``(m, d)``, or ``(m, d + 1)`` with the
+          bias gradient as the last column -- the ``X`` of
+          :meth:`skrecon.GradientReconstructor.fit`.
+        - ``"weights"``: ndarray of the same shape, the first layer's
+          weights (bias last).
+        - ``"output_weights"``: ndarray of shape ``(m, K)``, the next
+          layer's weight matrix transposed.
+        - ``"bias"``: bool, whether the first layer has a bias (pass it to
+          ``GradientReconstructor(bias=...)``).
+        - ``"first"``, ``"second"``: the two layers' module names.
+        - ``"activation"``: the skrecon name of the activation module found
+          between the two layers (``"tanh"``, ``"relu"``, ...), or ``None``
+          when there is none (e.g. a functional ``torch.tanh`` in
+          ``forward``) or it has non-default parameters.
+
+        Arrays are float64 for a float64 model, float32 otherwise, copied to
+        the host.
+
+    Raises
+    ------
+    ImportError
+        If PyTorch is not installed.
+    TypeError
+        If ``model`` is not a ``torch.nn.Module``.
+    ValueError
+        If a gradient is missing (``.grad is None``: ``loss.backward()`` was
+        not called); the first layer is not an ``nn.Linear`` (convolutional
+        first layers are out of scope); there is no second ``nn.Linear`` or
+        it does not take the first layer's output; a BatchNorm in train mode,
+        a dropout in train mode or a layer with parameters sits between the
+        two; or ``first``/``second`` name no such module.
+
+    See Also
+    --------
+    gaussian_reinit_ : The server's random query weights.
+    full_model_gradient : Every parameter's gradient, by name.
+
+    Notes
+    -----
+    Layers are found in ``named_modules()`` order, which is the order in
+    which they were registered: the forward order for ``nn.Sequential`` and
+    for modules that create their layers in the order they use them.
+    Otherwise name them with ``first`` and ``second``. What the forward pass
+    does between the two layers cannot be inspected; the gradient model of
+    DESIGN §1 (``g_j = sum_i (a_j . u_i) sigma'(w_j . x_i + b_j) x_i``)
+    needs one elementwise activation there, and anything above the second
+    layer (depth, losses, reductions) is allowed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from skrecon.torch import first_layer_query, gaussian_reinit_
+    >>> model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10)).double()
+    >>> model = gaussian_reinit_(model, random_state=0)
+    >>> x = torch.rand(4, 64, dtype=torch.float64)
+    >>> nn.CrossEntropyLoss()(model(x), torch.tensor([1, 1, 5, 7])).backward()
+    >>> q = first_layer_query(model)
+    >>> q["grad"].shape, q["weights"].shape, q["output_weights"].shape, q["bias"]
+    ((32, 65), (32, 65), (32, 10), True)
+    >>> q["first"], q["second"], q["activation"]
+    ('0', '2', 'tanh')
+    """
+    torch = _import_torch()
+    _check_module(torch, model)
+    (name1, lin1), (name2, lin2), between = _find_layers(model, first, second)
+    activation = _check_between(between)
+    label1 = name1 or "model"
+    weight_grad = _grad(label1, lin1.weight, "weight")
+    grads = [weight_grad]
+    weights = [lin1.weight]
+    has_bias = lin1.bias is not None
+    if has_bias:
+        grads.append(_grad(label1, lin1.bias, "bias")[:, None])
+        weights.append(lin1.bias[:, None])
+    with torch.no_grad():
+        grad = _to_numpy(torch, torch.cat([g.detach() for g in grads], dim=1))
+        W = _to_numpy(torch, torch.cat([w.detach() for w in weights], dim=1))
+        A = _to_numpy(torch, lin2.weight.T)
+    return {
+        "grad": grad,
+        "weights": W,
+        "output_weights": A,
+        "bias": has_bias,
+        "first": name1,
+        "second": name2,
+        "activation": activation,
+    }
+
+
+def _torch_seed(random_state):
+    """A 63-bit seed for a ``torch.Generator`` from a scikit-learn random_state."""
+    if isinstance(random_state, (bool, np.bool_)):
+        raise ValueError(f"random_state must be an int, a RandomState, a Generator "
+                         f"or None, got {random_state!r}.")
+    if isinstance(random_state, numbers.Integral):
+        seed = int(random_state)
+        if seed < 0:
+            raise ValueError(f"random_state must be >= 0, got {seed}.")
+        return seed
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**63 - 1))
+    if random_state is None or isinstance(random_state, np.random.RandomState):
+        from sklearn.utils import check_random_state
+        rng = check_random_state(random_state)
+        return int(rng.randint(0, 2**62, dtype=np.int64))
+    raise ValueError(f"random_state must be an int, a RandomState, a Generator or "
+                     f"None, got {random_state!r}.")
+
+
+def _check_std(value, name, default, *, allow_zero=False):
+    if value is None:
+        return float(default)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a positive float or None, got {value!r}.")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value}.")
+    return value
+
+
+def gaussian_reinit_(model, *, weight_std=None, bias_std=0.5, output_std=None,
+                     random_state=0, first="auto", second="auto"):
+    """Re-initialise the first two linear layers with Gaussian weights, in place.
+
+    What a server does before sending the query: the first layer gets
+    i.i.d. ``N(0, weight_std**2)`` weights and an ``N(0, bias_std**2)`` bias
+    (if it has one), the next layer ``N(0, output_std**2)`` weights and a
+    zero bias. Draws come from a private ``torch.Generator`` seeded from
+    ``random_state``; the global torch RNG is neither used nor advanced.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; its first two ``nn.Linear`` layers are found as in
+        :func:`first_layer_query`.
+    weight_std : float or None, default=None
+        Std of the first layer's weights; ``None`` is
+        ``1 / sqrt(in_features)``.
+    bias_std : float, default=0.5
+        Std of the first layer's Gaussian bias (ignored without a bias);
+        ``0`` gives a zero (constant) bias.
+    output_std : float or None, default=None
+        Std of the second layer's weights; ``None`` is
+        ``1 / sqrt(fan_in)`` of that layer.
+    random_state : int, RandomState instance, Generator or None, default=0
+        Seed. An integer seeds the generator directly, so the same integer
+        gives the same weights (bitwise, for a given dtype); other values
+        draw a seed from it.
+    first, second : "auto" or str, default="auto"
+        Module names of the two layers, as in :func:`first_layer_query`.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        The same model, modified in place.
+
+    Raises
+    ------
+    ImportError
+        If PyTorch is not installed.
+    ValueError
+        For a model whose first layer is not an ``nn.Linear`` or that has no
+        second one, a non-positive or non-finite std, or an invalid
+        ``random_state``.
+
+    See Also
+    --------
+    first_layer_query : Read the query back after ``loss.backward()``.
+
+    Notes
+    -----
+    The values are drawn in float64 on the CPU (first weights, first bias,
+    second weights, in that order) and then cast to each parameter's dtype
+    and device, so a float32 and a float64 copy of a model see the same
+    network up to rounding. Existing ``.grad`` attributes are left alone:
+    the client should call ``model.zero_grad()`` before its backward pass.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from skrecon.torch import gaussian_reinit_
+    >>> def make():
+    ...     return nn.Sequential(nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 3))
+    >>> a = gaussian_reinit_(make(), random_state=0)
+    >>> b = gaussian_reinit_(make(), random_state=0)
+    >>> bool(torch.equal(a[0].weight, b[0].weight)), bool(torch.all(a[2].bias == 0))
+    (True, True)
+    """
+    torch = _import_torch()
+    _check_module(torch, model)
+    (_, lin1), (_, lin2), _ = _find_layers(model, first, second)
+    weight_std = _check_std(weight_std, "weight_std", 1.0 / np.sqrt(lin1.in_features))
+    bias_std = _check_std(bias_std, "bias_std", 0.5, allow_zero=True)
+    output_std = _check_std(output_std, "output_std", 1.0 / np.sqrt(lin2.in_features))
+    gen = torch.Generator(device="cpu").manual_seed(_torch_seed(random_state))
+
+    def draw(param, std):
+        values = torch.randn(param.shape, generator=gen, dtype=torch.float64) * std
+        param.copy_(values.to(dtype=param.dtype, device=param.device))
+
+    with torch.no_grad():
+        draw(lin1.weight, weight_std)
+        if lin1.bias is not None:
+            draw(lin1.bias, bias_std)
+        draw(lin2.weight, output_std)
+        if lin2.bias is not None:
+            lin2.bias.zero_()
+    return model
+
+
+def full_model_gradient(model):
+    """Every parameter's gradient, by name, as NumPy arrays.
+
+    For label recovery in deeper nets: once the samples are known, the
+    server's forward pass gives each sample's last hidden features, and the
+    last layer's gradient is linear in the per-sample output signals.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model after ``loss.backward()``.
+
+    Returns
+    -------
+    gradients : list of (str, ndarray)
+        ``(name, grad)`` for each parameter that requires a gradient, in
+        ``model.named_parameters()`` order (``"0.weight"``, ``"0.bias"``,
+        ...), each ``grad`` of the parameter's shape (float64 for float64
+        parameters, float32 otherwise), copied to the host. Frozen
+        parameters (``requires_grad=False``) are left out.
+
+    Raises
+    ------
+    ImportError
+        If PyTorch is not installed.
+    ValueError
+        If a parameter that requires a gradient has none (``.grad is
+        None``: call ``loss.backward()`` first).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from skrecon.torch import full_model_gradient
+    >>> model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    >>> model(torch.ones(1, 4)).sum().backward()
+    >>> [(name, g.shape) for name, g in full_model_gradient(model)]
+    [('0.weight', (3, 4)), ('0.bias', (3,)), ('2.weight', (2, 3)), ('2.bias', (2,))]
+    """
+    torch = _import_torch()
+    _check_module(torch, model)
+    out = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.grad is None:
+            raise ValueError(
+                f"{name}.grad is None: call loss.backward() first, after the "
+                "forward pass on the batch.")
+        out.append((name, _to_numpy(torch, param.grad)))
+    return out

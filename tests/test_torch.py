@@ -1,0 +1,408 @@
+"""The PyTorch adapter: real torch.nn clients, end to end (issue 5)."""
+
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from skrecon import GradientReconstructor  # noqa: E402
+from skrecon.datasets import load_digits_batch  # noqa: E402
+from skrecon.metrics import matched_cosine, relative_error  # noqa: E402
+from skrecon.reconstructor import IdentifiabilityWarning  # noqa: E402
+import skrecon.torch as sktorch  # noqa: E402
+from skrecon.torch import (  # noqa: E402
+    first_layer_query, full_model_gradient, gaussian_reinit_)
+
+LABELS = [1, 1, 5, 7, 0, 3, 3, 9]
+
+# Width of the first layer in the end-to-end tests. Issue 5 asks for 16384,
+# which is exact too; 8192 is the smallest width found reliably exact here:
+# float64, mean reduction, reinit seeds 0-4 all reached relative error
+# < 1e-12 with the right labels (mostly without re-seeding), whereas 2048
+# failed for one seed of three and 4096 needed re-seeding for every seed
+# tried (slower, and one step from failure).
+N_NEURONS = 8192
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_batch(labels=LABELS, random_state=0)
+
+
+def _two_layer(m, *, bias=True, dtype=torch.float64):
+    model = nn.Sequential(nn.Linear(64, m, bias=bias), nn.Tanh(), nn.Linear(m, 10))
+    # never torch.set_default_dtype: build, then cast
+    return model.to(dtype)
+
+
+def _client_step(model, batch, labels, reduction="mean"):
+    """The client: one forward/backward pass with softmax cross-entropy."""
+    dtype = next(model.parameters()).dtype
+    model.zero_grad()
+    logits = model(torch.as_tensor(batch, dtype=dtype))
+    loss = nn.CrossEntropyLoss(reduction=reduction)(logits, torch.as_tensor(labels))
+    loss.backward()
+    return model
+
+
+def _reconstruct(q):
+    rec = GradientReconstructor(activation="tanh", bias=q["bias"],
+                                loss="cross_entropy", random_state=0)
+    return rec.fit(q["grad"], weights=q["weights"], output_weights=q["output_weights"])
+
+
+# ----------------------------------------------------------------------------
+# end to end: a real PyTorch client, exact samples and labels
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reduction, dtype, tol", [
+    ("mean", torch.float64, 1e-6),
+    ("sum", torch.float64, 1e-6),
+    # float32 model: the gradient carries float32 round-off (~1e-7 relative),
+    # so the samples are exact to that level; 1e-4 is the stated tolerance
+    # (measured: < 1e-7).
+    ("mean", torch.float32, 1e-4),
+], ids=["mean-float64", "sum-float64", "mean-float32"])
+def test_two_layer_cross_entropy_exact(digits, reduction, dtype, tol):
+    batch, labels = digits
+    model = gaussian_reinit_(_two_layer(N_NEURONS, dtype=dtype), random_state=0)
+    _client_step(model, batch, labels, reduction)
+    q = first_layer_query(model)
+    assert q["bias"] is True and q["activation"] == "tanh"
+    assert q["grad"].dtype == (np.float64 if dtype == torch.float64 else np.float32)
+
+    rec = _reconstruct(q)
+
+    assert rec.batch_size_ == len(batch)
+    errors, perm = relative_error(batch, rec.samples_)
+    assert np.all(errors <= tol), errors
+    # perm[i] is the recovered row matched to true row i
+    np.testing.assert_array_equal(rec.labels_[perm], labels)
+    assert sorted(rec.labels_.tolist()) == sorted(LABELS)  # duplicates included
+    assert rec.sign_identified_.all()
+
+
+def test_sum_and_mean_reductions_differ_by_the_batch_size(digits):
+    batch, labels = digits
+    model = gaussian_reinit_(_two_layer(64), random_state=3)
+    g_mean = first_layer_query(_client_step(model, batch, labels, "mean"))["grad"]
+    g_sum = first_layer_query(_client_step(model, batch, labels, "sum"))["grad"]
+    np.testing.assert_allclose(g_sum, len(batch) * g_mean, rtol=1e-12, atol=1e-15)
+
+
+def test_first_layer_without_bias(digits):
+    batch, labels = digits
+    model = gaussian_reinit_(_two_layer(N_NEURONS, bias=False), random_state=0)
+    _client_step(model, batch, labels)
+    q = first_layer_query(model)
+    assert q["bias"] is False
+    assert q["grad"].shape == q["weights"].shape == (N_NEURONS, 64)  # no bias column
+
+    # tanh' is even and there is no bias: (x_i, u_i) -> (-x_i, -u_i) gives the
+    # same gradient, so each sample's sign is not identifiable (DESIGN F3).
+    with pytest.warns(IdentifiabilityWarning, match="sign"):
+        rec = _reconstruct(q)
+
+    assert not rec.sign_identified_.any()
+    assert rec.scale_identified_.all()
+    cosines, perm = matched_cosine(batch, rec.samples_, sign_invariant=True)
+    assert np.all(cosines >= 0.9999), cosines
+    # the odd sign of softmax - onehot survives a global sign flip
+    np.testing.assert_array_equal(rec.labels_[perm], labels)
+
+
+# ----------------------------------------------------------------------------
+# first_layer_query: layout, names, errors
+# ----------------------------------------------------------------------------
+
+def _small_step(model, n_in=64, n_out=10, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    dtype = next(model.parameters()).dtype
+    x = torch.rand(5, n_in, generator=gen, dtype=torch.float64).to(dtype)
+    y = torch.randint(0, n_out, (5,), generator=gen)
+    model.zero_grad()
+    nn.CrossEntropyLoss()(model(x), y).backward()
+    return model
+
+
+def test_query_layout_matches_the_parameters():
+    model = _small_step(gaussian_reinit_(_two_layer(32), random_state=1))
+    q = first_layer_query(model)
+    lin1, lin2 = model[0], model[2]
+    np.testing.assert_array_equal(q["grad"][:, :64], lin1.weight.grad.numpy())
+    np.testing.assert_array_equal(q["grad"][:, 64], lin1.bias.grad.numpy())
+    np.testing.assert_array_equal(q["weights"][:, :64], lin1.weight.detach().numpy())
+    np.testing.assert_array_equal(q["weights"][:, 64], lin1.bias.detach().numpy())
+    np.testing.assert_array_equal(q["output_weights"], lin2.weight.detach().numpy().T)
+    assert q["output_weights"].shape == (32, 10)
+    assert (q["first"], q["second"]) == ("0", "2")
+    # copies: later training steps do not change the query
+    before = q["grad"].copy(), q["weights"].copy()
+    with torch.no_grad():
+        lin1.weight.add_(1.0)
+        lin1.weight.grad.add_(1.0)
+    np.testing.assert_array_equal(q["grad"], before[0])
+    np.testing.assert_array_equal(q["weights"], before[1])
+
+
+def test_query_float32_arrays():
+    model = _small_step(gaussian_reinit_(_two_layer(16, dtype=torch.float32)))
+    q = first_layer_query(model)
+    for key in ("grad", "weights", "output_weights"):
+        assert q[key].dtype == np.float32
+
+
+def test_grad_none_message():
+    model = gaussian_reinit_(_two_layer(16))
+    message = r"\.grad is None: call loss\.backward\(\) first"
+    with pytest.raises(ValueError, match=message):
+        first_layer_query(model)
+    with pytest.raises(ValueError, match=message):
+        full_model_gradient(model)
+
+
+def test_frozen_first_layer_bias_is_reported():
+    model = _two_layer(16)
+    model[0].bias.requires_grad_(False)
+    _small_step(model)
+    with pytest.raises(ValueError,
+                       match=r"0\.bias\.grad is None: the parameter is frozen"):
+        first_layer_query(model)
+
+
+class _ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc1 = nn.Linear(4 * 6 * 6, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        h = torch.tanh(self.conv(x.reshape(-1, 1, 8, 8)))
+        return self.fc2(torch.tanh(self.fc1(h.flatten(1))))
+
+
+def test_convolutional_first_layer_is_out_of_scope():
+    model = _ConvNet().double()
+    x = torch.rand(3, 64, dtype=torch.float64)
+    nn.CrossEntropyLoss()(model(x), torch.tensor([0, 1, 2])).backward()
+    with pytest.raises(ValueError, match="convolutional"):
+        first_layer_query(model)
+    with pytest.raises(ValueError, match="convolutional"):
+        first_layer_query(model, first="conv")
+    with pytest.raises(ValueError, match="convolutional"):
+        gaussian_reinit_(model)
+    # the fully connected layers above it can still be named explicitly
+    q = first_layer_query(model, first="fc1")
+    assert q["grad"].shape == (32, 4 * 6 * 6 + 1) and q["second"] == "fc2"
+
+
+def test_other_first_layers_and_a_single_linear_raise():
+    emb = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 4), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="not nn.Linear"):
+        first_layer_query(emb)
+    with pytest.raises(ValueError, match="No nn.Linear follows"):
+        first_layer_query(nn.Sequential(nn.Linear(64, 10), nn.Tanh()))
+    with pytest.raises(ValueError, match="No nn.Linear follows"):
+        first_layer_query(nn.Linear(64, 10))
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        first_layer_query(np.zeros((3, 3)))
+
+
+class _Net(nn.Module):
+    """fc1 without bias: in a flat parameter list, position 1 is fc2.weight."""
+
+    def __init__(self, m=32):
+        super().__init__()
+        self.fc1 = nn.Linear(64, m, bias=False)
+        self.fc2 = nn.Linear(m, 10)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+class _Nested(nn.Module):
+    def __init__(self, m=32):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, m), nn.Tanh())
+        self.head = nn.Sequential(nn.Linear(m, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+def test_layers_found_by_name_in_a_custom_module():
+    model = _small_step(gaussian_reinit_(_Net().double(), random_state=0))
+    q = first_layer_query(model)
+    assert (q["first"], q["second"], q["bias"]) == ("fc1", "fc2", False)
+    assert q["activation"] is None  # torch.tanh in forward cannot be seen
+    np.testing.assert_array_equal(q["grad"], model.fc1.weight.grad.numpy())
+    np.testing.assert_array_equal(q["output_weights"],
+                                  model.fc2.weight.detach().numpy().T)
+    assert first_layer_query(model, first="fc1")["second"] == "fc2"
+
+    nested = _small_step(gaussian_reinit_(_Nested().double(), random_state=0))
+    q = first_layer_query(nested)
+    assert (q["first"], q["second"], q["activation"]) == ("encoder.1", "head.0", "tanh")
+    np.testing.assert_array_equal(q["output_weights"],
+                                  nested.head[0].weight.detach().numpy().T)
+    assert q["output_weights"].shape == (32, 16)  # K = width of the next layer
+
+
+class _Reversed(nn.Module):
+    """fc2 registered before fc1: named_modules order is not the forward order."""
+
+    def __init__(self, m=32):
+        super().__init__()
+        self.fc2 = nn.Linear(m, 10)
+        self.fc1 = nn.Linear(64, m)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+def test_explicit_names_when_registration_order_differs():
+    model = _small_step(_Reversed().double())
+    with pytest.raises(ValueError, match="in_features"):
+        first_layer_query(model)
+    with pytest.raises(ValueError, match="No nn.Linear follows"):
+        first_layer_query(model, first="fc1")
+    q = first_layer_query(model, first="fc1", second="fc2")
+    np.testing.assert_array_equal(q["grad"][:, :64], model.fc1.weight.grad.numpy())
+    with pytest.raises(ValueError, match="names no module"):
+        first_layer_query(model, first="fc3")
+    with pytest.raises(ValueError, match="the same module"):
+        first_layer_query(model, first="fc1", second="fc1")
+
+
+def test_layers_that_break_the_gradient_model_raise():
+    bn = nn.Sequential(nn.Linear(64, 16), nn.BatchNorm1d(16), nn.Tanh(),
+                       nn.Linear(16, 10))
+    bn = _small_step(bn.double())
+    with pytest.raises(ValueError, match="couples the samples"):
+        first_layer_query(bn)
+    drop = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Dropout(0.5),
+                         nn.Linear(16, 10))
+    drop = _small_step(drop.double())
+    with pytest.raises(ValueError, match="Dropout"):
+        first_layer_query(drop)
+    drop.eval()
+    assert first_layer_query(drop)["activation"] == "tanh"
+
+
+def test_activation_hint():
+    def hint(act):
+        model = nn.Sequential(nn.Linear(64, 8), act, nn.Linear(8, 10)).double()
+        return first_layer_query(_small_step(model))["activation"]
+
+    assert hint(nn.ReLU()) == "relu"
+    assert hint(nn.Sigmoid()) == "sigmoid"
+    assert hint(nn.GELU()) == "gelu"
+    assert hint(nn.GELU(approximate="tanh")) is None
+    assert hint(nn.LeakyReLU(0.2)) is None
+
+
+# ----------------------------------------------------------------------------
+# full_model_gradient
+# ----------------------------------------------------------------------------
+
+def test_full_model_gradient_by_name():
+    model = _small_step(gaussian_reinit_(_Nested().double()))
+    model.head[2].bias.requires_grad_(False)
+    model.head[2].bias.grad = None
+    grads = full_model_gradient(model)
+    params = dict(model.named_parameters())
+    assert [name for name, _ in grads] == [
+        "encoder.1.weight", "encoder.1.bias", "head.0.weight", "head.0.bias",
+        "head.2.weight"]
+    for name, g in grads:
+        assert isinstance(g, np.ndarray) and g.dtype == np.float64
+        np.testing.assert_array_equal(g, params[name].grad.numpy())
+
+
+# ----------------------------------------------------------------------------
+# gaussian_reinit_
+# ----------------------------------------------------------------------------
+
+def test_gaussian_reinit_is_seeded_and_leaves_the_global_rng_alone():
+    torch.manual_seed(1234)
+    # building a module draws its default init from the global RNG: build first
+    a, b, c, d, e = (_two_layer(256) for _ in range(5))
+    state = torch.random.get_rng_state()
+    gaussian_reinit_(a, random_state=7)
+    gaussian_reinit_(b, random_state=7)
+    gaussian_reinit_(c, random_state=8)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert not torch.equal(a[0].weight, c[0].weight)
+    # numpy random_state objects give reproducible seeds too
+    gaussian_reinit_(d, random_state=np.random.RandomState(0))
+    gaussian_reinit_(e, random_state=np.random.RandomState(0))
+    assert torch.equal(d[0].weight, e[0].weight)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_gaussian_reinit_distribution():
+    m = 4096
+    model = _two_layer(m)
+    assert gaussian_reinit_(model, random_state=0) is model
+    w1, b1 = model[0].weight.detach().numpy(), model[0].bias.detach().numpy()
+    w2, b2 = model[2].weight.detach().numpy(), model[2].bias.detach().numpy()
+    # std 1/sqrt(64), 0.5, 1/sqrt(m) (relative sampling error ~ 1/sqrt(2 n))
+    assert abs(w1.std() / (1 / 8) - 1) < 0.01 and abs(w1.mean()) < 1e-3
+    assert abs(b1.std() / 0.5 - 1) < 0.05
+    assert abs(w2.std() * np.sqrt(m) - 1) < 0.02
+    assert np.all(b2 == 0)
+
+    gaussian_reinit_(model, weight_std=0.3, bias_std=0.0, output_std=2.0,
+                     random_state=0)
+    assert abs(model[0].weight.std().item() / 0.3 - 1) < 0.01
+    assert torch.all(model[0].bias == 0)
+    assert abs(model[2].weight.std().item() / 2.0 - 1) < 0.02
+
+
+def test_gaussian_reinit_same_network_in_float32():
+    a = gaussian_reinit_(_two_layer(64), random_state=5)
+    b = gaussian_reinit_(_two_layer(64, dtype=torch.float32), random_state=5)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa.to(torch.float32), pb)
+
+
+def test_gaussian_reinit_bias_free_and_named_layers():
+    model = gaussian_reinit_(_Net(m=64).double(), random_state=0)
+    assert model.fc1.bias is None
+    assert torch.all(model.fc2.bias == 0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"weight_std": 0.0}, "weight_std"),
+    ({"weight_std": -1.0}, "weight_std"),
+    ({"output_std": float("nan")}, "output_std"),
+    ({"bias_std": -0.1}, "bias_std"),
+    ({"random_state": -1}, "random_state"),
+    ({"random_state": "seed"}, "random_state"),
+])
+def test_gaussian_reinit_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gaussian_reinit_(_two_layer(8), **kwargs)
+
+
+# ----------------------------------------------------------------------------
+# the module itself
+# ----------------------------------------------------------------------------
+
+def test_module_imports_the_real_pytorch():
+    real = sktorch._import_torch()
+    assert real is torch
+    assert hasattr(real, "nn") and real.__name__ == "torch"
+    assert sktorch.__name__ == "skrecon.torch"
+
+
+def test_missing_torch_gives_an_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    with pytest.raises(ImportError, match=r'pip install "skrecon\[torch\]"'):
+        first_layer_query(object())

@@ -65,6 +65,7 @@ import argparse
 import os
 import platform
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -482,6 +483,26 @@ def reach_table(args):
                  else ""))
 
 
+def _code_version():
+    """skrecon's location and, when it is a git checkout, its commit and state."""
+    where = os.path.dirname(os.path.abspath(skrecon.__file__))
+    try:
+        out = subprocess.run(
+            ["git", "-C", where, "log", "-1", "--format=%h %cd", "--date=iso"],
+            capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", where, "status", "--porcelain", "--", "."],
+            capture_output=True, text=True, timeout=10)
+        if out.returncode == 0:
+            n_dirty = len([ln for ln in dirty.stdout.splitlines() if ln.strip()])
+            state = (f"{n_dirty} uncommitted file(s) in skrecon/" if n_dirty
+                     else "clean")
+            return f"{where}  commit {out.stdout.strip()}  ({state})"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return where
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -524,6 +545,7 @@ def main(argv=None):
     print(f"command: {' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, scipy "
           f"{scipy.__version__}, skrecon {getattr(skrecon, '__version__', '?')}")
+    print(f"skrecon code: {_code_version()}")
     if args.reach:
         reach_table(args)
     else:

@@ -356,8 +356,8 @@ def _reconstruct(args):
 
         try:
             errors, _ = relative_error(truth, rec.samples_)
-        except ValueError:
-            pass
+        except ValueError as exc:  # e.g. a stored sample of zero norm
+            check = f"; not compared with 'samples' ({exc})"
         else:
             worst = float(np.max(errors)) if not np.any(np.isnan(errors)) else np.nan
             check = f"; worst relative error vs 'samples' {_fmt(worst, '.3g')}"

@@ -350,15 +350,12 @@ def _torch_seed(random_state):
 
 
 def _check_std(value, name, default, *, allow_zero=False):
+    """A standard deviation: ``None`` means ``default``; else as the client checks it."""
+    from .clients import _check_positive_float
+
     if value is None:
         return float(default)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a positive float or None, got {value!r}.")
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value}.")
-    return value
+    return _check_positive_float(value, name, allow_zero=allow_zero)
 
 
 def gaussian_reinit_(model, *, weight_std=None, bias_std=0.5, output_std=None,

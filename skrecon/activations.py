@@ -7,7 +7,6 @@ Gaussian expectations ``mu_k = E[sigma^(k)(t)]``, ``t ~ N(mean, tau**2)``
 that weigh each sample in the Hermite moment tensor (DESIGN F2-F3).
 """
 
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np

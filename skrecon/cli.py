@@ -201,12 +201,10 @@ def _scalar_entry(data, key, kind, path, default):
 # subcommands
 # --------------------------------------------------------------------------
 
-def _demo(args):
-    """``skrecon demo``: simulate a query on digits, reconstruct, report."""
+def _digits_query(args):
+    """The embedded default data: a digits batch and its simulated query."""
     from .clients import make_gradient_query
     from .datasets import load_digits_batch
-    from .metrics import reconstruction_report
-    from .reconstructor import GradientReconstructor
 
     try:
         batch, labels = load_digits_batch(args.batch_size, random_state=args.seed)
@@ -216,6 +214,15 @@ def _demo(args):
         )
     except ValueError as exc:
         raise _UsageError(str(exc)) from exc
+    return batch, labels, query
+
+
+def _demo(args):
+    """``skrecon demo``: simulate a query on digits, reconstruct, report."""
+    from .metrics import reconstruction_report
+    from .reconstructor import GradientReconstructor
+
+    batch, labels, query = _digits_query(args)
     n, d = batch.shape
     print("skrecon demo: reconstruct a private batch from one gradient query")
     print(f"  batch     : {n} handwritten digits (8 x 8 pixels in [0, 1], "
@@ -288,17 +295,7 @@ def _demo(args):
 
 def _make_query(args):
     """``skrecon make-query``: write a simulated query on digits to an .npz."""
-    from .clients import make_gradient_query
-    from .datasets import load_digits_batch
-
-    try:
-        batch, _ = load_digits_batch(args.batch_size, random_state=args.seed)
-        query = make_gradient_query(
-            batch, n_neurons=args.width, activation=args.activation,
-            bias="gaussian", random_state=args.seed,
-        )
-    except ValueError as exc:
-        raise _UsageError(str(exc)) from exc
+    batch, _, query = _digits_query(args)
     _save_npz(args.output, {
         "grad": query.grad,
         "weights": query.weights,

@@ -137,7 +137,6 @@ def _als_sweep(tensor, factors):
 def _normalise(factors):
     """Unit columns in every mode but the first, which carries the weights."""
     factors = [f.copy() for f in factors]
-    factors[0] = factors[0].copy()
     for mode in range(1, len(factors)):
         scale = np.linalg.norm(factors[mode], axis=0)
         scale[scale == 0] = 1.0

@@ -18,12 +18,14 @@ replacements, and the replacement that lowers the residual most is kept
 import numpy as np
 
 from .decomposition import cp_als, jennrich
-from .refine import fit_signals, gradient_model, levenberg_marquardt
+from .refine import (fit_signals, gradient_model, is_piecewise_linear,
+                     levenberg_marquardt, pattern_iteration)
 
 # ALS sweeps per restart, LM steps per restart / per re-seeding trial
 _ALS_ITER = 300
 _RESTART_LM_ITER = 60
 _RESEED_LM_ITER = 30
+_PATTERN_ITER = 50
 _RESEED_RANK = 2
 _RESEED_TRIALS = 2
 _RESEED_MAX_REPLACED = 8
@@ -119,6 +121,10 @@ def start_from_factors(factors, proj, activation, lower_t0, order, weight_std):
 
 def _refine(V, proj, rows, activation, max_iter, U=None, **kwargs):
     args = (proj.P[rows], proj.Omega[rows], proj.A[rows], activation, proj.bias_mean)
+    if U is None and is_piecewise_linear(activation):
+        start = pattern_iteration(V, *args, fixed=bias_constraint(proj),
+                                  max_iter=_PATTERN_ITER)
+        V, U = start.V, start.U
     if U is None:
         U = fit_signals(V, *args)
     return levenberg_marquardt(V, U, *args, fixed=bias_constraint(proj),

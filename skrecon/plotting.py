@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["plot_reconstruction"]
+__all__ = ["plot_reconstruction", "plot_leakage_curve"]
 
 _INSTALL_HINT = (
     'skrecon.plotting needs matplotlib, which is not installed. Install it with '
@@ -259,4 +259,102 @@ def plot_reconstruction(batch, reconstruction, *, image_shape=(8, 8),
         bottom.set_title(title, fontsize="small")
     axes[0, 0].set_ylabel("true", fontsize="small")
     axes[1, 0].set_ylabel("reconstructed", fontsize="small")
+    return fig
+
+
+_LEAKAGE_METRICS = {
+    "relative_error": ("relative error ||x_hat - x|| / ||x||", True),
+    "cosine": ("matched cosine", False),
+    "psnr": ("PSNR (dB)", False),
+}
+
+
+def plot_leakage_curve(table, *, metric="relative_error", ax=None, label=None,
+                       log_strength=True):
+    """Draw a leakage curve: a reconstruction metric against defence strength.
+
+    The line is the median of ``metric`` over every seed and true sample at
+    each strength, the band the interquartile range. A sample the attack did
+    not recover (NaN metric) counts as the worst possible value (relative
+    error ``inf``, cosine ``-1``, PSNR ``-inf``), so failures pull the median
+    the right way instead of vanishing.
+
+    Parameters
+    ----------
+    table : dict of str to array-like
+        The table of :func:`skrecon.evaluation.leakage_curve` (or a
+        ``pandas.DataFrame`` with its columns ``strength``, ``parameter``,
+        ``defense`` and ``metric``).
+    metric : {"relative_error", "cosine", "psnr"}, default="relative_error"
+        The column on the y axis (log scale for the relative error).
+    ax : matplotlib Axes, default=None
+        Axes to draw into; ``None`` makes a new
+        :class:`~matplotlib.figure.Figure` (not registered with pyplot).
+    label : str, default=None
+        Legend label of the curve; ``None`` uses the defence's name.
+    log_strength : bool, default=True
+        Log scale on the x axis (needs positive strengths).
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure holding ``ax``.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    ValueError
+        If ``metric`` is unknown or ``table`` lacks a needed column.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.plotting import plot_leakage_curve
+    >>> table = {"defense": np.repeat("TopKPruning", 4),
+    ...          "parameter": np.repeat("keep_fraction", 4),
+    ...          "strength": np.array([0.1, 0.1, 0.9, 0.9]),
+    ...          "relative_error": np.array([0.5, 0.7, 1e-3, np.nan])}
+    >>> fig = plot_leakage_curve(table)
+    >>> fig.axes[0].get_xlabel()
+    'TopKPruning keep_fraction'
+    """
+    if metric not in _LEAKAGE_METRICS:
+        raise ValueError(
+            f"metric must be one of {sorted(_LEAKAGE_METRICS)}, got {metric!r}."
+        )
+    missing = [c for c in ("strength", "defense", "parameter", metric) if c not in table]
+    if missing:
+        raise ValueError(
+            f"table lacks the column(s) {missing}: pass the table returned by "
+            "skrecon.evaluation.leakage_curve."
+        )
+    strength = np.asarray(table["strength"], dtype=np.float64)
+    values = np.asarray(table[metric], dtype=np.float64)
+    ylabel, log_y = _LEAKAGE_METRICS[metric]
+    worst = {"relative_error": np.inf, "cosine": -1.0, "psnr": -np.inf}[metric]
+    values = np.where(np.isnan(values), worst, values)
+    levels = np.unique(strength)
+    quartiles = np.array([np.percentile(values[strength == s], [25, 50, 75],
+                                        method="nearest")
+                          for s in levels])
+    Figure = _import_matplotlib_figure()
+    if ax is None:
+        fig = Figure(figsize=(5.0, 3.5), layout="constrained")
+        ax = fig.subplots()
+    else:
+        fig = ax.get_figure()
+    name = str(np.asarray(table["defense"])[0])
+    parameter = str(np.asarray(table["parameter"])[0])
+    line, = ax.plot(levels, quartiles[:, 1], marker="o",
+                    label=name if label is None else label)
+    ax.fill_between(levels, quartiles[:, 0], quartiles[:, 2], alpha=0.25,
+                    color=line.get_color(), linewidth=0)
+    if log_strength:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(f"{name} {parameter}")
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize="small")
     return fig

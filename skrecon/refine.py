@@ -16,7 +16,8 @@ Jacobian.
 import numpy as np
 from scipy import linalg
 
-__all__ = ["gradient_model", "fit_signals", "levenberg_marquardt", "RefinementResult"]
+__all__ = ["gradient_model", "fit_signals", "levenberg_marquardt", "pattern_iteration",
+           "RefinementResult"]
 
 _CHUNK = 8192
 _FLUSH = 1e-100  # squares of smaller numbers are subnormal
@@ -126,7 +127,25 @@ class RefinementResult:
                 f"n_iter={self.n_iter}, status={self.status}: {self.message})")
 
 
-def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
+def _smoothed_jump(activation, t, widths):
+    """Gaussian-smoothed ``sigma''`` of a piecewise-linear activation.
+
+    ``sigma''`` of ReLU is ``delta(t)``: zero at every neuron, although the
+    cost summed over many neurons does change when a sample's activation
+    boundary moves. Replacing ``delta`` by a Gaussian kernel of width
+    ``widths[i]`` (per sample) gives the Gauss-Newton step that expected
+    change (a kernel estimate of the population Jacobian).
+    """
+    out = np.zeros_like(t)
+    for kink in activation.kinks:
+        jump = float(activation.derivative(np.array([kink + 1e-9]), 1)[0]
+                     - activation.derivative(np.array([kink - 1e-9]), 1)[0])
+        z = (t - kink) / widths
+        out += jump * np.exp(-0.5 * z * z) / (np.sqrt(2 * np.pi) * widths)
+    return out
+
+
+def _normal_equations(V, U, P, Omega, A, activation, bias_mean, smoothing=None):
     """``J^T J`` and ``J^T r`` for the parameters ``(v_i, u_i)`` stacked per sample."""
     n_samples, n_dims = V.shape
     K = A.shape[1]
@@ -142,7 +161,8 @@ def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
         om, a, p = Omega[sl], A[sl], P[sl]
         t = _pre(om, V, bias_mean)
         s1 = _derivative(activation, t, 1)
-        s2 = _derivative(activation, t, 2)
+        s2 = (_smoothed_jump(activation, t, smoothing) if smoothing is not None
+              else _derivative(activation, t, 2))
         c = a @ U.T  # (mc, B)
         beta = c * s1
         r = p - beta @ V  # residual (mc, n_dims)
@@ -215,7 +235,7 @@ def _constraint_basis(n_dims, n_outputs, n_samples, fixed):
 
 def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
                         fixed=None, max_iter=100, ftol=1e-15, xtol=1e-13,
-                        rtol=1e-14, verbose=0):
+                        rtol=1e-14, smoothing=None, verbose=0):
     """Fit samples and signals to the projected gradient by Levenberg-Marquardt.
 
     Parameters
@@ -267,7 +287,11 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
         V = V + np.outer(c - V @ e, e) / (e @ e)  # onto the constraint
 
     def normal_equations(V, U):
-        jtj, grad, cost = _normal_equations(V, U, P, Omega, A, activation, bias_mean)
+        widths = None
+        if smoothing is not None:
+            widths = smoothing * np.sqrt(np.mean(_pre(Omega, V, bias_mean) ** 2, axis=0))
+        jtj, grad, cost = _normal_equations(V, U, P, Omega, A, activation, bias_mean,
+                                            widths)
         if tangent is not None:
             jtj = tangent.T @ jtj @ tangent
             grad = tangent.T @ grad
@@ -321,3 +345,80 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
     if status == 0 and np.sqrt(2 * cost / p_norm2) < rtol:
         status = 3
     return RefinementResult(V, U, np.sqrt(2 * cost / p_norm2), n_iter, status)
+
+
+def is_piecewise_linear(activation):
+    """Whether ``sigma''`` vanishes away from the kinks (ReLU, leaky ReLU).
+
+    For such an activation ``sigma'`` is piecewise constant: the Jacobian of
+    the gradient model carries no information about which neurons a sample
+    activates, and :func:`pattern_iteration` replaces the Gauss-Newton steps.
+    """
+    if not activation.kinks:
+        return False
+    grid = np.linspace(-8.0, 8.0, 1601)
+    grid = grid[np.min(np.abs(grid[:, None] - np.asarray(activation.kinks)[None]),
+                       axis=1) > 1e-6]
+    return bool(np.all(activation.derivative(grid, 2) == 0))
+
+
+def pattern_iteration(V, P, Omega, A, activation, bias_mean=0.0, *, fixed=None,
+                      max_iter=100):
+    """Fit a piecewise-linear activation by iterating its activation pattern.
+
+    With ``sigma'`` piecewise constant the model gradient is, for a fixed
+    pattern ``s_ij = sigma'(omega_j . v_i + b0)``, linear in the products
+    ``Y_i = u_i v_i^T``: ``p_j = sum_i s_ij Y_i^T a_j``. Each step solves
+    that linear least-squares problem for ``Y``, takes each ``v_i`` from the
+    leading singular vector of ``Y_i`` (scaled by the constraint
+    ``e . v_i = c`` when there is one, else keeping the current norm and
+    orientation) and recomputes the pattern. Once the pattern is the true
+    one the step is exact, so the iteration stops when the pattern stops
+    changing.
+
+    Parameters
+    ----------
+    V : ndarray of shape (B, n_dims)
+        Starting samples (span coordinates).
+    P, Omega, A, activation, bias_mean, fixed
+        As for :func:`levenberg_marquardt`.
+    max_iter : int, default=100
+        Maximum number of pattern updates.
+
+    Returns
+    -------
+    result : RefinementResult
+        ``status`` 1 when the pattern became stationary, 0 when ``max_iter``
+        was reached.
+    """
+    V = np.array(V, dtype=float)
+    n_samples, n_dims = V.shape
+    m, K = A.shape
+    p_norm = float(np.linalg.norm(P))
+    pattern = None
+    status, n_iter = 0, 0
+    for n_iter in range(1, max_iter + 1):
+        new_pattern = _derivative(activation, _pre(Omega, V, bias_mean), 1)
+        if pattern is not None and np.array_equal(new_pattern, pattern):
+            status = 1
+            break
+        pattern = new_pattern
+        design = (pattern[:, :, None] * A[:, None, :]).reshape(m, n_samples * K)
+        Y = linalg.lstsq(design, P, check_finite=False)[0].reshape(n_samples, K, n_dims)
+        V_new = np.empty_like(V)
+        for i in range(n_samples):
+            u, s, vt = np.linalg.svd(Y[i], full_matrices=False)
+            direction = vt[0]
+            if fixed is not None:
+                last = direction @ fixed[0]
+                if abs(last) < 1e-12 * np.linalg.norm(direction):
+                    V_new[i] = V[i]  # no bias weight: keep the sample
+                    continue
+                V_new[i] = direction * (fixed[1] / last)
+            else:
+                sign = 1.0 if direction @ V[i] >= 0 else -1.0
+                V_new[i] = sign * direction * np.linalg.norm(V[i])
+        V = V_new
+    U = fit_signals(V, P, Omega, A, activation, bias_mean)
+    residual = P - gradient_model(V, U, Omega, A, activation, bias_mean)
+    return RefinementResult(V, U, np.linalg.norm(residual) / p_norm, n_iter, status)

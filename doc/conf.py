@@ -75,6 +75,10 @@ sphinx_gallery_conf = {
     "within_subsection_order": "FileNameSortKey",
     "show_memory": False,
     "abort_on_example_error": True,
+    # "Examples using X" mini-galleries on the API pages; local links only
+    "doc_module": ("skrecon",),
+    "backreferences_dir": "generated/backreferences",
+    "reference_url": {"skrecon": None},
 }
 
 # Matplotlib's Agg backend under sphinx-gallery: figures are not shown.
@@ -124,5 +128,44 @@ def _escape_type_underscores(app, what, name, obj, options, lines):
             lines[k] = match["head"] + escaped
 
 
+# Every public name (the __all__ of skrecon and of its public modules) must
+# appear in an autosummary of api.rst: a name added to the code but not to
+# the reference fails the -W build with a warning that names it.
+_AUTOSUMMARY_ENTRY = re.compile(r"^   (?P<name>[A-Za-z_][\w.]*)\s*$")
+
+
+def _check_api_reference(app):
+    import importlib
+    import pkgutil
+
+    from sphinx.util import logging
+
+    logger = logging.getLogger(__name__)
+    api = os.path.join(app.srcdir, "api.rst")
+    with open(api, encoding="utf-8") as f:
+        entries = {m["name"] for m in map(_AUTOSUMMARY_ENTRY.match, f) if m}
+    listed = set()
+    for entry in entries:
+        module, _, name = f"skrecon.{entry}".rpartition(".")
+        try:
+            listed.add(id(getattr(importlib.import_module(module), name)))
+        except (ImportError, AttributeError):
+            logger.warning(f"api.rst lists {entry!r}, which is not importable "
+                           f"as {module}.{name}")
+    modules = [skrecon] + [
+        importlib.import_module(f"skrecon.{info.name}")
+        for info in pkgutil.iter_modules(skrecon.__path__)
+        if not info.name.startswith("_")
+    ]
+    for module in modules:
+        for name in getattr(module, "__all__", ()):
+            if name.startswith("__"):
+                continue
+            if id(getattr(module, name)) not in listed:
+                logger.warning(f"public name {module.__name__}.{name} is missing "
+                               "from the API reference (doc/api.rst)")
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _escape_type_underscores, priority=400)
+    app.connect("builder-inited", _check_api_reference)

@@ -1,7 +1,7 @@
 """
-==============================================================
+===============================================================
 One federated-learning round in PyTorch: images and labels back
-==============================================================
+===============================================================
 
 A client trains a PyTorch classifier on eight private handwritten digits.
 In one round of federated learning the server sends it the model, the client

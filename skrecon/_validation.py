@@ -34,6 +34,21 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
     ``reset=False`` and ``weights=None`` only ``X`` is checked and ``W`` is
     ``None``.
     """
+    X_dtype = getattr(X, "dtype", None)
+    if X_dtype is not None and np.dtype(X_dtype).kind == "b":
+        raise ValueError(
+            "The gradient X has boolean dtype: skrecon needs the real-valued "
+            "gradient (integers, e.g. quantisation codes, are converted to "
+            "float64; rescale them first if the scale matters)."
+        )
+    if np.ndim(X) != 2:
+        raise ValueError(
+            f"The gradient X must be 2-D, (n_neurons, n_inputs) with one row per "
+            f"neuron, got shape {np.shape(X)}. Pass the first layer's weight "
+            "gradient as it is shaped (torch: layer.weight.grad is "
+            "(out_features, in_features)), with the bias gradient as an extra "
+            "last column."
+        )
     X = validate_data(
         estimator, X, reset=reset, dtype=[np.float64, np.float32],
         ensure_all_finite=False, ensure_min_samples=1,
@@ -51,7 +66,7 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
             )
         return X, None, None
     W = np.asarray(weights)
-    if W.dtype.kind not in "fiu" or W.dtype.kind == "b":
+    if W.dtype.kind not in "fiu":
         raise ValueError(f"weights must be a real numeric array, got dtype {W.dtype}.")
     W = W.astype(np.float64)
     if W.shape != X.shape:

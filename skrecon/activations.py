@@ -54,6 +54,14 @@ class Activation:
         ReLU): without a bias the norm of each sample is not identifiable.
     linear : bool, default=False
         ``True`` for the identity: the gradient reveals only the span.
+    params : dict, default={}
+        The activation's own parameters (``negative_slope`` of leaky ReLU,
+        ``alpha`` of ELU), for display; the callables already use them.
+
+    See Also
+    --------
+    get_activation : The built-in activations, by name.
+    select_tensor_order : The moment order an activation needs.
 
     Examples
     --------
@@ -77,7 +85,33 @@ class Activation:
         return self.function(t)
 
     def derivative(self, t, order=1):
-        """Evaluate ``sigma^(order)(t)`` for ``order`` 1 or 2."""
+        """Evaluate the derivative ``sigma^(order)(t)``, elementwise.
+
+        Parameters
+        ----------
+        t : float or ndarray
+            Pre-activations ``w . x + b``.
+        order : {1, 2}, default=1
+            Which derivative: ``sigma'`` (the gradient model) or ``sigma''``
+            (the Jacobian of its fit).
+
+        Returns
+        -------
+        derivative : ndarray
+            ``sigma^(order)(t)``, same shape as ``t``.
+
+        Raises
+        ------
+        ValueError
+            If ``order`` is not 1 or 2.
+
+        Examples
+        --------
+        >>> from skrecon.activations import get_activation
+        >>> tanh = get_activation("tanh")
+        >>> float(tanh.derivative(0.0)), float(tanh.derivative(0.0, order=2))
+        (1.0, -0.0)
+        """
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order!r}.")
         return self.derivatives[order - 1](t)
@@ -102,6 +136,25 @@ class Activation:
         -------
         mu : ndarray
             Same shape as ``tau``.
+
+        References
+        ----------
+        .. [1] C. M. Stein, "Estimation of the mean of a multivariate normal
+           distribution", The Annals of Statistics 9(6), 1981.
+
+        Examples
+        --------
+        ReLU's fourth moment has the closed form ``-1 / (sqrt(2 pi) tau^3)``;
+        tanh's third is nonzero, its fourth vanishes without a bias:
+
+        >>> import numpy as np
+        >>> from skrecon.activations import get_activation
+        >>> relu = get_activation("relu")
+        >>> bool(np.isclose(relu.mu(4, 1.0), -1 / np.sqrt(2 * np.pi)))
+        True
+        >>> tanh = get_activation("tanh")
+        >>> bool(tanh.mu(3, 1.0) < 0), bool(abs(tanh.mu(4, 1.0)) < 1e-12)
+        (True, True)
         """
         return gaussian_expectation_stein(
             lambda t: self.derivative(t, 1), k, tau, mean, kinks=self.kinks
@@ -232,7 +285,21 @@ ACTIVATIONS = {
     "identity": Activation("identity", _identity, (_ones, _zeros),
                            even_derivative=True, linear=True),
 }
-"""dict of str to Activation: the built-in activations, by name."""
+"""The built-in activations, by name (dict of str to :class:`Activation`).
+
+Keys: ``"tanh"``, ``"sigmoid"``, ``"erf"``, ``"relu"``, ``"leaky_relu"``
+(``negative_slope=0.01``), ``"elu"`` (``alpha=1``), ``"gelu"``, ``"silu"``,
+``"softplus"``, ``"identity"``. :func:`get_activation` reads it and builds
+leaky ReLU and ELU with other parameters.
+
+Examples
+--------
+>>> from skrecon.activations import ACTIVATIONS
+>>> sorted(ACTIVATIONS)[:4]
+['elu', 'erf', 'gelu', 'identity']
+>>> ACTIVATIONS["relu"].scale_free
+True
+"""
 
 
 def get_activation(activation, **params):
@@ -250,6 +317,8 @@ def get_activation(activation, **params):
     Returns
     -------
     activation : Activation
+        The registered activation, a new one when ``params`` are given, or
+        ``activation`` itself when it is an :class:`Activation`.
 
     Raises
     ------
@@ -261,6 +330,8 @@ def get_activation(activation, **params):
     >>> from skrecon.activations import get_activation
     >>> get_activation("tanh").name
     'tanh'
+    >>> get_activation("leaky_relu", negative_slope=0.2).params
+    {'negative_slope': 0.2}
     """
     if isinstance(activation, Activation):
         return activation
@@ -295,6 +366,7 @@ def select_tensor_order(activation, bias_mean=0.0, *, order="auto", tol=1e-8):
     Parameters
     ----------
     activation : Activation
+        The first layer's activation (see :func:`get_activation`).
     bias_mean : float, default=0.0
         Mean of the first layer's bias (0 without a bias).
     order : {"auto", 3, 4}, default="auto"
@@ -349,3 +421,16 @@ def select_tensor_order(activation, bias_mean=0.0, *, order="auto", tol=1e-8):
             f"order-{order} moment tensor is zero.{hint}"
         )
     return order
+
+
+# doctest does not see the docstring of a module-level constant: run the
+# example of ACTIVATIONS's docstring through the module's __test__ hook.
+__test__ = {
+    "ACTIVATIONS": """
+    >>> from skrecon.activations import ACTIVATIONS
+    >>> sorted(ACTIVATIONS)[:4]
+    ['elu', 'erf', 'gelu', 'identity']
+    >>> ACTIVATIONS["relu"].scale_free
+    True
+    """,
+}

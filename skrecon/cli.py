@@ -474,6 +474,28 @@ def main(argv=None):
         (worst relative error above ``1e-6``), 2 invalid arguments or input.
         ``--help`` returns 0. Errors are printed to stderr, without a
         traceback.
+
+    See Also
+    --------
+    skrecon.clients.make_gradient_query : What ``make-query`` computes.
+    skrecon.GradientReconstructor : What ``reconstruct`` and ``demo`` fit.
+
+    Examples
+    --------
+    The shell commands ``skrecon make-query`` and ``skrecon reconstruct``,
+    from Python:
+
+    >>> import os, tempfile
+    >>> from skrecon.cli import main
+    >>> path = os.path.join(tempfile.mkdtemp(), "query.npz")
+    >>> main(["make-query", "--batch-size", "2", "--width", "500", "--output", path])
+    wrote ...query.npz: gradient query of 2 digits, 500 tanh neurons ...
+    0
+    >>> main(["reconstruct", path])
+    reconstructed 2 samples x 64 features from grad 500 x 65 ...
+    0
+    >>> import shutil
+    >>> shutil.rmtree(os.path.dirname(path))  # the query and its reconstruction
     """
     parser = _build_parser()
     try:

@@ -286,7 +286,29 @@ class GradientQuery:
         Standard deviations of the first layer's weights and (Gaussian) bias;
         ``bias_std`` is 0.0 unless ``bias="gaussian"``.
     dp_clip_norm : float or None
+        The client's per-example clipping norm (DP-SGD), ``None`` without
+        clipping.
     dp_noise_multiplier : float
+        The client's DP-SGD noise multiplier (noise std over
+        ``dp_clip_norm``), 0.0 without noise.
+
+    See Also
+    --------
+    make_gradient_query : Builds a query.
+    skrecon.GradientReconstructor : Reconstructs ``batch`` from ``grad``.
+
+    Examples
+    --------
+    >>> from skrecon.clients import make_gradient_query
+    >>> from skrecon.datasets import load_digits_batch
+    >>> batch, _ = load_digits_batch(2, random_state=0)
+    >>> q = make_gradient_query(batch, n_neurons=100, bias="gaussian", random_state=0)
+    >>> q.grad.shape, q.weights.shape, q.output_weights.shape
+    ((100, 65), (100, 65), (100, 1))
+    >>> q.batch_size, q.n_neurons, q.has_bias
+    (2, 100, True)
+    >>> sorted(q.fit_params)
+    ['output_weights', 'weights']
     """
 
     grad: np.ndarray
@@ -308,22 +330,26 @@ class GradientQuery:
 
     @property
     def batch_size(self):
-        """int: the number of private samples ``B``."""
+        """Number of private samples ``B`` (int)."""
         return self.batch.shape[0]
 
     @property
     def n_neurons(self):
-        """int: the number of first-layer neurons ``m``."""
+        """Number of first-layer neurons ``m`` (int)."""
         return self.grad.shape[0]
 
     @property
     def has_bias(self):
-        """bool: whether ``grad`` and ``weights`` carry a bias column."""
+        """Whether ``grad`` and ``weights`` carry a bias column (bool)."""
         return self.bias != "none"
 
     @property
     def fit_params(self):
-        """dict: ``weights`` and ``output_weights``, the reconstructor's metadata."""
+        """The reconstructor's fit metadata (dict).
+
+        ``{"weights": ..., "output_weights": ...}``, so that
+        ``rec.fit(q.grad, **q.fit_params)`` passes both.
+        """
         return {"weights": self.weights, "output_weights": self.output_weights}
 
     def loss_value(self, batch=None, layers=None):
@@ -340,6 +366,13 @@ class GradientQuery:
         Returns
         -------
         loss : float
+            The client's loss on ``batch`` with ``layers``, with the query's
+            loss and reduction.
+
+        Raises
+        ------
+        ValueError
+            If ``batch`` does not have the query's number of samples.
         """
         batch = self.batch if batch is None else np.asarray(batch)
         layers = self.layers if layers is None else layers

@@ -177,16 +177,16 @@ def load_sample_image_patches(batch_size, *, patch_size=32, random_state=0):
     ValueError
         If ``batch_size`` or ``patch_size`` is not a positive integer in range.
 
+    See Also
+    --------
+    sklearn.datasets.load_sample_images : The underlying photographs.
+    load_digits_batch : Small grey-level samples with labels.
+
     Notes
     -----
     A patch is an image (``china.jpg`` or ``flower.jpg``, both 427 x 640) and
     a top-left corner, drawn uniformly without replacement: the patches are at
     distinct positions but may overlap.
-
-    See Also
-    --------
-    sklearn.datasets.load_sample_images : The underlying photographs.
-    load_digits_batch : Small grey-level samples with labels.
 
     Examples
     --------

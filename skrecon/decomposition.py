@@ -27,11 +27,36 @@ def khatri_rao(factors):
     Parameters
     ----------
     factors : list of ndarray of shape (n_k, rank)
+        The matrices, all with the same number of columns ``rank``.
 
     Returns
     -------
     product : ndarray of shape (prod n_k, rank)
-        Row index is C-ordered over ``(n_0, n_1, ...)``.
+        Column ``r`` is ``factors[0][:, r] (x) factors[1][:, r] (x) ...``;
+        the row index is C-ordered over ``(n_0, n_1, ...)``.
+
+    See Also
+    --------
+    cp_reconstruct : The tensor of a CP decomposition.
+
+    References
+    ----------
+    .. [1] T. G. Kolda and B. W. Bader, "Tensor decompositions and
+       applications", SIAM Review 51(3), 2009, section 2.6.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.decomposition import khatri_rao
+    >>> a = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> b = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> khatri_rao([a, b])
+    array([[1., 0.],
+           [0., 2.],
+           [1., 2.],
+           [3., 0.],
+           [0., 4.],
+           [3., 4.]])
     """
     out = factors[0]
     for f in factors[1:]:
@@ -40,7 +65,32 @@ def khatri_rao(factors):
 
 
 def cp_reconstruct(factors):
-    """Full tensor ``sum_r factors[0][:, r] (x) factors[1][:, r] (x) ...``."""
+    """Full tensor of a CP decomposition.
+
+    Parameters
+    ----------
+    factors : list of ndarray of shape (n_k, rank)
+        One factor matrix per mode, all with ``rank`` columns.
+
+    Returns
+    -------
+    tensor : ndarray of shape (n_0, n_1, ...)
+        ``sum_r factors[0][:, r] (x) factors[1][:, r] (x) ...``.
+
+    See Also
+    --------
+    khatri_rao : The product this is built from.
+
+    Examples
+    --------
+    A symmetric rank-2 tensor ``e_0 (x) e_0 (x) e_0 + 2 e_1 (x) e_1 (x) e_1``:
+
+    >>> import numpy as np
+    >>> from skrecon.decomposition import cp_reconstruct
+    >>> T = cp_reconstruct([np.diag([1.0, 2.0]), np.eye(2), np.eye(2)])
+    >>> T.shape, float(T[0, 0, 0]), float(T[1, 1, 1]), float(T[0, 1, 1])
+    ((2, 2, 2), 1.0, 2.0, 0.0)
+    """
     shape = tuple(f.shape[0] for f in factors)
     return (factors[0] @ khatri_rao(factors[1:]).T).reshape(shape)
 
@@ -88,6 +138,9 @@ def jennrich(tensor, rank, random_state):
     Parameters
     ----------
     tensor : ndarray of shape (n1, B, B)
+        A third-order tensor of CP rank ``rank`` whose last two factor
+        matrices are square and invertible (``B = rank``), e.g. the folded
+        moment tensor. The first mode may be longer (``n1 >= rank``).
     rank : int
         Number of components (``B``).
     random_state : numpy.random.Generator
@@ -97,7 +150,43 @@ def jennrich(tensor, rank, random_state):
     -------
     factors : list of three ndarray
         ``[A (n1, rank), Bf (B, rank), Cf (B, rank)]``; ``Bf`` and ``Cf``
-        have unit columns.
+        have unit columns, paired by their absolute cosine and oriented so
+        that ``Bf[:, r] . Cf[:, r] >= 0``. The components come in no
+        particular order. On an exact tensor they are exact; on an estimated
+        one they are a start for :func:`cp_als`.
+
+    See Also
+    --------
+    cp_als : Polishes the result on a noisy tensor.
+
+    Notes
+    -----
+    A noisy pencil can have complex-conjugate eigenvalue pairs; the real and
+    imaginary parts of such a pair are used as its two vectors (they span the
+    pair's invariant subspace), so the start stays non-singular.
+
+    References
+    ----------
+    .. [1] R. A. Harshman, "Foundations of the PARAFAC procedure", UCLA
+       Working Papers in Phonetics 16, 1970 (the algorithm is credited there
+       to R. I. Jennrich).
+    .. [2] Z. Wang, J. D. Lee, Q. Lei, "Reconstructing Training Data from
+       Model Gradient, Provably", AISTATS 2023, PMLR 206:6595-6612.
+
+    Examples
+    --------
+    A random rank-3 tensor is decomposed exactly:
+
+    >>> import numpy as np
+    >>> from skrecon.decomposition import cp_reconstruct, jennrich
+    >>> rng = np.random.default_rng(0)
+    >>> A, B = rng.standard_normal((5, 3)), rng.standard_normal((3, 3))
+    >>> T = cp_reconstruct([A, B, B])
+    >>> factors = jennrich(T, 3, np.random.default_rng(1))
+    >>> [f.shape for f in factors]
+    [(5, 3), (3, 3), (3, 3)]
+    >>> bool(np.allclose(cp_reconstruct(factors), T))
+    True
     """
     n1 = tensor.shape[0]
     theta = random_state.standard_normal((2, n1))
@@ -172,10 +261,30 @@ def cp_als(tensor, factors, *, max_iter=500, tol=1e-8):
     relative_error : float
         ``||T - T_hat|| / ||T||``.
 
+    See Also
+    --------
+    jennrich : A start for this polishing.
+
     References
     ----------
     .. [1] R. Bro, "Multi-way analysis in the food industry", PhD thesis,
        University of Amsterdam, 1998 (line search for ALS).
+    .. [2] T. G. Kolda and B. W. Bader, "Tensor decompositions and
+       applications", SIAM Review 51(3), 2009.
+
+    Examples
+    --------
+    From a perturbed start, ALS returns to an exact rank-2 decomposition:
+
+    >>> import numpy as np
+    >>> from skrecon.decomposition import cp_als, cp_reconstruct
+    >>> rng = np.random.default_rng(0)
+    >>> true = [rng.standard_normal((4, 2)) for _ in range(3)]
+    >>> T = cp_reconstruct(true)
+    >>> start = [f + 0.1 * rng.standard_normal(f.shape) for f in true]
+    >>> factors, err = cp_als(T, start, max_iter=500, tol=1e-14)
+    >>> bool(err < 1e-6)
+    True
     """
     norm = np.linalg.norm(tensor)
 

@@ -27,11 +27,48 @@ from ._hermite import (
 from ._validation import check_query
 from .activations import Activation, get_activation, select_tensor_order
 
-__all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning"]
+__all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
+           "NonGaussianWeightsWarning"]
 
 
 class BatchSizeWarning(UserWarning):
     """The singular values show no clear gap: the batch size is uncertain."""
+
+
+class NonGaussianWeightsWarning(UserWarning):
+    """The first-layer weights do not look like i.i.d. Gaussian draws."""
+
+
+def _check_gaussian_weights(w_in):
+    """Warn when the input weights are clearly not i.i.d. Gaussian.
+
+    The moment tensor is the Stein identity of a Gaussian (DESIGN F2): with
+    other weights (PyTorch's default ``nn.Linear`` init is uniform, excess
+    kurtosis -1.2) it is biased. The test is the sample excess kurtosis and
+    the mean, against ``6`` standard errors (and at least ``0.2`` and
+    ``0.05 std``).
+    """
+    w = w_in.ravel()
+    n = w.size
+    if n < 50:
+        return
+    mean, std = float(np.mean(w)), float(np.std(w))
+    if not std > 0:
+        return
+    z = (w - mean) / std
+    kurtosis = float(np.mean(z**4) - 3.0)
+    se = np.sqrt(24.0 / n)
+    if abs(kurtosis) > max(0.2, 6 * se) or abs(mean) > max(0.05, 6 / np.sqrt(n)) * std:
+        warnings.warn(
+            f"The first-layer weights do not look like i.i.d. Gaussian draws "
+            f"(mean {mean:.3g}, std {std:.3g}, excess kurtosis {kurtosis:.3g}; a "
+            "centred Gaussian has mean 0 and excess kurtosis 0, PyTorch's "
+            "default uniform init -1.2). The moment tensor assumes Gaussian "
+            "weights and is biased here; the refinement may still succeed. "
+            "Re-initialise the layer with Gaussian weights before the query "
+            "(skrecon.torch.gaussian_reinit_).",
+            NonGaussianWeightsWarning,
+        )
 
 
 def _effective_dtype(X):
@@ -42,27 +79,49 @@ def _effective_dtype(X):
     return X.dtype
 
 
-def estimate_batch_size(singular_values, dtype):
+def _gavish_donoho_omega(beta):
+    """``omega(beta)``: optimal hard threshold over the median singular
+    value for white noise of unknown level, aspect ratio ``beta <= 1``
+    (Gavish & Donoho 2014, eq. (5))."""
+    return 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
+
+
+def estimate_batch_size(singular_values, dtype, *, n_rows=None):
     """Batch size from the spectrum of the gradient (DESIGN F1).
 
     The singular values of an exact gradient drop to round-off after the
-    ``B``-th. Values below ``10 eps(dtype) s_1`` are round-off; among the
+    ``B``-th: values below ``10 eps(dtype) s_1`` are round-off, and among the
     rest (and the step to the first round-off value) the largest ratio
-    ``s_k / s_{k+1}`` marks the batch size.
+    ``s_k / s_{k+1}`` marks the batch size. A noisy gradient has no
+    round-off values: its ``n - B`` noise singular values form a flat bulk,
+    and (given ``n_rows``) ``B`` is the number of values above the optimal
+    hard threshold ``omega(n / n_rows) * median(s)`` of Gavish & Donoho,
+    which the signal must clear to be told from the noise at all (or the
+    last ratio of 100 or more above that threshold: noise that is not white,
+    such as quantisation, lifts a few of its values over it).
 
     Parameters
     ----------
     singular_values : ndarray of shape (n,)
-        In decreasing order.
+        In decreasing order, of a gradient with ``n`` columns (all-zero
+        columns left out).
     dtype : numpy dtype
         The precision the gradient was computed in (float32 data stored as
         float64 counts as float32).
+    n_rows : int or None, default=None
+        Number of rows (neurons) of the gradient, for the noise threshold;
+        ``None`` uses the largest ratio in the noisy case too.
 
     Returns
     -------
     batch_size : int
     gap : float
         The ratio ``s_B / s_{B+1}`` (inf when ``s_{B+1}`` is zero or absent).
+
+    References
+    ----------
+    .. [1] M. Gavish and D. L. Donoho, "The optimal hard threshold for
+       singular values is 4/sqrt(3)", IEEE Trans. Inf. Theory 60(8), 2014.
 
     Examples
     --------
@@ -71,6 +130,9 @@ def estimate_batch_size(singular_values, dtype):
     >>> B, gap = estimate_batch_size(np.array([5.0, 2.0, 1e-3, 1e-16]), np.float64)
     >>> B, f"{gap:.0e}"
     (3, '1e+13')
+    >>> noisy = np.concatenate([[50.0, 9.0, 3.0], np.linspace(1.1, 0.9, 40)])
+    >>> estimate_batch_size(noisy, np.float64, n_rows=2000)[0]
+    3
     """
     s = np.asarray(singular_values, dtype=float)
     if s.size == 0 or not s[0] > 0:
@@ -80,6 +142,17 @@ def estimate_batch_size(singular_values, dtype):
     if n_kept == len(s):
         if n_kept == 1:
             return 1, np.inf
+        if n_rows is not None and len(s) >= 4:
+            beta = min(len(s), n_rows) / max(len(s), n_rows)
+            B = int(np.sum(s > _gavish_donoho_omega(beta) * np.median(s)))
+            if 1 <= B < len(s) / 2:
+                # noise that is not white (quantisation, pruning) lifts a few
+                # of its values over the threshold; a decisive gap below
+                # them (a ratio of 100 or more) still marks the batch
+                decisive = np.flatnonzero(s[:B - 1] / s[1:B] >= 100)
+                if decisive.size:
+                    B = int(decisive[-1]) + 1
+                return B, float(s[B - 1] / s[B])
         ratios = s[:-1] / s[1:]
     else:
         nxt = np.maximum(s[1:n_kept + 1], np.finfo(float).tiny)
@@ -116,6 +189,20 @@ class _Projection:
                                 self.max_features)[self.degree]
         n = residual.shape[1]
         return t.reshape((n, self.A.shape[1], -1) + t.shape[2:])
+
+
+def _noise_level(sv, B):
+    """Relative in-span noise from the out-of-span singular values.
+
+    White noise of the gradient puts the same energy in every direction; the
+    ``n - B`` directions outside the span carry only noise, so the span's
+    ``B`` directions carry ``B / (n - B)`` of that energy.
+    """
+    n = len(sv)
+    if B >= n:
+        return 0.0
+    tail = float(np.sum(sv[B:] ** 2)) * B / (n - B)
+    return float(np.sqrt(tail / max(float(np.sum(sv[:B] ** 2)), np.finfo(float).tiny)))
 
 
 def _weight_statistics(weights, bias, weight_std):
@@ -253,12 +340,19 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
     components_ : ndarray of shape (n_components, n_features_in)
         Orthonormal basis (rows) of the span of the gradient rows, which is
         the span of the bias-augmented samples.
-    singular_values_ : ndarray of shape (min(n_neurons, n_features_in),)
-        All singular values of ``X``, decreasing.
+    singular_values_ : ndarray of shape (min(n_neurons, n_live),)
+        All singular values of ``X`` without its all-zero columns (``n_live``
+        columns remain), decreasing.
     n_components_ : int
         Batch size used.
     spectral_gap_ : float
         ``s_B / s_{B+1}``: how clearly the spectrum shows the batch size.
+    noise_level_ : float
+        Estimated relative noise in the span coordinates of the gradient
+        (dimensionless, ``||noise|| / ||signal||``): the energy of the
+        singular values beyond the ``B``-th, spread evenly over all the
+        live columns as white noise would be. About ``1e-16`` for an exact
+        float64 gradient; a refinement cannot fit below it.
     order_ : int
         Order of ``moment_tensor_``.
     weight_std_, bias_mean_, bias_std_ : float
@@ -365,6 +459,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         X, W, A = check_query(self, X, weights, output_weights, reset=True)
         activation = get_activation(self.activation)
         s, bias_mean, bias_std = _weight_statistics(W, self.bias, self.weight_std)
+        _check_gaussian_weights(W[:, :-1] if self.bias else W)
         # A Gaussian bias drawn with mean 0 has a sample mean of order
         # std / sqrt(m): the parity argument of DESIGN F3 holds for its law.
         m_rows = X.shape[0]
@@ -376,18 +471,21 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         # QR first: the SVD of the small triangular factor has the same
         # singular values and right singular vectors, at a fraction of the cost
         self._precision = _effective_dtype(X)
+        # A column that is zero in every row (a pixel that is 0 in every
+        # sample), or equal to an earlier one (two pixels that only one
+        # sample lights, at the same value, after quantisation), carries
+        # nothing new; left in, it adds exact zeros to the spectrum, and with
+        # a noisy gradient the step from noise to those zeros would pass for
+        # the batch's gap.
+        live = np.sort(np.unique(X, axis=1, return_index=True)[1])
+        live = live[np.any(X[:, live] != 0, axis=0)]
+        X_live = X[:, live]
+        r = np.linalg.qr(X_live, mode="r") if m > 2 * len(live) else X_live
+        sv = linalg.svd(r, compute_uv=False)
+        # the span itself, from every column
         r = np.linalg.qr(X, mode="r") if m > 2 * n_cols else X
-        _, sv, vt = linalg.svd(r, full_matrices=False)
-        if self.n_components == "auto":
-            B, gap = estimate_batch_size(sv, self._precision)
-        else:
-            B = int(self.n_components)
-            gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
-            if B > len(sv):
-                raise ValueError(
-                    f"n_components={B} exceeds the rank bound min(n_neurons, "
-                    f"n_inputs) = {len(sv)} of the gradient of shape {X.shape}."
-                )
+        vt = linalg.svd(r, full_matrices=False)[2]
+        B, gap = self._batch_size(sv, X.shape, len(live))
         if gap < 10:
             warnings.warn(
                 f"The singular values of the gradient show no clear gap "
@@ -434,6 +532,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         self.singular_values_ = sv
         self.n_components_ = B
         self.spectral_gap_ = gap
+        self.noise_level_ = _noise_level(sv, B)
         self.weight_std_ = s
         self.bias_mean_ = bias_mean if self.bias else 0.0
         self.bias_std_ = bias_std
@@ -443,6 +542,40 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         self._lower_moments = tensors[:degree]
         return _Projection(P, Omega, Z, A, scaled_basis, hermite_basis,
                            scale, self.bias_mean_, R, degree, self.max_features)
+
+    def _batch_size(self, sv, shape, n_live):
+        """``(B, gap)`` from the spectrum, or a clear error where the
+        gradient cannot identify the batch."""
+        m = shape[0]
+        n_rank = int(np.sum(sv > 10 * sv[0] * np.finfo(self._precision).eps))
+        if self.n_components == "auto":
+            if n_rank == m and m < n_live:
+                raise ValueError(
+                    f"The gradient has as many independent rows as neurons "
+                    f"({m}, shape {shape}): the batch size cannot be read off, "
+                    "and the batch may be larger than this layer can identify. "
+                    "Query a layer with many more neurons than samples."
+                )
+            return estimate_batch_size(sv, self._precision, n_rows=m)
+        B = int(self.n_components)
+        if B >= m or B > len(sv):
+            raise ValueError(
+                f"n_components (batch_size)={B} cannot be identified from a "
+                f"gradient of shape {shape} with {n_live} distinct nonzero columns: "
+                f"its rank is at most {min(m, n_live)}, and the moment method "
+                "needs many more neurons than samples. Query a wider layer."
+            )
+        if B > n_rank:
+            warnings.warn(
+                f"n_components (batch_size)={B} exceeds the numerical rank "
+                f"{n_rank} of the gradient: only {n_rank} distinct samples are "
+                "identifiable (duplicated samples, or samples in the span of "
+                f"others, merge into one). Reconstructing {n_rank} samples.",
+                BatchSizeWarning,
+            )
+            B = n_rank
+        gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
+        return B, gap
 
     def transform(self, X):
         """Coordinates of gradient rows in the span.

@@ -188,7 +188,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         rows = np.sort(np.random.default_rng(seeds[-1]).choice(m, n_rows, replace=False))
         lower_t0 = moments._lower_moments[0]
         eps = np.finfo(moments._precision).eps
-        success = max(self._success_residual, 100 * eps)
+        # a noisy gradient cannot be fitted below its noise level
+        success = max(self._success_residual, 100 * eps, 1.5 * moments.noise_level_)
         rtol = max(self.tol, 10 * eps)  # float32 gradients stop at their round-off
         # Everything below works on B-sized matrices (and m x B products):
         # one BLAS thread is faster there, and keeps results independent of

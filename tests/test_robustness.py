@@ -1,0 +1,188 @@
+"""Bad input, noisy and defended gradients: clear errors, graceful degradation."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from skrecon import GradientReconstructor, MomentTensorTransformer
+from skrecon.clients import make_gradient_query
+from skrecon.datasets import load_digits_batch
+from skrecon.defenses import GaussianGradientNoise, GlobalNormClipping, TopKPruning
+from skrecon.metrics import relative_error
+from skrecon.moments import BatchSizeWarning, NonGaussianWeightsWarning
+
+
+@pytest.fixture(scope="module")
+def batch4():
+    return load_digits_batch(4, random_state=0)[0]
+
+
+@pytest.fixture(scope="module")
+def query4(batch4):
+    return make_gradient_query(batch4, n_neurons=3000, random_state=0)
+
+
+def _rec(**params):
+    return GradientReconstructor(bias=True, random_state=0, **params)
+
+
+def _worst_error(batch, rec):
+    err, perm = relative_error(batch, rec.samples_)
+    assert np.all(perm >= 0)
+    return float(np.max(err))
+
+
+# --- input validation -------------------------------------------------------
+
+def test_integer_gradient_is_converted(batch4, query4):
+    """Quantisation codes (integers) are read as float64 gradients."""
+    codes = np.rint(query4.grad * 1e9).astype(np.int64)
+    rec = _rec().fit(codes, **query4.fit_params)
+    assert rec.batch_size_ == 4
+    assert rec.samples_.dtype == np.float64
+    assert _worst_error(batch4, rec) <= 1e-4  # codes round at 1e-9, entries ~1e-5
+
+
+def test_boolean_gradient_is_refused(query4):
+    with pytest.raises(ValueError, match=re.escape(
+            "The gradient X has boolean dtype: skrecon needs the real-valued gradient")):
+        _rec().fit(query4.grad > 0, **query4.fit_params)
+
+
+def test_boolean_weights_are_refused(query4):
+    with pytest.raises(ValueError, match=re.escape(
+            "weights must be a real numeric array, got dtype bool.")):
+        _rec().fit(query4.grad, weights=query4.weights > 0)
+
+
+@pytest.mark.parametrize("shape", [(65,), (1, 3000, 65)])
+def test_wrong_ndim_says_what_shape_is_expected(query4, shape):
+    grad = query4.grad[0] if len(shape) == 1 else query4.grad[None]
+    with pytest.raises(ValueError, match=re.escape(
+            f"The gradient X must be 2-D, (n_neurons, n_inputs) with one row per "
+            f"neuron, got shape {shape}.")):
+        _rec().fit(grad, weights=query4.weights)
+
+
+@pytest.mark.parametrize("shape, what", [((0, 65), "0 sample(s)"), ((10, 0), "0 feature(s)")])
+def test_empty_arrays(shape, what):
+    with pytest.raises(ValueError, match=re.escape(f"Found array with {what} (shape={shape})")):
+        _rec().fit(np.empty(shape), weights=np.empty(shape))
+
+
+def test_fewer_neurons_than_samples_is_an_error(query4):
+    with pytest.raises(ValueError, match=re.escape(
+            "n_components (batch_size)=4 cannot be identified from a gradient of "
+            "shape (3, 65)")):
+        _rec(batch_size=4).fit(query4.grad[:3], weights=query4.weights[:3],
+                               output_weights=query4.output_weights[:3])
+
+
+def test_full_rank_gradient_cannot_show_the_batch_size(query4):
+    with pytest.raises(ValueError, match=re.escape(
+            "The gradient has as many independent rows as neurons (3, shape (3, 65))")):
+        _rec().fit(query4.grad[:3], weights=query4.weights[:3],
+                   output_weights=query4.output_weights[:3])
+
+
+def test_batch_size_above_the_rank_warns_and_reconstructs_the_rank(batch4):
+    batch = np.vstack([batch4, batch4[:1]])  # 5 samples, 4 distinct
+    q = make_gradient_query(batch, n_neurons=3000, random_state=0)
+    with pytest.warns(BatchSizeWarning, match=re.escape(
+            "n_components (batch_size)=5 exceeds the numerical rank 4 of the "
+            "gradient: only 4 distinct samples are identifiable")):
+        rec = _rec(batch_size=5).fit(q.grad, **q.fit_params)
+    assert rec.samples_.shape == (4, 64)
+    assert _worst_error(batch4, rec) <= 1e-6
+
+
+def test_uniform_weights_warn_that_the_moments_are_biased(batch4):
+    """PyTorch's default nn.Linear init is uniform: warn, and still refine."""
+    rng = np.random.default_rng(0)
+    m, d = 3000, batch4.shape[1]
+    bound = 1 / np.sqrt(d)
+    W = rng.uniform(-bound, bound, (m, d + 1))
+    A = rng.standard_normal((m, 1)) / np.sqrt(m)
+    X_aug = np.hstack([batch4, np.ones((4, 1))])
+    u = rng.standard_normal((4, 1))
+    grad = ((A @ u.T) * (1 - np.tanh(W @ X_aug.T) ** 2)) @ X_aug
+    with pytest.warns(NonGaussianWeightsWarning, match=re.escape(
+            "The first-layer weights do not look like i.i.d. Gaussian draws")) as record:
+        _rec(batch_size=4).fit(grad, weights=W, output_weights=A)
+    assert "excess kurtosis -1.2" in str(record[0].message)
+
+
+def test_gaussian_weights_do_not_warn(query4):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonGaussianWeightsWarning)
+        MomentTensorTransformer(bias=True).fit(query4.grad, **query4.fit_params)
+
+
+# --- noisy and defended gradients -------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits8_query():
+    batch = load_digits_batch(8, random_state=0)[0]
+    return batch, make_gradient_query(batch, n_neurons=20000, random_state=0)
+
+
+def test_noise_degrades_gracefully(digits8_query):
+    """Relative noise 1e-6, 1e-4, 1e-2 of ||G||_F: the batch size is still
+    read off the gap, the median error grows with the noise and stays below
+    10x the noise level at 1e-6 and 1e-4 (measured: 3.1e-7, 3.1e-5, 3.4e-3)."""
+    batch, q = digits8_query
+    medians = []
+    for level in [1e-6, 1e-4, 1e-2]:
+        grad = GaussianGradientNoise(scale=level, relative=True,
+                                     random_state=0).fit_transform(q.grad)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BatchSizeWarning)
+            rec = _rec().fit(grad, **q.fit_params)
+        assert rec.batch_size_ == 8
+        err, perm = relative_error(batch, rec.samples_)
+        assert np.all(perm >= 0)
+        medians.append(float(np.median(err)))
+        # the refinement stops at the noise floor and says so
+        assert level / 3 <= rec.gradient_residual_ <= 3 * level
+        assert np.all(np.isfinite(rec.samples_))
+        assert rec.moments_.noise_level_ == pytest.approx(level * np.sqrt(8 / 65), rel=0.2)
+    assert medians == sorted(medians)
+    assert medians[0] < 1e-5 and medians[1] < 1e-3
+
+
+def test_topk_pruning_is_monotone(digits8_query):
+    """Keeping 90 %, 50 %, 10 % of the entries: finite, error grows (measured
+    median 1e-13, 0.095, 0.86)."""
+    batch, q = digits8_query
+    medians = []
+    for keep in [0.9, 0.5, 0.1]:
+        grad = TopKPruning(keep_fraction=keep).fit_transform(q.grad)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rec = _rec(batch_size=8, n_init=2).fit(grad, **q.fit_params)
+        err, _ = relative_error(batch, rec.samples_)
+        assert np.all(np.isfinite(err)) and np.all(np.isfinite(rec.samples_))
+        medians.append(float(np.median(err)))
+    assert medians == sorted(medians)
+    assert medians[0] <= 1e-6  # 18 of 65 columns are zero: 90 % keeps all the rest
+
+
+def test_global_norm_clipping_changes_nothing(batch4, query4):
+    """Clipping the aggregate's norm is a global scale: same samples."""
+    plain = _rec().fit(query4.grad, **query4.fit_params)
+    norm = np.linalg.norm(query4.grad)
+    clipped_grad = GlobalNormClipping(max_norm=1e-3 * norm).fit_transform(query4.grad)
+    clipped = _rec().fit(clipped_grad, **query4.fit_params)
+    np.testing.assert_allclose(clipped.samples_, plain.samples_, rtol=0, atol=1e-9)
+    assert _worst_error(batch4, clipped) <= 1e-6
+
+
+def test_noisy_batch_size_auto_says_when_it_cannot(digits8_query):
+    """Noise far above the smallest signal singular value: the gap vanishes
+    and BatchSizeWarning says the batch size is uncertain."""
+    _, q = digits8_query
+    grad = GaussianGradientNoise(scale=0.3, relative=True, random_state=0).fit_transform(q.grad)
+    with pytest.warns(BatchSizeWarning, match="show no clear gap"):
+        MomentTensorTransformer(bias=True).fit(grad, **q.fit_params)

@@ -32,11 +32,49 @@ __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
 
 
 class BatchSizeWarning(UserWarning):
-    """The singular values show no clear gap: the batch size is uncertain."""
+    """The batch size read off the gradient is uncertain or was reduced.
+
+    Issued when the singular values show no clear gap (``s_B / s_B+1 < 10``:
+    noise, or a batch larger than the gradient can identify), or when an
+    explicit batch size exceeds the gradient's numerical rank.
+
+    Examples
+    --------
+    >>> import numpy as np, warnings
+    >>> from skrecon import MomentTensorTransformer
+    >>> from skrecon.moments import BatchSizeWarning
+    >>> rng = np.random.default_rng(0)
+    >>> X, W = rng.standard_normal((500, 10)), rng.standard_normal((500, 10))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = MomentTensorTransformer().fit(X, weights=W)
+    >>> any(issubclass(w.category, BatchSizeWarning) for w in caught)
+    True
+    """
 
 
 class NonGaussianWeightsWarning(UserWarning):
-    """The first-layer weights do not look like i.i.d. Gaussian draws."""
+    """The first-layer weights do not look like i.i.d. Gaussian draws.
+
+    The moment tensor rests on Stein's identity for Gaussian weights; with
+    other weights it is biased (the refinement may still succeed).
+
+    Examples
+    --------
+    >>> import numpy as np, warnings
+    >>> from skrecon import MomentTensorTransformer
+    >>> from skrecon.clients import make_gradient_query
+    >>> from skrecon.datasets import load_digits_batch
+    >>> from skrecon.moments import NonGaussianWeightsWarning
+    >>> batch, _ = load_digits_batch(2, random_state=0)
+    >>> q = make_gradient_query(batch, n_neurons=2000, bias="none", random_state=0)
+    >>> uniform = np.random.default_rng(0).uniform(-0.2, 0.2, size=q.weights.shape)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = MomentTensorTransformer().fit(q.grad, weights=uniform)
+    >>> any(issubclass(w.category, NonGaussianWeightsWarning) for w in caught)
+    True
+    """
 
 
 def _check_gaussian_weights(w_in):
@@ -443,13 +481,26 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         Returns
         -------
         self : MomentTensorTransformer
+            The fitted transformer.
 
         Raises
         ------
         ValueError
             If ``weights`` is missing, an argument holds NaN or inf, shapes do
-            not match, the gradient is zero, or the order is not identifiable
-            for the activation.
+            not match, the gradient is zero, the order is not identifiable
+            for the activation, or the gradient cannot show the batch size
+            (fewer neurons than samples, full rank).
+
+        Examples
+        --------
+        >>> from skrecon import MomentTensorTransformer
+        >>> from skrecon.clients import make_gradient_query
+        >>> from skrecon.datasets import load_digits_batch
+        >>> batch, _ = load_digits_batch(4, random_state=0)
+        >>> q = make_gradient_query(batch, n_neurons=2000, random_state=0)
+        >>> mt = MomentTensorTransformer(bias=True).fit(q.grad, **q.fit_params)
+        >>> mt.n_components_, mt.order_, bool(mt.noise_level_ < 1e-12)
+        (4, 3, True)
         """
         self._fit(X, weights, output_weights)
         return self
@@ -583,10 +634,32 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_neurons, n_features_in)
+            Gradient rows.
 
         Returns
         -------
         X_new : ndarray of shape (n_neurons, n_components)
+            ``X @ components_.T``.
+
+        Raises
+        ------
+        ValueError
+            If ``X`` has NaN or inf, or not ``n_features_in_`` columns.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skrecon import MomentTensorTransformer
+        >>> from skrecon.clients import make_gradient_query
+        >>> from skrecon.datasets import load_digits_batch
+        >>> batch, _ = load_digits_batch(4, random_state=0)
+        >>> q = make_gradient_query(batch, n_neurons=2000, random_state=0)
+        >>> mt = MomentTensorTransformer(bias=True).fit(q.grad, **q.fit_params)
+        >>> coords = mt.transform(q.grad)
+        >>> coords.shape
+        (2000, 4)
+        >>> bool(np.allclose(mt.inverse_transform(coords), q.grad))
+        True
         """
         check_is_fitted(self)
         X = check_query(self, X, None, None, reset=False)[0]
@@ -598,13 +671,35 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_neurons, n_components)
+            Span coordinates, as returned by :meth:`transform`.
 
         Returns
         -------
         X_original : ndarray of shape (n_neurons, n_features_in)
+            ``X @ components_``.
+
+        Raises
+        ------
+        ValueError
+            If ``X`` has NaN or inf, or not ``n_components_`` columns.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skrecon import MomentTensorTransformer
+        >>> from skrecon.clients import make_gradient_query
+        >>> from skrecon.datasets import load_digits_batch
+        >>> batch, _ = load_digits_batch(2, random_state=0)
+        >>> q = make_gradient_query(batch, n_neurons=1000, random_state=0)
+        >>> mt = MomentTensorTransformer(bias=True).fit(q.grad, **q.fit_params)
+        >>> mt.inverse_transform(np.eye(2)).shape  # the basis vectors of the span
+        (2, 65)
         """
         check_is_fitted(self)
         X = np.asarray(X, dtype=self.components_.dtype)
+        if not np.all(np.isfinite(X)):
+            raise ValueError(
+                "X contains NaN or inf: inverse_transform needs finite coordinates.")
         if X.ndim != 2 or X.shape[1] != self.n_components_:
             raise ValueError(
                 f"X has shape {X.shape}; inverse_transform expects "

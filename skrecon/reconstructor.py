@@ -22,7 +22,32 @@ __all__ = ["GradientReconstructor", "IdentifiabilityWarning"]
 
 
 class IdentifiabilityWarning(UserWarning):
-    """Part of the batch (sign, norm, a sample) is not identifiable."""
+    """Part of the batch (sign, norm, a sample) is not identifiable.
+
+    Issued by :meth:`GradientReconstructor.fit` when the gradient cannot
+    tell a sample's sign (even ``sigma'`` without a bias), its norm
+    (scale-free ``sigma'`` without a bias), or when a sample's weight in the
+    moment tensor vanishes. The fitted flags ``sign_identified_`` and
+    ``scale_identified_`` say which samples are affected.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skrecon import GradientReconstructor
+    >>> from skrecon.clients import make_gradient_query
+    >>> from skrecon.datasets import load_digits_batch
+    >>> from skrecon.reconstructor import IdentifiabilityWarning
+    >>> batch, _ = load_digits_batch(2, random_state=0)
+    >>> q = make_gradient_query(batch, n_neurons=1000, bias="none", random_state=0)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     rec = GradientReconstructor(activation="tanh", random_state=0).fit(
+    ...         q.grad, **q.fit_params)
+    >>> any(issubclass(w.category, IdentifiabilityWarning) for w in caught)
+    True
+    >>> rec.sign_identified_
+    array([False, False])
+    """
 
 
 class GradientReconstructor(TransformerMixin, BaseEstimator):
@@ -63,6 +88,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the restarts (each gets a seed spawned from it).
     verbose : int, default=0
+        Print one line per Levenberg-Marquardt step of the final refinement
+        when positive.
 
     Attributes
     ----------
@@ -77,8 +104,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         not labels, and with fewer than 3 outputs the odd coordinate is not
         defined.
     batch_size_ : int
+        Number of samples reconstructed: ``batch_size``, or the number read
+        off the singular values, or the gradient's rank if smaller.
     gradient_residual_ : float
-        ``||X - X_hat||_F / ||X||_F`` of the fitted model.
+        ``||X - X_hat||_F / ||X||_F`` of the fitted model (dimensionless):
+        ~1e-14 for an exact float64 gradient, the noise level for a noisy one.
     sign_identified_, scale_identified_ : ndarray of bool, shape (batch_size,)
         Whether each sample's sign and norm are identifiable from the
         gradient (DESIGN F3).
@@ -90,12 +120,47 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         The fitted moment step.
     order_ : int
         Order of the moment tensor used.
+    refinement_ : RefinementResult
+        The final refinement's outcome (residual in span coordinates,
+        iterations, stopping status).
+    restart_residuals_ : ndarray of shape (n_restarts_run,)
+        Relative residual of each restart that ran (``inf`` for one that
+        produced non-finite values); restarts stop at the first batch with a
+        success.
+    n_reseeds_ : int
+        Re-seeding rounds used after the restarts.
+    moment_weights_ : ndarray of shape (batch_size,)
+        ``mu_order(tau_i) tau_i**(order - 1)``: each recovered sample's
+        weight in the moment tensor, at its recovered norm ``tau_i``.
     n_features_in_ : int
+        Number of columns of the gradient seen in :meth:`fit`.
+
+    See Also
+    --------
+    MomentTensorTransformer : The moment step alone.
+    skrecon.clients.make_gradient_query : A client's gradient at a random query.
 
     References
     ----------
     .. [1] Z. Wang, J. D. Lee, Q. Lei, "Reconstructing Training Data from
        Model Gradient, Provably", AISTATS 2023, PMLR 206:6595-6612.
+
+    Examples
+    --------
+    >>> from skrecon import GradientReconstructor
+    >>> from skrecon.clients import make_gradient_query
+    >>> from skrecon.datasets import load_digits_batch
+    >>> from skrecon.metrics import relative_error
+    >>> batch, _ = load_digits_batch(4, random_state=0)
+    >>> q = make_gradient_query(batch, n_neurons=2000, bias="gaussian", random_state=0)
+    >>> rec = GradientReconstructor(bias=True, random_state=0)
+    >>> rec.fit(q.grad, weights=q.weights, output_weights=q.output_weights)
+    GradientReconstructor(bias=True, random_state=0)
+    >>> rec.samples_.shape, rec.batch_size_
+    ((4, 64), 4)
+    >>> errors, permutation = relative_error(batch, rec.samples_)
+    >>> bool(errors.max() < 1e-8), bool(rec.sign_identified_.all())
+    (True, True)
     """
 
     _parameter_constraints = {
@@ -159,6 +224,17 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             do not match, the gradient is zero, the activation is linear, the
             requested moment order vanishes for the activation, or every
             restart failed.
+
+        Examples
+        --------
+        >>> from skrecon import GradientReconstructor
+        >>> from skrecon.clients import make_gradient_query
+        >>> from skrecon.datasets import load_digits_batch
+        >>> batch, _ = load_digits_batch(3, random_state=0)
+        >>> q = make_gradient_query(batch, n_neurons=1000, random_state=0)
+        >>> rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+        >>> rec.batch_size_, bool(rec.gradient_residual_ < 1e-10)
+        (3, True)
         """
         X_checked, W, A = check_query(self, X, weights, output_weights, reset=True)
         if not np.any(X_checked):
@@ -227,15 +303,18 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             successes = [r for r in finite if r.relative_residual < success]
             best = successes[0] if successes else min(finite, key=lambda r: r.relative_residual)
             # A stalled refinement is re-seeded from its residual's moment tensor
-            # (at most _max_reseeds rounds), then refined to tol on the subset.
+            # (at most _max_reseeds rounds, while a round cuts the residual by
+            # 10 % or more: a round that replaced a wrong sample does), then
+            # refined to tol on the subset.
             reseed_rounds = 0
             while best.relative_residual > success and reseed_rounds < self._max_reseeds:
                 trial = _restarts.reseed(best, proj, activation, rows,
                                          seeds[-2] + reseed_rounds, success)
                 reseed_rounds += 1
-                if trial is best:
-                    break
+                improved = trial.relative_residual < 0.9 * best.relative_residual
                 best = trial
+                if not improved:
+                    break
             best = _restarts.refine(best, proj, activation, rows, self.max_iter, rtol=rtol)
             self.n_reseeds_ = reseed_rounds
             if n_rows < m:
@@ -350,12 +429,34 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_neurons, n_features_in)
+            Gradient rows (any neurons, not only those fitted).
 
         Returns
         -------
         coefficients : ndarray of shape (n_neurons, batch_size)
             ``C`` minimising ``||X - C S||_F`` with ``S`` the samples
-            (bias-augmented when ``bias=True``).
+            (bias-augmented when ``bias=True``); for an exact gradient
+            ``C[j, i] = (a_j . u_i) sigma'(w_j . x_i + b_j)``.
+
+        Raises
+        ------
+        ValueError
+            If ``X`` has NaN or inf, or not ``n_features_in_`` columns.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skrecon import GradientReconstructor
+        >>> from skrecon.clients import make_gradient_query
+        >>> from skrecon.datasets import load_digits_batch
+        >>> batch, _ = load_digits_batch(3, random_state=0)
+        >>> q = make_gradient_query(batch, n_neurons=1000, random_state=0)
+        >>> rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+        >>> coef = rec.transform(q.grad)
+        >>> coef.shape
+        (1000, 3)
+        >>> bool(np.allclose(rec.inverse_transform(coef), q.grad))
+        True
         """
         check_is_fitted(self)
         X = check_query(self, X, None, None, reset=False)[0]
@@ -368,13 +469,35 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_neurons, batch_size)
+            Coefficients, as returned by :meth:`transform`.
 
         Returns
         -------
         X_original : ndarray of shape (n_neurons, n_features_in)
+            ``X @ S``, ``S`` the (bias-augmented) samples.
+
+        Raises
+        ------
+        ValueError
+            If ``X`` has NaN or inf, or not ``batch_size_`` columns.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skrecon import GradientReconstructor
+        >>> from skrecon.clients import make_gradient_query
+        >>> from skrecon.datasets import load_digits_batch
+        >>> batch, _ = load_digits_batch(2, random_state=0)
+        >>> q = make_gradient_query(batch, n_neurons=1000, random_state=0)
+        >>> rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+        >>> rec.inverse_transform(np.eye(2)).shape  # the samples, bias column last
+        (2, 65)
         """
         check_is_fitted(self)
         X = np.asarray(X, dtype=float)
+        if not np.all(np.isfinite(X)):
+            raise ValueError(
+                "X contains NaN or inf: inverse_transform needs finite coefficients.")
         if X.ndim != 2 or X.shape[1] != self.batch_size_:
             raise ValueError(
                 f"X has shape {X.shape}; inverse_transform expects "
@@ -391,19 +514,38 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_neurons, n_features_in)
+            Gradient rows of held-out neurons of the same query.
         y : None
             Ignored.
         weights : array-like of the shape of ``X``
+            The held-out neurons' first-layer weights.
         output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
+            The held-out neurons' output weights; ``None`` means all ones.
 
         Returns
         -------
         score : float
+            R^2 (dimensionless, at most 1; 1 for an exact reconstruction).
 
         Raises
         ------
         ValueError
-            If ``weights`` is missing (enable metadata routing inside a search).
+            If ``weights`` is missing (enable metadata routing inside a
+            search), an argument holds NaN or inf, or shapes do not match.
+
+        Examples
+        --------
+        >>> from skrecon import GradientReconstructor
+        >>> from skrecon.clients import make_gradient_query
+        >>> from skrecon.datasets import load_digits_batch
+        >>> batch, _ = load_digits_batch(3, random_state=0)
+        >>> q = make_gradient_query(batch, n_neurons=1500, random_state=0)
+        >>> train, test = slice(0, 1000), slice(1000, None)
+        >>> rec = GradientReconstructor(bias=True, random_state=0).fit(
+        ...     q.grad[train], weights=q.weights[train], output_weights=q.output_weights[train])
+        >>> round(rec.score(q.grad[test], weights=q.weights[test],
+        ...                 output_weights=q.output_weights[test]), 8)
+        1.0
         """
         check_is_fitted(self)
         if weights is None:

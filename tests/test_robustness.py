@@ -186,3 +186,117 @@ def test_noisy_batch_size_auto_says_when_it_cannot(digits8_query):
     grad = GaussianGradientNoise(scale=0.3, relative=True, random_state=0).fit_transform(q.grad)
     with pytest.warns(BatchSizeWarning, match="show no clear gap"):
         MomentTensorTransformer(bias=True).fit(grad, **q.fit_params)
+
+
+# --- property-based: random shapes, dtypes, non-finite positions ------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _all_finite(estimator):
+    """Every array-valued fitted attribute is finite."""
+    for name, value in vars(estimator).items():
+        if name.endswith("_") and not name.startswith("_") and isinstance(value, np.ndarray):
+            if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+                return name
+    return None
+
+
+@st.composite
+def _queries(draw):
+    m = draw(st.integers(1, 40))
+    n = draw(st.integers(1, 6))
+    k = draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from([np.float64, np.float32, np.int64, np.bool_]))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    grad = (rng.standard_normal((m, n)) * 10).astype(dtype)
+    weights = rng.standard_normal((m, n))
+    output_weights = rng.standard_normal((m, k))
+    if draw(st.booleans()):  # a real gradient of a small batch instead of noise
+        batch = rng.uniform(size=(draw(st.integers(1, 3)), n))
+        q = make_gradient_query(batch, n_neurons=m, bias="none", n_outputs=k,
+                                random_state=seed)
+        grad, weights, output_weights = q.grad.astype(dtype), q.weights, q.output_weights
+    for array in (weights, output_weights):
+        if draw(st.booleans()) and array.size:
+            array.flat[draw(st.integers(0, array.size - 1))] = draw(
+                st.sampled_from([np.nan, np.inf, -np.inf]))
+    if grad.dtype.kind == "f" and draw(st.booleans()):
+        grad.flat[draw(st.integers(0, grad.size - 1))] = np.nan
+    return grad, weights, output_weights
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(_queries())
+def test_random_queries_raise_only_value_errors(query):
+    """Any shape, dtype or non-finite position: a ValueError with a message,
+    or a fit whose attributes and outputs are all finite."""
+    grad, weights, output_weights = query
+    rec = GradientReconstructor(random_state=0, n_init=2, max_iter=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            rec.fit(grad, weights=weights, output_weights=output_weights)
+        except ValueError as exc:
+            assert str(exc)
+            return
+    assert _all_finite(rec) is None, _all_finite(rec)
+    coef = rec.transform(grad)
+    assert np.all(np.isfinite(coef))
+    assert np.all(np.isfinite(rec.inverse_transform(coef)))
+    assert np.isfinite(rec.score(grad, weights=weights, output_weights=output_weights))
+
+
+@pytest.mark.parametrize("defense", [
+    GaussianGradientNoise(scale=1e-2, relative=True, random_state=0),
+    TopKPruning(keep_fraction=0.3),
+])
+def test_outputs_are_finite_on_defended_gradients(batch4, query4, defense):
+    grad = defense.fit_transform(query4.grad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rec = _rec(n_init=2).fit(grad, **query4.fit_params)
+    assert _all_finite(rec) is None
+    assert _all_finite(rec.moments_) is None
+    coef = rec.transform(grad)
+    assert np.all(np.isfinite(coef)) and np.all(np.isfinite(rec.inverse_transform(coef)))
+    assert np.isfinite(rec.score(grad, **query4.fit_params))
+
+
+def test_client_outputs_are_finite_with_dp(batch4):
+    q = make_gradient_query(batch4, n_neurons=500, hidden_layers=[(32, "tanh")],
+                            loss="cross_entropy",
+                            n_outputs=10, dp_clip_norm=0.1, dp_noise_multiplier=1.0,
+                            random_state=0)
+    arrays = [q.grad, q.weights, q.output_weights, q.signals]
+    arrays += [g["weight"] for g in q.gradients]
+    assert all(np.all(np.isfinite(a)) for a in arrays)
+    assert np.isfinite(q.loss_value())
+
+
+def test_non_finite_restarts_are_dropped_with_a_warning(query4, monkeypatch):
+    """A restart that returns non-finite values is dropped and counted; when
+    all do, the error says so."""
+    from skrecon import _restarts
+    from sklearn.exceptions import ConvergenceWarning
+
+    original = _restarts.run_restart
+    calls = []
+
+    def first_fails(seed, *args):
+        calls.append(seed)
+        return (None, np.nan) if len(calls) == 1 else original(seed, *args)
+
+    monkeypatch.setattr(_restarts, "run_restart", first_fails)
+    with pytest.warns(ConvergenceWarning, match=re.escape(
+            "1 of 2 restarts produced non-finite values and were dropped.")):
+        _rec(n_init=2, n_jobs=1).fit(query4.grad, **query4.fit_params)
+    monkeypatch.setattr(_restarts, "run_restart", lambda seed, *args: (None, np.nan))
+    with pytest.raises(ValueError, match=re.escape(
+            "All 2 restarts produced non-finite values: the moment tensor could "
+            "not be decomposed.")), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        _rec(n_init=2).fit(query4.grad, **query4.fit_params)

@@ -1,0 +1,97 @@
+"""Leakage curves: the tidy table and its figure."""
+
+import re
+
+import numpy as np
+import pytest
+
+from skrecon import GradientReconstructor
+from skrecon.datasets import load_digits_batch
+from skrecon.defenses import GaussianGradientNoise, TopKPruning
+from skrecon.evaluation import leakage_curve
+
+COLUMNS = ["defense", "parameter", "strength", "seed", "sample", "cosine",
+           "relative_error", "psnr", "gradient_residual", "batch_size_found",
+           "fit_time", "status"]
+
+
+@pytest.fixture(scope="module")
+def batch3():
+    return load_digits_batch(3, random_state=0)[0]
+
+
+@pytest.fixture(scope="module")
+def noise_table(batch3):
+    return leakage_curve(batch3, GaussianGradientNoise(relative=True), "scale",
+                         [1e-8, 1e-4, 1e-2], seeds=[0, 1], data_range=1.0,
+                         query_params={"n_neurons": 2000}, n_jobs=2)
+
+
+def test_table_is_tidy(noise_table):
+    assert list(noise_table) == COLUMNS
+    assert all(v.shape == (3 * 2 * 3,) for v in noise_table.values())
+    np.testing.assert_array_equal(noise_table["strength"], np.repeat([1e-8, 1e-4, 1e-2], 6))
+    np.testing.assert_array_equal(noise_table["seed"], np.tile(np.repeat([0, 1], 3), 3))
+    np.testing.assert_array_equal(noise_table["sample"], np.tile([0, 1, 2], 6))
+    assert set(noise_table["defense"]) == {"GaussianGradientNoise"}
+    assert set(noise_table["status"]) == {"ok"}
+    assert np.all(noise_table["batch_size_found"] == 3)
+
+
+def test_error_grows_with_the_noise(noise_table):
+    """Median relative error per strength is monotone and tracks the noise."""
+    medians = [np.median(noise_table["relative_error"][noise_table["strength"] == s])
+               for s in (1e-8, 1e-4, 1e-2)]
+    assert medians == sorted(medians)
+    assert medians[0] < 1e-7 and medians[1] < 1e-3
+    psnr = noise_table["psnr"]
+    assert np.all(np.isfinite(psnr)) and np.median(psnr[:6]) > np.median(psnr[-6:])
+    assert np.all(np.abs(noise_table["cosine"]) <= 1 + 1e-12)
+
+
+def test_same_seeds_same_table(batch3, noise_table):
+    again = leakage_curve(batch3, GaussianGradientNoise(relative=True), "scale", [1e-4],
+                          seeds=[1], data_range=1.0, query_params={"n_neurons": 2000})
+    rows = (noise_table["strength"] == 1e-4) & (noise_table["seed"] == 1)
+    np.testing.assert_array_equal(again["relative_error"], noise_table["relative_error"][rows])
+
+
+def test_a_failed_attack_is_a_row_not_an_exception(batch3):
+    table = leakage_curve(batch3, TopKPruning(), "keep_fraction", [0.5], seeds=[0],
+                          reconstructor=GradientReconstructor(bias=True, batch_size=5000),
+                          query_params={"n_neurons": 500})
+    assert table["status"][0].startswith(
+        "ValueError: n_components (batch_size)=5000 cannot be identified")
+    assert np.all(np.isnan(table["relative_error"]))
+    assert np.all(table["batch_size_found"] == -1)
+
+
+def test_bad_arguments(batch3):
+    with pytest.raises(ValueError, match=re.escape(
+            "TopKPruning has no parameter 'scale'; its parameters are ['keep_fraction'].")):
+        leakage_curve(batch3, TopKPruning(), "scale", [0.1])
+    with pytest.raises(ValueError, match="strengths and seeds must each hold at least one"):
+        leakage_curve(batch3, TopKPruning(), "keep_fraction", [])
+    with pytest.raises(ValueError, match=re.escape("seeds must be integers, got [0.5].")):
+        leakage_curve(batch3, TopKPruning(), "keep_fraction", [0.1], seeds=[0.5])
+    with pytest.raises(ValueError, match=re.escape("batch must be a 2-D array")):
+        leakage_curve(batch3[0], TopKPruning(), "keep_fraction", [0.1])
+
+
+def test_plot_leakage_curve(noise_table):
+    pytest.importorskip("matplotlib")
+    from skrecon.plotting import plot_leakage_curve
+
+    fig = plot_leakage_curve(noise_table)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "GaussianGradientNoise scale"
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    x, y = ax.lines[0].get_data()
+    np.testing.assert_allclose(x, [1e-8, 1e-4, 1e-2])
+    assert np.all(np.diff(y) >= 0)
+    fig = plot_leakage_curve(noise_table, metric="psnr")
+    assert fig.axes[0].get_ylabel() == "PSNR (dB)"
+    with pytest.raises(ValueError, match="metric must be one of"):
+        plot_leakage_curve(noise_table, metric="ssim")
+    with pytest.raises(ValueError, match=re.escape("table lacks the column(s) ['strength']")):
+        plot_leakage_curve({k: v for k, v in noise_table.items() if k != "strength"})

@@ -41,7 +41,10 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
             "gradient (integers, e.g. quantisation codes, are converted to "
             "float64; rescale them first if the scale matters)."
         )
-    if np.ndim(X) != 2:
+    ndim = getattr(X, "ndim", None)
+    if ndim is None and isinstance(X, (list, tuple)):
+        ndim = np.asarray(X, dtype=object).ndim
+    if ndim is not None and ndim != 2:
         raise ValueError(
             f"The gradient X must be 2-D, (n_neurons, n_inputs) with one row per "
             f"neuron, got shape {np.shape(X)}. Pass the first layer's weight "

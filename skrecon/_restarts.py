@@ -3,9 +3,11 @@
 One restart draws random Jennrich contractions, polishes the factors by
 CP-ALS, turns them into a start (scale and sign from the bias coordinate, or
 from the moment ratio without bias) and refines it by Levenberg-Marquardt on
-a subset of neurons. Restarts run under joblib with seeds spawned from the
-estimator's ``random_state``, so results do not depend on ``n_jobs`` or on
-the backend.
+a subset of neurons. For a piecewise-linear activation (ReLU) the start only
+seeds a sample-by-sample hyperplane search, made exact by the margin-trimmed
+pattern iteration, before that refinement. Restarts run under joblib with
+seeds spawned from the estimator's ``random_state``, so results do not
+depend on ``n_jobs`` or on the backend.
 
 When the refinement stalls in a local minimum - typically two nearly
 parallel fitted samples with large opposite signals standing in for a sample
@@ -17,6 +19,7 @@ replacements, and the replacement that lowers the residual most is kept
 
 import numpy as np
 
+from ._piecewise import search_samples
 from .decomposition import cp_als, jennrich
 from .refine import (fit_signals, gradient_model, is_piecewise_linear,
                      levenberg_marquardt, pattern_iteration)
@@ -25,7 +28,6 @@ from .refine import (fit_signals, gradient_model, is_piecewise_linear,
 _ALS_ITER = 300
 _RESTART_LM_ITER = 60
 _RESEED_LM_ITER = 30
-_PATTERN_ITER = 50
 _RESEED_RANK = 2
 _RESEED_TRIALS = 2
 _RESEED_MAX_REPLACED = 8
@@ -120,15 +122,24 @@ def start_from_factors(factors, proj, activation, lower_t0, order, weight_std):
 
 
 def _refine(V, proj, rows, activation, max_iter, U=None, **kwargs):
-    args = (proj.P[rows], proj.Omega[rows], proj.A[rows], activation, proj.bias_mean)
+    """Refine samples ``V`` by Levenberg-Marquardt on ``rows``.
+
+    For a piecewise-linear activation a new start (``U`` None) is first
+    searched sample by sample and made exact by the trimmed pattern
+    iteration, both on all neurons (the boundaries of nearly parallel
+    samples are told apart by few neurons).
+    """
+    fixed = bias_constraint(proj)
     if U is None and is_piecewise_linear(activation):
-        start = pattern_iteration(V, *args, fixed=bias_constraint(proj),
-                                  max_iter=_PATTERN_ITER)
-        V, U = start.V, start.U
+        full = (proj.P, proj.Omega, proj.A, activation, proj.bias_mean)
+        found, _ = search_samples(V, *full, fixed=fixed, rows=rows)
+        if found.shape == V.shape:
+            start = pattern_iteration(found, *full, fixed=fixed)
+            V, U = start.V, start.U
+    args = (proj.P[rows], proj.Omega[rows], proj.A[rows], activation, proj.bias_mean)
     if U is None:
         U = fit_signals(V, *args)
-    return levenberg_marquardt(V, U, *args, fixed=bias_constraint(proj),
-                               max_iter=max_iter, **kwargs)
+    return levenberg_marquardt(V, U, *args, fixed=fixed, max_iter=max_iter, **kwargs)
 
 
 def run_restart(seed, tensor, proj, activation, lower_t0, order, weight_std, rows):

@@ -127,25 +127,7 @@ class RefinementResult:
                 f"n_iter={self.n_iter}, status={self.status}: {self.message})")
 
 
-def _smoothed_jump(activation, t, widths):
-    """Gaussian-smoothed ``sigma''`` of a piecewise-linear activation.
-
-    ``sigma''`` of ReLU is ``delta(t)``: zero at every neuron, although the
-    cost summed over many neurons does change when a sample's activation
-    boundary moves. Replacing ``delta`` by a Gaussian kernel of width
-    ``widths[i]`` (per sample) gives the Gauss-Newton step that expected
-    change (a kernel estimate of the population Jacobian).
-    """
-    out = np.zeros_like(t)
-    for kink in activation.kinks:
-        jump = float(activation.derivative(np.array([kink + 1e-9]), 1)[0]
-                     - activation.derivative(np.array([kink - 1e-9]), 1)[0])
-        z = (t - kink) / widths
-        out += jump * np.exp(-0.5 * z * z) / (np.sqrt(2 * np.pi) * widths)
-    return out
-
-
-def _normal_equations(V, U, P, Omega, A, activation, bias_mean, smoothing=None):
+def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
     """``J^T J`` and ``J^T r`` for the parameters ``(v_i, u_i)`` stacked per sample."""
     n_samples, n_dims = V.shape
     K = A.shape[1]
@@ -161,8 +143,7 @@ def _normal_equations(V, U, P, Omega, A, activation, bias_mean, smoothing=None):
         om, a, p = Omega[sl], A[sl], P[sl]
         t = _pre(om, V, bias_mean)
         s1 = _derivative(activation, t, 1)
-        s2 = (_smoothed_jump(activation, t, smoothing) if smoothing is not None
-              else _derivative(activation, t, 2))
+        s2 = _derivative(activation, t, 2)
         c = a @ U.T  # (mc, B)
         beta = c * s1
         r = p - beta @ V  # residual (mc, n_dims)
@@ -235,7 +216,7 @@ def _constraint_basis(n_dims, n_outputs, n_samples, fixed):
 
 def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
                         fixed=None, max_iter=100, ftol=1e-15, xtol=1e-13,
-                        rtol=1e-14, smoothing=None, verbose=0):
+                        rtol=1e-14, verbose=0):
     """Fit samples and signals to the projected gradient by Levenberg-Marquardt.
 
     Parameters
@@ -287,11 +268,7 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
         V = V + np.outer(c - V @ e, e) / (e @ e)  # onto the constraint
 
     def normal_equations(V, U):
-        widths = None
-        if smoothing is not None:
-            widths = smoothing * np.sqrt(np.mean(_pre(Omega, V, bias_mean) ** 2, axis=0))
-        jtj, grad, cost = _normal_equations(V, U, P, Omega, A, activation, bias_mean,
-                                            widths)
+        jtj, grad, cost = _normal_equations(V, U, P, Omega, A, activation, bias_mean)
         if tangent is not None:
             jtj = tangent.T @ jtj @ tangent
             grad = tangent.T @ grad
@@ -352,7 +329,9 @@ def is_piecewise_linear(activation):
 
     For such an activation ``sigma'`` is piecewise constant: the Jacobian of
     the gradient model carries no information about which neurons a sample
-    activates, and :func:`pattern_iteration` replaces the Gauss-Newton steps.
+    activates. The restarts then search the samples one at a time (module
+    ``skrecon._piecewise``) and make them exact by :func:`pattern_iteration`
+    before the Levenberg-Marquardt steps.
     """
     if not activation.kinks:
         return False
@@ -362,19 +341,60 @@ def is_piecewise_linear(activation):
     return bool(np.all(activation.derivative(grid, 2) == 0))
 
 
+def _pattern_step(V, P, Omega, A, activation, bias_mean, fixed, margin):
+    """One margin-trimmed pattern step; ``None`` when the design is rank deficient."""
+    n_samples, n_dims = V.shape
+    K = A.shape[1]
+    t = _pre(Omega, V, bias_mean)
+    scale = np.linalg.norm(Omega, axis=1)[:, None] * np.linalg.norm(V, axis=1)[None, :]
+    distance = np.full(t.shape, np.inf)
+    for kink in activation.kinks:
+        distance = np.minimum(distance, np.abs(t - kink))
+    keep = np.all(distance > margin * scale, axis=1)
+    if keep.sum() < n_samples * K:
+        return None
+    pattern = _derivative(activation, t[keep], 1)
+    design = (pattern[:, :, None] * A[keep][:, None, :]).reshape(-1, n_samples * K)
+    Y, _, rank, _ = linalg.lstsq(design, P[keep], check_finite=False)
+    if rank < n_samples * K:
+        return None
+    Y = Y.reshape(n_samples, K, n_dims)
+    V_new = np.empty_like(V)
+    for i in range(n_samples):
+        direction = np.linalg.svd(Y[i], full_matrices=False)[2][0]
+        if fixed is not None:
+            last = direction @ fixed[0]
+            if abs(last) < 1e-12 * np.linalg.norm(direction):
+                return None
+            V_new[i] = direction * (fixed[1] / last)
+        else:
+            sign = 1.0 if direction @ V[i] >= 0 else -1.0
+            V_new[i] = sign * direction * np.linalg.norm(V[i])
+    return V_new
+
+
 def pattern_iteration(V, P, Omega, A, activation, bias_mean=0.0, *, fixed=None,
-                      max_iter=100):
-    """Fit a piecewise-linear activation by iterating its activation pattern.
+                      margins=(0.0, 0.01, 0.03, 0.1), tol=1e-10, max_iter=10):
+    """Make an accurate start exact for a piecewise-linear activation.
 
     With ``sigma'`` piecewise constant the model gradient is, for a fixed
     pattern ``s_ij = sigma'(omega_j . v_i + b0)``, linear in the products
-    ``Y_i = u_i v_i^T``: ``p_j = sum_i s_ij Y_i^T a_j``. Each step solves
-    that linear least-squares problem for ``Y``, takes each ``v_i`` from the
-    leading singular vector of ``Y_i`` (scaled by the constraint
+    ``Y_i = u_i v_i^T``: ``p_j = sum_i s_ij Y_i^T a_j``. A step solves that
+    linear least-squares problem for ``Y`` and takes each ``v_i`` from the
+    leading right singular vector of ``Y_i`` (scaled by the constraint
     ``e . v_i = c`` when there is one, else keeping the current norm and
-    orientation) and recomputes the pattern. Once the pattern is the true
-    one the step is exact, so the iteration stops when the pattern stops
-    changing.
+    orientation).
+
+    A neuron whose pattern is wrong enters the least squares with an error
+    as large as a whole sample's term, and a few of them throw the solution
+    out of the basin. A step therefore drops every neuron whose
+    pre-activation lies within ``margin * |omega_j| |v_i|`` of a kink for
+    some sample, i.e. whose pattern could change if ``v_i`` moved by a
+    relative ``margin``: when the samples are that accurate, every remaining
+    pattern is right and the step is exact. Each round takes one step per
+    margin from the current samples and keeps the one with the lowest
+    relative residual on all neurons; rounds stop when it falls below
+    ``tol`` or stops decreasing.
 
     Parameters
     ----------
@@ -382,43 +402,42 @@ def pattern_iteration(V, P, Omega, A, activation, bias_mean=0.0, *, fixed=None,
         Starting samples (span coordinates).
     P, Omega, A, activation, bias_mean, fixed
         As for :func:`levenberg_marquardt`.
-    max_iter : int, default=100
-        Maximum number of pattern updates.
+    margins : sequence of float, default=(0.0, 0.01, 0.03, 0.1)
+        Relative margins tried in each round.
+    tol : float, default=1e-10
+        Relative residual at which the iteration stops.
+    max_iter : int, default=10
+        Maximum number of rounds.
 
     Returns
     -------
     result : RefinementResult
-        ``status`` 1 when the pattern became stationary, 0 when ``max_iter``
-        was reached.
+        The best samples met (the start included); ``n_iter`` counts the
+        rounds; ``status`` 3 when the relative residual is below ``tol``,
+        else 0.
     """
     V = np.array(V, dtype=float)
-    n_samples, n_dims = V.shape
-    m, K = A.shape
     p_norm = float(np.linalg.norm(P))
-    pattern = None
-    status, n_iter = 0, 0
-    for n_iter in range(1, max_iter + 1):
-        new_pattern = _derivative(activation, _pre(Omega, V, bias_mean), 1)
-        if pattern is not None and np.array_equal(new_pattern, pattern):
-            status = 1
+
+    def evaluate(V):
+        U = fit_signals(V, P, Omega, A, activation, bias_mean)
+        residual = P - gradient_model(V, U, Omega, A, activation, bias_mean)
+        return np.linalg.norm(residual) / p_norm, U
+
+    res, U = evaluate(V)
+    best = (res, V, U)
+    n_iter = 0
+    while n_iter < max_iter and not best[0] < tol:
+        n_iter += 1
+        current = best
+        for margin in margins:
+            trial = _pattern_step(current[1], P, Omega, A, activation, bias_mean, fixed,
+                                  margin)
+            if trial is None or not np.all(np.isfinite(trial)):
+                continue
+            res, U = evaluate(trial)
+            if res < best[0]:
+                best = (res, trial, U)
+        if best is current:
             break
-        pattern = new_pattern
-        design = (pattern[:, :, None] * A[:, None, :]).reshape(m, n_samples * K)
-        Y = linalg.lstsq(design, P, check_finite=False)[0].reshape(n_samples, K, n_dims)
-        V_new = np.empty_like(V)
-        for i in range(n_samples):
-            u, s, vt = np.linalg.svd(Y[i], full_matrices=False)
-            direction = vt[0]
-            if fixed is not None:
-                last = direction @ fixed[0]
-                if abs(last) < 1e-12 * np.linalg.norm(direction):
-                    V_new[i] = V[i]  # no bias weight: keep the sample
-                    continue
-                V_new[i] = direction * (fixed[1] / last)
-            else:
-                sign = 1.0 if direction @ V[i] >= 0 else -1.0
-                V_new[i] = sign * direction * np.linalg.norm(V[i])
-        V = V_new
-    U = fit_signals(V, P, Omega, A, activation, bias_mean)
-    residual = P - gradient_model(V, U, Omega, A, activation, bias_mean)
-    return RefinementResult(V, U, np.linalg.norm(residual) / p_norm, n_iter, status)
+    return RefinementResult(best[1], best[2], best[0], n_iter, 3 if best[0] < tol else 0)

@@ -3,9 +3,14 @@
 import numpy as np
 import pytest
 
+from skrecon import GradientReconstructor
+from skrecon._piecewise import search_samples
 from skrecon.activations import get_activation
+from skrecon.clients import make_gradient_query
+from skrecon.datasets import load_digits_batch
+from skrecon.metrics import relative_error
 from skrecon.refine import (_normal_equations, fit_signals, gradient_model,
-                            levenberg_marquardt)
+                            is_piecewise_linear, levenberg_marquardt, pattern_iteration)
 
 
 def _problem(m=600, B=3, K=2, seed=0, activation="tanh"):
@@ -64,3 +69,67 @@ def test_fixed_coordinate_is_kept():
     result = levenberg_marquardt(V0, fit_signals(V0, P, Omega, A, act, 0.3), P,
                                  Omega, A, act, 0.3, fixed=(e, 1.5), max_iter=5)
     np.testing.assert_allclose(result.V @ e, 1.5, atol=1e-12)
+
+
+# piecewise-linear activations (ReLU, leaky ReLU): the pattern is found by
+# the hyperplane search and made exact by the margin-trimmed pattern iteration
+
+def _bias_problem(activation, m=4000, B=4, K=2, seed=0):
+    """Samples whose last coordinate is the bias input ``c``, as in the span."""
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((B, B))
+    V[:, -1] = 1.0
+    U = rng.standard_normal((B, K))
+    Omega = rng.standard_normal((m, B))
+    A = rng.standard_normal((m, K))
+    act = get_activation(activation)
+    P = gradient_model(V, U, Omega, A, act, 0.0)
+    return V, U, Omega, A, P, act, (np.eye(B)[-1], 1.0)
+
+
+@pytest.mark.parametrize("name, expected", [("relu", True), ("leaky_relu", True),
+                                            ("tanh", False), ("gelu", False),
+                                            ("elu", False)])
+def test_is_piecewise_linear(name, expected):
+    assert is_piecewise_linear(get_activation(name)) is expected
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_pattern_iteration_is_exact_from_an_accurate_start(activation):
+    V, U, Omega, A, P, act, fixed = _bias_problem(activation)
+    V0 = V + 0.02 * np.random.default_rng(1).standard_normal(V.shape)
+    V0[:, -1] = 1.0
+    # the untrimmed step alone leaves neurons with a wrong pattern
+    assert pattern_iteration(V0, P, Omega, A, act, fixed=fixed, margins=(0.0,),
+                             max_iter=1).relative_residual > 1e-6
+    result = pattern_iteration(V0, P, Omega, A, act, fixed=fixed)
+    assert result.status == 3 and result.relative_residual < 1e-10
+    np.testing.assert_allclose(result.V, V, atol=1e-9)
+    np.testing.assert_allclose(result.U, U, atol=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_search_samples_finds_every_sample(activation):
+    V, U, Omega, A, P, act, fixed = _bias_problem(activation, seed=2)
+    rng = np.random.default_rng(3)
+    starts = V + 0.3 * rng.standard_normal(V.shape)  # ~10-20 degrees off
+    found, misfits = search_samples(starts, P, Omega, A, act, fixed=fixed,
+                                    rows=np.arange(0, len(P), 2))
+    assert found.shape == V.shape
+    assert np.all(misfits < 1e-2)
+    cos = (found / np.linalg.norm(found, axis=1, keepdims=True)) @ (
+        V / np.linalg.norm(V, axis=1, keepdims=True)).T
+    assert np.all(np.max(cos, axis=0) > np.cos(np.radians(1.0)))  # each sample found
+    result = pattern_iteration(found, P, Omega, A, act, fixed=fixed)
+    assert result.relative_residual < 1e-10
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_piecewise_linear_digits_are_recovered_exactly(activation):
+    X, _ = load_digits_batch(batch_size=8, random_state=0)
+    q = make_gradient_query(X, n_neurons=20000, activation=activation, bias="gaussian",
+                            random_state=0)
+    rec = GradientReconstructor(activation=activation, bias=True, batch_size=8,
+                                random_state=0, n_jobs=1).fit(q.grad, **q.fit_params)
+    err, _ = relative_error(X, rec.samples_)
+    assert np.max(err) <= 1e-6

@@ -24,7 +24,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["first_layer_query", "gaussian_reinit_", "full_model_gradient"]
+__all__ = ["first_layer_query", "gaussian_reinit_", "full_model_gradient",
+           "labels_from_output_layer"]
 
 _INSTALL_HINT = 'pip install "skrecon[torch]"'
 
@@ -500,3 +501,116 @@ def full_model_gradient(model):
                 "forward pass on the batch.")
         out.append((name, _to_numpy(torch, param.grad)))
     return out
+
+
+def labels_from_output_layer(model, samples, *, last="auto"):
+    """Labels of recovered samples from the output layer's gradient.
+
+    In a net deeper than two layers the first layer's signals are not the
+    output's, so the labels cannot be read off them. The server knows the
+    whole model, though: a forward pass of the recovered ``samples`` gives
+    each sample's input ``h_i`` to the last ``nn.Linear``, and that layer's
+    gradient is linear in the per-sample output signals,
+    ``dL/dW = sum_i delta_i h_i^T`` (and ``dL/db = sum_i delta_i``). The
+    signals ``delta_i`` follow by least squares, and for softmax
+    cross-entropy ``delta_i = (softmax(z_i) - onehot(y_i)) / B`` (or without
+    ``1 / B`` for ``reduction="sum"``) has exactly one negative coordinate:
+    the label.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The client's model after ``loss.backward()``, with the weights at
+        which the gradient was taken.
+    samples : array-like of shape (batch_size, n_inputs)
+        The recovered batch, e.g. ``GradientReconstructor.samples_``.
+    last : "auto" or str, default="auto"
+        Name of the output layer in ``model.named_modules()``; ``"auto"``:
+        the last ``nn.Linear``.
+
+    Returns
+    -------
+    result : :class:`~sklearn.utils.Bunch`
+        ``labels`` (ndarray of int64, shape (batch_size,), in the order of
+        ``samples``: the coordinate of the smallest signal), ``signals``
+        (ndarray of shape (batch_size, n_classes), the fitted
+        ``delta_i``) and ``relative_residual`` (float,
+        ``||dL/dW_fit - dL/dW|| / ||dL/dW||``: ~1e-15 when the samples are
+        exact, large when they are not).
+
+    Raises
+    ------
+    ImportError
+        If PyTorch is not installed.
+    ValueError
+        If ``samples`` is not a finite 2-D array, ``last`` names no
+        ``nn.Linear``, the output layer's gradient is missing, or the
+        samples' last hidden features have rank below ``batch_size`` (the
+        signals are then not identifiable: the batch must not exceed the
+        last hidden width, plus one with a bias).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from torch import nn
+    >>> from skrecon.torch import labels_from_output_layer
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 8),
+    ...                       nn.Tanh(), nn.Linear(8, 5)).double()
+    >>> batch = np.random.default_rng(0).uniform(size=(3, 4))
+    >>> loss = nn.CrossEntropyLoss()(model(torch.as_tensor(batch)), torch.tensor([4, 0, 4]))
+    >>> loss.backward()
+    >>> result = labels_from_output_layer(model, batch)
+    >>> result.labels, bool(result.relative_residual < 1e-12)
+    (array([4, 0, 4]), True)
+    """
+    from sklearn.utils import Bunch
+
+    torch = _import_torch()
+    _check_module(torch, model)
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 2 or not np.all(np.isfinite(samples)):
+        raise ValueError(
+            f"samples must be a finite 2-D array (batch_size, n_inputs), got shape "
+            f"{samples.shape}" + ("" if samples.ndim != 2 else " with NaN or inf") + ".")
+    linears = [(name, mod) for name, mod in model.named_modules()
+               if isinstance(mod, torch.nn.Linear)]
+    if last == "auto":
+        if not linears:
+            raise ValueError("The model has no nn.Linear output layer.")
+        name, layer = linears[-1]
+    else:
+        found = dict(linears)
+        if last not in found:
+            raise ValueError(
+                f"last={last!r} names no nn.Linear of the model; its nn.Linear "
+                f"modules are {[n for n, _ in linears]}.")
+        name, layer = last, found[last]
+    grad_w = _to_numpy(torch, _grad(name, layer.weight, "weight"))
+    captured = {}
+    hook = layer.register_forward_hook(
+        lambda module, inputs, output: captured.__setitem__("h", inputs[0].detach()))
+    try:
+        with torch.no_grad():
+            model(torch.as_tensor(samples, dtype=layer.weight.dtype,
+                                  device=layer.weight.device))
+    finally:
+        hook.remove()
+    H = _to_numpy(torch, captured["h"]).astype(np.float64)
+    G = grad_w.astype(np.float64)
+    if layer.bias is not None:
+        grad_b = _to_numpy(torch, _grad(name, layer.bias, "bias"))
+        H = np.hstack([H, np.ones((len(H), 1))])
+        G = np.hstack([G, grad_b.astype(np.float64)[:, None]])
+    n = len(samples)
+    rank = np.linalg.matrix_rank(H)
+    if rank < n:
+        raise ValueError(
+            f"The last hidden features of the {n} samples have rank {rank} < "
+            f"{n}: the output signals are not identifiable from layer {name!r} "
+            f"(its input width is {H.shape[1]}). The batch must not exceed it.")
+    signals = np.linalg.lstsq(H.T, G.T, rcond=None)[0]  # (B, K)
+    residual = np.linalg.norm(H.T @ signals - G.T) / max(np.linalg.norm(G), 1e-300)
+    return Bunch(labels=np.argmin(signals, axis=1).astype(np.int64), signals=signals,
+                 relative_residual=float(residual))

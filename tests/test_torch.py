@@ -406,3 +406,56 @@ def test_missing_torch_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
     with pytest.raises(ImportError, match=r'pip install "skrecon\[torch\]"'):
         first_layer_query(object())
+
+
+# ----------------------------------------------------------------------------
+# deeper nets: labels through the output layer's gradient
+# ----------------------------------------------------------------------------
+
+def _three_layer(m, hidden, *, dtype=torch.float64):
+    return nn.Sequential(nn.Linear(64, m), nn.Tanh(), nn.Linear(m, hidden), nn.Tanh(),
+                         nn.Linear(hidden, 10)).to(dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_labels_from_output_layer_of_a_three_layer_net(digits, reduction):
+    """With the samples known (here: the true ones, shuffled), the output
+    layer's gradient gives each sample's signal and label exactly,
+    duplicates included."""
+    batch, labels = digits
+    model = gaussian_reinit_(_three_layer(512, 256), random_state=0)
+    _client_step(model, batch, labels, reduction)
+    order = np.random.default_rng(0).permutation(len(batch))
+    result = sktorch.labels_from_output_layer(model, batch[order])
+    np.testing.assert_array_equal(result.labels, np.asarray(labels)[order])
+    assert result.relative_residual < 1e-12
+    # the signals are softmax - onehot, over B for the mean
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.as_tensor(batch[order])), dim=1).numpy()
+    expected = probs - np.eye(10)[np.asarray(labels)[order]]
+    if reduction == "mean":
+        expected /= len(batch)
+    np.testing.assert_allclose(result.signals, expected, rtol=1e-9, atol=1e-14)
+
+
+def test_labels_from_output_layer_flags_wrong_samples(digits):
+    batch, labels = digits
+    model = gaussian_reinit_(_three_layer(512, 256), random_state=0)
+    _client_step(model, batch, labels)
+    wrong = batch + np.random.default_rng(1).normal(scale=0.1, size=batch.shape)
+    assert sktorch.labels_from_output_layer(model, wrong).relative_residual > 1e-3
+
+
+def test_labels_from_output_layer_errors(digits):
+    batch, labels = digits
+    model = gaussian_reinit_(_three_layer(64, 4), random_state=0)
+    _client_step(model, batch, labels)
+    with pytest.raises(ValueError, match=r"rank 5 < 8: the output signals are not identifiable"):
+        sktorch.labels_from_output_layer(model, batch)
+    with pytest.raises(ValueError, match=r"last='9' names no nn.Linear"):
+        sktorch.labels_from_output_layer(model, batch, last="9")
+    with pytest.raises(ValueError, match="finite 2-D array"):
+        sktorch.labels_from_output_layer(model, batch[0])
+    model.zero_grad(set_to_none=True)
+    with pytest.raises(ValueError, match=r"4.weight.grad is None"):
+        sktorch.labels_from_output_layer(model, batch)

@@ -373,6 +373,16 @@ class GradientQuery:
         ------
         ValueError
             If ``batch`` does not have the query's number of samples.
+
+        Examples
+        --------
+        >>> from skrecon.clients import make_gradient_query
+        >>> from skrecon.datasets import load_digits_batch
+        >>> batch, _ = load_digits_batch(2, random_state=0)
+        >>> q = make_gradient_query(batch, n_neurons=100, random_state=0)
+        >>> loss = q.loss_value()
+        >>> bool(loss >= 0), bool(q.loss_value(batch=batch[::-1] * 0.5) != loss)
+        (True, True)
         """
         batch = self.batch if batch is None else np.asarray(batch)
         layers = self.layers if layers is None else layers

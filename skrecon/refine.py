@@ -53,12 +53,26 @@ def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
     A : ndarray of shape (m, K)
         Output weights.
     activation : Activation
+        The first layer's activation (``sigma'`` is evaluated).
     bias_mean : float
         Constant part of the pre-activation.
 
     Returns
     -------
     P_hat : ndarray of shape (m, n_dims)
+        ``p_j = sum_i (a_j . u_i) sigma'(omega_j . v_i + b0) v_i``, one row
+        per neuron.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.activations import get_activation
+    >>> from skrecon.refine import gradient_model
+    >>> rng = np.random.default_rng(0)
+    >>> V, U = rng.standard_normal((2, 2)), rng.standard_normal((2, 1))
+    >>> Omega, A = rng.standard_normal((500, 2)), rng.standard_normal((500, 1))
+    >>> gradient_model(V, U, Omega, A, get_activation("tanh")).shape
+    (500, 2)
     """
     s1 = _derivative(activation, _pre(Omega, V, bias_mean), 1)
     return ((A @ U.T) * s1) @ V
@@ -67,9 +81,34 @@ def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
 def fit_signals(V, P, Omega, A, activation, bias_mean=0.0, ridge=1e-12):
     """Least-squares signals ``U`` for fixed samples ``V`` (the model is linear in ``U``).
 
+    Parameters
+    ----------
+    V : ndarray of shape (B, n_dims)
+        Samples in span coordinates.
+    P : ndarray of shape (m, n_dims)
+        Observed gradient rows in span coordinates.
+    Omega, A, activation, bias_mean
+        As for :func:`gradient_model`.
+    ridge : float, default=1e-12
+        Tikhonov term, relative to the mean diagonal of the normal matrix.
+
     Returns
     -------
     U : ndarray of shape (B, K)
+        The signals minimising ``||P - gradient_model(V, U, ...)||_F``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.activations import get_activation
+    >>> from skrecon.refine import fit_signals, gradient_model
+    >>> rng = np.random.default_rng(0)
+    >>> tanh = get_activation("tanh")
+    >>> V, U = rng.standard_normal((2, 2)), rng.standard_normal((2, 1))
+    >>> Omega, A = rng.standard_normal((500, 2)), rng.standard_normal((500, 1))
+    >>> P = gradient_model(V, U, Omega, A, tanh)
+    >>> bool(np.allclose(fit_signals(V, P, Omega, A, tanh), U))
+    True
     """
     n_samples, n_dims = V.shape
     K = A.shape[1]
@@ -89,6 +128,17 @@ def fit_signals(V, P, Omega, A, activation, bias_mean=0.0, ridge=1e-12):
 class RefinementResult:
     """Outcome of :func:`levenberg_marquardt`, in the style of ``scipy.optimize``.
 
+    Parameters
+    ----------
+    V, U : ndarray of shape (B, n_dims) and (B, K)
+        Fitted samples and signals.
+    relative_residual : float
+        Relative residual at the solution.
+    n_iter : int
+        Steps taken.
+    status : int
+        Stopping status (see ``status`` below).
+
     Attributes
     ----------
     V, U : ndarray
@@ -103,6 +153,14 @@ class RefinementResult:
         ``ftol``; 3: residual below ``rtol``; 0: ``max_iter`` reached;
         -1: damping grew without bound (no descent direction).
     message : str
+        ``status`` in words.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.refine import RefinementResult
+    >>> RefinementResult(np.eye(2), np.ones((2, 1)), 1e-15, 4, 3)
+    RefinementResult(relative_residual=1e-15, n_iter=4, status=3: the relative residual is below rtol)
     """
 
     _MESSAGES = {
@@ -256,6 +314,20 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
        theory", Numerical Analysis, Lecture Notes in Math. 630, 1978.
     .. [2] H. B. Nielsen, "Damping parameter in Marquardt's method",
        IMM-REP-1999-05, DTU, 1999.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.activations import get_activation
+    >>> from skrecon.refine import gradient_model, levenberg_marquardt
+    >>> rng = np.random.default_rng(0)
+    >>> tanh = get_activation("tanh")
+    >>> V, U = rng.standard_normal((2, 2)), rng.standard_normal((2, 1))
+    >>> Omega, A = rng.standard_normal((500, 2)), rng.standard_normal((500, 1))
+    >>> P = gradient_model(V, U, Omega, A, tanh)
+    >>> result = levenberg_marquardt(V + 0.05, U, P, Omega, A, tanh)
+    >>> result.converged, bool(result.relative_residual < 1e-12)
+    (True, True)
     """
     V = np.array(V, dtype=float)
     U = np.array(U, dtype=float)
@@ -332,6 +404,22 @@ def is_piecewise_linear(activation):
     activates. The restarts then search the samples one at a time (module
     ``skrecon._piecewise``) and make them exact by :func:`pattern_iteration`
     before the Levenberg-Marquardt steps.
+
+    Parameters
+    ----------
+    activation : Activation
+        The activation to test (its ``kinks`` and ``sigma''`` on a grid).
+
+    Returns
+    -------
+    piecewise_linear : bool
+
+    Examples
+    --------
+    >>> from skrecon.activations import get_activation
+    >>> from skrecon.refine import is_piecewise_linear
+    >>> is_piecewise_linear(get_activation("relu")), is_piecewise_linear(get_activation("gelu"))
+    (True, False)
     """
     if not activation.kinks:
         return False
@@ -415,6 +503,20 @@ def pattern_iteration(V, P, Omega, A, activation, bias_mean=0.0, *, fixed=None,
         The best samples met (the start included); ``n_iter`` counts the
         rounds; ``status`` 3 when the relative residual is below ``tol``,
         else 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.activations import get_activation
+    >>> from skrecon.refine import gradient_model, pattern_iteration
+    >>> rng = np.random.default_rng(0)
+    >>> relu = get_activation("relu")
+    >>> V, U = rng.standard_normal((2, 3)), rng.standard_normal((2, 1))
+    >>> Omega, A = rng.standard_normal((2000, 3)), rng.standard_normal((2000, 1))
+    >>> P = gradient_model(V, U, Omega, A, relu, bias_mean=0.5)
+    >>> result = pattern_iteration(V + 0.001, P, Omega, A, relu, bias_mean=0.5)
+    >>> bool(result.relative_residual < 1e-10)
+    True
     """
     V = np.array(V, dtype=float)
     p_norm = float(np.linalg.norm(P))

@@ -503,6 +503,13 @@ def _code_version():
     return where
 
 
+def _print_footer(start):
+    """Last line of every benchmark: when, the load, the total time."""
+    print(f"\nfinished {datetime.now():%Y-%m-%d %H:%M:%S}  load avg "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}  total wall time "
+          f"{time.perf_counter() - start:.1f} s")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -550,9 +557,7 @@ def main(argv=None):
         reach_table(args)
     else:
         core_table(args)
-    print(f"\nfinished {datetime.now():%Y-%m-%d %H:%M:%S}  load avg "
-          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}  total wall time "
-          f"{time.perf_counter() - start:.1f} s")
+    _print_footer(start)
     return 0
 
 

@@ -20,6 +20,7 @@ replacements, and the replacement that lowers the residual most is kept
 import numpy as np
 
 from ._piecewise import search_samples
+from ._varpro import output_range_refinement
 from .decomposition import cp_als, jennrich
 from .refine import (fit_signals, gradient_model, is_piecewise_linear,
                      levenberg_marquardt, pattern_iteration)
@@ -28,17 +29,28 @@ from .refine import (fit_signals, gradient_model, is_piecewise_linear,
 _ALS_ITER = 300
 _RESTART_LM_ITER = 60
 _RESEED_LM_ITER = 30
+# from this many outputs on (a deeper net's first layer feeds a wide layer)
+# new starts are refined with the signals projected out first
+_VARPRO_MIN_OUTPUTS = 16
+_VARPRO_ITER = 60
 _RESEED_RANK = 2
 _RESEED_TRIALS = 2
 _RESEED_MAX_REPLACED = 8
 
 
-def _contract_extra_modes(tensor, rng):
-    """Contract Hermite modes beyond the third with random unit vectors."""
+def _contract_extra_modes(tensor, rng, return_vectors=False):
+    """Contract Hermite modes beyond the third with random unit vectors.
+
+    Component ``i`` of the result carries the factor ``prod_eta eta . h_i``;
+    ``return_vectors`` also returns the vectors ``eta`` (to divide it out).
+    """
+    etas = []
     while tensor.ndim > 3:
         eta = rng.standard_normal(tensor.shape[-1])
-        tensor = tensor @ (eta / np.linalg.norm(eta))
-    return tensor
+        eta /= np.linalg.norm(eta)
+        etas.append(eta)
+        tensor = tensor @ eta
+    return (tensor, etas) if return_vectors else tensor
 
 
 def _fold(tensor):
@@ -75,7 +87,7 @@ def _scale_by_bias(v, proj):
     return v * (c / last)[:, None]
 
 
-def moment_ratio_norms(h, factors, lower_t0, order, activation, weight_std):
+def moment_ratio_norms(h, factors, lower_t0, order, activation, weight_std, etas=()):
     """Signed norms ``r_i`` of the samples ``r_i h_i`` without a bias.
 
     The degree-0 moment is ``T_0 = sum_i mu_1(|r_i|) r_i w_i h_i`` and the
@@ -84,7 +96,9 @@ def moment_ratio_norms(h, factors, lower_t0, order, activation, weight_std):
     ``r`` alone, inverted on a grid. It is even in ``r`` for ``p = 2`` (the
     sign is left to the refinement, and is not identifiable for an even
     ``sigma'``). For scale-free activations (ReLU) it is constant: the norm
-    is not identifiable and unit input norms are returned.
+    is not identifiable and unit input norms are returned. ``etas`` are the
+    vectors that contracted the Hermite modes beyond the third: they
+    multiplied each component by ``eta . h_i``, which is divided out.
     """
     n = h.shape[0]
     p = order - 1
@@ -98,6 +112,8 @@ def moment_ratio_norms(h, factors, lower_t0, order, activation, weight_std):
             sign *= np.sign(f[:, i] @ h[i]) or 1.0
         lam[i] = sign * (h[i] @ factors[0][:, i].reshape(n, -1)) * np.prod(
             [np.linalg.norm(f[:, i]) for f in factors[1:]])
+        for eta in etas:
+            lam[i] /= eta @ h[i]
     rho = np.sum(lam * kappa, axis=1) / np.maximum(np.sum(kappa * kappa, axis=1), 1e-300)
     grid = np.geomspace(1e-2, 1e2, 400)
     ratio = grid**p * activation.mu(order, grid) / activation.mu(1, grid)
@@ -107,7 +123,7 @@ def moment_ratio_norms(h, factors, lower_t0, order, activation, weight_std):
     return signed_grid[idx]
 
 
-def start_from_factors(factors, proj, activation, lower_t0, order, weight_std):
+def start_from_factors(factors, proj, activation, lower_t0, order, weight_std, etas=()):
     """Samples ``V`` (scaled span coordinates) from CP factors.
 
     With a bias, the bias coordinate of each first-mode vector pins its scale
@@ -117,8 +133,17 @@ def start_from_factors(factors, proj, activation, lower_t0, order, weight_std):
     if proj.has_bias:
         return _scale_by_bias(_first_mode_vectors(factors[0], proj.P.shape[1]), proj)
     h = factors[1].T / np.linalg.norm(factors[1].T, axis=1, keepdims=True)
-    norms = moment_ratio_norms(h, factors, lower_t0, order, activation, weight_std)
+    norms = moment_ratio_norms(h, factors, lower_t0, order, activation, weight_std, etas)
     return h * norms[:, None]
+
+
+def _wide_outputs(proj, activation):
+    """Whether new starts go through :func:`output_range_refinement` first:
+    many outputs (the joint normal matrix is ``B (B + K)`` square) and a
+    smooth activation (its slope divides the coefficients)."""
+    return (proj.A.shape[1] >= _VARPRO_MIN_OUTPUTS
+            and not is_piecewise_linear(activation)
+            and proj.P.shape[1] == proj.Omega.shape[1])
 
 
 def _refine(V, proj, rows, activation, max_iter, U=None, **kwargs):
@@ -130,7 +155,13 @@ def _refine(V, proj, rows, activation, max_iter, U=None, **kwargs):
     samples are told apart by few neurons).
     """
     fixed = bias_constraint(proj)
-    if U is None and is_piecewise_linear(activation):
+    if U is None and _wide_outputs(proj, activation):
+        start = output_range_refinement(V, proj.P, proj.Omega, proj.A, activation,
+                                        proj.bias_mean, fixed=fixed,
+                                        max_iter=_VARPRO_ITER)
+        if np.all(np.isfinite(start.V)) and np.all(np.isfinite(start.U)):
+            V, U = start.V, start.U
+    elif U is None and is_piecewise_linear(activation):
         full = (proj.P, proj.Omega, proj.A, activation, proj.bias_mean)
         found, _ = search_samples(V, *full, fixed=fixed, rows=rows)
         if found.shape == V.shape:
@@ -153,10 +184,10 @@ def run_restart(seed, tensor, proj, activation, lower_t0, order, weight_std, row
     """
     rng = np.random.default_rng(seed)
     n = proj.P.shape[1]
-    folded = _contract_extra_modes(_fold(tensor), rng)
+    folded, etas = _contract_extra_modes(_fold(tensor), rng, return_vectors=True)
     factors = jennrich(folded, n, rng)
     factors, cp_error = cp_als(folded, factors, max_iter=_ALS_ITER)
-    V = start_from_factors(factors, proj, activation, lower_t0, order, weight_std)
+    V = start_from_factors(factors, proj, activation, lower_t0, order, weight_std, etas)
     if not np.all(np.isfinite(V)):
         return None, cp_error
     with np.errstate(all="ignore"):

@@ -102,7 +102,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         each sample: the coordinate of ``u_i`` whose sign differs from all
         others. ``None`` otherwise: a squared loss's signals are residuals,
         not labels, and with fewer than 3 outputs the odd coordinate is not
-        defined.
+        defined. This reads the labels off the first layer's signals, which
+        are the output's only in a two-layer net; for a deeper net use the
+        output layer's gradient
+        (:func:`skrecon.torch.labels_from_output_layer`).
     batch_size_ : int
         Number of samples reconstructed: ``batch_size``, or the number read
         off the singular values, or the gradient's rank if smaller.
@@ -303,17 +306,19 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             successes = [r for r in finite if r.relative_residual < success]
             best = successes[0] if successes else min(finite, key=lambda r: r.relative_residual)
             # A stalled refinement is re-seeded from its residual's moment tensor
-            # (at most _max_reseeds rounds, while a round cuts the residual by
-            # 10 % or more: a round that replaced a wrong sample does), then
-            # refined to tol on the subset.
+            # (at most _max_reseeds rounds, each with fresh candidates), then
+            # refined to tol on the subset. On a noisy gradient the rounds stop
+            # once one lowers the residual by less than 10 %: there a round
+            # that only fits noise is wasted time.
+            noisy = moments.noise_level_ > 1e-6
             reseed_rounds = 0
             while best.relative_residual > success and reseed_rounds < self._max_reseeds:
                 trial = _restarts.reseed(best, proj, activation, rows,
                                          seeds[-2] + reseed_rounds, success)
                 reseed_rounds += 1
-                improved = trial.relative_residual < 0.9 * best.relative_residual
+                stalled = trial.relative_residual > 0.9 * best.relative_residual
                 best = trial
-                if not improved:
+                if noisy and stalled:
                     break
             best = _restarts.refine(best, proj, activation, rows, self.max_iter, rtol=rtol)
             self.n_reseeds_ = reseed_rounds

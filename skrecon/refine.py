@@ -257,6 +257,17 @@ def _cost(V, U, P, Omega, A, activation, bias_mean):
     return total
 
 
+_MAX_DAMPING = 1e16
+
+
+def _next_damping(damping, nu, gain):
+    """Nielsen's update of the Levenberg-Marquardt damping ``(damping, nu)``
+    after a step of gain ratio ``gain`` (accepted when positive)."""
+    if gain > 0:
+        return damping * max(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3), 2.0
+    return damping * nu, 2.0 * nu
+
+
 def _constraint_basis(n_dims, n_outputs, n_samples, fixed):
     """Map from free parameters to ``(v_i, u_i)`` steps under ``e . v_i = c``.
 
@@ -346,6 +357,11 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
             grad = tangent.T @ grad
         return jtj, grad, cost
 
+    # an exact start (e.g. from the variable-projection fit) needs no
+    # normal equations at all
+    start_residual = np.sqrt(2 * _cost(V, U, P, Omega, A, activation, bias_mean) / p_norm2)
+    if start_residual < rtol:
+        return RefinementResult(V, U, start_residual, 0, 3)
     jtj, grad, cost = normal_equations(V, U)
     damping = 1e-3
     nu = 2.0
@@ -377,8 +393,7 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
                 np.linalg.norm(np.hstack([V, U])), 1e-300)
             V, U = V_new, U_new
             jtj, grad, cost = normal_equations(V, U)
-            damping *= max(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3)
-            nu = 2.0
+            damping, nu = _next_damping(damping, nu, gain)
             if rel_step < xtol:
                 status = 1
                 break
@@ -386,9 +401,8 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
                 status = 2
                 break
         else:
-            damping *= nu
-            nu *= 2.0
-            if damping > 1e16:
+            damping, nu = _next_damping(damping, nu, gain)
+            if damping > _MAX_DAMPING:
                 status = -1
                 break
     if status == 0 and np.sqrt(2 * cost / p_norm2) < rtol:

@@ -53,7 +53,9 @@ def test_same_seeds_same_table(batch3, noise_table):
     again = leakage_curve(batch3, GaussianGradientNoise(relative=True), "scale", [1e-4],
                           seeds=[1], data_range=1.0, query_params={"n_neurons": 2000})
     rows = (noise_table["strength"] == 1e-4) & (noise_table["seed"] == 1)
-    np.testing.assert_array_equal(again["relative_error"], noise_table["relative_error"][rows])
+    # loky workers and this process may take other BLAS paths: equal to round-off
+    np.testing.assert_allclose(again["relative_error"], noise_table["relative_error"][rows],
+                               rtol=1e-8)
 
 
 def test_a_failed_attack_is_a_row_not_an_exception(batch3):

@@ -459,3 +459,22 @@ def test_labels_from_output_layer_errors(digits):
     model.zero_grad(set_to_none=True)
     with pytest.raises(ValueError, match=r"4.weight.grad is None"):
         sktorch.labels_from_output_layer(model, batch)
+
+
+def test_three_layer_net_samples_and_labels_through_the_output_layer(digits):
+    """Issue 5: 64 -> 16384 -> 256 -> 10 (tanh) from torch. The first layer
+    feeds 256 units, so its signals u_i are 256-dimensional: the restarts
+    refine with the signals projected out (skrecon._varpro). Samples to
+    <= 1e-6 (measured 2e-12) and the labels, duplicates included, from the
+    output layer's gradient at the recovered samples."""
+    batch, labels = digits
+    model = gaussian_reinit_(_three_layer(16384, 256), random_state=0)
+    _client_step(model, batch, labels)
+    q = first_layer_query(model)
+    assert q["output_weights"].shape == (16384, 256)
+    rec = _reconstruct(q)
+    errors, perm = relative_error(batch, rec.samples_)
+    assert np.all(perm >= 0) and np.max(errors) <= 1e-6
+    result = sktorch.labels_from_output_layer(model, rec.samples_)
+    np.testing.assert_array_equal(result.labels[perm], labels)
+    assert result.relative_residual < 1e-9

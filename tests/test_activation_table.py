@@ -90,3 +90,34 @@ def test_custom_activation_from_callables():
         rec.fit(q.grad, **q.fit_params)
     assert rec.order_ == 3
     assert np.max(relative_error(batch, rec.samples_)[0]) <= 1e-6
+
+
+def test_a_sample_whose_moment_weight_vanishes_is_reported():
+    """mu_order evaluated at each recovered norm: moment_weights_ holds it,
+    and a sample where it (nearly) vanishes is named in a warning."""
+    batch = load_digits_batch(3, random_state=0)[0]
+    q = make_gradient_query(batch, n_neurons=3000, random_state=0)
+    rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+    tanh = ACTIVATIONS["tanh"]
+    assert rec.moment_weights_.shape == (3,)
+    assert np.all(np.isfinite(rec.moment_weights_)) and np.all(rec.moment_weights_ != 0)
+
+    weakest = int(np.argmin(np.linalg.norm(rec.samples_, axis=1)))
+
+    class VanishesAtSmallest(Activation):
+        """tanh whose mu_3 is zero at the smallest recovered norm."""
+
+        def mu(self, k, tau, mean=0.0):
+            values = np.array(tanh.mu(k, tau, mean), dtype=float)
+            if k == 3:
+                values[np.argmin(tau)] = 0.0
+            return values
+
+    fake = VanishesAtSmallest("tanh", tanh.function, tanh.derivatives,
+                              even_derivative=True)
+    proj = rec.moments_._fit(q.grad, q.weights, q.output_weights)
+    with pytest.warns(IdentifiabilityWarning, match=re.escape(
+            f"mu_3 nearly vanishes at the recovered norm of sample(s) [{weakest}] "
+            "(activation 'tanh')")):
+        rec._check_moment_weights(fake, proj)
+    assert rec.moment_weights_[weakest] == 0

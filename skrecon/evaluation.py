@@ -27,7 +27,7 @@ __all__ = ["leakage_curve"]
 
 _COLUMNS = ("defense", "parameter", "strength", "seed", "sample", "cosine",
             "relative_error", "psnr", "gradient_residual", "batch_size_found",
-            "fit_time", "status")
+            "converged", "fit_time", "status")
 
 
 def _one_trial(batch, defense, parameter, strength, seed, reconstructor,
@@ -43,7 +43,7 @@ def _one_trial(batch, defense, parameter, strength, seed, reconstructor,
     n = batch.shape[0]
     row = {"cosine": np.full(n, np.nan), "relative_error": np.full(n, np.nan),
            "psnr": np.full(n, np.nan), "gradient_residual": np.nan,
-           "batch_size_found": -1, "status": "ok"}
+           "batch_size_found": -1, "converged": False, "status": "ok"}
     start = time.perf_counter()
     try:
         grad = defended.fit_transform(query.grad)
@@ -59,7 +59,7 @@ def _one_trial(batch, defense, parameter, strength, seed, reconstructor,
                                        sign_invariant=not attack.sign_identified_.all())
         row.update(cosine=report.cosine, relative_error=report.relative_error,
                    psnr=report.get("psnr", row["psnr"]), gradient_residual=attack.gradient_residual_,
-                   batch_size_found=attack.batch_size_)
+                   batch_size_found=attack.batch_size_, converged=attack.converged_)
     row["fit_time"] = time.perf_counter() - start
     return row
 
@@ -91,8 +91,9 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
         The values of ``parameter`` to try (the curve's x axis).
     reconstructor : GradientReconstructor or None, default=None
         The attack, cloned for every trial. ``None`` means
-        ``GradientReconstructor(bias=...)`` with ``bias`` matching the query
-        (``query_params["bias"]``, ``"gaussian"`` by default).
+        ``GradientReconstructor(activation=..., bias=...)`` matching the
+        query (``query_params["activation"]``, ``"tanh"`` by default, and
+        ``query_params["bias"]``, ``"gaussian"`` by default).
     seeds : sequence of int, default=(0, 1, 2)
         One trial per seed and strength: the seed draws the server's weights,
         the defence's randomness and the attack's restarts.
@@ -117,7 +118,7 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
         ``relative_error`` (``||x_hat - x|| / ||x||``), ``psnr`` (dB),
         ``gradient_residual`` (the attack's relative gradient residual),
         ``batch_size_found`` (int, the attack's batch size, ``-1`` when it
-        failed), ``fit_time`` (seconds for defence and attack) and ``status``
+        failed), ``converged`` (bool, the attack's ``converged_``), ``fit_time`` (seconds for defence and attack) and ``status``
         (``"ok"`` or the ``ValueError`` the attack raised). A sample the
         attack did not recover (it found fewer samples, or failed) has NaN
         metrics. ``pandas.DataFrame(table)`` makes a data frame of it.
@@ -125,9 +126,12 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
     Raises
     ------
     ValueError
-        If ``strengths`` or ``seeds`` is empty, ``parameter`` is not a
-        parameter of ``defense``, or ``batch`` is not a 2-D array with at
-        least one row.
+        If ``strengths`` or ``seeds`` is empty or not a sequence of numbers
+        (non-negative integers for ``seeds``), ``defense`` is not an estimator
+        instance, ``parameter`` is not a parameter of ``defense`` or a
+        strength is invalid for it, ``query_params`` sets ``batch`` or
+        ``random_state``, or ``batch`` is not a 2-D array with at least one
+        row.
 
     See Also
     --------
@@ -152,21 +156,40 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
         raise ValueError(
             f"batch must be a 2-D array with one sample per row, got shape {batch.shape}."
         )
-    strengths = [float(s) for s in strengths]
-    seeds = list(seeds)
+    try:
+        strengths = [float(s) for s in strengths]
+        seeds = list(seeds)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"strengths and seeds must be sequences of numbers ({exc}).") from exc
     if not strengths or not seeds:
         raise ValueError("strengths and seeds must each hold at least one value.")
-    if not all(isinstance(s, Integral) for s in seeds):
-        raise ValueError(f"seeds must be integers, got {seeds!r}.")
+    if not all(isinstance(s, Integral) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds must be non-negative integers, got {seeds!r}.")
     seeds = [int(s) for s in seeds]
+    if isinstance(defense, type) or not hasattr(defense, "get_params"):
+        raise ValueError(
+            f"defense must be an estimator instance such as "
+            f"GaussianGradientNoise(relative=True), got {defense!r}.")
     if parameter not in defense.get_params():
         raise ValueError(
             f"{type(defense).__name__} has no parameter {parameter!r}; its "
             f"parameters are {sorted(defense.get_params())}."
         )
+    # a strength the defence refuses is a mistake in the grid, not a result
+    for s in strengths:
+        trial = clone(defense).set_params(**{parameter: s})
+        if hasattr(trial, "_validate_params"):
+            trial._validate_params()
     query_params = dict(query_params or {})
+    clash = sorted({"batch", "random_state"} & set(query_params))
+    if clash:
+        raise ValueError(
+            f"query_params must not set {clash}: leakage_curve passes the batch "
+            "and draws each query with random_state=seed.")
     if reconstructor is None:
         reconstructor = GradientReconstructor(
+            activation=query_params.get("activation", "tanh"),
             bias=query_params.get("bias", "gaussian") != "none")
     trials = [(s, seed) for s in strengths for seed in seeds]
     rows = Parallel(n_jobs=n_jobs)(
@@ -184,6 +207,7 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
     }
     for key in ("cosine", "relative_error", "psnr"):
         table[key] = np.concatenate([r[key] for r in rows])
-    for key in ("gradient_residual", "batch_size_found", "fit_time", "status"):
+    for key in ("gradient_residual", "batch_size_found", "converged", "fit_time",
+                "status"):
         table[key] = np.repeat([r[key] for r in rows], n)
     return {key: table[key] for key in _COLUMNS}

@@ -173,6 +173,14 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
     3
     """
     s = np.asarray(singular_values, dtype=float)
+    if s.ndim != 1 or not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError(
+            "singular_values must be a 1-D array of finite, non-negative values, "
+            f"got shape {s.shape}.")
+    if np.any(np.diff(s) > 0):
+        raise ValueError("singular_values must be in decreasing order.")
+    if n_rows is not None and not (isinstance(n_rows, Integral) and n_rows >= 1):
+        raise ValueError(f"n_rows must be a positive integer or None, got {n_rows!r}.")
     if s.size == 0 or not s[0] > 0:
         return 0, np.inf
     floor = 10 * s[0] * np.finfo(dtype).eps
@@ -186,8 +194,10 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
             if 1 <= B < len(s) / 2:
                 # noise that is not white (quantisation, pruning) lifts a few
                 # of its values over the threshold; a decisive gap below
-                # them (a ratio of 100 or more) still marks the batch
-                decisive = np.flatnonzero(s[:B - 1] / s[1:B] >= 100)
+                # them (a ratio of 100 or more, and larger than the ratio at
+                # the threshold) still marks the batch
+                ratios = s[:B] / s[1:B + 1]
+                decisive = np.flatnonzero(ratios[:-1] >= max(100.0, ratios[-1]))
                 if decisive.size:
                     B = int(decisive[-1]) + 1
                 return B, float(s[B - 1] / s[B])

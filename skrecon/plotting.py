@@ -305,7 +305,10 @@ def plot_leakage_curve(table, *, metric="relative_error", ax=None, label=None,
     ImportError
         If matplotlib is not installed.
     ValueError
-        If ``metric`` is unknown or ``table`` lacks a needed column.
+        If ``metric`` is unknown, ``table`` lacks a needed column, its columns
+        differ in length or are empty, a strength is not finite (or not
+        positive with ``log_strength``), or no value can be drawn on the log
+        axis of the relative error.
 
     Examples
     --------
@@ -331,7 +334,21 @@ def plot_leakage_curve(table, *, metric="relative_error", ax=None, label=None,
         )
     strength = np.asarray(table["strength"], dtype=np.float64)
     values = np.asarray(table[metric], dtype=np.float64)
+    if strength.ndim != 1 or strength.size == 0 or values.shape != strength.shape:
+        raise ValueError(
+            f"table's columns must be 1-D and of one length, with at least one row; "
+            f"got strength {strength.shape} and {metric} {values.shape}.")
+    if not np.all(np.isfinite(strength)):
+        raise ValueError("table's strength column contains NaN or inf.")
+    if log_strength and np.any(strength <= 0):
+        raise ValueError(
+            "A log strength axis needs positive strengths; pass log_strength=False "
+            "to draw zero or negative strengths.")
     ylabel, log_y = _LEAKAGE_METRICS[metric]
+    if log_y and not np.any(np.isfinite(values) & (values > 0)):
+        raise ValueError(
+            f"No finite positive {metric} to draw on a log axis: every trial failed "
+            "or recovered nothing (see the table's status column).")
     worst = {"relative_error": np.inf, "cosine": -1.0, "psnr": -np.inf}[metric]
     values = np.where(np.isnan(values), worst, values)
     levels = np.unique(strength)

@@ -380,6 +380,15 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 f"The refinement did not converge in {self.max_iter} iterations "
                 f"(relative gradient residual {self.gradient_residual_:.3g}); "
                 "increase max_iter or n_init.", ConvergenceWarning)
+        elif self.gradient_residual_ > max(1e-6, 30 * self.moments_.noise_level_):
+            warnings.warn(
+                f"The refinement stopped at a relative gradient residual of "
+                f"{self.gradient_residual_:.3g}, far above the gradient's estimated "
+                f"noise level {self.moments_.noise_level_:.3g}: the batch does not "
+                "explain the gradient (a local minimum, a wrong batch size, or a "
+                "model that does not match the query). Try a larger n_init, pass "
+                "batch_size, or check activation, bias and output_weights.",
+                ConvergenceWarning)
 
     def _check_moment_weights(self, activation, proj):
         """mu_order at each recovered sample: a vanishing one is reported."""

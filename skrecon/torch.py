@@ -21,6 +21,7 @@ between the first two linear layers are not (DESIGN §3), and raise.
 """
 
 import numbers
+import warnings
 
 import numpy as np
 
@@ -543,11 +544,18 @@ def labels_from_output_layer(model, samples, *, last="auto"):
     ImportError
         If PyTorch is not installed.
     ValueError
-        If ``samples`` is not a finite 2-D array, ``last`` names no
-        ``nn.Linear``, the output layer's gradient is missing, or the
-        samples' last hidden features have rank below ``batch_size`` (the
-        signals are then not identifiable: the batch must not exceed the
-        last hidden width, plus one with a bias).
+        If ``samples`` is not a finite, non-empty 2-D array in the model's
+        input layout, ``last`` names no ``nn.Linear``, the output layer has
+        one unit, its gradient is missing or zero, or the samples' last
+        hidden features have rank below ``batch_size`` (the signals are then
+        not identifiable: the batch must not exceed the last hidden width,
+        plus one with a bias).
+
+    Warns
+    -----
+    UserWarning
+        When a fitted signal does not have exactly one negative coordinate
+        (not softmax cross-entropy, or wrong samples).
 
     Examples
     --------
@@ -570,7 +578,7 @@ def labels_from_output_layer(model, samples, *, last="auto"):
     torch = _import_torch()
     _check_module(torch, model)
     samples = np.asarray(samples, dtype=np.float64)
-    if samples.ndim != 2 or not np.all(np.isfinite(samples)):
+    if samples.ndim != 2 or len(samples) == 0 or not np.all(np.isfinite(samples)):
         raise ValueError(
             f"samples must be a finite 2-D array (batch_size, n_inputs), got shape "
             f"{samples.shape}" + ("" if samples.ndim != 2 else " with NaN or inf") + ".")
@@ -588,6 +596,14 @@ def labels_from_output_layer(model, samples, *, last="auto"):
                 f"modules are {[n for n, _ in linears]}.")
         name, layer = last, found[last]
     grad_w = _to_numpy(torch, _grad(name, layer.weight, "weight"))
+    if grad_w.shape[0] < 2:
+        raise ValueError(
+            f"The output layer {name!r} has {grad_w.shape[0]} output unit: labels "
+            "need softmax cross-entropy over at least 2 classes.")
+    if not np.any(grad_w):
+        raise ValueError(
+            f"The gradient of the output layer {name!r} is zero: it carries no "
+            "signal (was the gradient zeroed, or the loss already minimal?).")
     captured = {}
     hook = layer.register_forward_hook(
         lambda module, inputs, output: captured.__setitem__("h", inputs[0].detach()))
@@ -595,6 +611,10 @@ def labels_from_output_layer(model, samples, *, last="auto"):
         with torch.no_grad():
             model(torch.as_tensor(samples, dtype=layer.weight.dtype,
                                   device=layer.weight.device))
+    except RuntimeError as exc:
+        raise ValueError(
+            f"The forward pass of samples of shape {samples.shape} failed: {exc}. "
+            "Pass the recovered samples in the model's input layout.") from exc
     finally:
         hook.remove()
     H = _to_numpy(torch, captured["h"]).astype(np.float64)
@@ -612,5 +632,11 @@ def labels_from_output_layer(model, samples, *, last="auto"):
             f"(its input width is {H.shape[1]}). The batch must not exceed it.")
     signals = np.linalg.lstsq(H.T, G.T, rcond=None)[0]  # (B, K)
     residual = np.linalg.norm(H.T @ signals - G.T) / max(np.linalg.norm(G), 1e-300)
+    if not np.all(np.sum(signals < 0, axis=1) == 1):
+        warnings.warn(
+            "Some output signals do not have exactly one negative coordinate, as "
+            "softmax cross-entropy signals do: the loss is not cross-entropy, or "
+            f"the samples are not the batch (relative residual {residual:.3g}). "
+            "The labels (the smallest coordinate) are then guesses.", UserWarning)
     return Bunch(labels=np.argmin(signals, axis=1).astype(np.int64), signals=signals,
                  relative_residual=float(residual))

@@ -12,7 +12,7 @@ from skrecon.evaluation import leakage_curve
 
 COLUMNS = ["defense", "parameter", "strength", "seed", "sample", "cosine",
            "relative_error", "psnr", "gradient_residual", "batch_size_found",
-           "fit_time", "status"]
+           "converged", "fit_time", "status"]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_bad_arguments(batch3):
         leakage_curve(batch3, TopKPruning(), "scale", [0.1])
     with pytest.raises(ValueError, match="strengths and seeds must each hold at least one"):
         leakage_curve(batch3, TopKPruning(), "keep_fraction", [])
-    with pytest.raises(ValueError, match=re.escape("seeds must be integers, got [0.5].")):
+    with pytest.raises(ValueError, match=re.escape("seeds must be non-negative integers, got [0.5].")):
         leakage_curve(batch3, TopKPruning(), "keep_fraction", [0.1], seeds=[0.5])
     with pytest.raises(ValueError, match=re.escape("batch must be a 2-D array")):
         leakage_curve(batch3[0], TopKPruning(), "keep_fraction", [0.1])
@@ -97,3 +97,37 @@ def test_plot_leakage_curve(noise_table):
         plot_leakage_curve(noise_table, metric="ssim")
     with pytest.raises(ValueError, match=re.escape("table lacks the column(s) ['strength']")):
         plot_leakage_curve({k: v for k, v in noise_table.items() if k != "strength"})
+
+
+def test_grid_mistakes_raise_before_any_trial(batch3):
+    from skrecon.defenses import GaussianGradientNoise as Noise
+    with pytest.raises(ValueError, match="The 'scale' parameter of GaussianGradientNoise"):
+        leakage_curve(batch3, Noise(), "scale", [1e-3, -0.1])
+    with pytest.raises(ValueError, match="defense must be an estimator instance"):
+        leakage_curve(batch3, Noise, "scale", [0.1])
+    with pytest.raises(ValueError, match="strengths and seeds must be sequences of numbers"):
+        leakage_curve(batch3, Noise(), "scale", ["big"])
+    with pytest.raises(ValueError, match=re.escape("query_params must not set ['random_state']")):
+        leakage_curve(batch3, Noise(), "scale", [0.1], query_params={"random_state": 1})
+
+
+def test_default_attack_matches_the_query_activation(batch3):
+    table = leakage_curve(batch3[:2], GaussianGradientNoise(relative=True), "scale", [1e-8],
+                          seeds=[0], query_params={"n_neurons": 3000, "activation": "relu"})
+    assert table["status"][0] == "ok" and table["converged"].dtype == bool
+    assert np.max(table["relative_error"]) < 1e-6
+
+
+def test_plot_leakage_curve_refuses_what_it_cannot_draw(noise_table):
+    pytest.importorskip("matplotlib")
+    from skrecon.plotting import plot_leakage_curve
+
+    failed = dict(noise_table, relative_error=np.full(18, np.nan))
+    with pytest.raises(ValueError, match="No finite positive relative_error to draw"):
+        plot_leakage_curve(failed)
+    zero = dict(noise_table, strength=np.zeros(18))
+    with pytest.raises(ValueError, match="pass log_strength=False"):
+        plot_leakage_curve(zero)
+    assert plot_leakage_curve(zero, log_strength=False).axes[0].get_xscale() == "linear"
+    with pytest.raises(ValueError, match="strength column contains NaN"):
+        plot_leakage_curve(dict(noise_table, strength=np.full(18, np.nan)))

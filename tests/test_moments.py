@@ -80,3 +80,23 @@ def test_order_four_for_relu_and_weight_std():
     assert mt.order_ == 4
     assert mt.moment_tensor_.shape == (2, 1, 1, 2, 2, 2)
     assert mt.weight_std_ == pytest.approx(1 / 8, rel=0.01)
+
+
+def test_estimate_batch_size_checks_its_input():
+    from skrecon.moments import estimate_batch_size
+
+    with pytest.raises(ValueError, match="decreasing order"):
+        estimate_batch_size(np.array([1.0, 5.0, 2.0]), np.float64)
+    with pytest.raises(ValueError, match="finite, non-negative"):
+        estimate_batch_size(np.array([5.0, np.nan, 1e-16]), np.float64)
+    with pytest.raises(ValueError, match="n_rows must be a positive integer"):
+        estimate_batch_size(np.array([5.0, 1.0]), np.float64, n_rows=0)
+
+
+def test_a_weak_sample_above_the_noise_threshold_is_kept():
+    """A ratio of 100 above the threshold does not cut off a weaker sample
+    whose own gap to the noise is larger still."""
+    from skrecon.moments import estimate_batch_size
+
+    s = np.concatenate([[2.17, 5.1e-3, 3.3e-7, 3.29e-7], np.full(60, 3.2e-7)])
+    assert estimate_batch_size(s, np.float64, n_rows=1000)[0] == 2

@@ -1,6 +1,7 @@
 """The PyTorch adapter: real torch.nn clients, end to end (issue 5)."""
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -439,7 +440,9 @@ def test_labels_from_output_layer_flags_wrong_samples(digits):
     model = gaussian_reinit_(_three_layer(512, 256), random_state=0)
     _client_step(model, batch, labels)
     wrong = batch + np.random.default_rng(1).normal(scale=0.1, size=batch.shape)
-    assert sktorch.labels_from_output_layer(model, wrong).relative_residual > 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the labels may be flagged too
+        assert sktorch.labels_from_output_layer(model, wrong).relative_residual > 1e-3
 
 
 def test_labels_from_output_layer_errors(digits):
@@ -474,3 +477,17 @@ def test_three_layer_net_samples_and_labels_through_the_output_layer(digits):
     result = sktorch.labels_from_output_layer(model, rec.samples_)
     np.testing.assert_array_equal(result.labels[perm], labels)
     assert result.relative_residual < 1e-9
+
+
+def test_labels_from_output_layer_refuses_meaningless_inputs(digits):
+    batch, labels = digits
+    model = gaussian_reinit_(_three_layer(64, 32), random_state=0)
+    _client_step(model, batch, labels)
+    with pytest.raises(ValueError, match=r"The forward pass of samples of shape \(8, 63\) failed"):
+        sktorch.labels_from_output_layer(model, batch[:, :63])
+    with pytest.warns(UserWarning, match="exactly one negative coordinate"):
+        sktorch.labels_from_output_layer(model, np.random.default_rng(0).uniform(size=batch.shape))
+    for p in model.parameters():
+        p.grad.zero_()
+    with pytest.raises(ValueError, match="The gradient of the output layer '4' is zero"):
+        sktorch.labels_from_output_layer(model, batch)

@@ -96,4 +96,9 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
                 "(n_neurons, n_outputs) or (n_neurons,), one row per neuron."
             )
         _check_finite("output_weights", A)
+        if not np.any(A):
+            raise ValueError(
+                "output_weights are all zero: no neuron passes a signal to the "
+                "next layer, so the gradient carries none. Pass the next layer's "
+                "weight matrix, transposed.")
     return X, W, A

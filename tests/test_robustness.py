@@ -300,3 +300,9 @@ def test_non_finite_restarts_are_dropped_with_a_warning(query4, monkeypatch):
             "not be decomposed.")), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         _rec(n_init=2).fit(query4.grad, **query4.fit_params)
+
+
+def test_all_zero_output_weights_are_refused(query4):
+    with pytest.raises(ValueError, match="output_weights are all zero"):
+        _rec().fit(query4.grad, weights=query4.weights,
+                   output_weights=np.zeros_like(query4.output_weights))

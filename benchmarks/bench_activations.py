@@ -37,16 +37,13 @@ average. Each fit has a best-effort wall-clock limit (``--fit-timeout``).
 
 import argparse
 import os
-import platform
 import sys
 import time
 import warnings
 from datetime import datetime
 
 import numpy as np
-import scipy
 
-import skrecon
 from skrecon.activations import ACTIVATIONS
 from skrecon.clients import make_gradient_query
 from skrecon.datasets import load_digits_batch
@@ -54,8 +51,8 @@ from skrecon.metrics import matched_cosine, relative_error
 from skrecon.reconstructor import GradientReconstructor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_core import (FitTimeout, _code_version, _fmt, _print_table,  # noqa: E402
-                        _print_footer, _short, time_limit)
+from bench_core import (FitTimeout, _fmt, _print_table,  # noqa: E402
+                        _print_footer, _print_header, _short, time_limit)
 
 DEFAULT_ACTIVATIONS = [a for a in ACTIVATIONS if a != "identity"]
 
@@ -192,14 +189,7 @@ def main(argv=None):
         args.activations = ["tanh", "relu", "gelu"]
 
     start = time.perf_counter()
-    print(f"bench_activations.py  started {datetime.now():%Y-%m-%d %H:%M:%S}  "
-          f"load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}  "
-          f"cpus {os.cpu_count()}  OPENBLAS_NUM_THREADS="
-          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
-    print(f"command: {' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])}")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, scipy "
-          f"{scipy.__version__}, skrecon {getattr(skrecon, '__version__', '?')}")
-    print(f"skrecon code: {_code_version()}")
+    _print_header("bench_activations.py")
     activation_table(args)
     if not args.no_limits:
         limits_table(args)

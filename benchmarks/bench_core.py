@@ -503,6 +503,19 @@ def _code_version():
     return where
 
 
+def _print_header(script):
+    """First lines of every benchmark: when, the load and threads, the
+    command, the versions and the skrecon commit."""
+    print(f"{script}  started {datetime.now():%Y-%m-%d %H:%M:%S}  "
+          f"load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}  "
+          f"cpus {os.cpu_count()}  OPENBLAS_NUM_THREADS="
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+    print(f"command: {' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])}")
+    print(f"python {platform.python_version()}, numpy {np.__version__}, scipy "
+          f"{scipy.__version__}, skrecon {getattr(skrecon, '__version__', '?')}")
+    print(f"skrecon code: {_code_version()}")
+
+
 def _print_footer(start):
     """Last line of every benchmark: when, the load, the total time."""
     print(f"\nfinished {datetime.now():%Y-%m-%d %H:%M:%S}  load avg "
@@ -546,13 +559,7 @@ def main(argv=None):
         return 0 if check_grad() else 1
 
     start = time.perf_counter()
-    print(f"bench_core.py  started {datetime.now():%Y-%m-%d %H:%M:%S %Z}  "
-          f"load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}  "
-          f"cpus {os.cpu_count()}")
-    print(f"command: {' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])}")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, scipy "
-          f"{scipy.__version__}, skrecon {getattr(skrecon, '__version__', '?')}")
-    print(f"skrecon code: {_code_version()}")
+    _print_header("bench_core.py")
     if args.reach:
         reach_table(args)
     else:

@@ -49,15 +49,12 @@ Examples
 import argparse
 import gc
 import os
-import platform
 import sys
 import time
 from datetime import datetime
 
 import numpy as np
-import scipy
 
-import skrecon
 from skrecon import MomentTensorTransformer, _restarts, decomposition
 from skrecon.activations import get_activation
 from skrecon.clients import make_gradient_query
@@ -65,7 +62,7 @@ from skrecon.datasets import load_digits_batch
 from skrecon.metrics import matched_cosine
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_core import _code_version, _print_footer, _print_table  # noqa: E402
+from bench_core import _print_footer, _print_header, _print_table  # noqa: E402
 
 EXPECTED_SLOPE, SLOPE_TOL = -0.5, 0.2
 
@@ -220,14 +217,7 @@ def main(argv=None):
         p.error("need at least two widths to fit a slope")
 
     start = time.perf_counter()
-    print(f"bench_moment_rate.py  started {datetime.now():%Y-%m-%d %H:%M:%S}  "
-          f"load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}  "
-          f"cpus {os.cpu_count()}  OPENBLAS_NUM_THREADS="
-          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
-    print(f"command: {' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])}")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, scipy "
-          f"{scipy.__version__}, skrecon {getattr(skrecon, '__version__', '?')}")
-    print(f"skrecon code: {_code_version()}")
+    _print_header("bench_moment_rate.py")
     run(args)
     _print_footer(start)
     return 0

@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_core import _code_version, _print_footer, _print_table  # noqa: E402
+from bench_core import _print_footer, _print_header, _print_table  # noqa: E402
 
 LABELS = [1, 1, 5, 7, 0, 3, 3, 9]
 
@@ -62,7 +62,7 @@ def main(argv=None):
     p.add_argument("--exact-tol", type=float, default=1e-6)
     args = p.parse_args(argv)
     start = time.perf_counter()
-    print(f"bench_torch_width.py  skrecon code: {_code_version()}")
+    _print_header("bench_torch_width.py")
     rows, smallest = [], None
     for width in args.widths:
         results = [run(width, seed, args.exact_tol) for seed in range(args.seeds)]

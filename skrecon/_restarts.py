@@ -15,6 +15,12 @@ that the start missed - the residual gradient still carries the missing
 samples: its own moment tensor, decomposed at a small rank, proposes
 replacements, and the replacement that lowers the residual most is kept
 (re-seeding).
+
+The tensor work (Jennrich, CP-ALS, the starts) is ``B``-sized and runs on the
+host; the refinement's products over neurons run in the query's namespace
+(:mod:`skrecon.refine`). The hyperplane search and the pattern iteration
+(piecewise-linear activations) and the variable-projection fit (many
+outputs) run on the host, on a copy of the projected query (``m x B``).
 """
 
 import numpy as np
@@ -76,7 +82,7 @@ def bias_constraint(proj):
     """``(e, c)``: every scaled sample has ``e . v = c`` (its bias input is 1)."""
     if not proj.has_bias:
         return None
-    return proj.scaled_basis[-1], proj.column_scale[-1]
+    return proj.bias_row, proj.column_scale[-1]
 
 
 def _scale_by_bias(v, proj):
@@ -156,18 +162,20 @@ def _refine(V, proj, rows, activation, max_iter, U=None, **kwargs):
     """
     fixed = bias_constraint(proj)
     if U is None and _wide_outputs(proj, activation):
-        start = output_range_refinement(V, proj.P, proj.Omega, proj.A, activation,
+        host = proj.to_host()
+        start = output_range_refinement(V, host.P, host.Omega, host.A, activation,
                                         proj.bias_mean, fixed=fixed,
                                         max_iter=_VARPRO_ITER)
         if np.all(np.isfinite(start.V)) and np.all(np.isfinite(start.U)):
             V, U = start.V, start.U
     elif U is None and is_piecewise_linear(activation):
-        full = (proj.P, proj.Omega, proj.A, activation, proj.bias_mean)
+        host = proj.to_host()
+        full = (host.P, host.Omega, host.A, activation, proj.bias_mean)
         found, _ = search_samples(V, *full, fixed=fixed, rows=rows)
         if found.shape == V.shape:
             start = pattern_iteration(found, *full, fixed=fixed)
             V, U = start.V, start.U
-    args = (proj.P[rows], proj.Omega[rows], proj.A[rows], activation, proj.bias_mean)
+    args = proj.take_rows(rows) + (activation, proj.bias_mean)
     if U is None:
         U = fit_signals(V, *args)
     return levenberg_marquardt(V, U, *args, fixed=fixed, max_iter=max_iter, **kwargs)

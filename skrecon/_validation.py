@@ -3,6 +3,8 @@
 import numpy as np
 from sklearn.utils.validation import validate_data
 
+from ._array_api import (get_namespace, is_numpy_like, namespace_name_of, to_host)
+
 _ROUTING_HINT = (
     "Inside a Pipeline, GridSearchCV or cross_val_score, enable metadata "
     "routing with sklearn.set_config(enable_metadata_routing=True) and pass "
@@ -10,7 +12,10 @@ _ROUTING_HINT = (
 )
 
 
-def _check_finite(name, array):
+def _check_finite(name, array, xp=np):
+    if bool(xp.all(xp.isfinite(array))):
+        return
+    array = to_host(array)  # an error message: the host may look
     finite = np.isfinite(array)
     if not finite.all():
         bad = np.argwhere(~finite)
@@ -34,13 +39,14 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
     ``reset=False`` and ``weights=None`` only ``X`` is checked and ``W`` is
     ``None``.
     """
+    if not is_numpy_like(X):
+        return _check_query_xp(estimator, X, weights, output_weights, reset=reset,
+                               require_weights=require_weights)
+    if not (is_numpy_like(weights) and is_numpy_like(output_weights)):
+        get_namespace(X, weights, output_weights)  # raises, naming both
     X_dtype = getattr(X, "dtype", None)
     if X_dtype is not None and np.dtype(X_dtype).kind == "b":
-        raise ValueError(
-            "The gradient X has boolean dtype: skrecon needs the real-valued "
-            "gradient (integers, e.g. quantisation codes, are converted to "
-            "float64; rescale them first if the scale matters)."
-        )
+        raise ValueError(_BOOL_MESSAGE)
     ndim = getattr(X, "ndim", None)
     if ndim is None and isinstance(X, (list, tuple)):
         ndim = np.asarray(X, dtype=object).ndim
@@ -58,7 +64,7 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
     )
     _check_finite("The gradient X", X)
     if reset:
-        estimator._input_dtype = X.dtype
+        estimator._input_dtype = np.dtype(X.dtype)
     X = np.asarray(X, dtype=np.float64)
     if weights is None:
         if reset and require_weights:
@@ -102,3 +108,100 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
                 "next layer, so the gradient carries none. Pass the next layer's "
                 "weight matrix, transposed.")
     return X, W, A
+
+
+_BOOL_MESSAGE = (
+    "The gradient X has boolean dtype: skrecon needs the real-valued "
+    "gradient (integers, e.g. quantisation codes, are converted to "
+    "float64; rescale them first if the scale matters).")
+
+
+def _check_query_xp(estimator, X, weights, output_weights, *, reset, require_weights):
+    """:func:`check_query` for arrays of another namespace (CuPy, array-api-strict ...).
+
+    The same checks and messages as the NumPy path, written with the Array
+    API so that nothing leaves the device but the error messages. The
+    arrays are returned in their namespace, as float64.
+    """
+    xp, device = get_namespace(X, weights, output_weights)
+    if xp.isdtype(X.dtype, "bool"):
+        raise ValueError(_BOOL_MESSAGE)
+    if not xp.isdtype(X.dtype, ("real floating", "integral")):
+        raise ValueError(f"The gradient X must be a real numeric array, got dtype {X.dtype}.")
+    if X.ndim != 2:
+        raise ValueError(
+            f"The gradient X must be 2-D, (n_neurons, n_inputs) with one row per "
+            f"neuron, got shape {tuple(X.shape)}. Pass the first layer's weight "
+            "gradient as it is shaped (torch: layer.weight.grad is "
+            "(out_features, in_features)), with the bias gradient as an extra "
+            "last column.")
+    m, n_cols = X.shape
+    if m < 1 or n_cols < 1:
+        raise ValueError(
+            f"The gradient X has shape {tuple(X.shape)}: it needs at least one "
+            "neuron and one column.")
+    if reset:
+        estimator.n_features_in_ = n_cols
+        estimator._input_dtype = (np.dtype("float32") if X.dtype == xp.float32
+                                  else np.dtype("float64"))
+    elif n_cols != estimator.n_features_in_:
+        raise ValueError(
+            f"X has {n_cols} features, but {type(estimator).__name__} is expecting "
+            f"{estimator.n_features_in_} features as input.")
+    X = xp.astype(X, xp.float64)
+    _check_finite("The gradient X", X, xp)
+    if weights is None:
+        if reset and require_weights:
+            raise ValueError(
+                f"{type(estimator).__name__}.fit needs the query's first-layer "
+                "weights: call fit(X, weights=W) with W of the shape of X. "
+                + _ROUTING_HINT)
+        return X, None, None
+    if not xp.isdtype(weights.dtype, ("real floating", "integral")):
+        raise ValueError(f"weights must be a real numeric array, got dtype {weights.dtype}.")
+    W = xp.astype(weights, xp.float64)
+    if W.shape != X.shape:
+        raise ValueError(
+            f"weights has shape {tuple(W.shape)} but the gradient X has shape "
+            f"{tuple(X.shape)}: they must match (one row per neuron, the same columns).")
+    _check_finite("weights", W, xp)
+    if output_weights is None:
+        return X, W, xp.ones((m, 1), dtype=xp.float64, device=device)
+    if not xp.isdtype(output_weights.dtype, ("real floating", "integral")):
+        raise ValueError(
+            f"output_weights must be a real numeric array, got dtype {output_weights.dtype}.")
+    A = xp.astype(output_weights, xp.float64)
+    if A.ndim == 1:
+        A = xp.reshape(A, (-1, 1))
+    if A.ndim != 2 or A.shape[0] != m:
+        raise ValueError(
+            f"output_weights has shape {tuple(output_weights.shape)} but the "
+            f"gradient X has shape {tuple(X.shape)}: output_weights must be "
+            "(n_neurons, n_outputs) or (n_neurons,), one row per neuron.")
+    _check_finite("output_weights", A, xp)
+    if not bool(xp.any(A != 0)):
+        raise ValueError(
+            "output_weights are all zero: no neuron passes a signal to the "
+            "next layer, so the gradient carries none. Pass the next layer's "
+            "weight matrix, transposed.")
+    return X, W, A
+
+
+def check_fitted_namespace(estimator, X, fitted):
+    """Refuse ``X`` from another array namespace (or device) than the fit's.
+
+    ``fitted`` is a fitted attribute; its namespace is the fit's. Returns
+    ``(xp, device)`` of the fit.
+    """
+    fitted_name, given_name = namespace_name_of(fitted), namespace_name_of(X)
+    if fitted_name != given_name:
+        raise ValueError(
+            f"{type(estimator).__name__} was fitted on {fitted_name} arrays but X "
+            f"is a {given_name} array: pass X in the array namespace of the fit "
+            f"({fitted_name}), or refit on {given_name} arrays.")
+    try:
+        return get_namespace(fitted, None if is_numpy_like(X) else X)
+    except ValueError as exc:
+        raise ValueError(
+            f"{type(estimator).__name__} was fitted on another device than X's: "
+            f"{exc}") from None

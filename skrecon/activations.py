@@ -7,25 +7,47 @@ Gaussian expectations ``mu_k = E[sigma^(k)(t)]``, ``t ~ N(mean, tau**2)``
 that weigh each sample in the Hermite moment tensor (DESIGN F2-F3).
 """
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import erf as _erf
-from scipy.special import expit as _expit
+from scipy.special import expit as _scipy_expit
 
+from ._array_api import elementwise_namespace as _ns
+from ._array_api import special_function
 from ._hermite import gaussian_expectation_stein
 
 __all__ = ["Activation", "get_activation", "ACTIVATIONS", "select_tensor_order"]
 
-_SQRT_2PI = np.sqrt(2.0 * np.pi)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)  # Python floats: any namespace takes them
+
+# The built-in activations are written with Array API functions only (plus
+# erf, from the namespace's special functions), so they evaluate in the
+# namespace of their argument: NumPy on the host, CuPy on the GPU.
+
+
+def _expit(t):
+    xp = _ns(t)
+    if xp is np:
+        return _scipy_expit(t)
+    e = xp.exp(-xp.abs(t))  # never overflows
+    return xp.where(t >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _erf(t):
+    return special_function(_ns(t), "erf")(t)
 
 
 def _phi(t):
-    return np.exp(-0.5 * t * t) / _SQRT_2PI
+    return _ns(t).exp(-0.5 * t * t) / _SQRT_2PI
 
 
 def _Phi(t):
-    return 0.5 * (1.0 + _erf(t / np.sqrt(2.0)))
+    return 0.5 * (1.0 + _erf(t / math.sqrt(2.0)))
+
+
+def _tanh(t):
+    return _ns(t).tanh(t)
 
 
 @dataclass(frozen=True)
@@ -37,7 +59,10 @@ class Activation:
     name : str
         Name used in messages and in the registry.
     function : callable
-        ``sigma(t)``, elementwise on a NumPy-compatible array ``t``.
+        ``sigma(t)``, elementwise on an array ``t``. Inputs of another
+        array namespace (CuPy ...) reach the callables as arrays of that
+        namespace: the built-in activations are written with Array API
+        functions; a custom one must be too, to be used with such inputs.
     derivatives : tuple of callable
         ``(sigma', sigma'')``, elementwise. ``sigma''`` may be zero almost
         everywhere (ReLU) - the refinement then keeps the activation pattern
@@ -162,11 +187,11 @@ class Activation:
 
 
 def _tanh_d1(t):
-    return 1.0 - np.tanh(t) ** 2
+    return 1.0 - _ns(t).tanh(t) ** 2
 
 
 def _tanh_d2(t):
-    th = np.tanh(t)
+    th = _ns(t).tanh(t)
     return -2.0 * th * (1.0 - th**2)
 
 
@@ -181,19 +206,21 @@ def _sigmoid_d2(t):
 
 
 def _erf_d1(t):
-    return 2.0 / np.sqrt(np.pi) * np.exp(-t * t)
+    return 2.0 / math.sqrt(math.pi) * _ns(t).exp(-t * t)
 
 
 def _erf_d2(t):
-    return -4.0 / np.sqrt(np.pi) * t * np.exp(-t * t)
+    return -4.0 / math.sqrt(math.pi) * t * _ns(t).exp(-t * t)
 
 
 def _relu(t):
-    return np.maximum(t, 0.0)
+    return _ns(t).maximum(t, 0.0)
 
 
 def _step(t):
-    return np.where(t > 0, 1.0, 0.0) + 0.0 * t
+    xp = _ns(t)
+    t = xp.asarray(t)
+    return xp.where(t > 0, xp.ones_like(t), xp.zeros_like(t))
 
 
 def _zeros(t):
@@ -204,10 +231,12 @@ def _make_leaky_relu(negative_slope=0.01):
     a = float(negative_slope)
 
     def f(t):
-        return np.where(t > 0, t, a * t)
+        return _ns(t).where(t > 0, t, a * t)
 
     def d1(t):
-        return np.where(t > 0, 1.0, a) + 0.0 * t
+        xp = _ns(t)
+        ones = xp.ones_like(xp.asarray(t))
+        return xp.where(t > 0, ones, a * ones)
 
     return Activation(
         "leaky_relu", f, (d1, _zeros), kinks=(0.0,), even_derivative=False,
@@ -219,13 +248,16 @@ def _make_elu(alpha=1.0):
     a = float(alpha)
 
     def f(t):
-        return np.where(t > 0, t, a * np.expm1(np.minimum(t, 0.0)))
+        xp = _ns(t)
+        return xp.where(t > 0, t, a * xp.expm1(xp.minimum(t, 0.0)))
 
     def d1(t):
-        return np.where(t > 0, 1.0, a * np.exp(np.minimum(t, 0.0)))
+        xp = _ns(t)
+        return xp.where(t > 0, xp.ones_like(xp.asarray(t)), a * xp.exp(xp.minimum(t, 0.0)))
 
     def d2(t):
-        return np.where(t > 0, 0.0, a * np.exp(np.minimum(t, 0.0)))
+        xp = _ns(t)
+        return xp.where(t > 0, xp.zeros_like(xp.asarray(t)), a * xp.exp(xp.minimum(t, 0.0)))
 
     return Activation("elu", f, (d1, d2), kinks=(0.0,), even_derivative=False,
                       params={"alpha": a})
@@ -258,7 +290,10 @@ def _silu_d2(t):
 
 
 def _softplus(t):
-    return np.logaddexp(0.0, t)
+    xp = _ns(t)
+    if xp is np:
+        return np.logaddexp(0.0, t)
+    return xp.maximum(t, 0.0) + xp.log1p(xp.exp(-xp.abs(t)))
 
 
 def _identity(t):
@@ -270,7 +305,7 @@ def _ones(t):
 
 
 ACTIVATIONS = {
-    "tanh": Activation("tanh", np.tanh, (_tanh_d1, _tanh_d2), even_derivative=True),
+    "tanh": Activation("tanh", _tanh, (_tanh_d1, _tanh_d2), even_derivative=True),
     "sigmoid": Activation("sigmoid", _expit, (_sigmoid_d1, _sigmoid_d2),
                           even_derivative=True),
     "erf": Activation("erf", _erf, (_erf_d1, _erf_d2), even_derivative=True),

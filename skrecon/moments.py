@@ -24,7 +24,9 @@ from ._hermite import (
     hermite_multi_indices,
     n_hermite_features,
 )
-from ._validation import check_query
+from ._array_api import (as_namespace, from_host, get_namespace, host_state,
+                         is_numpy_namespace, namespace_name, to_host)
+from ._validation import check_fitted_namespace, check_query
 from .activations import Activation, get_activation, select_tensor_order
 
 __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
@@ -86,15 +88,16 @@ def _check_gaussian_weights(w_in):
     the mean, against ``6`` standard errors (and at least ``0.2`` and
     ``0.05 std``).
     """
-    w = w_in.ravel()
-    n = w.size
+    xp, _ = get_namespace(w_in)
+    w = xp.reshape(w_in, (-1,))
+    n = w.shape[0]
     if n < 50:
         return
-    mean, std = float(np.mean(w)), float(np.std(w))
+    mean, std = float(xp.mean(w)), float(xp.std(w))
     if not std > 0:
         return
     z = (w - mean) / std
-    kurtosis = float(np.mean(z**4) - 3.0)
+    kurtosis = float(xp.mean(z**4)) - 3.0
     se = np.sqrt(24.0 / n)
     if abs(kurtosis) > max(0.2, 6 * se) or abs(mean) > max(0.05, 6 / np.sqrt(n)) * std:
         warnings.warn(
@@ -109,12 +112,13 @@ def _check_gaussian_weights(w_in):
         )
 
 
-def _effective_dtype(X):
-    """float32 for data that float32 holds exactly (a float32 gradient cast
-    to float64 keeps float32 round-off), else the array's dtype."""
-    if X.dtype == np.float64 and np.array_equal(X, X.astype(np.float32)):
+def _effective_dtype(X, xp):
+    """float32 for float64 data that float32 holds exactly (a float32
+    gradient cast to float64 keeps float32 round-off), else float64; a host
+    NumPy dtype."""
+    if bool(xp.all(X == xp.astype(xp.astype(X, xp.float32), xp.float64))):
         return np.dtype(np.float32)
-    return X.dtype
+    return np.dtype(np.float64)
 
 
 def _gavish_donoho_omega(beta):
@@ -213,26 +217,60 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
 class _Projection:
     """A gradient query in span coordinates: what the decomposition and the
     refinement work on. ``P`` and ``Omega`` are ``(m, B)``, ``Z`` the Hermite
-    coordinates ``(m, B)``, ``A`` the output weights ``(m, K)``."""
+    coordinates ``(m, B)``, ``A`` the output weights ``(m, K)``: arrays of the
+    input's namespace ``xp``, on its ``device``. ``column_scale`` and
+    ``bias_row`` are small host (NumPy) arrays."""
 
-    P: np.ndarray
-    Omega: np.ndarray
-    Z: np.ndarray
-    A: np.ndarray
-    scaled_basis: np.ndarray  # (n_inputs_aug, B): orthonormal basis of span{D x~_i}
-    hermite_basis: np.ndarray  # (n_random, B): basis of the random coordinates' span
-    column_scale: np.ndarray  # D, (n_inputs_aug,)
+    P: object
+    Omega: object
+    Z: object
+    A: object
+    scaled_basis: object  # (n_inputs_aug, B): orthonormal basis of span{D x~_i}
+    hermite_basis: object  # (n_random, B): basis of the random coordinates' span
+    column_scale: np.ndarray  # D, (n_inputs_aug,), host
     bias_mean: float
-    regressors: np.ndarray  # (m, K * n_bias_orders): known factors of the moments
+    regressors: object  # (m, K * n_bias_orders): known factors of the moments
     degree: int  # Hermite degree p of the moment tensor (order p + 1)
     max_features: int
+    xp: object = None
+    device: object = None
 
     @property
     def has_bias(self):
         return self.column_scale.shape[0] > self.hermite_basis.shape[0]
 
+    @property
+    def bias_row(self):
+        """The scaled basis's bias coordinates ``(B,)`` (host), or ``None``."""
+        if not self.has_bias:
+            return None
+        return to_host(self.scaled_basis[-1, :])
+
+    def take_rows(self, rows):
+        """``(P, Omega, A)`` of the neurons ``rows`` (host indices; ``None``: all)."""
+        if rows is None:
+            return self.P, self.Omega, self.A
+        idx = from_host(rows, self.xp, self.device, dtype=self.xp.int64)
+        return tuple(self.xp.take(a, idx, axis=0) for a in (self.P, self.Omega, self.A))
+
+    def to_host(self):
+        """This projection with every array in NumPy (for the host-only steps)."""
+        if is_numpy_namespace(self.xp):
+            return self
+        if getattr(self, "_host_copy", None) is not None:
+            return self._host_copy
+        moved = {name: to_host(getattr(self, name))
+                 for name in ("P", "Omega", "Z", "A", "scaled_basis", "hermite_basis",
+                              "regressors")}
+        self._host_copy = _Projection(
+            column_scale=self.column_scale, bias_mean=self.bias_mean,
+            degree=self.degree, max_features=self.max_features,
+            xp=get_namespace(np.empty(0))[0], device="cpu", **moved)
+        return self._host_copy
+
     def residual_moment_tensor(self, residual):
-        """Moment tensor of a residual gradient ``(m, B)``, shaped like ``moment_tensor_``."""
+        """Moment tensor of a residual gradient ``(m, B)`` (host), shaped like
+        ``moment_tensor_``."""
         t = _hermite_regression(self.Z, residual, self.regressors, self.degree,
                                 self.max_features)[self.degree]
         n = residual.shape[1]
@@ -255,9 +293,10 @@ def _noise_level(sv, B):
 
 def _weight_statistics(weights, bias, weight_std):
     """Input-weight std, and the bias's mean and std (0 for a constant bias)."""
+    xp, _ = get_namespace(weights)
     w_in = weights[:, :-1] if bias else weights
     if weight_std == "auto":
-        s = float(np.sqrt(np.mean(w_in * w_in)))
+        s = float(xp.sqrt(xp.mean(w_in * w_in)))
     else:
         s = float(weight_std)
     if not s > 0:
@@ -267,8 +306,8 @@ def _weight_statistics(weights, bias, weight_std):
         )
     if bias:
         b = weights[:, -1]
-        bias_mean = float(np.mean(b))
-        bias_std = float(np.std(b))
+        bias_mean = float(xp.mean(b))
+        bias_std = float(xp.std(b))
         if bias_std <= 1e-12 * max(abs(bias_mean), s):
             bias_std = 0.0
     else:
@@ -291,29 +330,31 @@ def _hermite_regression(Z, P, R, degree, max_features):
     top degree is a plain average of the residual of the lower-degree
     regression.
     """
+    xp, device = get_namespace(Z)
     m, n_dims = Z.shape
     n_resp = P.shape[1]
     K = R.shape[1]
     n_feat = n_hermite_features(n_dims, degree)
-    Phi = hermite_features(Z, degree)
+    Phi = hermite_features(Z, degree, xp)
     if K * n_feat <= max_features and m >= 2 * K * n_feat:
-        design = (Phi[:, None, :] * R[:, :, None]).reshape(m, K * n_feat)
-        coef = _lstsq(design, P)  # (K * F, B)
+        design = xp.reshape(Phi[:, None, :] * R[:, :, None], (m, K * n_feat))
+        coef = to_host(_lstsq(design, P, xp))  # (K * F, B)
         coef = coef.reshape(K, n_feat, n_resp).transpose(1, 2, 0)  # (F, B, K)
     else:
-        Y = (P[:, :, None] * R[:, None, :]).reshape(m, n_resp * K)
+        Y = xp.reshape(P[:, :, None] * R[:, None, :], (m, n_resp * K))
         if n_feat <= max_features and m >= 2 * n_feat:
-            coef = _lstsq(Phi, Y)
+            coef = to_host(_lstsq(Phi, Y, xp))
         else:
             n_low = n_hermite_features(n_dims, degree - 1)
-            low = _lstsq(Phi[:, :n_low], Y)
+            low = _lstsq(Phi[:, :n_low], Y, xp)
             resid = Y - Phi[:, :n_low] @ low
-            top = Phi[:, n_low:].T @ resid / m  # = T[alpha], i.e. coef * alpha!
+            top = to_host(Phi[:, n_low:].T @ resid) / m  # = T[alpha], i.e. coef * alpha!
             idx = hermite_multi_indices(n_dims, degree)[n_low:]
             fact = np.array([np.prod([factorial(i.count(q)) for q in set(i)])
                              for i in idx], dtype=float)
-            coef = np.vstack([low, top / fact[:, None]])
+            coef = np.vstack([to_host(low), top / fact[:, None]])
         coef = coef.reshape(n_feat, n_resp, K)
+    # from here on B-sized: the host builds the symmetric tensors
     flat = coef.reshape(n_feat, n_resp * K)
     tensors = []
     for k in range(degree + 1):
@@ -335,19 +376,71 @@ def _bias_regressors(A, z_bias, n_bias_orders):
     """
     if z_bias is None:
         return A
-    he = [np.ones_like(z_bias), z_bias]
+    xp, device = get_namespace(A, z_bias)
+    he = [xp.ones_like(z_bias), z_bias]
     for n in range(2, n_bias_orders):
         he.append(z_bias * he[n - 1] - (n - 1) * he[n - 2])
-    he = np.stack(he[:n_bias_orders], axis=1)
-    he /= np.array([factorial(n) for n in range(n_bias_orders)])
-    return (A[:, :, None] * he[:, None, :]).reshape(len(A), -1)
+    he = xp.stack(he[:n_bias_orders], axis=1)
+    he = he / from_host([factorial(n) for n in range(n_bias_orders)], xp, device)
+    return xp.reshape(A[:, :, None] * he[:, None, :], (A.shape[0], -1))
 
 
-def _lstsq(design, Y):
+def _lstsq(design, Y, xp):
     """Least squares through the normal equations (Hermite features of a
     Gaussian are nearly orthonormal, so the Gram matrix is well conditioned)."""
     gram = design.T @ design
-    return linalg.solve(gram, design.T @ Y, assume_a="pos")
+    if is_numpy_namespace(xp):
+        return linalg.solve(gram, design.T @ Y, assume_a="pos")
+    return xp.linalg.solve(gram, design.T @ Y)
+
+
+def _triangular_factor(X, xp):
+    """``R`` of ``X = Q R`` (``X`` itself when it is not tall): same singular
+    values and right singular vectors as ``X``. NumPy and CuPy skip ``Q``."""
+    m, n = X.shape
+    if m <= 2 * n:
+        return X
+    lib = namespace_name(xp)
+    if lib == "numpy":
+        return np.linalg.qr(X, mode="r")
+    if lib == "cupy":
+        import cupy
+        return cupy.linalg.qr(X, mode="r")
+    return xp.linalg.qr(X)[1]
+
+
+def _live_columns(X, xp, device):
+    """Host indices of the nonzero columns of ``X`` that do not repeat an
+    earlier column, in order.
+
+    The Array API has no ``unique`` over columns: two random projections
+    of every column (drawn on the host) flag candidate repeats, and each
+    candidate is compared exactly on the device.
+    """
+    nonzero = to_host(xp.any(X != 0, axis=0))
+    m = X.shape[0]
+    probes = np.random.default_rng(0).standard_normal((2, m))
+    prints = to_host(from_host(probes, xp, device) @ X)  # (2, n_cols)
+    norms = to_host(xp.sqrt(xp.sum(X * X, axis=0)))
+    tol = 1e-9 * np.sqrt(m) * norms  # far above the round-off of equal columns
+    order = np.argsort(prints[0], kind="stable")
+    repeated = np.zeros(X.shape[1], dtype=bool)
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while (stop < len(order) and prints[0, order[stop]] - prints[0, order[stop - 1]]
+               <= tol[order[stop]] + tol[order[stop - 1]]):
+            stop += 1
+        group = np.sort(order[start:stop])
+        kept = []
+        for j in group:
+            if any(abs(prints[1, j] - prints[1, i]) <= tol[i] + tol[j]
+                   and bool(xp.all(X[:, int(i)] == X[:, int(j)])) for i in kept):
+                repeated[j] = True
+            else:
+                kept.append(j)
+        start = stop
+    return np.flatnonzero(nonzero & ~repeated)
 
 
 class MomentTensorTransformer(TransformerMixin, BaseEstimator):
@@ -529,23 +622,21 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         self.order_ = select_tensor_order(activation, order_mean, order=self.order)
         m, n_cols = X.shape
 
+        xp, device = get_namespace(X)
         # QR first: the SVD of the small triangular factor has the same
         # singular values and right singular vectors, at a fraction of the cost
-        self._precision = _effective_dtype(X)
+        self._precision = _effective_dtype(X, xp)
         # A column that is zero in every row (a pixel that is 0 in every
         # sample), or equal to an earlier one (two pixels that only one
         # sample lights, at the same value, after quantisation), carries
         # nothing new; left in, it adds exact zeros to the spectrum, and with
         # a noisy gradient the step from noise to those zeros would pass for
         # the batch's gap.
-        live = np.sort(np.unique(X, axis=1, return_index=True)[1])
-        live = live[np.any(X[:, live] != 0, axis=0)]
-        X_live = X[:, live]
-        r = np.linalg.qr(X_live, mode="r") if m > 2 * len(live) else X_live
-        sv = linalg.svd(r, compute_uv=False)
+        live = _live_columns(X, xp, device)
+        X_live = xp.take(X, from_host(live, xp, device, dtype=xp.int64), axis=1)
+        sv = to_host(xp.linalg.svdvals(_triangular_factor(X_live, xp)))
         # the span itself, from every column
-        r = np.linalg.qr(X, mode="r") if m > 2 * n_cols else X
-        vt = linalg.svd(r, full_matrices=False)[2]
+        vt = xp.linalg.svd(_triangular_factor(X, xp), full_matrices=False)[2]
         B, gap = self._batch_size(sv, X.shape, len(live))
         if gap < 10:
             warnings.warn(
@@ -556,7 +647,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                 "batch_size) explicitly if you know it.",
                 BatchSizeWarning,
             )
-        basis = vt[:B].T  # (n_cols, B) orthonormal, original coordinates
+        basis = vt[:B, :].T  # (n_cols, B) orthonormal, original coordinates
 
         # Scale each column by its weight's std, so that the weights become
         # standard normal (DESIGN F4). The Hermite modes live in the input
@@ -569,18 +660,18 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         centre = np.zeros(n_cols)
         if gaussian_bias:
             centre[-1] = bias_mean
-        random_cols = np.ones(n_cols, dtype=bool)
-        if self.bias and not gaussian_bias:
-            random_cols[-1] = False
+        # the random coordinates: all but a constant bias
+        n_random = n_cols - 1 if (self.bias and not gaussian_bias) else n_cols
         n_in = n_cols - 1 if self.bias else n_cols
-        scaled_basis = linalg.qr(basis * scale[:, None], mode="economic")[0]
+        scale_x = from_host(scale, xp, device)
+        scaled_basis = xp.linalg.qr(basis * scale_x[:, None])[0]
         if n_in == n_cols:
             hermite_basis = scaled_basis
         else:
-            hermite_basis = linalg.qr(scaled_basis[:n_in], mode="economic")[0]
-        Wz = (W - centre) / scale  # standardised weights
-        P = (X * scale) @ scaled_basis
-        Omega = Wz[:, random_cols] @ scaled_basis[random_cols]
+            hermite_basis = xp.linalg.qr(scaled_basis[:n_in, :])[0]
+        Wz = (W - from_host(centre, xp, device)) / scale_x  # standardised weights
+        P = (X * scale_x) @ scaled_basis
+        Omega = Wz[:, :n_random] @ scaled_basis[:n_random, :]
         Z = Wz[:, :n_in] @ hermite_basis
         degree = self.order_ - 1
         n_bias_orders = degree + 1 if gaussian_bias else 1
@@ -590,7 +681,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         tensors = [t.reshape((B, K, n_bias_orders) + t.shape[2:]) for t in tensors]
 
         self.components_ = basis.T
-        self.singular_values_ = sv
+        self.singular_values_ = from_host(sv, xp, device)
         self.n_components_ = B
         self.spectral_gap_ = gap
         self.noise_level_ = _noise_level(sv, B)
@@ -599,10 +690,13 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         self.bias_std_ = bias_std
         self.scaled_components_ = scaled_basis.T
         self.hermite_components_ = hermite_basis.T
-        self.moment_tensor_ = tensors[degree]
+        self.moment_tensor_ = from_host(tensors[degree], xp, device)
+        # host copies for the decomposition (B-sized)
+        self._moment_tensor_host = tensors[degree]
         self._lower_moments = tensors[:degree]
         return _Projection(P, Omega, Z, A, scaled_basis, hermite_basis,
-                           scale, self.bias_mean_, R, degree, self.max_features)
+                           scale, self.bias_mean_, R, degree, self.max_features,
+                           xp=xp, device=device)
 
     def _batch_size(self, sv, shape, n_live):
         """``(B, gap)`` from the spectrum, or a clear error where the
@@ -672,6 +766,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         True
         """
         check_is_fitted(self)
+        check_fitted_namespace(self, X, self.components_)
         X = check_query(self, X, None, None, reset=False)[0]
         return X @ self.components_.T
 
@@ -706,16 +801,22 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         (2, 65)
         """
         check_is_fitted(self)
-        X = np.asarray(X, dtype=self.components_.dtype)
-        if not np.all(np.isfinite(X)):
+        xp, device = check_fitted_namespace(self, X, self.components_)
+        X = as_namespace(X, xp, device, dtype=self.components_.dtype)
+        if not bool(xp.all(xp.isfinite(X))):
             raise ValueError(
                 "X contains NaN or inf: inverse_transform needs finite coordinates.")
         if X.ndim != 2 or X.shape[1] != self.n_components_:
             raise ValueError(
-                f"X has shape {X.shape}; inverse_transform expects "
+                f"X has shape {tuple(X.shape)}; inverse_transform expects "
                 f"(n_neurons, {self.n_components_})."
             )
         return X @ self.components_
+
+    def __getstate__(self):
+        # fitted arrays are pickled as NumPy arrays: loadable without the
+        # device (or the library) they were computed on
+        return host_state(super().__getstate__())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

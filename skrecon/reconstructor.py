@@ -13,7 +13,8 @@ from threadpoolctl import threadpool_limits
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import _ROUTING_HINT, check_query
+from ._array_api import as_namespace, from_host, get_namespace, host_state, to_host
+from ._validation import _ROUTING_HINT, check_fitted_namespace, check_query
 from .activations import Activation, get_activation
 from . import _restarts
 from .moments import MomentTensorTransformer
@@ -240,7 +241,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         (3, True)
         """
         X_checked, W, A = check_query(self, X, weights, output_weights, reset=True)
-        if not np.any(X_checked):
+        xp, _ = get_namespace(X_checked)
+        if not bool(xp.any(X_checked != 0)):
             raise ValueError(
                 "The gradient X is zero everywhere: it carries no information "
                 "about the batch (was the loss already minimal, or the wrong "
@@ -258,7 +260,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.moments_ = moments
         self.order_ = moments.order_
         n = moments.n_components_
-        m = len(proj.P)
+        m = proj.P.shape[0]
 
         rng = check_random_state(self.random_state)
         seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_init + 2)
@@ -282,7 +284,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             for start in range(0, self.n_init, batch_len):
                 results += Parallel(n_jobs=self.n_jobs)(
                     delayed(_restarts.run_restart)(
-                        seed, moments.moment_tensor_, proj, activation, lower_t0,
+                        seed, moments._moment_tensor_host, proj, activation, lower_t0,
                         moments.order_, moments.weight_std_, rows)
                     for seed in seeds[start:min(start + batch_len, self.n_init)]
                 )
@@ -323,7 +325,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             best = _restarts.refine(best, proj, activation, rows, self.max_iter, rtol=rtol)
             self.n_reseeds_ = reseed_rounds
             if n_rows < m:
-                best = _restarts.refine(best, proj, activation, np.arange(m),
+                best = _restarts.refine(best, proj, activation, None,
                                         self.max_iter, rtol=rtol, verbose=self.verbose)
         self._store_result(best, proj, activation, X_checked, W, A)
         return self
@@ -335,10 +337,14 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     _max_reseeds = 4
 
     def _store_result(self, result, proj, activation, X, W, A):
-        """Samples in input coordinates, identifiability, diagnostics."""
+        """Samples in input coordinates, identifiability, diagnostics.
+
+        ``B``-sized work on the host; the fitted arrays are stored in the
+        input's namespace, on its device.
+        """
         V, U = result.V, result.U
         n = V.shape[0]
-        x_aug = (V @ proj.scaled_basis.T) / proj.column_scale
+        x_aug = (V @ to_host(proj.scaled_basis).T) / proj.column_scale
         samples = x_aug[:, :-1] / x_aug[:, -1:] if self.bias else x_aug
         even = _has_even_derivative(activation)
         sign_ok = np.full(n, bool(self.bias) or not even)
@@ -362,19 +368,22 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "layer has no bias, so (x_i, u_i) and (c x_i, u_i / c) give the "
                 "same gradient. Samples are returned with unit norm; "
                 "scale_identified_ is False.", IdentifiabilityWarning)
-        dtype = self._input_dtype
-        self.samples_ = samples.astype(dtype, copy=False)
-        self.sample_coefficients_ = U.astype(dtype, copy=False)
+        xp, device = get_namespace(X)
+        dtype = getattr(xp, self._input_dtype.name)
+        self.samples_ = from_host(samples, xp, device, dtype=dtype)
+        self.sample_coefficients_ = from_host(U, xp, device, dtype=dtype)
         self.batch_size_ = n
-        self.sign_identified_ = sign_ok
-        self.scale_identified_ = scale_ok
+        self.sign_identified_ = from_host(sign_ok, xp, device, dtype=xp.bool)
+        self.scale_identified_ = from_host(scale_ok, xp, device, dtype=xp.bool)
+        self.restart_residuals_ = from_host(self.restart_residuals_, xp, device)
         self.n_iter_ = result.n_iter
         self.converged_ = bool(result.converged)
         self.refinement_ = result
-        self.labels_ = self._labels(U)
-        self.gradient_residual_ = float(
-            np.linalg.norm(X - self._model_gradient(W, A)) / np.linalg.norm(X))
-        self._check_moment_weights(activation, proj)
+        labels = self._labels(U)
+        self.labels_ = (None if labels is None
+                        else from_host(labels, xp, device, dtype=xp.int64))
+        self.gradient_residual_ = _relative_norm(X - self._model_gradient(W, A), X, xp)
+        self._check_moment_weights(activation, proj, samples)
         if not self.converged_:
             warnings.warn(
                 f"The refinement did not converge in {self.max_iter} iterations "
@@ -390,9 +399,12 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "batch_size, or check activation, bias and output_weights.",
                 ConvergenceWarning)
 
-    def _check_moment_weights(self, activation, proj):
-        """mu_order at each recovered sample: a vanishing one is reported."""
-        x_aug = self._augmented(self.samples_)
+    def _check_moment_weights(self, activation, proj, samples=None):
+        """mu_order at each recovered sample (host ``samples``, by default
+        ``samples_``): a vanishing one is reported."""
+        if samples is None:
+            samples = to_host(self.samples_)
+        x_aug = np.hstack([samples, np.ones((len(samples), 1))]) if self.bias else samples
         scaled = x_aug * proj.column_scale
         n_in = proj.hermite_basis.shape[0]
         tau = np.linalg.norm(scaled[:, :n_in], axis=1)
@@ -401,7 +413,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         tau = np.maximum(tau, 1e-12)
         order = self.order_
         weights = activation.mu(order, tau, self.moments_.bias_mean_) * tau ** (order - 1)
-        self.moment_weights_ = weights
+        xp, device = get_namespace(self.samples_)
+        self.moment_weights_ = from_host(weights, xp, device)
         scale = np.max(np.abs(activation.mu(1, tau, self.moments_.bias_mean_)))
         small = np.flatnonzero(np.abs(weights) < 1e-3 * scale)
         if small.size:
@@ -426,16 +439,21 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         return labels
 
     def _augmented(self, samples):
-        if self.bias:
-            return np.hstack([samples, np.ones((len(samples), 1))])
-        return samples
+        """``[samples, 1]`` with a bias, else ``samples`` (their namespace)."""
+        if not self.bias:
+            return samples
+        xp, device = get_namespace(samples)
+        ones = xp.ones((samples.shape[0], 1), dtype=samples.dtype, device=device)
+        return xp.concat([samples, ones], axis=1)
 
     def _model_gradient(self, W, A):
-        """Gradient predicted by the fitted batch at weights ``W``."""
+        """Gradient predicted by the fitted batch at weights ``W`` (float64)."""
+        xp, _ = get_namespace(self.samples_)
         activation = get_activation(self.activation)
-        x_aug = self._augmented(self.samples_.astype(np.float64))
+        x_aug = self._augmented(xp.astype(self.samples_, xp.float64))
         s1 = activation.derivative(W @ x_aug.T, 1)  # (m, B)
-        return ((A @ self.sample_coefficients_.T.astype(np.float64)) * s1) @ x_aug
+        U = xp.astype(self.sample_coefficients_, xp.float64)
+        return ((A @ U.T) * s1) @ x_aug
 
     def transform(self, X):
         """Least-squares coefficients of gradient rows on the recovered samples.
@@ -473,9 +491,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         True
         """
         check_is_fitted(self)
+        xp, _ = check_fitted_namespace(self, X, self.samples_)
         X = check_query(self, X, None, None, reset=False)[0]
-        S = self._augmented(self.samples_)
-        return np.linalg.lstsq(S.T, X.T, rcond=None)[0].T
+        S = self._augmented(xp.astype(self.samples_, xp.float64))
+        # least squares X ~ C S through the pseudo-inverse of the (B, n) samples
+        return X @ xp.linalg.pinv(S)
 
     def inverse_transform(self, X):
         """Gradient rows from coefficients on the recovered samples.
@@ -508,15 +528,16 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         (2, 65)
         """
         check_is_fitted(self)
-        X = np.asarray(X, dtype=float)
-        if not np.all(np.isfinite(X)):
+        xp, device = check_fitted_namespace(self, X, self.samples_)
+        X = as_namespace(X, xp, device, dtype=xp.float64)
+        if not bool(xp.all(xp.isfinite(X))):
             raise ValueError(
                 "X contains NaN or inf: inverse_transform needs finite coefficients.")
         if X.ndim != 2 or X.shape[1] != self.batch_size_:
             raise ValueError(
-                f"X has shape {X.shape}; inverse_transform expects "
+                f"X has shape {tuple(X.shape)}; inverse_transform expects "
                 f"(n_neurons, batch_size_) = (n_neurons, {self.batch_size_}).")
-        return X @ self._augmented(self.samples_)
+        return X @ self._augmented(xp.astype(self.samples_, xp.float64))
 
     def score(self, X, y=None, *, weights=None, output_weights=None):
         """Held-out R^2 of the gradient predicted by the recovered batch.
@@ -562,6 +583,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         1.0
         """
         check_is_fitted(self)
+        xp, _ = check_fitted_namespace(self, X, self.samples_)
         if weights is None:
             raise ValueError(
                 "GradientReconstructor.score needs the held-out neurons' "
@@ -572,8 +594,13 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 f"output_weights has {A.shape[1]} columns but the estimator was "
                 f"fitted with {self.sample_coefficients_.shape[1]} outputs.")
         resid = X - self._model_gradient(W, A)
-        total = X - X.mean(axis=0)
-        return float(1.0 - np.sum(resid**2) / np.sum(total**2))
+        total = X - xp.mean(X, axis=0)
+        return 1.0 - float(xp.sum(resid**2)) / float(xp.sum(total**2))
+
+    def __getstate__(self):
+        # fitted arrays are pickled as NumPy arrays: an estimator fitted on
+        # CuPy loads on a machine without a GPU (DESIGN §3)
+        return host_state(super().__getstate__())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -581,6 +608,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         tags.requires_fit = True
         tags.target_tags.required = False
         return tags
+
+
+def _relative_norm(residual, reference, xp):
+    """``||residual||_F / ||reference||_F`` as a float."""
+    return float(xp.sqrt(xp.sum(residual * residual) / xp.sum(reference * reference)))
 
 
 def _has_even_derivative(activation):

@@ -11,10 +11,17 @@ module fits ``(V, U)`` to the observed ``P`` by Levenberg-Marquardt. The
 normal matrix ``J^T J`` (``B (B + K)`` square) is assembled from structured
 products, in chunks of neurons, never from the dense ``(m B, B (B + K))``
 Jacobian.
+
+``P``, ``Omega`` and ``A`` may be arrays of any Array API namespace (CuPy on
+the GPU): every product over neurons runs there. The samples ``V``, the
+signals ``U`` and the normal equations (``B (B + K)`` square) live on the
+host, where the damped systems are solved by LAPACK.
 """
 
 import numpy as np
 from scipy import linalg
+
+from ._array_api import as_namespace, elementwise_namespace, get_namespace, to_host
 
 __all__ = ["gradient_model", "fit_signals", "levenberg_marquardt", "pattern_iteration",
            "RefinementResult"]
@@ -34,9 +41,21 @@ def _derivative(activation, t, order):
     in the normal equations are subnormal, which slows BLAS down by orders
     of magnitude and carries no information.
     """
-    d = activation.derivative(t, order)
-    d[np.abs(d) < _FLUSH] = 0.0
-    return d
+    return _flush(activation.derivative(t, order))
+
+
+def _flush(d):
+    xp = elementwise_namespace(d)
+    if xp is np:
+        d[np.abs(d) < _FLUSH] = 0.0
+        return d
+    return xp.where(xp.abs(d) < _FLUSH, xp.zeros_like(d), d)
+
+
+def _on_device(P, *host):
+    """``(xp, arrays)``: the host arrays ``host`` moved to ``P``'s namespace."""
+    xp, device = get_namespace(P)
+    return xp, [as_namespace(a, xp, device, dtype=xp.float64) for a in host]
 
 
 def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
@@ -74,6 +93,7 @@ def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
     >>> gradient_model(V, U, Omega, A, get_activation("tanh")).shape
     (500, 2)
     """
+    _, (V, U) = _on_device(Omega, V, U)
     s1 = _derivative(activation, _pre(Omega, V, bias_mean), 1)
     return ((A @ U.T) * s1) @ V
 
@@ -112,15 +132,16 @@ def fit_signals(V, P, Omega, A, activation, bias_mean=0.0, ridge=1e-12):
     """
     n_samples, n_dims = V.shape
     K = A.shape[1]
-    s1 = _derivative(activation, _pre(Omega, V, bias_mean), 1)  # (m, B)
-    gram_v = V @ V.T
+    xp, (Vx,) = _on_device(P, V)
+    s1 = _derivative(activation, _pre(Omega, Vx, bias_mean), 1)  # (m, B)
     # normal matrix over (i, k) x (i', k'): (v_i . v_i') sum_j a_jk a_jk' s1_ij s1_i'j
     sa = s1[:, :, None] * A[:, None, :]  # (m, B, K)
-    sa2 = sa.reshape(len(A), -1)
-    normal = (sa2.T @ sa2).reshape(n_samples, K, n_samples, K)
-    normal *= gram_v[:, None, :, None]
+    sa2 = xp.reshape(sa, (A.shape[0], n_samples * K))
+    normal = to_host(sa2.T @ sa2).reshape(n_samples, K, n_samples, K)
+    rhs = to_host(xp.sum(sa * (P @ Vx.T)[:, :, None], axis=0)).reshape(-1)
+    V = to_host(Vx)
+    normal *= (V @ V.T)[:, None, :, None]
     normal = normal.reshape(n_samples * K, -1)
-    rhs = np.einsum("jik,ji->ik", sa, P @ V.T).reshape(-1)
     normal[np.diag_indices_from(normal)] += ridge * np.trace(normal) / len(normal)
     return _solve_spd(normal, rhs).reshape(n_samples, K)
 
@@ -191,32 +212,41 @@ def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
     K = A.shape[1]
     width = n_dims + K
     n_par = n_samples * width
-    jtj_alpha = np.zeros((n_par, n_par))
-    s2_beta_alpha = np.zeros((n_samples, n_samples, width))  # [k, i, :] = sum_j beta_kj alpha_ij
-    beta_beta = np.zeros((n_samples, n_samples))
-    grad = np.zeros((n_samples, width))
+    xp, (Vx, Ux) = _on_device(P, V, U)
+    # sums over neurons, accumulated on P's device
+    jtj_alpha = 0.0  # (n_par, n_par)
+    s2_beta_alpha = 0.0  # (B, B * width): [k, (i, :)] = sum_j beta_kj alpha_ij
+    beta_beta = 0.0  # (B, B)
+    grad_alpha = 0.0  # (B, width)
+    grad_beta = 0.0  # (B, n_dims)
     cost = 0.0
-    for start in range(0, len(P), _CHUNK):
-        sl = slice(start, start + _CHUNK)
-        om, a, p = Omega[sl], A[sl], P[sl]
-        t = _pre(om, V, bias_mean)
+    for start in range(0, P.shape[0], _CHUNK):
+        stop = min(start + _CHUNK, P.shape[0])  # the Array API has no slices past the end
+        om, a, p = (M[start:stop, :] for M in (Omega, A, P))
+        mc = p.shape[0]
+        t = _pre(om, Vx, bias_mean)
         s1 = _derivative(activation, t, 1)
         s2 = _derivative(activation, t, 2)
-        c = a @ U.T  # (mc, B)
+        c = a @ Ux.T  # (mc, B)
         beta = c * s1
-        r = p - beta @ V  # residual (mc, n_dims)
-        cost += 0.5 * np.sum(r * r)
-        alpha = np.empty((len(p), n_samples, width))
-        alpha[:, :, :n_dims] = (c * s2)[:, :, None] * om[:, None, :]
-        alpha[:, :, n_dims:] = s1[:, :, None] * a[:, None, :]
-        alpha[np.abs(alpha) < _FLUSH] = 0.0
-        flat = alpha.reshape(len(p), -1)
-        jtj_alpha += flat.T @ flat
-        s2_beta_alpha += np.einsum("jk,jia->kia", beta, alpha)
-        beta_beta += beta.T @ beta
-        rv = r @ V.T  # (mc, B): v_i . r_j
-        grad += np.einsum("jia,ji->ia", alpha, rv)
-        grad[:, :n_dims] += beta.T @ r
+        r = p - beta @ Vx  # residual (mc, n_dims)
+        cost += float(xp.sum(r * r))
+        alpha = _flush(xp.concat([(c * s2)[:, :, None] * om[:, None, :],
+                                  s1[:, :, None] * a[:, None, :]], axis=2))
+        flat = xp.reshape(alpha, (mc, n_par))
+        jtj_alpha = jtj_alpha + flat.T @ flat
+        s2_beta_alpha = s2_beta_alpha + beta.T @ flat
+        beta_beta = beta_beta + beta.T @ beta
+        rv = r @ Vx.T  # (mc, B): v_i . r_j
+        grad_alpha = grad_alpha + xp.sum(alpha * rv[:, :, None], axis=0)
+        grad_beta = grad_beta + beta.T @ r
+    cost *= 0.5
+    # B-sized from here: assembled on the host
+    jtj_alpha = to_host(jtj_alpha)
+    s2_beta_alpha = to_host(s2_beta_alpha).reshape(n_samples, n_samples, width)
+    beta_beta = to_host(beta_beta)
+    grad = to_host(grad_alpha).copy()
+    grad[:, :n_dims] += to_host(grad_beta)
     gram_v = V @ V.T
     jtj = jtj_alpha.reshape(n_samples, width, n_samples, width)
     jtj *= gram_v[:, None, :, None]
@@ -249,11 +279,12 @@ def _solve_spd(matrix, rhs):
 
 
 def _cost(V, U, P, Omega, A, activation, bias_mean):
+    xp, (V, U) = _on_device(P, V, U)
     total = 0.0
-    for start in range(0, len(P), _CHUNK):
-        sl = slice(start, start + _CHUNK)
-        r = P[sl] - gradient_model(V, U, Omega[sl], A[sl], activation, bias_mean)
-        total += 0.5 * np.sum(r * r)
+    for start in range(0, P.shape[0], _CHUNK):
+        sl = slice(start, min(start + _CHUNK, P.shape[0]))
+        r = P[sl, :] - gradient_model(V, U, Omega[sl, :], A[sl, :], activation, bias_mean)
+        total += 0.5 * float(xp.sum(r * r))
     return total
 
 
@@ -340,9 +371,10 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
     >>> result.converged, bool(result.relative_residual < 1e-12)
     (True, True)
     """
-    V = np.array(V, dtype=float)
-    U = np.array(U, dtype=float)
-    p_norm2 = float(np.sum(P * P))
+    V = np.array(to_host(V), dtype=float)
+    U = np.array(to_host(U), dtype=float)
+    xp, _ = get_namespace(P)
+    p_norm2 = float(xp.sum(P * P))
     n_dims = V.shape[1]
     width = n_dims + U.shape[1]
     tangent = _constraint_basis(n_dims, U.shape[1], len(V), fixed)

@@ -82,10 +82,15 @@ def to_host(x):
         return x if x is None or isinstance(x, np.ndarray) else np.asarray(x)
     if array_api_compat.is_cupy_array(x):
         return x.get()
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_array_api_strict_namespace(array_api_compat.array_namespace(x)):
+        import array_api_strict
+        return np.asarray(x.to_device(array_api_strict.Device("CPU_DEVICE")))
+    # other libraries: DLPack, from the CPU
     try:
         return np.from_dlpack(x)
     except (RuntimeError, TypeError, ValueError, BufferError):
-        # a library without DLPack export to the CPU from its device
         return np.from_dlpack(array_api_compat.to_device(x, "cpu"))
 
 

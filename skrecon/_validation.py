@@ -24,7 +24,8 @@ def _check_finite(name, array, xp=np):
         raise ValueError(
             f"{name} contains NaN or inf ({n_nan} NaN, {n_inf} inf; first at "
             f"index {tuple(int(i) for i in bad[0])}). skrecon needs finite "
-            f"values: remove or repair the non-finite entries of {name}."
+            f"values: remove or repair the non-finite entries of "
+            f"{name[0].lower() + name[1:]}."
         )
 
 
@@ -123,6 +124,10 @@ def _check_query_xp(estimator, X, weights, output_weights, *, reset, require_wei
     API so that nothing leaves the device but the error messages. The
     arrays are returned in their namespace, as float64.
     """
+    # a PyTorch tensor that requires grad would record every step below
+    X, weights, output_weights = (
+        a.detach() if getattr(a, "requires_grad", False) else a
+        for a in (X, weights, output_weights))
     xp, device = get_namespace(X, weights, output_weights)
     if xp.isdtype(X.dtype, "bool"):
         raise ValueError(_BOOL_MESSAGE)
@@ -185,6 +190,29 @@ def _check_query_xp(estimator, X, weights, output_weights, *, reset, require_wei
             "next layer, so the gradient carries none. Pass the next layer's "
             "weight matrix, transposed.")
     return X, W, A
+
+
+def check_coefficients(estimator, X, n_columns, fitted):
+    """Validate the input of ``inverse_transform``: real, finite, 2-D with
+    ``n_columns`` columns, in the fit's namespace; returned as float64."""
+    xp, device = check_fitted_namespace(estimator, X, fitted)
+    if is_numpy_like(X):
+        X = np.asarray(X)
+        real = X.dtype.kind in "fiu"
+    else:
+        real = xp.isdtype(X.dtype, ("real floating", "integral"))
+    if not real:
+        raise ValueError(
+            f"X must be a real numeric array for inverse_transform, got dtype {X.dtype}.")
+    X = X.astype(np.float64) if is_numpy_like(X) else xp.astype(X, xp.float64)
+    if not bool(xp.all(xp.isfinite(X))):
+        raise ValueError(
+            "X contains NaN or inf: inverse_transform needs finite coefficients.")
+    if X.ndim != 2 or X.shape[1] != n_columns:
+        raise ValueError(
+            f"X has shape {tuple(X.shape)}; inverse_transform expects "
+            f"(n_neurons, {n_columns}).")
+    return X
 
 
 def check_fitted_namespace(estimator, X, fitted):

@@ -31,7 +31,7 @@ def _expit(t):
     if xp is np:
         return _scipy_expit(t)
     e = xp.exp(-xp.abs(t))  # never overflows
-    return xp.where(t >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return xp.where(t >= 0, 1.0 / (1.0 + e), e / (1.0 + e))  # arrays, not scalars
 
 
 def _erf(t):
@@ -214,7 +214,8 @@ def _erf_d2(t):
 
 
 def _relu(t):
-    return _ns(t).maximum(t, 0.0)
+    xp = _ns(t)
+    return xp.maximum(t, xp.zeros_like(xp.asarray(t)))
 
 
 def _step(t):
@@ -231,7 +232,7 @@ def _make_leaky_relu(negative_slope=0.01):
     a = float(negative_slope)
 
     def f(t):
-        return _ns(t).where(t > 0, t, a * t)
+        return _ns(t).where(t > 0, t, a * t)  # arrays, not scalars
 
     def d1(t):
         xp = _ns(t)
@@ -247,17 +248,22 @@ def _make_leaky_relu(negative_slope=0.01):
 def _make_elu(alpha=1.0):
     a = float(alpha)
 
+    # no Python scalars in minimum / where: the Array API allows them only
+    # from its 2024.12 revision
     def f(t):
         xp = _ns(t)
-        return xp.where(t > 0, t, a * xp.expm1(xp.minimum(t, 0.0)))
+        t = xp.asarray(t)
+        return xp.where(t > 0, t, a * xp.expm1(xp.minimum(t, xp.zeros_like(t))))
 
     def d1(t):
         xp = _ns(t)
-        return xp.where(t > 0, xp.ones_like(xp.asarray(t)), a * xp.exp(xp.minimum(t, 0.0)))
+        t = xp.asarray(t)
+        return xp.where(t > 0, xp.ones_like(t), a * xp.exp(xp.minimum(t, xp.zeros_like(t))))
 
     def d2(t):
         xp = _ns(t)
-        return xp.where(t > 0, xp.zeros_like(xp.asarray(t)), a * xp.exp(xp.minimum(t, 0.0)))
+        t = xp.asarray(t)
+        return xp.where(t > 0, xp.zeros_like(t), a * xp.exp(xp.minimum(t, xp.zeros_like(t))))
 
     return Activation("elu", f, (d1, d2), kinks=(0.0,), even_derivative=False,
                       params={"alpha": a})
@@ -293,7 +299,7 @@ def _softplus(t):
     xp = _ns(t)
     if xp is np:
         return np.logaddexp(0.0, t)
-    return xp.maximum(t, 0.0) + xp.log1p(xp.exp(-xp.abs(t)))
+    return xp.maximum(t, xp.zeros_like(t)) + xp.log1p(xp.exp(-xp.abs(t)))
 
 
 def _identity(t):

@@ -30,6 +30,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.utils import Bunch
 
+from ._array_api import to_host
+
 __all__ = [
     "match_samples",
     "matched_cosine",
@@ -46,6 +48,9 @@ __all__ = [
 
 
 def _as_2d_finite(a, name):
+    # metrics compare small (B x d) arrays on the host, whatever library
+    # holds them (samples_ of a CuPy fit are CuPy arrays): moved explicitly
+    a = to_host(a)
     try:
         a = np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError) as exc:

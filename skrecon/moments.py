@@ -24,9 +24,9 @@ from ._hermite import (
     hermite_multi_indices,
     n_hermite_features,
 )
-from ._array_api import (as_namespace, from_host, get_namespace, host_state,
+from ._array_api import (from_host, get_namespace, host_state,
                          is_numpy_namespace, namespace_name, to_host)
-from ._validation import check_fitted_namespace, check_query
+from ._validation import check_coefficients, check_fitted_namespace, check_query
 from .activations import Activation, get_activation, select_tensor_order
 
 __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
@@ -478,7 +478,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    components_ : ndarray of shape (n_components, n_features_in)
+    components_ : array of shape (n_components, n_features_in)
         Orthonormal basis (rows) of the span of the gradient rows, which is
         the span of the bias-augmented samples.
     singular_values_ : ndarray of shape (min(n_neurons, n_live),)
@@ -524,6 +524,12 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
     sum_i mu_{p+1}(x_i) x_i (x) x_i^(x)p`` (DESIGN F2), a tensor of CP rank
     ``B`` whose components are the samples. It is estimated in ``B``
     dimensions after projecting on the span, never in ``n_inputs``.
+
+    Inputs may be arrays of any Array API library (CuPy on the GPU, ...):
+    the QR and SVD of the gradient, the projection and the Hermite
+    regression run there, and every fitted array lives in the input's
+    namespace and on its device (pickles hold NumPy copies); mixing
+    libraries or devices raises a ``ValueError``.
 
     References
     ----------
@@ -647,7 +653,13 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                 "batch_size) explicitly if you know it.",
                 BatchSizeWarning,
             )
-        basis = vt[:B, :].T  # (n_cols, B) orthonormal, original coordinates
+        # (n_cols, B) orthonormal, original coordinates; each direction's
+        # largest entry positive (as scikit-learn's svd_flip), so that the
+        # signs do not depend on the library's SVD
+        top = to_host(vt[:B, :])
+        signs = np.sign(top[np.arange(B), np.argmax(np.abs(top), axis=1)])
+        signs[signs == 0] = 1.0
+        basis = (vt[:B, :] * from_host(signs, xp, device)[:, None]).T
 
         # Scale each column by its weight's std, so that the weights become
         # standard normal (DESIGN F4). The Hermite modes live in the input
@@ -765,7 +777,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         >>> bool(np.allclose(mt.inverse_transform(coords), q.grad))
         True
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "components_")
         check_fitted_namespace(self, X, self.components_)
         X = check_query(self, X, None, None, reset=False)[0]
         return X @ self.components_.T
@@ -800,17 +812,8 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         >>> mt.inverse_transform(np.eye(2)).shape  # the basis vectors of the span
         (2, 65)
         """
-        check_is_fitted(self)
-        xp, device = check_fitted_namespace(self, X, self.components_)
-        X = as_namespace(X, xp, device, dtype=self.components_.dtype)
-        if not bool(xp.all(xp.isfinite(X))):
-            raise ValueError(
-                "X contains NaN or inf: inverse_transform needs finite coordinates.")
-        if X.ndim != 2 or X.shape[1] != self.n_components_:
-            raise ValueError(
-                f"X has shape {tuple(X.shape)}; inverse_transform expects "
-                f"(n_neurons, {self.n_components_})."
-            )
+        check_is_fitted(self, "components_")
+        X = check_coefficients(self, X, self.n_components_, self.components_)
         return X @ self.components_
 
     def __getstate__(self):

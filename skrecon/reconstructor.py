@@ -13,8 +13,10 @@ from threadpoolctl import threadpool_limits
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
-from ._array_api import as_namespace, from_host, get_namespace, host_state, to_host
-from ._validation import _ROUTING_HINT, check_fitted_namespace, check_query
+from ._array_api import (from_host, get_namespace, host_state, namespace_name,
+                         to_host)
+from ._validation import (_ROUTING_HINT, check_coefficients, check_fitted_namespace,
+                          check_query)
 from .activations import Activation, get_activation
 from . import _restarts
 from .moments import MomentTensorTransformer
@@ -94,8 +96,13 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    samples_ : ndarray of shape (batch_size, n_inputs)
-        The reconstructed batch (bias column removed).
+    samples_ : array of shape (batch_size, n_inputs)
+        The reconstructed batch (bias column removed), in the input's
+        units and dtype, in a canonical order (decreasing projection on a
+        fixed pseudo-random direction) that does not depend on the restart
+        that found them. Every array attribute lives in the array namespace
+        and on the device of the gradient passed to :meth:`fit` (NumPy,
+        CuPy, ...; see Notes).
     sample_coefficients_ : ndarray of shape (batch_size, n_outputs)
         Per-sample back-propagated signals ``u_i`` (DESIGN §1).
     labels_ : ndarray of shape (batch_size,) or None
@@ -126,7 +133,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         Order of the moment tensor used.
     refinement_ : RefinementResult
         The final refinement's outcome (residual in span coordinates,
-        iterations, stopping status).
+        iterations, stopping status); its ``V`` and ``U`` are host NumPy
+        arrays in span coordinates, in the refinement's own sample order.
     restart_residuals_ : ndarray of shape (n_restarts_run,)
         Relative residual of each restart that ran (``inf`` for one that
         produced non-finite values); restarts stop at the first batch with a
@@ -143,6 +151,20 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     --------
     MomentTensorTransformer : The moment step alone.
     skrecon.clients.make_gradient_query : A client's gradient at a random query.
+
+    Notes
+    -----
+    The inputs may be arrays of any Array API library (read with
+    ``array_api_compat``): with CuPy arrays the steps that grow with the
+    neurons or the inputs (SVD, moment tensor, the refinement's products)
+    run on the GPU, the ``B``-sized ones (Jennrich, CP-ALS, the damped
+    normal equations) on the host, and the fitted arrays stay on the
+    gradient's device. ``X``, ``weights`` and ``output_weights``, and later
+    the arguments of :meth:`score` and :meth:`transform`, must come from the
+    fit's library and device (``ValueError`` otherwise). A pickled
+    estimator holds NumPy copies of its fitted arrays. Computation is in
+    float64; float32 input gives float32 ``samples_`` and
+    ``sample_coefficients_``.
 
     References
     ----------
@@ -249,6 +271,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "layer's gradient passed?)."
             )
         activation = get_activation(self.activation)
+        _check_activation_namespace(activation, xp, get_namespace(X_checked)[1])
         moments = (MomentTensorTransformer() if self.moments is None
                    else clone(self.moments))
         moments.set_params(activation=activation, bias=self.bias,
@@ -368,6 +391,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "layer has no bias, so (x_i, u_i) and (c x_i, u_i / c) give the "
                 "same gradient. Samples are returned with unit norm; "
                 "scale_identified_ is False.", IdentifiabilityWarning)
+        # a canonical order: by the projection on a fixed direction, so that
+        # it does not depend on which restart (or which library) found them
+        direction = np.random.default_rng(0).standard_normal(samples.shape[1])
+        order = np.argsort(-(samples @ direction), kind="stable")
+        samples, U = samples[order], U[order]
         xp, device = get_namespace(X)
         dtype = getattr(xp, self._input_dtype.name)
         self.samples_ = from_host(samples, xp, device, dtype=dtype)
@@ -490,7 +518,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         >>> bool(np.allclose(rec.inverse_transform(coef), q.grad))
         True
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "samples_")
         xp, _ = check_fitted_namespace(self, X, self.samples_)
         X = check_query(self, X, None, None, reset=False)[0]
         S = self._augmented(xp.astype(self.samples_, xp.float64))
@@ -527,16 +555,9 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         >>> rec.inverse_transform(np.eye(2)).shape  # the samples, bias column last
         (2, 65)
         """
-        check_is_fitted(self)
-        xp, device = check_fitted_namespace(self, X, self.samples_)
-        X = as_namespace(X, xp, device, dtype=xp.float64)
-        if not bool(xp.all(xp.isfinite(X))):
-            raise ValueError(
-                "X contains NaN or inf: inverse_transform needs finite coefficients.")
-        if X.ndim != 2 or X.shape[1] != self.batch_size_:
-            raise ValueError(
-                f"X has shape {tuple(X.shape)}; inverse_transform expects "
-                f"(n_neurons, batch_size_) = (n_neurons, {self.batch_size_}).")
+        check_is_fitted(self, "samples_")
+        xp, _ = get_namespace(self.samples_)
+        X = check_coefficients(self, X, self.batch_size_, self.samples_)
         return X @ self._augmented(xp.astype(self.samples_, xp.float64))
 
     def score(self, X, y=None, *, weights=None, output_weights=None):
@@ -582,7 +603,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         ...                 output_weights=q.output_weights[test]), 8)
         1.0
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "samples_")
         xp, _ = check_fitted_namespace(self, X, self.samples_)
         if weights is None:
             raise ValueError(
@@ -608,6 +629,20 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         tags.requires_fit = True
         tags.target_tags.required = False
         return tags
+
+
+def _check_activation_namespace(activation, xp, device):
+    """Evaluate ``sigma'`` and ``sigma''`` on three points of the input's
+    namespace: an activation that cannot run there fails before any work."""
+    probe = from_host([-1.0, 0.0, 1.0], xp, device)
+    try:
+        for order in (1, 2):
+            activation.derivative(probe, order)
+    except Exception as exc:
+        raise TypeError(
+            f"Activation {activation.name!r} cannot be evaluated on "
+            f"{namespace_name(xp)} arrays: {exc} A custom activation must be "
+            "written with Array API functions to fit non-NumPy input.") from exc
 
 
 def _relative_norm(residual, reference, xp):

@@ -230,7 +230,7 @@ def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
         c = a @ Ux.T  # (mc, B)
         beta = c * s1
         r = p - beta @ Vx  # residual (mc, n_dims)
-        cost += float(xp.sum(r * r))
+        cost = cost + xp.sum(r * r)  # stays on the device until the end
         alpha = _flush(xp.concat([(c * s2)[:, :, None] * om[:, None, :],
                                   s1[:, :, None] * a[:, None, :]], axis=2))
         flat = xp.reshape(alpha, (mc, n_par))
@@ -240,7 +240,7 @@ def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
         rv = r @ Vx.T  # (mc, B): v_i . r_j
         grad_alpha = grad_alpha + xp.sum(alpha * rv[:, :, None], axis=0)
         grad_beta = grad_beta + beta.T @ r
-    cost *= 0.5
+    cost = 0.5 * float(cost)
     # B-sized from here: assembled on the host
     jtj_alpha = to_host(jtj_alpha)
     s2_beta_alpha = to_host(s2_beta_alpha).reshape(n_samples, n_samples, width)

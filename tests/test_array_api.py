@@ -18,10 +18,12 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from skrecon import GradientReconstructor, MomentTensorTransformer
-from skrecon.activations import ACTIVATIONS
+from sklearn.exceptions import NotFittedError
+
+from skrecon.activations import ACTIVATIONS, Activation
 from skrecon.clients import make_gradient_query
 from skrecon.datasets import load_digits_batch
-from skrecon.metrics import match_samples
+from skrecon.metrics import match_samples, relative_error
 
 xs = pytest.importorskip("array_api_strict")
 DEVICE = xs.Device("device1")
@@ -322,3 +324,100 @@ def test_cupy_pickle_loads_as_numpy():
     loaded = pickle.loads(pickle.dumps(rec))
     assert isinstance(loaded.samples_, np.ndarray)
     assert_array_equal(loaded.samples_, rec.samples_.get())
+
+
+def test_older_array_api_revision():
+    """The 2023.12 revision has no Python scalars in ``minimum`` and no
+    ``__dlpack__`` export of that version: ELU (host transfers included)
+    still fits."""
+    batch, q = _query(n_samples=3, n_neurons=2000, activation="elu")
+    ref = GradientReconstructor(bias=True, activation="elu", random_state=0).fit(
+        q.grad, **q.fit_params)
+    try:
+        xs.set_array_api_strict_flags(api_version="2023.12")
+        rec = GradientReconstructor(bias=True, activation="elu", random_state=0).fit(
+            _strict(q.grad), **_strict_params(q))
+    finally:
+        xs.reset_array_api_strict_flags()
+    assert_allclose(_host(rec.samples_), ref.samples_, rtol=0, atol=1e-10)
+
+
+def test_activation_that_cannot_run_in_the_namespace_fails_first():
+    _, q = _query(n_samples=2, n_neurons=1500)
+    with pytest.raises(TypeError, match=r"Activation 'gelu' cannot be evaluated on "
+                                        r"array_api_strict arrays: .*special function 'erf'"):
+        GradientReconstructor(bias=True, activation="gelu").fit(
+            _strict(q.grad), **_strict_params(q))
+    numpy_only = Activation("np_tanh", np.tanh, (lambda t: 1 - np.tanh(t) ** 2,
+                                                 lambda t: -2 * np.tanh(t) / np.cosh(t) ** 2))
+    with pytest.raises(TypeError, match="Activation 'np_tanh' cannot be evaluated on "
+                                        "array_api_strict arrays: .* A custom activation "
+                                        "must be written with Array API functions"):
+        GradientReconstructor(bias=True, activation=numpy_only).fit(
+            _strict(q.grad), **_strict_params(q))
+
+
+@pytest.mark.parametrize("on_strict", [False, True])
+def test_inverse_transform_refuses_complex_and_bool(on_strict):
+    _, q = _query(n_samples=2, n_neurons=1500)
+    conv = _strict if on_strict else np.asarray
+    rec = GradientReconstructor(bias=True, random_state=0).fit(
+        conv(q.grad), **({k: conv(v) for k, v in q.fit_params.items()}))
+    for bad in (np.eye(2, dtype=complex), np.eye(2, dtype=bool)):
+        with pytest.raises(ValueError, match="X must be a real numeric array for "
+                                             "inverse_transform, got dtype"):
+            rec.inverse_transform(conv(bad))
+        with pytest.raises(ValueError, match="X must be a real numeric array"):
+            rec.moments_.inverse_transform(conv(bad))
+
+
+def test_metrics_take_device_samples():
+    batch, q = _query()
+    rec = GradientReconstructor(bias=True, random_state=0).fit(
+        _strict(q.grad), **_strict_params(q))
+    errors, permutation = relative_error(batch, rec.samples_)
+    assert errors.max() < 1e-8
+    assert sorted(permutation) == [0, 1, 2, 3]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_noisy_gradient_same_sample_order_as_numpy():
+    """On a noisy gradient round-off may let another restart win; the
+    canonical order of ``samples_`` keeps NumPy and strict alike."""
+    batch, q = _query(n_samples=2, n_neurons=1500)
+    for seed in range(3):
+        noise = np.random.default_rng(seed).standard_normal(q.grad.shape)
+        grad = q.grad + 1e-6 * np.abs(q.grad).max() * noise
+        ref = GradientReconstructor(bias=True, random_state=seed).fit(grad, **q.fit_params)
+        rec = GradientReconstructor(bias=True, random_state=seed).fit(
+            _strict(grad), **_strict_params(q))
+        assert_allclose(_host(rec.samples_), ref.samples_, rtol=0, atol=1e-9)
+        key = ref.samples_ @ np.random.default_rng(0).standard_normal(64)
+        assert np.all(np.diff(key) <= 0)
+
+
+def test_not_fitted_after_a_failed_fit():
+    _, q = _query(n_samples=2, n_neurons=1500)
+    rec = GradientReconstructor(bias=True)
+    with pytest.raises(ValueError, match="weights"):
+        rec.fit(_strict(q.grad))
+    with pytest.raises(NotFittedError):
+        rec.transform(_strict(q.grad))
+
+
+def test_torch_tensors_requiring_grad():
+    """PyTorch through array-api-compat: tensors that require grad are
+    detached, the fitted arrays are tensors, the samples NumPy's."""
+    torch = pytest.importorskip("torch")
+    batch, q = _query(n_samples=3, n_neurons=2000)
+    ref = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tensors = {k: torch.tensor(v, requires_grad=True) for k, v in q.fit_params.items()}
+        rec = GradientReconstructor(bias=True, random_state=0).fit(
+            torch.tensor(q.grad, requires_grad=True), **tensors)
+    finally:
+        torch.set_num_threads(threads)
+    assert isinstance(rec.samples_, torch.Tensor) and not rec.samples_.requires_grad
+    assert_allclose(rec.samples_.numpy(), ref.samples_, rtol=0, atol=1e-10)

@@ -94,14 +94,17 @@ def main(argv=None):
     q = make_gradient_query(batch, n_neurons=args.n_neurons, activation="tanh",
                             bias="gaussian", random_state=args.seed)
     print(f"query: batch {batch.shape}, gradient {q.grad.shape}, tanh, Gaussian bias, "
-          f"built in {time.perf_counter() - t0:.1f} s")
+          f"built in {time.perf_counter() - t0:.1f} s", flush=True)
 
+    print(f"\n{'backend':8s} {'fit s':>9s} {'B found':>8s} {'grad. resid.':>13s} "
+          f"{'worst rel. err':>15s} {'samples_ in':>12s}", flush=True)
     rows, samples = [], {}
     for backend in args.backends:
         if backend == "numpy":
             to_array, sync = np.asarray, (lambda: None)
         elif cupy is None:
             rows.append((backend, f"skipped: {why}"))
+            print(f"{backend:8s} {rows[-1][1]}", flush=True)
             continue
         else:
             to_array = cupy.asarray
@@ -114,6 +117,7 @@ def main(argv=None):
         except Exception as exc:
             traceback.print_exc()
             rows.append((backend, f"failed: {_short(exc)}"))
+            print(f"{backend:8s} {rows[-1][1]}", flush=True)
             continue
         found = _host(rec.samples_)
         samples[backend] = found
@@ -121,15 +125,9 @@ def main(argv=None):
                else np.nan)
         rows.append((backend, seconds, rec.batch_size_, rec.gradient_residual_, err,
                      type(rec.samples_).__module__.split(".")[0]))
-
-    print(f"\n{'backend':8s} {'fit s':>9s} {'B found':>8s} {'grad. resid.':>13s} "
-          f"{'worst rel. err':>15s} {'samples_ in':>12s}")
-    for row in rows:
-        if len(row) == 2:
-            print(f"{row[0]:8s} {row[1]}")
-        else:
-            print(f"{row[0]:8s} {row[1]:9.2f} {row[2]:8d} {row[3]:13.3e} {row[4]:15.3e} "
-                  f"{row[5]:>12s}")
+        # one row as soon as it is measured: a run cut short keeps it
+        print(f"{backend:8s} {seconds:9.2f} {rec.batch_size_:8d} "
+              f"{rec.gradient_residual_:13.3e} {err:15.3e} {rows[-1][5]:>12s}", flush=True)
     timed = {r[0]: r[1] for r in rows if len(r) > 2}
     if len(timed) == 2:
         print(f"\nspeed-up NumPy / CuPy (this run): {timed['numpy'] / timed['cupy']:.1f}x")

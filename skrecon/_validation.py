@@ -192,6 +192,18 @@ def _check_query_xp(estimator, X, weights, output_weights, *, reset, require_wei
     return X, W, A
 
 
+def float_dtype_of(X):
+    """``float32`` for float32 input, else ``float64`` (host NumPy dtypes):
+    the dtype that transforms return."""
+    dtype = getattr(X, "dtype", None)
+    if dtype is None:
+        return np.dtype("float64")
+    if is_numpy_like(X):
+        return np.dtype("float32") if np.dtype(dtype) == np.float32 else np.dtype("float64")
+    xp, _ = get_namespace(X)
+    return np.dtype("float32") if dtype == xp.float32 else np.dtype("float64")
+
+
 def check_coefficients(estimator, X, n_columns, fitted):
     """Validate the input of ``inverse_transform``: real, finite, 2-D with
     ``n_columns`` columns, in the fit's namespace; returned as float64."""
@@ -225,7 +237,7 @@ def check_fitted_namespace(estimator, X, fitted):
     if fitted_name != given_name:
         raise ValueError(
             f"{type(estimator).__name__} was fitted on {fitted_name} arrays but X "
-            f"is a {given_name} array: pass X in the array namespace of the fit "
+            f"comes from {given_name}: pass X in the array namespace of the fit "
             f"({fitted_name}), or refit on {given_name} arrays.")
     try:
         return get_namespace(fitted, None if is_numpy_like(X) else X)

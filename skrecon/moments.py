@@ -26,7 +26,8 @@ from ._hermite import (
 )
 from ._array_api import (from_host, get_namespace, host_state,
                          is_numpy_namespace, namespace_name, to_host)
-from ._validation import check_coefficients, check_fitted_namespace, check_query
+from ._validation import (check_coefficients, check_fitted_namespace, check_query,
+                          float_dtype_of)
 from .activations import Activation, get_activation, select_tensor_order
 
 __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
@@ -692,17 +693,18 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         K = A.shape[1]
         tensors = [t.reshape((B, K, n_bias_orders) + t.shape[2:]) for t in tensors]
 
-        self.components_ = basis.T
-        self.singular_values_ = from_host(sv, xp, device)
+        dtype = getattr(xp, self._input_dtype.name)  # float32 input: float32 attributes
+        self.components_ = xp.astype(basis.T, dtype)
+        self.singular_values_ = from_host(sv, xp, device, dtype=dtype)
         self.n_components_ = B
         self.spectral_gap_ = gap
         self.noise_level_ = _noise_level(sv, B)
         self.weight_std_ = s
         self.bias_mean_ = bias_mean if self.bias else 0.0
         self.bias_std_ = bias_std
-        self.scaled_components_ = scaled_basis.T
-        self.hermite_components_ = hermite_basis.T
-        self.moment_tensor_ = from_host(tensors[degree], xp, device)
+        self.scaled_components_ = xp.astype(scaled_basis.T, dtype)
+        self.hermite_components_ = xp.astype(hermite_basis.T, dtype)
+        self.moment_tensor_ = from_host(tensors[degree], xp, device, dtype=dtype)
         # host copies for the decomposition (B-sized)
         self._moment_tensor_host = tensors[degree]
         self._lower_moments = tensors[:degree]
@@ -778,9 +780,10 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         True
         """
         check_is_fitted(self, "components_")
-        check_fitted_namespace(self, X, self.components_)
+        xp, _ = check_fitted_namespace(self, X, self.components_)
+        out_dtype = getattr(xp, float_dtype_of(X).name)
         X = check_query(self, X, None, None, reset=False)[0]
-        return X @ self.components_.T
+        return xp.astype(X @ xp.astype(self.components_, xp.float64).T, out_dtype)
 
     def inverse_transform(self, X):
         """Map span coordinates back to gradient rows (bias column included).
@@ -813,8 +816,10 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         (2, 65)
         """
         check_is_fitted(self, "components_")
+        xp, _ = check_fitted_namespace(self, X, self.components_)
+        out_dtype = getattr(xp, float_dtype_of(X).name)
         X = check_coefficients(self, X, self.n_components_, self.components_)
-        return X @ self.components_
+        return xp.astype(X @ xp.astype(self.components_, xp.float64), out_dtype)
 
     def __getstate__(self):
         # fitted arrays are pickled as NumPy arrays: loadable without the
@@ -825,4 +830,6 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         tags.requires_fit = True
+        tags.array_api_support = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags

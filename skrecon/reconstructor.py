@@ -14,9 +14,9 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
 from ._array_api import (from_host, get_namespace, host_state, namespace_name,
-                         to_host)
+                         namespace_name_of, to_host)
 from ._validation import (_ROUTING_HINT, check_coefficients, check_fitted_namespace,
-                          check_query)
+                          check_query, float_dtype_of)
 from .activations import Activation, get_activation
 from . import _restarts
 from .moments import MomentTensorTransformer
@@ -279,7 +279,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         # moments._fit bypasses moments.fit's validation: validate its
         # parameters (moments__order, ...) here, with scikit-learn's error.
         moments._validate_params()
-        proj = moments._fit(X_checked, W, A)
+        # the raw inputs: the moment step records their dtype for its attributes
+        proj = moments._fit(X, weights, output_weights)
         self.moments_ = moments
         self.order_ = moments.order_
         n = moments.n_components_
@@ -403,7 +404,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.batch_size_ = n
         self.sign_identified_ = from_host(sign_ok, xp, device, dtype=xp.bool)
         self.scale_identified_ = from_host(scale_ok, xp, device, dtype=xp.bool)
-        self.restart_residuals_ = from_host(self.restart_residuals_, xp, device)
+        self.restart_residuals_ = from_host(self.restart_residuals_, xp, device,
+                                            dtype=dtype)
         self.n_iter_ = result.n_iter
         self.converged_ = bool(result.converged)
         self.refinement_ = result
@@ -442,7 +444,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         order = self.order_
         weights = activation.mu(order, tau, self.moments_.bias_mean_) * tau ** (order - 1)
         xp, device = get_namespace(self.samples_)
-        self.moment_weights_ = from_host(weights, xp, device)
+        self.moment_weights_ = from_host(weights, xp, device, dtype=self.samples_.dtype)
         scale = np.max(np.abs(activation.mu(1, tau, self.moments_.bias_mean_)))
         small = np.flatnonzero(np.abs(weights) < 1e-3 * scale)
         if small.size:
@@ -520,10 +522,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "samples_")
         xp, _ = check_fitted_namespace(self, X, self.samples_)
+        out_dtype = getattr(xp, float_dtype_of(X).name)
         X = check_query(self, X, None, None, reset=False)[0]
         S = self._augmented(xp.astype(self.samples_, xp.float64))
         # least squares X ~ C S through the pseudo-inverse of the (B, n) samples
-        return X @ xp.linalg.pinv(S)
+        return xp.astype(X @ xp.linalg.pinv(S), out_dtype)
 
     def inverse_transform(self, X):
         """Gradient rows from coefficients on the recovered samples.
@@ -557,8 +560,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "samples_")
         xp, _ = get_namespace(self.samples_)
+        out_dtype = getattr(xp, float_dtype_of(X).name)
         X = check_coefficients(self, X, self.batch_size_, self.samples_)
-        return X @ self._augmented(xp.astype(self.samples_, xp.float64))
+        return xp.astype(X @ self._augmented(xp.astype(self.samples_, xp.float64)),
+                         out_dtype)
 
     def score(self, X, y=None, *, weights=None, output_weights=None):
         """Held-out R^2 of the gradient predicted by the recovered batch.
@@ -628,6 +633,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.requires_fit = True
         tags.target_tags.required = False
+        tags.array_api_support = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
 
@@ -635,14 +642,21 @@ def _check_activation_namespace(activation, xp, device):
     """Evaluate ``sigma'`` and ``sigma''`` on three points of the input's
     namespace: an activation that cannot run there fails before any work."""
     probe = from_host([-1.0, 0.0, 1.0], xp, device)
+    lib = namespace_name(xp)
+    hint = (" A custom activation must evaluate in its argument's namespace (e.g. "
+            "with array_api_compat.array_namespace(t)): the host calls it on NumPy "
+            "arrays, the refinement on the input's.")
     try:
-        for order in (1, 2):
-            activation.derivative(probe, order)
+        values = [activation.derivative(probe, order) for order in (1, 2)]
     except Exception as exc:
         raise TypeError(
-            f"Activation {activation.name!r} cannot be evaluated on "
-            f"{namespace_name(xp)} arrays: {exc} A custom activation must be "
-            "written with Array API functions to fit non-NumPy input.") from exc
+            f"Activation {activation.name!r} cannot be evaluated on {lib} arrays: "
+            f"{exc}{hint}") from exc
+    for value in values:
+        if namespace_name_of(value) != lib or getattr(value, "shape", None) != (3,):
+            raise TypeError(
+                f"Activation {activation.name!r} returned a {type(value).__name__} "
+                f"for {lib} input, not a {lib} array of the input's shape.{hint}")
 
 
 def _relative_norm(residual, reference, xp):

@@ -134,6 +134,14 @@ def test_strict_float32_gives_float32():
     matched = samples[match_samples(batch, samples)]
     rel = np.linalg.norm(matched - batch, axis=1) / np.linalg.norm(batch, axis=1)
     assert rel.max() < 1e-4
+    for name, value in _fitted_arrays(rec).items():
+        if xs.isdtype(value.dtype, "real floating"):
+            assert value.dtype == xs.float32, name
+    coef = rec.transform(_strict(grad32))
+    assert coef.dtype == xs.float32
+    assert rec.inverse_transform(coef).dtype == xs.float32
+    assert rec.moments_.transform(_strict(grad32)).dtype == xs.float32
+    assert rec.transform(_strict(q.grad)).dtype == xs.float64  # follows X
 
 
 def test_moment_transformer_strict_matches_numpy():
@@ -168,8 +176,8 @@ def test_mixed_namespaces_raise():
     _, q = _query(n_samples=2, n_neurons=1500)
     rec = GradientReconstructor(bias=True, random_state=0).fit(
         _strict(q.grad), **_strict_params(q))
-    msg = ("GradientReconstructor was fitted on array_api_strict arrays but X is a "
-           "numpy array: pass X in the array namespace of the fit (array_api_strict), "
+    msg = ("GradientReconstructor was fitted on array_api_strict arrays but X comes "
+           "from numpy: pass X in the array namespace of the fit (array_api_strict), "
            "or refit on numpy arrays.")
     with pytest.raises(ValueError, match=msg.replace("(", r"\(").replace(")", r"\)")):
         rec.score(q.grad, **q.fit_params)
@@ -178,8 +186,8 @@ def test_mixed_namespaces_raise():
     with pytest.raises(ValueError, match="fitted on array_api_strict arrays"):
         rec.inverse_transform(np.eye(2))
     ref = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
-    with pytest.raises(ValueError, match="fitted on numpy arrays but X is a "
-                                         "array_api_strict array"):
+    with pytest.raises(ValueError, match="fitted on numpy arrays but X comes from "
+                                         "array_api_strict"):
         ref.score(_strict(q.grad), **_strict_params(q))
     with pytest.raises(ValueError, match=r"different array libraries \(array_api_strict, "
                                          r"numpy\)"):
@@ -352,9 +360,16 @@ def test_activation_that_cannot_run_in_the_namespace_fails_first():
                                                  lambda t: -2 * np.tanh(t) / np.cosh(t) ** 2))
     with pytest.raises(TypeError, match="Activation 'np_tanh' cannot be evaluated on "
                                         "array_api_strict arrays: .* A custom activation "
-                                        "must be written with Array API functions"):
+                                        "must evaluate in its argument's namespace"):
         GradientReconstructor(bias=True, activation=numpy_only).fit(
             _strict(q.grad), **_strict_params(q))
+    # on the CPU device NumPy converts silently: the result's type gives it away
+    cpu = xs.Device("CPU_DEVICE")
+    with pytest.raises(TypeError, match="Activation 'np_tanh' returned a ndarray for "
+                                        "array_api_strict input"):
+        GradientReconstructor(bias=True, activation=numpy_only).fit(
+            xs.asarray(q.grad, device=cpu),
+            **{k: xs.asarray(v, device=cpu) for k, v in q.fit_params.items()})
 
 
 @pytest.mark.parametrize("on_strict", [False, True])

@@ -70,7 +70,14 @@ _FITTING_CHECKS = {
     # skipped unless SCIPY_ARRAY_API=1 is set before scipy is imported
     "check_array_api_input": (
         "fits NumPy arrays under array-API dispatch without `weights`"),
+    "check_array_api_same_namespace": (
+        "fits array-API arrays under dispatch without `weights`"),
+    "check_array_api_mixed_inputs": (
+        "fits mixed-namespace arrays under dispatch without `weights`"),
 }
+# skrecon's own array-API tests pass the weights: tests/test_array_api.py
+_ARRAY_API_CHECKS = {"check_array_api_input", "check_array_api_same_namespace",
+                     "check_array_api_mixed_inputs"}
 
 
 def _needs_weights(checks):
@@ -154,7 +161,7 @@ def test_expected_failures_are_the_missing_weights(estimator):
               for r in results if r["status"] == "failed"}
     # array-API checks are skipped without SCIPY_ARRAY_API=1
     assert set(failed) <= set(expected)
-    assert set(expected) - set(failed) <= {"check_array_api_input"}
+    assert set(expected) - set(failed) <= _ARRAY_API_CHECKS
     for name, exc in failed.items():
         chain, seen = [], exc
         while seen is not None:
@@ -171,9 +178,10 @@ def test_tags_tell_the_truth():
         tags = est.__sklearn_tags__()
         assert tags.requires_fit
         assert tags.transformer_tags is not None
-        assert tags.transformer_tags.preserves_dtype == ["float64"]
-        # inputs are converted to NumPy float64: no array-API dispatch
-        assert not tags.array_api_support
+        # float32 in, float32 out (fitted arrays and transforms)
+        assert tags.transformer_tags.preserves_dtype == ["float64", "float32"]
+        # the namespace of the inputs is kept (tests/test_array_api.py)
+        assert tags.array_api_support
         assert not tags.input_tags.allow_nan
         assert not tags.input_tags.sparse
         assert tags.input_tags.two_d_array

@@ -20,6 +20,10 @@ import numpy as np
 __all__ = []
 
 
+# array_api_compat's NumPy namespace: what host data (arrays, lists) gets
+_NUMPY = array_api_compat.array_namespace(np.empty(0))
+
+
 def is_numpy_like(x):
     """Whether ``x`` is a NumPy array, a scalar or a nested sequence (host data)."""
     return not array_api_compat.is_array_api_obj(x) or array_api_compat.is_numpy_array(x)
@@ -34,7 +38,7 @@ def get_namespace(*arrays):
     """
     present = [a for a in arrays if a is not None]
     if not present:
-        return array_api_compat.array_namespace(np.empty(0)), "cpu"
+        return _NUMPY, "cpu"
     names = {namespace_name_of(a) for a in present}
     if len(names) > 1:
         raise ValueError(
@@ -42,8 +46,7 @@ def get_namespace(*arrays):
             f"({', '.join(sorted(names))}): pass the gradient, weights and "
             "output_weights in one namespace, on one device.")
     if names == {"numpy"}:
-        arrays_np = [np.asarray(a) if not hasattr(a, "dtype") else a for a in present]
-        return array_api_compat.array_namespace(*arrays_np), "cpu"
+        return _NUMPY, "cpu"
     xp = array_api_compat.array_namespace(*present)
     devices = {str(array_api_compat.device(a)) for a in present}
     if len(devices) > 1:

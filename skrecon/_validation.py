@@ -204,10 +204,22 @@ def float_dtype_of(X):
     return np.dtype("float32") if dtype == xp.float32 else np.dtype("float64")
 
 
+def transform_namespace(estimator, X, fitted):
+    """``(xp, out_dtype)`` for a transform of ``X``: the fit's namespace
+    (``X`` from another one is refused) and the dtype to return, float32
+    for float32 ``X``, else float64."""
+    xp, _ = check_fitted_namespace(estimator, X, fitted)
+    return xp, getattr(xp, float_dtype_of(X).name)
+
+
 def check_coefficients(estimator, X, n_columns, fitted):
     """Validate the input of ``inverse_transform``: real, finite, 2-D with
-    ``n_columns`` columns, in the fit's namespace; returned as float64."""
-    xp, device = check_fitted_namespace(estimator, X, fitted)
+    ``n_columns`` columns, in the fit's namespace.
+
+    Returns ``(X, xp, out_dtype)``: ``X`` as float64, and what
+    :func:`transform_namespace` returns.
+    """
+    xp, out_dtype = transform_namespace(estimator, X, fitted)
     if is_numpy_like(X):
         X = np.asarray(X)
         real = X.dtype.kind in "fiu"
@@ -224,7 +236,7 @@ def check_coefficients(estimator, X, n_columns, fitted):
         raise ValueError(
             f"X has shape {tuple(X.shape)}; inverse_transform expects "
             f"(n_neurons, {n_columns}).")
-    return X
+    return X, xp, out_dtype
 
 
 def check_fitted_namespace(estimator, X, fitted):

@@ -26,8 +26,7 @@ from ._hermite import (
 )
 from ._array_api import (from_host, get_namespace, host_state,
                          is_numpy_namespace, namespace_name, to_host)
-from ._validation import (check_coefficients, check_fitted_namespace, check_query,
-                          float_dtype_of)
+from ._validation import check_coefficients, check_query, transform_namespace
 from .activations import Activation, get_activation, select_tensor_order
 
 __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
@@ -266,7 +265,7 @@ class _Projection:
         self._host_copy = _Projection(
             column_scale=self.column_scale, bias_mean=self.bias_mean,
             degree=self.degree, max_features=self.max_features,
-            xp=get_namespace(np.empty(0))[0], device="cpu", **moved)
+            xp=get_namespace()[0], device="cpu", **moved)
         return self._host_copy
 
     def residual_moment_tensor(self, residual):
@@ -780,8 +779,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         True
         """
         check_is_fitted(self, "components_")
-        xp, _ = check_fitted_namespace(self, X, self.components_)
-        out_dtype = getattr(xp, float_dtype_of(X).name)
+        xp, out_dtype = transform_namespace(self, X, self.components_)
         X = check_query(self, X, None, None, reset=False)[0]
         return xp.astype(X @ xp.astype(self.components_, xp.float64).T, out_dtype)
 
@@ -816,9 +814,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         (2, 65)
         """
         check_is_fitted(self, "components_")
-        xp, _ = check_fitted_namespace(self, X, self.components_)
-        out_dtype = getattr(xp, float_dtype_of(X).name)
-        X = check_coefficients(self, X, self.n_components_, self.components_)
+        X, xp, out_dtype = check_coefficients(self, X, self.n_components_, self.components_)
         return xp.astype(X @ xp.astype(self.components_, xp.float64), out_dtype)
 
     def __getstate__(self):

@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._array_api import (from_host, get_namespace, host_state, namespace_name,
                          namespace_name_of, to_host)
 from ._validation import (_ROUTING_HINT, check_coefficients, check_fitted_namespace,
-                          check_query, float_dtype_of)
+                          check_query, transform_namespace)
 from .activations import Activation, get_activation
 from . import _restarts
 from .moments import MomentTensorTransformer
@@ -521,8 +521,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         True
         """
         check_is_fitted(self, "samples_")
-        xp, _ = check_fitted_namespace(self, X, self.samples_)
-        out_dtype = getattr(xp, float_dtype_of(X).name)
+        xp, out_dtype = transform_namespace(self, X, self.samples_)
         X = check_query(self, X, None, None, reset=False)[0]
         S = self._augmented(xp.astype(self.samples_, xp.float64))
         # least squares X ~ C S through the pseudo-inverse of the (B, n) samples
@@ -559,9 +558,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         (2, 65)
         """
         check_is_fitted(self, "samples_")
-        xp, _ = get_namespace(self.samples_)
-        out_dtype = getattr(xp, float_dtype_of(X).name)
-        X = check_coefficients(self, X, self.batch_size_, self.samples_)
+        X, xp, out_dtype = check_coefficients(self, X, self.batch_size_, self.samples_)
         return xp.astype(X @ self._augmented(xp.astype(self.samples_, xp.float64)),
                          out_dtype)
 

@@ -163,8 +163,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     the arguments of :meth:`score` and :meth:`transform`, must come from the
     fit's library and device (``ValueError`` otherwise). A pickled
     estimator holds NumPy copies of its fitted arrays. Computation is in
-    float64; float32 input gives float32 ``samples_`` and
-    ``sample_coefficients_``.
+    float64; float32 input gives float32 fitted arrays, and ``transform``
+    and ``inverse_transform`` return their input's float dtype.
 
     References
     ----------
@@ -263,7 +263,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         (3, True)
         """
         X_checked, W, A = check_query(self, X, weights, output_weights, reset=True)
-        xp, _ = get_namespace(X_checked)
+        xp, device = get_namespace(X_checked)
         if not bool(xp.any(X_checked != 0)):
             raise ValueError(
                 "The gradient X is zero everywhere: it carries no information "
@@ -271,7 +271,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "layer's gradient passed?)."
             )
         activation = get_activation(self.activation)
-        _check_activation_namespace(activation, xp, get_namespace(X_checked)[1])
+        _check_activation_namespace(activation, xp, device)
         moments = (MomentTensorTransformer() if self.moments is None
                    else clone(self.moments))
         moments.set_params(activation=activation, bias=self.bias,

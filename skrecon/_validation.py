@@ -1,5 +1,7 @@
 """Validation of gradient queries: the gradient, the weights, the output weights."""
 
+import sys
+
 import numpy as np
 from sklearn.utils.validation import validate_data
 
@@ -29,6 +31,54 @@ def _check_finite(name, array, xp=np):
         )
 
 
+def _check_not_a_module(value, name):
+    """Refuse a PyTorch model where an array is expected, saying what to pass."""
+    if value is None or not any(
+            cls.__module__.startswith("torch.nn") and cls.__name__ == "Module"
+            for cls in type(value).__mro__):
+        return
+    raise TypeError(
+        f"{name} is a torch.nn.Module ({type(value).__name__}), not an array: "
+        "fit takes the first layer's gradient and weights as arrays. Read them "
+        "off the model after loss.backward() with skrecon.torch.first_layer_query: "
+        "q = first_layer_query(model); rec.fit(q.grad, **q.fit_params).")
+
+
+def _check_bias_column(estimator, W, xp):
+    """With ``bias=False``, refuse weights whose last column looks like a bias.
+
+    The server's weights are i.i.d. ``N(0, s^2)``: a constant column, or one
+    whose standard deviation differs from the others' by far more than the
+    sampling error ``s / sqrt(2 m)`` allows, is not an input's weights but
+    the bias. Treated as an input it makes the fit fail slowly, blaming the
+    weights; the error says so at once.
+    """
+    if getattr(estimator, "bias", True) or W.ndim != 2 or W.shape[1] < 2:
+        return
+    m = W.shape[0]
+    if m < 30:
+        return  # too few neurons to tell the columns apart
+    last = W[:, -1]
+    last_std = float(xp.std(last))
+    others_std = float(xp.sqrt(xp.mean(xp.var(W[:, :-1], axis=0))))
+    if not others_std > 0:
+        return
+    ratio = last_std / others_std
+    tolerance = max(0.25, 8.0 / np.sqrt(2.0 * m))
+    if last_std == 0:
+        what = f"constant ({float(last[0]):.6g} for every neuron)"
+    elif abs(ratio - 1.0) > tolerance:
+        what = (f"Gaussian with std {last_std:.3g}, {ratio:.3g} times that of the "
+                f"other columns ({others_std:.3g})")
+    else:
+        return
+    raise ValueError(
+        f"The last column of weights is {what}: it looks like the first layer's "
+        f"bias, but {type(estimator).__name__} has bias=False and would treat it "
+        "as an input's Gaussian weights. Did you mean bias=True? (With a bias, "
+        "the last column of the gradient and of weights is the bias.)")
+
+
 def check_query(estimator, X, weights, output_weights, *, reset, require_weights=True):
     """Validate a gradient query and return float64 arrays ``(X, W, A)``.
 
@@ -40,6 +90,8 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
     ``reset=False`` and ``weights=None`` only ``X`` is checked and ``W`` is
     ``None``.
     """
+    _check_not_a_module(X, "X")
+    _check_not_a_module(weights, "weights")
     if not is_numpy_like(X):
         return _check_query_xp(estimator, X, weights, output_weights, reset=reset,
                                require_weights=require_weights)
@@ -54,10 +106,10 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
     if ndim is not None and ndim != 2:
         raise ValueError(
             f"The gradient X must be 2-D, (n_neurons, n_inputs) with one row per "
-            f"neuron, got shape {np.shape(X)}. Pass the first layer's weight "
-            "gradient as it is shaped (torch: layer.weight.grad is "
-            "(out_features, in_features)), with the bias gradient as an extra "
-            "last column."
+            f"neuron, got shape {np.shape(X)}. Reshape your data: pass the first "
+            "layer's weight gradient as it is shaped (torch: layer.weight.grad "
+            "is (out_features, in_features)), with the bias gradient as an extra "
+            "last column; one neuron's row is X.reshape(1, -1)."
         )
     X = validate_data(
         estimator, X, reset=reset, dtype=[np.float64, np.float32],
@@ -85,6 +137,8 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
             f"{X.shape}: they must match (one row per neuron, the same columns)."
         )
     _check_finite("weights", W)
+    if reset:
+        _check_bias_column(estimator, W, np)
     if output_weights is None:
         A = np.ones((X.shape[0], 1))
     else:
@@ -136,10 +190,11 @@ def _check_query_xp(estimator, X, weights, output_weights, *, reset, require_wei
     if X.ndim != 2:
         raise ValueError(
             f"The gradient X must be 2-D, (n_neurons, n_inputs) with one row per "
-            f"neuron, got shape {tuple(X.shape)}. Pass the first layer's weight "
-            "gradient as it is shaped (torch: layer.weight.grad is "
-            "(out_features, in_features)), with the bias gradient as an extra "
-            "last column.")
+            f"neuron, got shape {tuple(X.shape)}. Reshape your data: pass the "
+            "first layer's weight gradient as it is shaped (torch: "
+            "layer.weight.grad is (out_features, in_features)), with the bias "
+            "gradient as an extra last column; one neuron's row is "
+            "X.reshape(1, -1).")
     m, n_cols = X.shape
     if m < 1 or n_cols < 1:
         raise ValueError(
@@ -170,6 +225,8 @@ def _check_query_xp(estimator, X, weights, output_weights, *, reset, require_wei
             f"weights has shape {tuple(W.shape)} but the gradient X has shape "
             f"{tuple(X.shape)}: they must match (one row per neuron, the same columns).")
     _check_finite("weights", W, xp)
+    if reset:
+        _check_bias_column(estimator, W, xp)
     if output_weights is None:
         return X, W, xp.ones((m, 1), dtype=xp.float64, device=device)
     if not xp.isdtype(output_weights.dtype, ("real floating", "integral")):
@@ -239,6 +296,16 @@ def check_coefficients(estimator, X, n_columns, fitted):
     return X, xp, out_dtype
 
 
+def _calling_method(estimator):
+    """Name of the innermost method of ``estimator`` on the call stack."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_locals.get("self") is estimator:
+            return frame.f_code.co_name
+        frame = frame.f_back
+    return "method"
+
+
 def check_fitted_namespace(estimator, X, fitted):
     """Refuse ``X`` from another array namespace (or device) than the fit's.
 
@@ -250,7 +317,9 @@ def check_fitted_namespace(estimator, X, fitted):
         raise ValueError(
             f"{type(estimator).__name__} was fitted on {fitted_name} arrays but X "
             f"comes from {given_name}: pass X in the array namespace of the fit "
-            f"({fitted_name}), or refit on {given_name} arrays.")
+            f"({fitted_name}), or refit on {given_name} arrays. (The inputs of "
+            f"{type(estimator).__name__}.{_calling_method(estimator)}() must use "
+            "the same namespace as the fit.)")
     try:
         return get_namespace(fitted, None if is_numpy_like(X) else X)
     except ValueError as exc:

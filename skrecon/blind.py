@@ -1,0 +1,289 @@
+"""The blind estimate: the Cocktail Party Attack, which needs no weights.
+
+A first-layer gradient mixes the private batch linearly: every row is
+``g_j = sum_i delta_ij x~_i`` with ``x~_i = (x_i, 1)`` when the layer has a
+bias. Kariyappa et al. (ICML 2023) read this as a cocktail party: the rows are
+microphone recordings, the inputs the voices, the input coordinates (the
+pixels) the time axis. Independent component analysis separates the voices
+up to scale, sign and order, with no knowledge of the weights at which the
+gradient was taken.
+
+skrecon whitens in the batch's span (the gradient's top right singular
+vectors, whose number is the batch size), runs scikit-learn's
+:class:`~sklearn.decomposition.FastICA` there, and applies the unmixing to
+every coordinate. With a bias the bias coordinate of each separated signal is
+its scale: ``x_i = x~_i[:d] / x~_i[d]`` fixes scale and sign. Without a bias
+neither is identified; the samples come back with unit norm and a
+non-negative coordinate sum.
+
+The estimate is approximate: it assumes that the samples, read as signals
+over their coordinates, are independent and non-Gaussian, which natural
+images of a few hundred pixels or more roughly are. With the server's
+Gaussian weights :class:`skrecon.GradientReconstructor` recovers the batch
+exactly; :meth:`~skrecon.GradientReconstructor.fit` without ``weights``
+runs this function.
+"""
+
+import warnings
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+from sklearn.decomposition import FastICA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+
+from .moments import BatchSizeWarning, estimate_batch_size
+
+__all__ = ["cocktail_party", "CocktailPartyResult", "BlindFitWarning"]
+
+
+class BlindFitWarning(UserWarning):
+    """A fit ran without the query's weights: the result is a blind estimate.
+
+    Issued by :meth:`skrecon.GradientReconstructor.fit` when ``weights`` is
+    not given (it then runs :func:`cocktail_party`, whose samples are
+    approximate) and by :meth:`skrecon.MomentTensorTransformer.fit` (which
+    then computes the span only).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skrecon import GradientReconstructor
+    >>> from skrecon.blind import BlindFitWarning
+    >>> from skrecon.clients import make_gradient_query
+    >>> from skrecon.datasets import load_digits_batch
+    >>> batch, _ = load_digits_batch(2, random_state=0)
+    >>> q = make_gradient_query(batch, n_neurons=50, random_state=0)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad)
+    >>> any(issubclass(w.category, BlindFitWarning) for w in caught), rec.solver_
+    (True, 'cocktail_party')
+    """
+
+
+@dataclass(frozen=True)
+class CocktailPartyResult:
+    """What :func:`cocktail_party` returns.
+
+    Attributes
+    ----------
+    samples : ndarray of shape (batch_size, n_inputs)
+        The estimated batch (bias column removed), float64, in a canonical
+        order (decreasing projection on a fixed pseudo-random direction).
+    sign_identified, scale_identified : ndarray of bool, shape (batch_size,)
+        Whether each sample's sign and norm were fixed by the bias
+        coordinate: all ``True`` with a bias (but ``False`` for a sample whose
+        bias coordinate vanished), all ``False`` without.
+    batch_size : int
+        Number of samples separated.
+    spectral_gap : float
+        ``s_B / s_{B+1}`` of the gradient's singular values.
+    n_iter : int
+        FastICA iterations (0 for one sample: there is nothing to separate).
+    converged : bool
+        Whether FastICA met its tolerance within ``max_iter``.
+    """
+
+    samples: np.ndarray
+    sign_identified: np.ndarray
+    scale_identified: np.ndarray
+    batch_size: int
+    spectral_gap: float
+    n_iter: int
+    converged: bool
+
+
+def _precision(X):
+    """float32 for float64 data that float32 holds exactly, else float64."""
+    return (np.dtype(np.float32) if np.array_equal(X, X.astype(np.float32))
+            else np.dtype(np.float64))
+
+
+def _span(X, batch_size):
+    """``(basis (n_cols, B), B, gap)``: the gradient's top right singular
+    vectors and the batch size, read off the spectrum for ``"auto"``."""
+    m, n_cols = X.shape
+    _, s, vt = np.linalg.svd(X, full_matrices=False)
+    precision = _precision(X)
+    rank = int(np.sum(s > 10 * s[0] * np.finfo(precision).eps))
+    if batch_size == "auto":
+        if rank == m and m < n_cols:
+            raise ValueError(
+                f"The gradient has as many independent rows as neurons ({m}, "
+                f"shape {X.shape}): the batch size cannot be read off. Pass "
+                "batch_size, or query a layer with more neurons than samples.")
+        B, gap = estimate_batch_size(s, precision, n_rows=m)
+    else:
+        B = int(batch_size)
+        if B > len(s):
+            raise ValueError(
+                f"batch_size={B} exceeds the rank a gradient of shape {X.shape} "
+                f"can have ({len(s)}).")
+        if B > rank:
+            warnings.warn(
+                f"batch_size={B} exceeds the numerical rank {rank} of the "
+                f"gradient: only {rank} samples can be separated. Separating "
+                f"{rank} samples.", BatchSizeWarning)
+            B = rank
+        gap = float(s[B - 1] / s[B]) if B < len(s) and s[B] > 0 else np.inf
+    return vt[:B].T, B, gap
+
+
+def cocktail_party(X, *, bias=False, batch_size="auto", max_iter=1000, tol=1e-6,
+                   random_state=None):
+    """Estimate the batch from a gradient alone (the Cocktail Party Attack).
+
+    Independent component analysis of the gradient rows, with the input
+    coordinates as observations: scikit-learn's
+    :class:`~sklearn.decomposition.FastICA` (log-cosh contrast, whitening
+    in the span of the gradient's top ``batch_size`` right singular
+    vectors) separates the samples up to scale, sign and order; the bias
+    gradient column, when present, fixes scale and sign. No weights are
+    needed, and none are used.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_neurons, n_inputs) or (n_neurons, n_inputs + 1)
+        The first layer's gradient, one row per neuron, float; with
+        ``bias=True`` the bias gradient is the last column.
+    bias : bool, default=False
+        Whether the last column of ``X`` is the bias gradient.
+    batch_size : "auto" or int, default="auto"
+        Number of samples; ``"auto"`` reads it off the largest gap of the
+        singular values (:func:`skrecon.moments.estimate_batch_size`).
+    max_iter : int, default=1000
+        FastICA iterations at most.
+    tol : float, default=1e-6
+        FastICA's tolerance on the update of the unmixing matrix.
+    random_state : int, RandomState instance or None, default=None
+        Seeds FastICA's initial unmixing matrix.
+
+    Returns
+    -------
+    result : CocktailPartyResult
+        ``samples`` ``(batch_size, n_inputs)``, the identifiability flags,
+        ``batch_size``, ``spectral_gap``, ``n_iter`` and ``converged``.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a finite 2-D array, is zero, has no input column
+        besides the bias, has as many independent rows as neurons with
+        ``batch_size="auto"``, or has fewer input coordinates than
+        ``batch_size + 1`` (ICA needs more observations than signals).
+
+    Warns
+    -----
+    ConvergenceWarning
+        When FastICA does not converge within ``max_iter`` iterations.
+    BatchSizeWarning
+        When ``batch_size`` exceeds the gradient's numerical rank (fewer
+        samples are separated).
+
+    See Also
+    --------
+    skrecon.GradientReconstructor : The exact reconstruction, given the
+        weights; ``fit`` without ``weights`` calls this function.
+
+    Notes
+    -----
+    With ``G = Delta X~`` (``Delta`` the ``(n_neurons, B)`` back-propagated
+    signals), the batch spans the top right singular space ``V`` of ``G``:
+    ``x~_i = V c_i``. FastICA finds the unmixing ``c_k`` for which the
+    signals ``t -> (V c_k)[t]`` over the input coordinates ``t`` are most
+    non-Gaussian; the estimate is ``V c_k`` over every coordinate, bias
+    included. Its accuracy depends on the data, not on the number of
+    neurons: images of a few hundred pixels separate well, small images
+    such as 8 x 8 digits (64 observations for ``B`` signals) poorly.
+
+    References
+    ----------
+    .. [1] S. Kariyappa, C. Guo, K. Maeng, W. Xiong, G. E. Suh, M. K.
+       Qureshi, H.-H. S. Lee, "Cocktail Party Attack: Breaking
+       Aggregation-Based Privacy in Federated Learning using Independent
+       Component Analysis", ICML 2023, PMLR 202:15884-15899.
+    .. [2] A. Hyvarinen, E. Oja, "Independent component analysis: algorithms
+       and applications", Neural Networks 13(4-5), 2000.
+
+    Examples
+    --------
+    >>> from skrecon.blind import cocktail_party
+    >>> from skrecon.clients import make_gradient_query
+    >>> from skrecon.datasets import load_sample_image_patches
+    >>> from skrecon.metrics import matched_cosine
+    >>> batch = load_sample_image_patches(4, patch_size=16, random_state=1)
+    >>> q = make_gradient_query(batch, n_neurons=100, random_state=0)
+    >>> result = cocktail_party(q.grad, bias=True, random_state=0)
+    >>> result.samples.shape, bool(result.sign_identified.all())
+    ((4, 768), True)
+    >>> cosines, permutation = matched_cosine(batch, result.samples)
+    >>> bool(cosines.min() > 0.8)
+    True
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(
+            f"X must be the 2-D gradient (n_neurons, n_inputs), got shape {X.shape}.")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X contains NaN or inf: the blind estimate needs a finite "
+                         "gradient.")
+    if not np.any(X):
+        raise ValueError("The gradient X is zero everywhere: it carries no "
+                         "information about the batch.")
+    if not (batch_size == "auto" or (isinstance(batch_size, Integral)
+                                     and not isinstance(batch_size, bool)
+                                     and batch_size >= 1)):
+        raise ValueError(f"batch_size must be 'auto' or a positive integer, got "
+                         f"{batch_size!r}.")
+    n_cols = X.shape[1]
+    d = n_cols - 1 if bias else n_cols
+    if d < 1:
+        raise ValueError(
+            f"With bias=True the gradient needs at least one input column before "
+            f"the bias column, got shape {X.shape}.")
+    basis, B, gap = _span(X, batch_size)
+    if B == 1:  # one sample: the span is its direction, nothing to separate
+        signals, n_iter, converged = basis, 0, True
+    else:
+        if d < B + 1:
+            raise ValueError(
+                f"The blind estimate separates B = {B} samples using their "
+                f"{d} input coordinates as observations: it needs at least "
+                f"B + 1 = {B + 1}. Pass the query's weights for the exact "
+                "reconstruction, or a smaller batch_size.")
+        ica = FastICA(n_components=B, whiten="unit-variance", fun="logcosh",
+                      max_iter=max_iter, tol=tol,
+                      random_state=check_random_state(random_state))
+        with warnings.catch_warnings():
+            # reported below, with the numbers
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ica.fit(basis[:d])
+        n_iter = int(ica.n_iter_)
+        converged = n_iter < max_iter
+        if not converged:
+            warnings.warn(
+                f"FastICA did not converge in {max_iter} iterations (B = {B} "
+                f"samples over {d} input coordinates): the blind estimate is "
+                "rougher than usual. Increase max_iter or pass the weights.",
+                ConvergenceWarning)
+        # the unmixing applies to the uncentred coordinates, bias included
+        signals = basis @ ica.components_.T  # (n_cols, B)
+    signals = signals.T
+    if bias:
+        scale = signals[:, -1]
+        identified = np.abs(scale) > 1e-8 * np.linalg.norm(signals, axis=1)
+        safe = np.where(identified, scale, 1.0)
+        samples = signals[:, :-1] / safe[:, None]
+    else:
+        identified = np.zeros(B, dtype=bool)
+        samples = signals / np.linalg.norm(signals, axis=1, keepdims=True)
+        # convention: each sample's coordinates sum to >= 0
+        samples = samples * np.where(samples.sum(axis=1) < 0, -1.0, 1.0)[:, None]
+    direction = np.random.default_rng(0).standard_normal(samples.shape[1])
+    order = np.argsort(-(samples @ direction), kind="stable")
+    return CocktailPartyResult(
+        samples=samples[order], sign_identified=identified[order].copy(),
+        scale_identified=identified[order].copy(), batch_size=B,
+        spectral_gap=float(gap), n_iter=n_iter, converged=bool(converged))

@@ -1,0 +1,79 @@
+"""Labels read off the per-sample signals (skrecon/_labels.py), and loss="auto"."""
+
+import re
+
+import numpy as np
+import pytest
+
+from skrecon import GradientReconstructor
+from skrecon._labels import infer_labels, looks_like_cross_entropy
+from skrecon.clients import make_gradient_query
+from skrecon.datasets import load_digits_batch
+from skrecon.metrics import match_samples
+from skrecon.reconstructor import IdentifiabilityWarning
+
+
+def _signals(loss, n_outputs, n_samples=4, seed=0):
+    batch, labels = load_digits_batch(n_samples, random_state=seed)
+    q = make_gradient_query(batch, labels % n_outputs if loss == "cross_entropy" else None,
+                            n_neurons=20, n_outputs=n_outputs, loss=loss,
+                            random_state=seed)
+    return q.signals, q.targets
+
+
+def test_auto_reads_cross_entropy_labels_whatever_the_global_scale():
+    U, labels = _signals("cross_entropy", 10)
+    for scale in (1.0, -0.3, 250.0):  # learning rate, sign ambiguity, sum reduction
+        got, loss, n_unlike = infer_labels(scale * U, "auto")
+        np.testing.assert_array_equal(got, labels)
+        assert (loss, n_unlike) == ("cross_entropy", 0)
+
+
+def test_auto_reads_nothing_from_squared_loss_signals():
+    U, _ = _signals("squared", 3)
+    assert not looks_like_cross_entropy(U).all()
+    assert infer_labels(U, "auto") == (None, None, int(np.sum(~looks_like_cross_entropy(U))))
+
+
+def test_two_outputs_never_give_labels():
+    U, _ = _signals("cross_entropy", 2)
+    assert infer_labels(U, "auto")[0] is None
+    assert infer_labels(U, "cross_entropy")[0] is None
+
+
+def test_one_unlike_row_stops_auto_but_not_cross_entropy():
+    U, labels = _signals("cross_entropy", 5)
+    U = U.copy()
+    U[0] = [1.0, 2.0, -0.5, 3.0, 0.1]  # one odd sign, but sums to 5.6
+    assert infer_labels(U, "auto")[:2] == (None, None)
+    got, loss, n_unlike = infer_labels(U, "cross_entropy")
+    assert (loss, n_unlike) == ("cross_entropy", 1)
+    np.testing.assert_array_equal(got[1:], labels[1:])
+    assert got[0] == 2  # the odd coordinate, a guess
+    assert infer_labels(U, "squared") == (None, "squared", 0)
+
+
+def test_default_loss_auto_fills_labels_and_says_so(capsys):
+    batch, labels = load_digits_batch(3, random_state=0)
+    q = make_gradient_query(batch, labels, n_neurons=2000, n_outputs=10,
+                            loss="cross_entropy", random_state=0)
+    rec = GradientReconstructor(bias=True, random_state=0, verbose=1)
+    assert rec.get_params()["loss"] == "auto"
+    rec.fit(q.grad, **q.fit_params)
+    assert rec.loss_ == "cross_entropy"
+    permutation = match_samples(batch, rec.samples_)
+    np.testing.assert_array_equal(np.asarray(rec.labels_)[permutation], labels)
+    assert ("[GradientReconstructor] loss='auto': inferred softmax cross-entropy, "
+            "labels read off the signals") in capsys.readouterr().out
+
+
+def test_cross_entropy_warns_with_the_number_of_unlike_signals():
+    batch, _ = load_digits_batch(3, random_state=0)
+    q = make_gradient_query(batch, n_neurons=2000, n_outputs=3, random_state=0)
+    with pytest.warns(IdentifiabilityWarning, match=re.escape(
+            "3 of 3 recovered signals do not look like softmax cross-entropy")):
+        rec = GradientReconstructor(bias=True, loss="cross_entropy",
+                                    random_state=0).fit(q.grad, **q.fit_params)
+    assert rec.labels_ is not None
+    auto = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+    assert auto.labels_ is None and auto.loss_ is None

@@ -1,0 +1,431 @@
+"""Optional Flower adapter: a gradient query from one federated round.
+
+In a `Flower <https://flower.ai>`_ round the server sends the global
+parameters to a client, the client trains on its private data and sends its
+parameters back. When the client takes **one** step of plain SGD on one
+batch, the difference of the two parameter lists is the gradient of that
+batch up to the learning rate::
+
+    returned = sent - lr * gradient   =>   gradient = (sent - returned) / lr
+
+and skrecon needs the gradient only up to a positive scale (the learning
+rate is irrelevant). :func:`update_query` turns the parameters the server
+sent and those the client returned into the query that
+:class:`skrecon.GradientReconstructor` takes (the first linear layer's
+gradient, its weights and the next layer's weights), and
+:func:`client_update` runs the client's side of a round in-process: a Flower
+``NumPyClient``, ``Client`` or ``ClientApp`` receives a real Flower *train*
+message and replies, without network, SuperLink or Ray.
+
+Several local steps (FedAvg with local epochs or several mini-batches) are
+out of scope (DESIGN §3): the update is then a sum of gradients taken at
+different weights. Where the batch size is known (the server set it in the
+config, or the client reported ``num_examples``), :func:`update_query`
+detects the common case -- an update whose rank exceeds the batch size
+(several mini-batches, or weight decay, which adds a full-rank term) -- and
+raises. Several epochs over the *same* batch keep the rank at ``B`` and are
+caught only after the fit: the relative gradient residual
+(``gradient_residual_``) stays far above round-off.
+
+:func:`update_query` needs PyTorch only (``pip install "skrecon[torch]"``);
+:func:`client_update` needs Flower (``pip install "skrecon[flower]"``).
+Both are imported when a function is called, so ``import skrecon.flower``
+works without them.
+"""
+
+import copy
+import time
+from collections.abc import Mapping
+
+import numpy as np
+from sklearn.utils import Bunch
+
+from .moments import estimate_batch_size
+from .torch import first_layer_query
+
+__all__ = ["update_query", "client_update"]
+
+_FLOWER_HINT = 'pip install "skrecon[flower]"'
+# Opacus wraps a model in a GradSampleModule whose state_dict names carry this
+# prefix; parameters saved from either the wrapper or the plain model match.
+_OPACUS_PREFIX = "_module."
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - exercised without torch
+        raise ImportError(
+            "skrecon.flower.update_query needs PyTorch, which is not installed. "
+            'Install the optional extra: pip install "skrecon[torch]"') from exc
+    return torch
+
+
+def _import_flwr():
+    try:
+        import flwr  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - exercised without flwr
+        raise ImportError(
+            "skrecon.flower.client_update needs Flower (flwr), which is not "
+            f"installed. Install the optional extra: {_FLOWER_HINT}") from exc
+    return flwr
+
+
+def _strip(name):
+    return name[len(_OPACUS_PREFIX):] if name.startswith(_OPACUS_PREFIX) else name
+
+
+def _as_arrays(parameters, keys, what):
+    """The parameters as float64 arrays in the order of ``keys``."""
+    if hasattr(parameters, "to_numpy_ndarrays"):  # a Flower ArrayRecord
+        names = list(parameters.keys())
+        arrays = parameters.to_numpy_ndarrays()
+        # one made from a list of arrays names them "0", "1", ...: a list
+        if names == [str(i) for i in range(len(names))]:
+            parameters = arrays
+        else:
+            parameters = dict(zip(names, arrays))
+    if isinstance(parameters, Mapping):
+        by_name = {_strip(str(k)): v for k, v in parameters.items()}
+        missing = [k for k in keys if _strip(k) not in by_name]
+        if missing:
+            raise ValueError(
+                f"{what} has no entry for the model's {missing[:3]} (it has "
+                f"{sorted(by_name)[:6]}): pass the model's state_dict names.")
+        values = [by_name[_strip(k)] for k in keys]
+    elif isinstance(parameters, (list, tuple)):
+        if len(parameters) != len(keys):
+            raise ValueError(
+                f"{what} holds {len(parameters)} arrays but the model's "
+                f"state_dict has {len(keys)} entries: Flower's NumPyClient "
+                "convention is one array per state_dict entry, in order.")
+        values = list(parameters)
+    else:
+        raise TypeError(
+            f"{what} must be a list of arrays (in state_dict order), a mapping "
+            f"of state_dict names to arrays or a Flower ArrayRecord, got "
+            f"{type(parameters).__name__}.")
+    out = []
+    for key, value in zip(keys, values):
+        if hasattr(value, "detach"):  # a torch tensor
+            value = value.detach().cpu().numpy()
+        value = np.asarray(value)
+        if not np.issubdtype(value.dtype, np.number):
+            raise ValueError(f"{what}[{key!r}] is not numeric (dtype {value.dtype}).")
+        out.append(value)
+    return out
+
+
+def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
+                 first="auto", second="auto"):
+    """The gradient query of one SGD step, from the parameters before and after.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model's architecture (its current values are not used, and it is
+        not modified): the parameters are matched to it by
+        ``model.state_dict()`` order or names. An Opacus
+        ``GradSampleModule`` or the module it wraps both work.
+    sent : list of ndarray, mapping or flwr.app.ArrayRecord
+        The parameters the server sent: Flower's ``NumPyClient`` convention
+        (one array per ``state_dict`` entry, in order, e.g.
+        ``[v.cpu().numpy() for v in model.state_dict().values()]``), a
+        mapping of ``state_dict`` names to arrays or tensors (a
+        ``state_dict``; Opacus's ``"_module."`` prefix is ignored), or an
+        ``ArrayRecord``. Each array has its parameter's shape.
+    returned : same type as ``sent``
+        The parameters the client returned after its step.
+    learning_rate : float, default=1.0
+        The client's SGD learning rate. It only scales the gradient, which
+        skrecon does not need; pass it to get the gradient's true scale.
+    batch_size : int or None, default=None
+        The number of samples of the client's step, when the server knows it
+        (it set it in the config, or the client reported ``num_examples``).
+        Given, an update whose numerical rank exceeds it raises: it cannot
+        be one step on one batch.
+    first, second : "auto" or str, default="auto"
+        Module names of the first layer and of the next ``nn.Linear``, as in
+        :func:`skrecon.torch.first_layer_query`.
+
+    Returns
+    -------
+    query : dict
+        The keys of :func:`skrecon.torch.first_layer_query` -- ``"grad"``
+        (ndarray of shape ``(m, d)`` or ``(m, d + 1)`` with the bias
+        gradient last: ``(sent - returned) / learning_rate``), ``"weights"``
+        (the same shape, the *sent* first-layer weights), ``"output_weights"``
+        (ndarray of shape ``(m, K)``, the sent next layer transposed),
+        ``"bias"``, ``"first"``, ``"second"``, ``"activation"`` -- and
+        ``"rank"`` (int, the numerical rank of the update, the batch size of
+        a one-step update; :func:`skrecon.moments.estimate_batch_size`).
+        Arrays are float64 for a float64 model, float32 otherwise.
+
+    Raises
+    ------
+    ImportError
+        If PyTorch is not installed.
+    TypeError
+        If ``model`` is not a ``torch.nn.Module`` or ``sent``/``returned``
+        are neither lists, mappings nor ``ArrayRecord``.
+    ValueError
+        If the parameters do not match the model (count, names or shapes),
+        are not finite, ``learning_rate`` is not a positive finite number,
+        ``batch_size`` is not a positive integer, the first layer did not
+        change (no training step), the update's rank exceeds ``batch_size``
+        (several local steps: out of scope), or the model's layers are out of
+        scope (see :func:`skrecon.torch.first_layer_query`).
+
+    See Also
+    --------
+    client_update : The client's side of one Flower round, in-process.
+    skrecon.torch.first_layer_query : The same query from ``.grad``.
+
+    Notes
+    -----
+    One SGD step from the sent weights ``θ`` gives ``θ' = θ - lr ∇L(θ)``,
+    so ``(θ - θ') / lr`` is the gradient at the weights the server chose,
+    and the query is exact up to the round-off of the subtraction (use a
+    float64 model: in float32 the update loses the digits that ``θ`` and
+    ``θ'`` share). Momentum does not matter for a first step from a fresh
+    optimizer; weight decay adds ``lr λ θ``, a full-rank term that the rank
+    check reports (subtract it before calling, if ``λ`` is known). Several
+    local steps give a sum of gradients at different weights: with more
+    than one mini-batch the rank is the number of distinct samples, which
+    the ``batch_size`` check catches; several epochs on the same batch keep
+    rank ``B`` and show only as a large ``gradient_residual_`` of the fit.
+
+    References
+    ----------
+    .. [1] D. J. Beutel et al., "Flower: A Friendly Federated Learning
+       Research Framework", arXiv:2007.14390, 2020.
+    .. [2] Z. Wang, J. D. Lee and Q. Lei, "Reconstructing Training Data from
+       Model Gradient, Provably", AISTATS 2023.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from torch import nn
+    >>> from skrecon.flower import update_query
+    >>> model = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 3)).double()
+    >>> sent = [v.numpy().copy() for v in model.state_dict().values()]
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    >>> x = torch.as_tensor(np.random.default_rng(0).uniform(size=(2, 4)))
+    >>> nn.CrossEntropyLoss()(model(x), torch.tensor([0, 2])).backward()
+    >>> opt.step()
+    >>> returned = [v.numpy().copy() for v in model.state_dict().values()]
+    >>> q = update_query(model, sent, returned, learning_rate=0.5, batch_size=2)
+    >>> q["grad"].shape, q["output_weights"].shape, q["rank"]
+    ((32, 5), (32, 3), 2)
+    >>> bool(np.allclose(q["grad"][:, :4], model[0].weight.grad.numpy()))
+    True
+    """
+    torch = _import_torch()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.number)) \
+            or not np.isfinite(learning_rate) or learning_rate <= 0:
+        raise ValueError(
+            f"learning_rate must be a positive finite number, got {learning_rate!r}.")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
+            batch_size, (int, np.integer)) or batch_size < 1):
+        raise ValueError(f"batch_size must be None or a positive integer, got {batch_size!r}.")
+    state = model.state_dict()
+    keys = list(state)
+    sent = _as_arrays(sent, keys, "sent")
+    returned = _as_arrays(returned, keys, "returned")
+    for key, a, b in zip(keys, sent, returned):
+        shape = tuple(state[key].shape)
+        for what, value in (("sent", a), ("returned", b)):
+            if value.shape != shape:
+                raise ValueError(
+                    f"{what}[{key!r}] has shape {value.shape}, but the model's "
+                    f"{key!r} has shape {shape}.")
+            if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+                raise ValueError(f"{what}[{key!r}] contains NaN or infinity.")
+
+    work = copy.deepcopy(model)
+    params = dict(work.named_parameters())
+    with torch.no_grad():
+        work.load_state_dict({k: torch.as_tensor(v).to(state[k].dtype)
+                              for k, v in zip(keys, sent)})
+        for key, a, b in zip(keys, sent, returned):
+            if key in params:
+                p = params[key]
+                diff = (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+                p.grad = torch.as_tensor(diff / float(learning_rate)).to(p.dtype)
+    query = first_layer_query(work, first=first, second=second)
+    grad = query["grad"]
+    if not np.any(grad):
+        raise ValueError(
+            f"The first layer {query['first']!r} did not change: the client "
+            "returned the parameters it was sent (no training step, or a "
+            "frozen first layer), so there is no gradient to reconstruct from.")
+    sv = np.linalg.svd(grad.astype(np.float64), compute_uv=False)
+    sv = sv[sv > 0]
+    rank, _ = estimate_batch_size(sv, grad.dtype, n_rows=grad.shape[0])
+    query["rank"] = int(rank)
+    if batch_size is not None and rank > batch_size:
+        raise ValueError(
+            f"The update of the first layer has rank {rank}, more than the "
+            f"batch_size={batch_size} samples of one step: it is not one SGD step "
+            "on one batch (several local steps over different mini-batches, as "
+            "in FedAvg, or weight decay). skrecon reconstructs one step; "
+            "multi-step local updates are out of scope.")
+    return query
+
+
+def _check_config(config):
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping or None, got {type(config).__name__}.")
+    return dict(config)
+
+
+def _client_app(client):
+    """A ClientApp for a NumPyClient, a Client or a ClientApp, and its kind."""
+    from flwr.client import Client, NumPyClient
+    from flwr.clientapp import ClientApp
+
+    if isinstance(client, NumPyClient):
+        client = client.to_client()
+    if isinstance(client, Client):
+        return ClientApp(client_fn=lambda context: client), True
+    if isinstance(client, ClientApp):
+        # a ClientApp made from a client_fn speaks the legacy FitIns records;
+        # one with @app.train() handlers the Message API's "arrays"/"config"
+        return client, getattr(client, "_call", None) is not None
+    raise TypeError(
+        "client must be a flwr NumPyClient, Client or ClientApp, got "
+        f"{type(client).__name__}.")
+
+
+def client_update(client, parameters, *, config=None, node_id=1):
+    """Run the client's side of one Flower round in-process.
+
+    The server's *train* message, holding ``parameters`` and ``config``, is
+    built as a Flower server builds it and handed to the client's
+    ``ClientApp``, whose reply is decoded as the server decodes it: no
+    network, SuperLink or Ray is involved, but the client's code runs
+    exactly as in a deployment.
+
+    Parameters
+    ----------
+    client : flwr.client.NumPyClient, flwr.client.Client or flwr.clientapp.ClientApp
+        The client. A ``NumPyClient`` or ``Client`` is wrapped in a
+        ``ClientApp``. A ``ClientApp`` made from a ``client_fn`` receives the
+        legacy ``FitIns`` records; one with an ``@app.train()`` function
+        receives the Message API's records, as
+        ``flwr.serverapp.strategy.FedAvg`` sends them: an ``ArrayRecord``
+        under ``"arrays"`` and a ``ConfigRecord`` under ``"config"``, and
+        must reply with an ``ArrayRecord`` under ``"arrays"`` and a
+        ``MetricRecord`` under ``"metrics"`` with ``"num-examples"``.
+    parameters : list of ndarray or dict of str to array
+        The global parameters the server sends: one array per
+        ``state_dict`` entry of the client's model, in order, or the
+        ``state_dict`` itself (names to arrays or tensors). A Message-API
+        ``ClientApp`` that loads the record with ``to_torch_state_dict()``
+        needs the names: pass a mapping (a list is sent with the names
+        ``"0"``, ``"1"``, ...).
+    config : dict or None, default=None
+        The round's configuration (e.g. ``{"lr": 0.1}``): str keys, scalar
+        values.
+    node_id : int, default=1
+        The client's node ID in the message and its ``Context``.
+
+    Returns
+    -------
+    result : :class:`~sklearn.utils.Bunch`
+        ``parameters`` (list of ndarray, the parameters the client
+        returned, shapes as sent), ``num_examples`` (int, what the client
+        reported) and ``metrics`` (dict).
+
+    Raises
+    ------
+    ImportError
+        If Flower is not installed.
+    TypeError
+        If ``client`` is none of the supported kinds, or ``config`` is not a
+        mapping.
+    ValueError
+        If ``parameters`` is not a non-empty list of arrays or a mapping.
+    RuntimeError
+        If the client's reply is a Flower error message (its reason is
+        included). An exception raised by the client's own code propagates
+        unchanged.
+
+    See Also
+    --------
+    update_query : The gradient query from the sent and returned parameters.
+
+    References
+    ----------
+    .. [1] D. J. Beutel et al., "Flower: A Friendly Federated Learning
+       Research Framework", arXiv:2007.14390, 2020.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pytest
+    >>> flwr = pytest.importorskip("flwr")
+    >>> from flwr.client import NumPyClient
+    >>> from skrecon.flower import client_update
+    >>> class Halve(NumPyClient):
+    ...     def fit(self, parameters, config):
+    ...         return [p * config["factor"] for p in parameters], 3, {"done": 1}
+    >>> out = client_update(Halve(), [np.ones(2)], config={"factor": 0.5})
+    >>> out.parameters, out.num_examples, out.metrics
+    ([array([0.5, 0.5])], 3, {'done': 1})
+    """
+    _import_flwr()
+    from flwr.app import (DEFAULT_TTL, ArrayRecord, ConfigRecord, Context,
+                          Message, Metadata, RecordDict)
+    from flwr.common import (FitIns, MessageType, ndarrays_to_parameters,
+                             parameters_to_ndarrays)
+    from flwr.compat.common.recorddict_compat import (fitins_to_recorddict,
+                                                      recorddict_to_fitres)
+
+    config = _check_config(config)
+    names = None
+    if isinstance(parameters, Mapping):
+        names = [str(k) for k in parameters]
+        parameters = list(parameters.values())
+    if not isinstance(parameters, (list, tuple)) or not parameters:
+        raise ValueError(
+            "parameters must be a non-empty list of arrays (one per state_dict "
+            f"entry) or a state_dict, got {type(parameters).__name__}.")
+    parameters = [np.asarray(p.detach().cpu().numpy() if hasattr(p, "detach") else p)
+                  for p in parameters]
+    app, legacy = _client_app(client)
+    if legacy:
+        content = fitins_to_recorddict(
+            FitIns(ndarrays_to_parameters(parameters), config), keep_input=True)
+    else:
+        if names is None:
+            arrays = ArrayRecord(parameters)
+        else:
+            torch = _import_torch()
+            arrays = ArrayRecord({k: torch.as_tensor(v) for k, v in zip(names, parameters)})
+        content = RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
+    # explicit metadata: a server's instruction message, without the global
+    # task identity a running SuperLink would provide
+    metadata = Metadata(run_id=0, message_id="skrecon-train-1", src_node_id=0,
+                        dst_node_id=int(node_id), reply_to_message_id="",
+                        group_id="1", created_at=time.time(), ttl=DEFAULT_TTL,
+                        message_type=MessageType.TRAIN)
+    message = Message(content=content, metadata=metadata)
+    context = Context(run_id=0, node_id=int(node_id), node_config={},
+                      state=RecordDict(), run_config={})
+    reply = app(message, context)
+    if reply.has_error():
+        raise RuntimeError(f"The client replied with an error: {reply.error.reason}")
+    if legacy:
+        res = recorddict_to_fitres(reply.content, keep_input=False)
+        returned = parameters_to_ndarrays(res.parameters)
+        num_examples, metrics = int(res.num_examples), dict(res.metrics)
+    else:
+        returned = reply.content["arrays"].to_numpy_ndarrays()
+        metrics = dict(reply.content["metrics"]) if "metrics" in reply.content else {}
+        num_examples = int(metrics.get("num-examples", 0))
+    return Bunch(parameters=returned, num_examples=num_examples, metrics=metrics)

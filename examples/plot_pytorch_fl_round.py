@@ -71,9 +71,9 @@ print(f"client loss: {loss.item():.4f}")
 # with the bias gradient as its last column, the weights in the same layout,
 # and the second layer's weights transposed, one row per neuron.
 q = first_layer_query(model)
-print("layers:", q["first"], "->", q["second"], " activation:", q["activation"])
-print("grad:", q["grad"].shape, " weights:", q["weights"].shape,
-      " output weights:", q["output_weights"].shape)
+print("layers:", q.layer_names[0], "->", q.layer_names[1], " activation:", q.activation)
+print("grad:", q.grad.shape, " weights:", q.weights.shape,
+      " output weights:", q.output_weights.shape)
 
 # %%
 # Reconstruction
@@ -84,9 +84,9 @@ print("grad:", q["grad"].shape, " weights:", q["weights"].shape,
 # the one coordinate whose sign differs from the others. The batch size is
 # read off the gradient.
 start = time.perf_counter()
-rec = GradientReconstructor(activation="tanh", bias=q["bias"], loss="cross_entropy",
+rec = GradientReconstructor(activation="tanh", bias=q.has_bias, loss="cross_entropy",
                             random_state=0)
-rec.fit(q["grad"], weights=q["weights"], output_weights=q["output_weights"])
+rec.fit(q.grad, weights=q.weights, output_weights=q.output_weights)
 elapsed = time.perf_counter() - start
 print(f"reconstructed {rec.batch_size_} samples in {elapsed:.1f} s, "
       f"gradient residual {rec.gradient_residual_:.1e}")

@@ -6,7 +6,8 @@ the multivariate features ``He_alpha(z) = prod_q He_{alpha_q}(z_q)`` are
 orthogonal too, and a smooth ``f`` expands as
 ``f(z) = sum_alpha E[d^alpha f] He_alpha(z) / alpha!`` (Stein's lemma). The
 moment tensor of order ``p + 1`` is read off the degree-``p`` coefficients of
-a least-squares fit of the gradient rows on these features (DESIGN F4b).
+a least-squares fit of the gradient rows on these features (fact F4b of
+the theory page, :ref:`theory-f4b`).
 """
 
 from itertools import combinations_with_replacement

@@ -4,7 +4,8 @@ Every activation of the first layer is an :class:`Activation`: the function
 ``sigma``, its first two derivatives (the gradient model needs ``sigma'`` and
 the Gauss-Newton Jacobian ``sigma''``) and, through :meth:`Activation.mu`, the
 Gaussian expectations ``mu_k = E[sigma^(k)(t)]``, ``t ~ N(mean, tau**2)``
-that weigh each sample in the Hermite moment tensor (DESIGN F2-F3).
+that weigh each sample in the Hermite moment tensor (facts F2 and F3 of
+the theory page, :ref:`theory-f2`, :ref:`theory-f3`).
 """
 
 import math
@@ -399,7 +400,7 @@ def _relative_moment(activation, k, mean):
 
 
 def select_tensor_order(activation, bias_mean=0.0, *, order="auto", tol=1e-8):
-    """Choose the order ``p + 1`` of the moment tensor (DESIGN F3).
+    """Choose the order ``p + 1`` of the moment tensor (:ref:`theory-f3`).
 
     The lowest ``p >= 2`` for which ``mu_{p+1}`` does not vanish identically
     for a pre-activation of mean ``bias_mean``.

@@ -1,6 +1,6 @@
 """Reference federated-learning client: exact gradient queries of an MLP.
 
-The server picks a random MLP (Gaussian first layer, DESIGN §1), the client
+The server picks a random MLP (Gaussian first layer, :ref:`theory-model`), the client
 runs one forward/backward pass on its private batch and returns the gradient.
 :func:`make_gradient_query` plays both parts in NumPy, with the exact chain
 rule, and returns everything an attack or a test needs as a
@@ -11,6 +11,7 @@ client, as it does in practice.
 """
 
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -242,10 +243,13 @@ def _reduce_loss(losses, reduction):
 class GradientQuery:
     """One gradient query: what a client returns and what the server knows.
 
-    Built by :func:`make_gradient_query`. ``grad``, ``weights`` and
-    ``output_weights`` are the inputs of the reconstructor
-    (``rec.fit(q.grad, **q.fit_params)``); ``batch`` and ``targets`` are the
-    private ground truth.
+    The one query type of skrecon: :func:`make_gradient_query` builds it for
+    a simulated client, :func:`skrecon.torch.first_layer_query` reads it off
+    a PyTorch model. ``grad``, ``weights`` and ``output_weights`` are the
+    inputs of the reconstructor (``rec.fit(q.grad, **q.fit_params)`` for
+    both); ``batch`` and ``targets`` are the private ground truth, known
+    only for a simulated query (``None`` for one read off a model, as are
+    ``loss``, ``reduction``, ``layers``, ``gradients`` and ``signals``).
 
     Attributes
     ----------
@@ -258,12 +262,16 @@ class GradientQuery:
     output_weights : ndarray of shape (n_neurons, n_next)
         Transpose of the next layer's weight matrix (``n_next = n_outputs``
         for a 2-layer net, the first hidden width otherwise).
-    activation : str or Activation
-        The first layer's activation, as given.
+    activation : str, Activation or None
+        The first layer's activation, as given (read off a PyTorch model:
+        the skrecon name of its activation module, ``None`` when there is
+        none to read).
     bias : {"none", "zero", "gaussian"}
-        The first layer's bias mode.
-    loss : {"squared", "cross_entropy"}
-    reduction : {"mean", "sum"}
+        The first layer's bias mode (read off a PyTorch model: ``"none"``
+        without a bias, ``"zero"`` when every bias is 0, else
+        ``"gaussian"``, which :func:`skrecon.torch.gaussian_reinit_` draws).
+    loss : {"squared", "cross_entropy"} or None
+    reduction : {"mean", "sum"} or None
     targets : ndarray
         The targets used: floats ``(B,)`` or ``(B, K)`` (squared loss), or
         int64 labels ``(B,)`` (cross-entropy).
@@ -291,6 +299,9 @@ class GradientQuery:
     dp_noise_multiplier : float
         The client's DP-SGD noise multiplier (noise std over
         ``dp_clip_norm``), 0.0 without noise.
+    layer_names : tuple of (str, str) or None
+        Read off a PyTorch model: the module names of the first layer and of
+        the next ``nn.Linear`` (``("0", "2")`` in an ``nn.Sequential``).
 
     See Also
     --------
@@ -314,24 +325,26 @@ class GradientQuery:
     grad: np.ndarray
     weights: np.ndarray
     output_weights: np.ndarray
-    activation: object
-    bias: str
-    loss: str
-    reduction: str
-    targets: np.ndarray
-    batch: np.ndarray
-    layers: list
-    gradients: list
+    activation: object = None
+    bias: str = "none"
+    loss: str = None
+    reduction: str = None
+    targets: np.ndarray = None
+    batch: np.ndarray = None
+    layers: list = None
+    gradients: list = None
     signals: np.ndarray = None
     weight_std: float = None
     bias_std: float = 0.0
     dp_clip_norm: float = None
     dp_noise_multiplier: float = 0.0
+    layer_names: tuple = None
 
     @property
     def batch_size(self):
-        """Number of private samples ``B`` (int)."""
-        return self.batch.shape[0]
+        """Number of private samples ``B`` (int), ``None`` when the batch is
+        unknown (a query read off a model)."""
+        return None if self.batch is None else self.batch.shape[0]
 
     @property
     def n_neurons(self):
@@ -351,6 +364,27 @@ class GradientQuery:
         ``rec.fit(q.grad, **q.fit_params)`` passes both.
         """
         return {"weights": self.weights, "output_weights": self.output_weights}
+
+    # the keys of the dict that skrecon.torch.first_layer_query returned
+    _DICT_KEYS = {"grad": "grad", "weights": "weights",
+                  "output_weights": "output_weights", "bias": "has_bias",
+                  "activation": "activation"}
+
+    def __getitem__(self, key):
+        """Deprecated: the dict access of the former ``first_layer_query``."""
+        if key in ("first", "second") and self.layer_names is not None:
+            value, attribute = self.layer_names[key == "second"], "layer_names"
+        elif key in self._DICT_KEYS:
+            attribute = self._DICT_KEYS[key]
+            value = getattr(self, attribute)
+        else:
+            raise KeyError(key)
+        warnings.warn(
+            f"q[{key!r}] is deprecated: first_layer_query returns a GradientQuery "
+            f"now, as make_gradient_query does; use q.{attribute} (and "
+            "rec.fit(q.grad, **q.fit_params)). Dict access will be removed in "
+            "skrecon 0.3.", FutureWarning, stacklevel=2)
+        return value
 
     def loss_value(self, batch=None, layers=None):
         """The loss ``L`` by a forward pass (no DP: clipping has no loss).
@@ -372,7 +406,8 @@ class GradientQuery:
         Raises
         ------
         ValueError
-            If ``batch`` does not have the query's number of samples.
+            If ``batch`` does not have the query's number of samples, or the
+            query was read off a model (no targets to evaluate the loss).
 
         Examples
         --------
@@ -384,6 +419,10 @@ class GradientQuery:
         >>> bool(loss >= 0), bool(q.loss_value(batch=batch[::-1] * 0.5) != loss)
         (True, True)
         """
+        if self.targets is None:
+            raise ValueError(
+                "This query was read off a model: its targets and loss are the "
+                "client's, unknown here, so the loss cannot be evaluated.")
         batch = self.batch if batch is None else np.asarray(batch)
         layers = self.layers if layers is None else layers
         if batch.ndim != 2 or batch.shape[0] != self.batch.shape[0]:
@@ -399,6 +438,12 @@ class GradientQuery:
         return float(_reduce_loss(losses, self.reduction))
 
     def __repr__(self):
+        if self.layers is None:
+            return (
+                f"GradientQuery(n_neurons={self.n_neurons}, grad shape "
+                f"{self.grad.shape}, layers={self.layer_names}, activation="
+                f"{getattr(self.activation, 'name', self.activation)!r}, bias="
+                f"{self.bias!r}, dtype={self.grad.dtype})")
         shapes = ", ".join(
             f"{layer['weight'].shape[0]}" for layer in self.layers
         )
@@ -445,7 +490,7 @@ def make_gradient_query(batch, targets=None, *, n_neurons=20000, activation="tan
     hidden_layers : sequence of (int, str or Activation), default=()
         ``(width, activation)`` of each further hidden layer after the
         first, with Gaussian weights of std ``1 / sqrt(fan_in)`` and zero
-        biases. ``()`` is the 2-layer net of DESIGN §1.
+        biases. ``()`` is the 2-layer net of :ref:`theory-model`.
     loss : {"squared", "cross_entropy"}, default="squared"
         ``l_i = ||f(x_i) - y_i||**2 / 2``, or softmax cross-entropy
         (``n_outputs >= 2``).
@@ -501,7 +546,7 @@ def make_gradient_query(batch, targets=None, *, n_neurons=20000, activation="tan
         dL/dw_j = sum_i (a_j . u_i) sigma'(w_j . x_i + b_j) x_i
         dL/db_j = sum_i (a_j . u_i) sigma'(w_j . x_i + b_j)
 
-    exactly, whatever the depth above (DESIGN §1). With DP-SGD, each
+    exactly, whatever the depth above (:ref:`theory-model`). With DP-SGD, each
     ``u_i`` (and every layer's signal) is first scaled by
     ``min(1, C / ||grad l_i||)``, then noise is added, which breaks this
     identity by the noise only.

@@ -17,7 +17,8 @@ Layers are found by walking ``model.named_modules()`` in order and are
 reported by their names (``"0"``, ``"fc1"``, ...), never by their position in
 a flat parameter list. Only a first layer that is an ``nn.Linear`` is in
 scope: convolutional first layers, BatchNorm in train mode and dropout
-between the first two linear layers are not (DESIGN §3), and raise.
+between the first two linear layers are not (the README's threat model
+and :ref:`theory-requirements`), and raise.
 """
 
 import numbers
@@ -240,24 +241,32 @@ def first_layer_query(model, *, first="auto", second="auto"):
 
     Returns
     -------
-    query : dict
-        - ``"grad"``: ndarray of shape ``(m, d)``, or ``(m, d + 1)`` with the
+    query : skrecon.clients.GradientQuery
+        The query type of :func:`skrecon.clients.make_gradient_query`, so
+        that ``rec.fit(q.grad, **q.fit_params)`` works for both:
+
+        - ``grad``: ndarray of shape ``(m, d)``, or ``(m, d + 1)`` with the
           bias gradient as the last column -- the ``X`` of
           :meth:`skrecon.GradientReconstructor.fit`.
-        - ``"weights"``: ndarray of the same shape, the first layer's
+        - ``weights``: ndarray of the same shape, the first layer's
           weights (bias last).
-        - ``"output_weights"``: ndarray of shape ``(m, K)``, the next
+        - ``output_weights``: ndarray of shape ``(m, K)``, the next
           layer's weight matrix transposed.
-        - ``"bias"``: bool, whether the first layer has a bias (pass it to
-          ``GradientReconstructor(bias=...)``).
-        - ``"first"``, ``"second"``: the two layers' module names.
-        - ``"activation"``: the skrecon name of the activation module found
+        - ``has_bias``: bool, whether the first layer has a bias (pass it to
+          ``GradientReconstructor(bias=...)``); ``bias`` is ``"none"``,
+          ``"zero"`` (every bias 0) or ``"gaussian"``.
+        - ``layer_names``: the two layers' module names ``(first, second)``.
+        - ``activation``: the skrecon name of the activation module found
           between the two layers (``"tanh"``, ``"relu"``, ...), or ``None``
           when there is none (e.g. a functional ``torch.tanh`` in
           ``forward``) or it has non-default parameters.
+        - ``weight_std``, ``bias_std``: the standard deviations of the first
+          layer's weights and bias, as read off them.
 
-        Arrays are float64 for a float64 model, float32 otherwise, copied to
-        the host.
+        The private fields (``batch``, ``targets``, ``loss`` ...) are
+        ``None``: the server does not know them. Arrays are float64 for a
+        float64 model, float32 otherwise, copied to the host. (The former
+        dict access ``q["grad"]`` still works, with a ``FutureWarning``.)
 
     Raises
     ------
@@ -285,7 +294,7 @@ def first_layer_query(model, *, first="auto", second="auto"):
     for modules that create their layers in the order they use them.
     Otherwise name them with ``first`` and ``second``. What the forward pass
     does between the two layers cannot be inspected; the gradient model of
-    DESIGN §1 (``g_j = sum_i (a_j . u_i) sigma'(w_j . x_i + b_j) x_i``)
+    :ref:`theory-model` (``g_j = sum_i (a_j . u_i) sigma'(w_j . x_i + b_j) x_i``)
     needs one elementwise activation there, and anything above the second
     layer (depth, losses, reductions) is allowed.
 
@@ -299,10 +308,10 @@ def first_layer_query(model, *, first="auto", second="auto"):
     >>> x = torch.rand(4, 64, dtype=torch.float64)
     >>> nn.CrossEntropyLoss()(model(x), torch.tensor([1, 1, 5, 7])).backward()
     >>> q = first_layer_query(model)
-    >>> q["grad"].shape, q["weights"].shape, q["output_weights"].shape, q["bias"]
+    >>> q.grad.shape, q.weights.shape, q.output_weights.shape, q.has_bias
     ((32, 65), (32, 65), (32, 10), True)
-    >>> q["first"], q["second"], q["activation"]
-    ('0', '2', 'tanh')
+    >>> q.layer_names, q.activation, sorted(q.fit_params)
+    (('0', '2'), 'tanh', ['output_weights', 'weights'])
     """
     torch = _import_torch()
     _check_module(torch, model)
@@ -320,15 +329,17 @@ def first_layer_query(model, *, first="auto", second="auto"):
         grad = _to_numpy(torch, torch.cat([g.detach() for g in grads], dim=1))
         W = _to_numpy(torch, torch.cat([w.detach() for w in weights], dim=1))
         A = _to_numpy(torch, lin2.weight.T)
-    return {
-        "grad": grad,
-        "weights": W,
-        "output_weights": A,
-        "bias": has_bias,
-        "first": name1,
-        "second": name2,
-        "activation": activation,
-    }
+    from .clients import GradientQuery
+
+    n_in = lin1.in_features
+    bias_mode, bias_std = "none", 0.0
+    if has_bias:
+        bias_std = float(np.std(W[:, n_in], dtype=np.float64))
+        bias_mode = "gaussian" if np.any(W[:, n_in] != 0) else "zero"
+    return GradientQuery(
+        grad=grad, weights=W, output_weights=A, activation=activation,
+        bias=bias_mode, weight_std=float(np.std(W[:, :n_in], dtype=np.float64)),
+        bias_std=bias_std, layer_names=(name1, name2))
 
 
 def _torch_seed(random_state):

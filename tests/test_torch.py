@@ -1,5 +1,6 @@
 """The PyTorch adapter: real torch.nn clients, end to end (issue 5)."""
 
+import re
 import sys
 import warnings
 
@@ -46,9 +47,9 @@ def _client_step(model, batch, labels, reduction="mean"):
 
 
 def _reconstruct(q):
-    rec = GradientReconstructor(activation="tanh", bias=q["bias"],
+    rec = GradientReconstructor(activation="tanh", bias=q.has_bias,
                                 loss="cross_entropy", random_state=0)
-    return rec.fit(q["grad"], weights=q["weights"], output_weights=q["output_weights"])
+    return rec.fit(q.grad, weights=q.weights, output_weights=q.output_weights)
 
 
 # ----------------------------------------------------------------------------
@@ -68,8 +69,8 @@ def test_two_layer_cross_entropy_exact(digits, reduction, dtype, tol):
     model = gaussian_reinit_(_two_layer(N_NEURONS, dtype=dtype), random_state=0)
     _client_step(model, batch, labels, reduction)
     q = first_layer_query(model)
-    assert q["bias"] is True and q["activation"] == "tanh"
-    assert q["grad"].dtype == (np.float64 if dtype == torch.float64 else np.float32)
+    assert q.has_bias is True and q.activation == "tanh"
+    assert q.grad.dtype == (np.float64 if dtype == torch.float64 else np.float32)
 
     rec = _reconstruct(q)
 
@@ -85,8 +86,8 @@ def test_two_layer_cross_entropy_exact(digits, reduction, dtype, tol):
 def test_sum_and_mean_reductions_differ_by_the_batch_size(digits):
     batch, labels = digits
     model = gaussian_reinit_(_two_layer(64), random_state=3)
-    g_mean = first_layer_query(_client_step(model, batch, labels, "mean"))["grad"]
-    g_sum = first_layer_query(_client_step(model, batch, labels, "sum"))["grad"]
+    g_mean = first_layer_query(_client_step(model, batch, labels, "mean")).grad
+    g_sum = first_layer_query(_client_step(model, batch, labels, "sum")).grad
     np.testing.assert_allclose(g_sum, len(batch) * g_mean, rtol=1e-12, atol=1e-15)
 
 
@@ -95,8 +96,8 @@ def test_first_layer_without_bias(digits):
     model = gaussian_reinit_(_two_layer(N_NEURONS, bias=False), random_state=0)
     _client_step(model, batch, labels)
     q = first_layer_query(model)
-    assert q["bias"] is False
-    assert q["grad"].shape == q["weights"].shape == (N_NEURONS, 64)  # no bias column
+    assert q.has_bias is False
+    assert q.grad.shape == q.weights.shape == (N_NEURONS, 64)  # no bias column
 
     # tanh' is even and there is no bias: (x_i, u_i) -> (-x_i, -u_i) gives the
     # same gradient, so each sample's sign is not identifiable (DESIGN F3).
@@ -129,27 +130,52 @@ def test_query_layout_matches_the_parameters():
     model = _small_step(gaussian_reinit_(_two_layer(32), random_state=1))
     q = first_layer_query(model)
     lin1, lin2 = model[0], model[2]
-    np.testing.assert_array_equal(q["grad"][:, :64], lin1.weight.grad.numpy())
-    np.testing.assert_array_equal(q["grad"][:, 64], lin1.bias.grad.numpy())
-    np.testing.assert_array_equal(q["weights"][:, :64], lin1.weight.detach().numpy())
-    np.testing.assert_array_equal(q["weights"][:, 64], lin1.bias.detach().numpy())
-    np.testing.assert_array_equal(q["output_weights"], lin2.weight.detach().numpy().T)
-    assert q["output_weights"].shape == (32, 10)
-    assert (q["first"], q["second"]) == ("0", "2")
+    np.testing.assert_array_equal(q.grad[:, :64], lin1.weight.grad.numpy())
+    np.testing.assert_array_equal(q.grad[:, 64], lin1.bias.grad.numpy())
+    np.testing.assert_array_equal(q.weights[:, :64], lin1.weight.detach().numpy())
+    np.testing.assert_array_equal(q.weights[:, 64], lin1.bias.detach().numpy())
+    np.testing.assert_array_equal(q.output_weights, lin2.weight.detach().numpy().T)
+    assert q.output_weights.shape == (32, 10)
+    assert q.layer_names == ("0", "2")
     # copies: later training steps do not change the query
-    before = q["grad"].copy(), q["weights"].copy()
+    before = q.grad.copy(), q.weights.copy()
     with torch.no_grad():
         lin1.weight.add_(1.0)
         lin1.weight.grad.add_(1.0)
-    np.testing.assert_array_equal(q["grad"], before[0])
-    np.testing.assert_array_equal(q["weights"], before[1])
+    np.testing.assert_array_equal(q.grad, before[0])
+    np.testing.assert_array_equal(q.weights, before[1])
+
+
+def test_query_is_the_query_type_of_the_reference_client():
+    from skrecon.clients import GradientQuery, make_gradient_query
+
+    model = _small_step(gaussian_reinit_(_two_layer(32), bias_std=0.0, random_state=1))
+    q = first_layer_query(model)
+    simulated = make_gradient_query(np.eye(3, 64), n_neurons=32, random_state=0)
+    assert type(q) is type(simulated) is GradientQuery
+    for query in (q, simulated):
+        assert set(query.fit_params) == {"weights", "output_weights"}
+    assert (q.bias, q.has_bias, q.n_neurons, q.batch_size) == ("zero", True, 32, None)
+    assert q.weight_std == pytest.approx(np.std(model[0].weight.detach().numpy()))
+    assert q.batch is None and q.targets is None and q.loss is None
+    with pytest.raises(ValueError, match="read off a model"):
+        q.loss_value()
+    # the former dict access still works, for one more release
+    with pytest.warns(FutureWarning, match=re.escape(
+            "q['bias'] is deprecated: first_layer_query returns a GradientQuery now, "
+            "as make_gradient_query does; use q.has_bias")):
+        assert q["bias"] is True
+    with pytest.warns(FutureWarning, match=re.escape("use q.layer_names")):
+        assert q["second"] == "2"
+    with pytest.raises(KeyError):
+        q["samples"]
 
 
 def test_query_float32_arrays():
     model = _small_step(gaussian_reinit_(_two_layer(16, dtype=torch.float32)))
     q = first_layer_query(model)
     for key in ("grad", "weights", "output_weights"):
-        assert q[key].dtype == np.float32
+        assert getattr(q, key).dtype == np.float32
 
 
 def test_grad_none_message():
@@ -194,7 +220,7 @@ def test_convolutional_first_layer_is_out_of_scope():
         gaussian_reinit_(model)
     # the fully connected layers above it can still be named explicitly
     q = first_layer_query(model, first="fc1")
-    assert q["grad"].shape == (32, 4 * 6 * 6 + 1) and q["second"] == "fc2"
+    assert q.grad.shape == (32, 4 * 6 * 6 + 1) and q.layer_names[1] == "fc2"
 
 
 def test_other_first_layers_and_a_single_linear_raise():
@@ -234,19 +260,19 @@ class _Nested(nn.Module):
 def test_layers_found_by_name_in_a_custom_module():
     model = _small_step(gaussian_reinit_(_Net().double(), random_state=0))
     q = first_layer_query(model)
-    assert (q["first"], q["second"], q["bias"]) == ("fc1", "fc2", False)
-    assert q["activation"] is None  # torch.tanh in forward cannot be seen
-    np.testing.assert_array_equal(q["grad"], model.fc1.weight.grad.numpy())
-    np.testing.assert_array_equal(q["output_weights"],
+    assert (*q.layer_names, q.has_bias) == ("fc1", "fc2", False)
+    assert q.activation is None  # torch.tanh in forward cannot be seen
+    np.testing.assert_array_equal(q.grad, model.fc1.weight.grad.numpy())
+    np.testing.assert_array_equal(q.output_weights,
                                   model.fc2.weight.detach().numpy().T)
-    assert first_layer_query(model, first="fc1")["second"] == "fc2"
+    assert first_layer_query(model, first="fc1").layer_names[1] == "fc2"
 
     nested = _small_step(gaussian_reinit_(_Nested().double(), random_state=0))
     q = first_layer_query(nested)
-    assert (q["first"], q["second"], q["activation"]) == ("encoder.1", "head.0", "tanh")
-    np.testing.assert_array_equal(q["output_weights"],
+    assert (*q.layer_names, q.activation) == ("encoder.1", "head.0", "tanh")
+    np.testing.assert_array_equal(q.output_weights,
                                   nested.head[0].weight.detach().numpy().T)
-    assert q["output_weights"].shape == (32, 16)  # K = width of the next layer
+    assert q.output_weights.shape == (32, 16)  # K = width of the next layer
 
 
 class _Reversed(nn.Module):
@@ -268,7 +294,7 @@ def test_explicit_names_when_registration_order_differs():
     with pytest.raises(ValueError, match="No nn.Linear follows"):
         first_layer_query(model, first="fc1")
     q = first_layer_query(model, first="fc1", second="fc2")
-    np.testing.assert_array_equal(q["grad"][:, :64], model.fc1.weight.grad.numpy())
+    np.testing.assert_array_equal(q.grad[:, :64], model.fc1.weight.grad.numpy())
     with pytest.raises(ValueError, match="names no module"):
         first_layer_query(model, first="fc3")
     with pytest.raises(ValueError, match="the same module"):
@@ -287,13 +313,13 @@ def test_layers_that_break_the_gradient_model_raise():
     with pytest.raises(ValueError, match="Dropout"):
         first_layer_query(drop)
     drop.eval()
-    assert first_layer_query(drop)["activation"] == "tanh"
+    assert first_layer_query(drop).activation == "tanh"
 
 
 def test_activation_hint():
     def hint(act):
         model = nn.Sequential(nn.Linear(64, 8), act, nn.Linear(8, 10)).double()
-        return first_layer_query(_small_step(model))["activation"]
+        return first_layer_query(_small_step(model)).activation
 
     assert hint(nn.ReLU()) == "relu"
     assert hint(nn.Sigmoid()) == "sigmoid"
@@ -470,7 +496,7 @@ def test_three_layer_net_samples_and_labels_through_the_output_layer(digits):
     model = gaussian_reinit_(_three_layer(16384, 256), random_state=0)
     _client_step(model, batch, labels)
     q = first_layer_query(model)
-    assert q["output_weights"].shape == (16384, 256)
+    assert q.output_weights.shape == (16384, 256)
     rec = _reconstruct(q)
     errors, perm = relative_error(batch, rec.samples_)
     assert np.all(perm >= 0) and np.max(errors) <= 1e-6

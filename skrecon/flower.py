@@ -150,16 +150,15 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
 
     Returns
     -------
-    query : dict
-        The keys of :func:`skrecon.torch.first_layer_query` -- ``"grad"``
-        (ndarray of shape ``(m, d)`` or ``(m, d + 1)`` with the bias
-        gradient last: ``(sent - returned) / learning_rate``), ``"weights"``
-        (the same shape, the *sent* first-layer weights), ``"output_weights"``
-        (ndarray of shape ``(m, K)``, the sent next layer transposed),
-        ``"bias"``, ``"first"``, ``"second"``, ``"activation"`` -- and
-        ``"rank"`` (int, the numerical rank of the update, the batch size of
-        a one-step update; :func:`skrecon.moments.estimate_batch_size`).
-        Arrays are float64 for a float64 model, float32 otherwise.
+    query : skrecon.clients.GradientQuery
+        As :func:`skrecon.torch.first_layer_query` returns it: ``grad``
+        (ndarray of shape ``(m, d)``, or ``(m, d + 1)`` with the bias
+        gradient last: ``(sent - returned) / learning_rate``), ``weights``
+        (the same shape: the *sent* first-layer weights), ``output_weights``
+        (ndarray of shape ``(m, K)``: the sent next layer, transposed),
+        ``activation``, ``bias``, ``has_bias``, ``layer_names`` and
+        ``fit_params``, so that ``rec.fit(q.grad, **q.fit_params)`` attacks
+        it. Arrays are float64 for a float64 model, float32 otherwise.
 
     Raises
     ------
@@ -215,9 +214,9 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
     >>> opt.step()
     >>> returned = [v.numpy().copy() for v in model.state_dict().values()]
     >>> q = update_query(model, sent, returned, learning_rate=0.5, batch_size=2)
-    >>> q["grad"].shape, q["output_weights"].shape, q["rank"]
-    ((32, 5), (32, 3), 2)
-    >>> bool(np.allclose(q["grad"][:, :4], model[0].weight.grad.numpy()))
+    >>> q.grad.shape, q.output_weights.shape, q.layer_names
+    ((32, 5), (32, 3), ('0', '2'))
+    >>> bool(np.allclose(q.grad[:, :4], model[0].weight.grad.numpy()))
     True
     """
     torch = _import_torch()
@@ -255,16 +254,15 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
                 diff = (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
                 p.grad = torch.as_tensor(diff / float(learning_rate)).to(p.dtype)
     query = first_layer_query(work, first=first, second=second)
-    grad = query["grad"]
+    grad = query.grad
     if not np.any(grad):
         raise ValueError(
-            f"The first layer {query['first']!r} did not change: the client "
+            f"The first layer {query.layer_names[0]!r} did not change: the client "
             "returned the parameters it was sent (no training step, or a "
             "frozen first layer), so there is no gradient to reconstruct from.")
     sv = np.linalg.svd(grad.astype(np.float64), compute_uv=False)
     sv = sv[sv > 0]
     rank, _ = estimate_batch_size(sv, grad.dtype, n_rows=grad.shape[0])
-    query["rank"] = int(rank)
     if batch_size is not None and rank > batch_size:
         raise ValueError(
             f"The update of the first layer has rank {rank}, more than the "

@@ -96,15 +96,57 @@ def _err(message):
     print(f"{_PROG}: error: {message}", file=sys.stderr)
 
 
-def _fit(estimator, grad, weights, output_weights):
-    """Fit, timing it and collecting warnings; return (seconds, warnings)."""
+#: Seconds of work after which the progress bar appears.
+PROGRESS_DELAY = 2.0
+
+
+class _Progress:
+    """A progress bar (tqdm, on stderr) fed by the reconstructor's
+    ``progress(stage, done, total)`` calls: it appears only after
+    :data:`PROGRESS_DELAY` seconds, so quick runs print nothing."""
+
+    def __init__(self, file=None):
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=1, delay=PROGRESS_DELAY, file=file or sys.stderr,
+                         unit="step", leave=False, dynamic_ncols=True,
+                         bar_format="{desc}: {n}/{total} |{bar}| {elapsed}")
+
+    def __call__(self, stage, done, total):
+        total = max(int(total), 1)
+        self._bar.set_description_str(
+            f"{stage} (samples found)" if stage == "search" else stage, refresh=False)
+        if self._bar.total != total:
+            self._bar.total = total
+        self._bar.update(int(done) - self._bar.n)
+        self._bar.refresh()
+
+    def close(self):
+        self._bar.close()
+
+
+def _fit(estimator, grad, weights, output_weights, *, progress=True):
+    """Fit, timing it and collecting warnings; return (seconds, warnings).
+
+    With ``progress``, a progress bar on stderr follows the reconstructor's
+    stages and the samples it finds (shown after a few seconds only).
+    """
+    runner = getattr(estimator, "_fit", None) if progress else None
+    bar = _Progress() if runner is not None else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
         try:
-            estimator.fit(grad, weights=weights, output_weights=output_weights)
+            if runner is None:
+                estimator.fit(grad, weights=weights, output_weights=output_weights)
+            else:
+                estimator._validate_params()  # what fit's decorator does
+                runner(grad, weights, output_weights, progress=bar)
         except ValueError as exc:
             raise _UsageError(f"the reconstruction was rejected: {exc}") from exc
+        finally:
+            if bar is not None:
+                bar.close()
         elapsed = time.perf_counter() - start
     return elapsed, caught
 
@@ -239,7 +281,8 @@ def _demo(args):
         activation=args.activation, bias=True, n_init=args.n_init,
         random_state=args.seed,
     )
-    elapsed, caught = _fit(rec, query.grad, query.weights, query.output_weights)
+    elapsed, caught = _fit(rec, query.grad, query.weights, query.output_weights,
+                           progress=not args.no_progress)
     _report_warnings(caught)
 
     report = reconstruction_report(
@@ -263,21 +306,9 @@ def _demo(args):
     print(f"reconstruction time  : {elapsed:.2f} s")
 
     if not args.no_figure:
-        from .plotting import plot_reconstruction
-
-        try:
-            fig = plot_reconstruction(
-                batch, rec.samples_, image_shape=_IMAGE_SHAPE,
-                permutation=report.permutation, labels=labels,
-            )
-        except ImportError:
-            print('note: matplotlib is not installed, no figure written '
-                  '(pip install "skrecon[plot]")')
-        else:
-            try:
-                fig.savefig(args.output, dpi=100)
-            except OSError as exc:
-                raise _UsageError(f"cannot write {args.output!r}: {exc}") from exc
+        title = _figure_title(query.grad.shape[0], args.activation, True, n)
+        if _write_figure(args.output, batch, rec.samples_, _IMAGE_SHAPE, title,
+                         permutation=report.permutation, labels=labels):
             print(f"figure: {args.output}")
 
     n_missed = int(np.sum(report.permutation < 0))
@@ -291,6 +322,48 @@ def _demo(args):
         return 1
     print(f"OK: every sample recovered to relative error <= {DEMO_TOLERANCE:g}.")
     return 0
+
+
+def _figure_title(width, activation, bias, batch_size):
+    """The setup, for a figure's title."""
+    return (f"{width} {activation} neurons, "
+            f"{'with' if bias else 'no'} bias, batch of {batch_size}")
+
+
+def _write_figure(path, batch, samples, image_shape, title, **kwargs):
+    """Draw :func:`skrecon.plotting.plot_reconstruction` to ``path``;
+    ``False`` (and a note) without matplotlib."""
+    from .plotting import plot_reconstruction
+
+    try:
+        fig = plot_reconstruction(batch, samples, image_shape=image_shape,
+                                  title=title, colorbar=True, **kwargs)
+    except ImportError:
+        print('note: matplotlib is not installed, no figure written '
+              '(pip install "skrecon[plot]")')
+        return False
+    except ValueError as exc:
+        raise _UsageError(f"cannot draw the figure: {exc}") from exc
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise _UsageError(f"cannot write {path!r}: {exc}") from exc
+    return True
+
+
+def _image_shape(args, n_features):
+    """``--image-shape``, else a square (or square RGB) image, else an error."""
+    if args.image_shape is not None:
+        return tuple(args.image_shape)
+    side = int(round(np.sqrt(n_features)))
+    if side * side == n_features:
+        return side, side
+    side = int(round(np.sqrt(n_features / 3)))
+    if 3 * side * side == n_features:
+        return side, side, 3
+    raise _UsageError(
+        f"--plot needs the image shape of the {n_features} features (not a square "
+        "or a square RGB image): pass --image-shape H W [C]")
 
 
 def _make_query(args):
@@ -331,7 +404,7 @@ def _reconstruct(args):
         n_init=args.n_init, random_state=args.seed,
     )
     elapsed, caught = _fit(rec, data["grad"], data["weights"],
-                           data.get("output_weights"))
+                           data.get("output_weights"), progress=not args.no_progress)
     _report_warnings(caught)
 
     arrays = {
@@ -363,6 +436,13 @@ def _reconstruct(args):
           f"features from grad {' x '.join(map(str, grad_shape))} "
           f"({activation}, bias={bias}) in {elapsed:.2f} s; gradient residual "
           f"{rec.gradient_residual_:.3g}{check}; wrote {output}")
+    if args.plot is not None:
+        known = truth is not None and truth.shape[1:] == rec.samples_.shape[1:]
+        title = _figure_title(grad_shape[0], activation, bias, rec.batch_size_)
+        if _write_figure(args.plot, truth if known else None, rec.samples_,
+                         _image_shape(args, rec.samples_.shape[1]), title):
+            print(f"figure: {args.plot}" + ("" if known else
+                  " (no 'samples' in the query: reconstructions only)"))
     return 0
 
 
@@ -370,8 +450,21 @@ def _reconstruct(args):
 # parser and entry point
 # --------------------------------------------------------------------------
 
+def _reconstructor_defaults():
+    """The reconstructor's parameter defaults: the help states them, never
+    a copy that could drift."""
+    from .reconstructor import GradientReconstructor
+
+    estimator = GradientReconstructor()
+    return estimator.get_params() if hasattr(estimator, "get_params") else {}
+
+
 def _build_parser():
     names = _activation_names()
+    defaults = _reconstructor_defaults()
+    n_init = defaults.get("n_init")
+    n_init_help = (f"starts per search round of the reconstructor (default: "
+                   f"{n_init})")
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="Reconstruct a federated-learning client's private batch from "
@@ -401,12 +494,15 @@ def _build_parser():
     demo.add_argument("--seed", type=int, default=0,
                       help="seed of the batch, the network and the restarts "
                            "(default: 0)")
-    demo.add_argument("--n-init", type=_positive_int, default=5,
-                      help="random restarts of the decomposition (default: 10)")
+    demo.add_argument("--n-init", type=_positive_int, default=n_init,
+                      help=n_init_help)
     demo.add_argument("--output", default="skrecon_demo.png",
                       help="PNG figure to write (default: skrecon_demo.png)")
     demo.add_argument("--no-figure", action="store_true",
                       help="do not draw or write the figure")
+    demo.add_argument("--no-progress", action="store_true",
+                      help="no progress bar (it appears on stderr after "
+                           f"{PROGRESS_DELAY:g} s)")
     demo.set_defaults(func=_demo)
 
     make = sub.add_parser(
@@ -453,8 +549,19 @@ def _build_parser():
                             "samples (default: auto)")
     recon.add_argument("--seed", type=int, default=0,
                        help="seed of the restarts (default: 0)")
-    recon.add_argument("--n-init", type=_positive_int, default=5,
-                       help="random restarts of the decomposition (default: 10)")
+    recon.add_argument("--n-init", type=_positive_int, default=n_init,
+                       help=n_init_help)
+    recon.add_argument("--plot", metavar="OUT.png", default=None,
+                       help="also draw the demo's figure to OUT.png: each true "
+                            "sample (key 'samples' of the query, if any) above "
+                            "its matched reconstruction")
+    recon.add_argument("--image-shape", metavar="N", type=_positive_int, nargs="+",
+                       default=None,
+                       help="height width [channels] of a sample for --plot "
+                            "(default: square, or square RGB)")
+    recon.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (it appears on stderr after "
+                            f"{PROGRESS_DELAY:g} s)")
     recon.set_defaults(func=_reconstruct)
     return parser
 

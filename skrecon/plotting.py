@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["plot_reconstruction", "plot_leakage_curve"]
+__all__ = ["plot_reconstruction", "plot_leakage_curve", "CAPTION"]
 
 _INSTALL_HINT = (
     'skrecon.plotting needs matplotlib, which is not installed. Install it with '
@@ -115,31 +115,53 @@ def _show(axis, image, *, cmap, vmin, vmax):
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 2:
-        axis.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        shown = axis.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax,
+                            interpolation="nearest")
     else:
         span = vmax - vmin if vmax > vmin else 1.0
-        axis.imshow(np.clip((image - vmin) / span, 0.0, 1.0), interpolation="nearest")
+        shown = axis.imshow(np.clip((image - vmin) / span, 0.0, 1.0),
+                            interpolation="nearest")
     axis.set_xticks([])
     axis.set_yticks([])
+    return shown
+
+
+def _value_range(images):
+    """``(vmin, vmax)`` of the images, widened when they are constant."""
+    vmin, vmax = float(np.min(images)), float(np.max(images))
+    if vmax <= vmin:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    return vmin, vmax
+
+
+#: The figure's caption when it owns the figure: what the panel titles mean.
+CAPTION = ("rec. j: row j of the reconstruction (e.g. samples_[j]), shown under "
+           "the true sample it is matched to (Hungarian matching on cosine); "
+           "rel. err: ||x_hat - x|| / ||x||")
 
 
 def plot_reconstruction(batch, reconstruction, *, image_shape=(8, 8),
                         permutation=None, labels=None, recovered_labels=None,
-                        ax=None, fig=None, cmap="gray"):
+                        ax=None, fig=None, cmap="gray", title=None, colorbar=False):
     """Show each true sample above its matched reconstruction.
 
     The top row holds the true images, the bottom row the reconstructed
     image matched to each of them (Hungarian matching on cosine similarity,
     see :func:`skrecon.metrics.match_samples`, unless ``permutation`` is
-    given). Each bottom panel is titled with the relative error
-    ``||x_i - x_hat|| / ||x_i||`` of the pair. Both images of a pair are
-    drawn on the same intensity range, that of the true image, so a
-    reconstruction with a wrong scale looks wrong.
+    given). Each bottom panel is titled ``rec. j``, ``j`` the row of
+    ``reconstruction`` shown there, and with the relative error
+    ``||x_i - x_hat|| / ||x_i||`` of the pair; a figure made here says so in
+    its caption (:data:`CAPTION`). Both images of a pair are drawn on the
+    same intensity range, that of the true image (with ``colorbar=True``,
+    that of the whole true batch), so a reconstruction with a wrong scale
+    looks wrong.
 
     Parameters
     ----------
-    batch : array-like of shape (n_samples, n_features)
-        The true batch, one flattened image (C order) per row.
+    batch : array-like of shape (n_samples, n_features) or None
+        The true batch, one flattened image (C order) per row. ``None``
+        (the truth is unknown, as to a real attacker): one row of the
+        reconstructed images, titled ``rec. j``.
     reconstruction : array-like of shape (n_reconstructed, n_features)
         The reconstructed samples in any order, e.g. ``rec.samples_`` of a
         fitted :class:`~skrecon.GradientReconstructor`. Rows not matched to a
@@ -160,8 +182,9 @@ def plot_reconstruction(batch, reconstruction, *, image_shape=(8, 8),
         (e.g. ``rec.labels_``), shown in the bottom titles.
     ax : array-like of matplotlib Axes of shape (2, n_samples), default=None
         Axes to draw into: ``ax[0, i]`` gets true sample ``i``, ``ax[1, i]``
-        its reconstruction. Their figure is returned. Incompatible with
-        ``fig``.
+        its reconstruction (with ``batch=None``: ``n_reconstructed`` Axes,
+        one per reconstructed sample). Their figure is returned.
+        Incompatible with ``fig``.
     fig : matplotlib.figure.Figure, default=None
         An (empty) figure in which the ``2 x n_samples`` grid of axes is
         created, e.g. ``plt.figure()`` to get a pyplot-managed window.
@@ -169,6 +192,13 @@ def plot_reconstruction(batch, reconstruction, *, image_shape=(8, 8),
         not registered with pyplot, sized to the batch.
     cmap : str or Colormap, default="gray"
         Colormap of single-channel images.
+    title : str, default=None
+        The figure's title (e.g. the setup: width, activation, bias, batch
+        size).
+    colorbar : bool, default=False
+        Draw every panel on one intensity range, that of the true batch (of
+        the reconstruction when ``batch`` is None), and add a colour bar
+        (single-channel images only).
 
     Returns
     -------
@@ -198,8 +228,14 @@ def plot_reconstruction(batch, reconstruction, *, image_shape=(8, 8),
     6
     >>> fig.axes[3].get_title()
     'rec. 2\\nrel. err 0.0...'
+    >>> fig = plot_reconstruction(batch, batch + 0.01, title="B = 3", colorbar=True)
+    >>> fig.get_suptitle(), len(fig.axes)  # the colour bar is one more axes
+    ('B = 3', 7)
     >>> fig.savefig("reconstruction.png")  # doctest: +SKIP
     """
+    if batch is None:
+        return _plot_samples(reconstruction, image_shape, recovered_labels, ax, fig,
+                             cmap, title, colorbar)
     batch = _as_2d_float(batch, "batch")
     reconstruction = _as_2d_float(reconstruction, "reconstruction")
     n, d = batch.shape
@@ -222,24 +258,23 @@ def plot_reconstruction(batch, reconstruction, *, image_shape=(8, 8),
         raise ValueError("Pass at most one of ax and fig.")
 
     Figure = _import_matplotlib_figure()
+    owned = ax is None
     if ax is not None:
         axes = _check_axes(ax, n)
         fig = axes[0, 0].get_figure()
     else:
         if fig is None:
-            fig = Figure(figsize=(max(1.3 * n, 2.6), 3.0), layout="constrained")
+            fig = Figure(figsize=(max(1.3 * n, 3.9), 3.6), layout="constrained")
         axes = np.asarray(fig.subplots(2, n, squeeze=False), dtype=object)
 
     norms = np.linalg.norm(batch, axis=1)
     for i in range(n):
         x = batch[i]
-        vmin, vmax = float(x.min()), float(x.max())
-        if vmax <= vmin:
-            vmin, vmax = vmin - 0.5, vmax + 0.5
+        vmin, vmax = _value_range(batch if colorbar else x)
         top = f"sample {i}"
         if labels is not None:
             top += f"\nlabel {labels[i]}"
-        _show(axes[0, i], x.reshape(shape), cmap=cmap, vmin=vmin, vmax=vmax)
+        shown = _show(axes[0, i], x.reshape(shape), cmap=cmap, vmin=vmin, vmax=vmax)
         axes[0, i].set_title(top, fontsize="small")
 
         j = int(permutation[i])
@@ -251,14 +286,64 @@ def plot_reconstruction(batch, reconstruction, *, image_shape=(8, 8),
             continue
         x_hat = reconstruction[j]
         _show(bottom, x_hat.reshape(shape), cmap=cmap, vmin=vmin, vmax=vmax)
-        title = f"rec. {j}"
+        caption = f"rec. {j}"
         if recovered_labels is not None:
-            title += f", label {recovered_labels[j]}"
+            caption += f", label {recovered_labels[j]}"
         if norms[i] > 0:
-            title += f"\nrel. err {np.linalg.norm(x - x_hat) / norms[i]:.2g}"
-        bottom.set_title(title, fontsize="small")
+            caption += f"\nrel. err {np.linalg.norm(x - x_hat) / norms[i]:.2g}"
+        bottom.set_title(caption, fontsize="small")
     axes[0, 0].set_ylabel("true", fontsize="small")
     axes[1, 0].set_ylabel("reconstructed", fontsize="small")
+    _decorate(fig, axes, shown, shape, owned, title, colorbar)
+    return fig
+
+
+def _decorate(fig, axes, shown, shape, owned, title, colorbar):
+    """Title, colour bar (single channel) and, on a figure made here, the caption."""
+    if title is not None:
+        fig.suptitle(title, fontsize="medium")
+    if colorbar and (len(shape) == 2 or shape[2] == 1):
+        fig.colorbar(shown, ax=list(axes.ravel()), shrink=0.8, label="pixel value")
+    if owned:
+        fig.supxlabel(CAPTION, fontsize="x-small", wrap=True)
+
+
+def _plot_samples(reconstruction, image_shape, recovered_labels, ax, fig, cmap,
+                  title, colorbar):
+    """One row of reconstructed images, titled ``rec. j`` (no truth known)."""
+    reconstruction = _as_2d_float(reconstruction, "reconstruction")
+    n, d = reconstruction.shape
+    shape = _check_image_shape(image_shape, d)
+    recovered_labels = _check_labels(recovered_labels, n, "recovered_labels")
+    if ax is not None and fig is not None:
+        raise ValueError("Pass at most one of ax and fig.")
+    Figure = _import_matplotlib_figure()
+    owned = ax is None
+    if ax is not None:
+        axes = np.asarray(ax, dtype=object).reshape(1, -1)
+        if axes.shape[1] != n:
+            raise ValueError(
+                f"ax must hold {n} Axes (one per reconstructed sample) when batch "
+                f"is None, got {axes.size}.")
+        fig = axes[0, 0].get_figure()
+    else:
+        if fig is None:
+            fig = Figure(figsize=(max(1.3 * n, 3.9), 2.2), layout="constrained")
+        axes = np.asarray(fig.subplots(1, n, squeeze=False), dtype=object)
+    for j in range(n):
+        vmin, vmax = _value_range(reconstruction if colorbar else reconstruction[j])
+        shown = _show(axes[0, j], reconstruction[j].reshape(shape), cmap=cmap,
+                      vmin=vmin, vmax=vmax)
+        label = "" if recovered_labels is None else f"\nlabel {recovered_labels[j]}"
+        axes[0, j].set_title(f"rec. {j}{label}", fontsize="small")
+    axes[0, 0].set_ylabel("reconstructed", fontsize="small")
+    if title is not None:
+        fig.suptitle(title, fontsize="medium")
+    if colorbar and (len(shape) == 2 or shape[2] == 1):
+        fig.colorbar(shown, ax=list(axes.ravel()), shrink=0.8, label="pixel value")
+    if owned:
+        fig.supxlabel("rec. j: row j of the reconstruction (e.g. samples_[j])",
+                      fontsize="x-small")
     return fig
 
 

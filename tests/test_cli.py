@@ -180,3 +180,95 @@ def test_python_dash_m_help():
     assert proc.stdout.startswith("usage: skrecon")
     for command in ("demo", "make-query", "reconstruct"):
         assert command in proc.stdout
+
+
+# ------------------------------------------- defaults, figure, progress bar
+
+
+@pytest.mark.parametrize("command", ["demo", "reconstruct"])
+def test_help_states_the_estimators_n_init(command, capsys):
+    from skrecon import GradientReconstructor
+
+    n_init = GradientReconstructor().get_params()["n_init"]
+    assert main([command, "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert (f"--n-init N_INIT starts per search round of the reconstructor "
+            f"(default: {n_init})") in help_text
+
+
+@pytest.fixture
+def small_query(tmp_path):
+    path = tmp_path / "query.npz"
+    assert main(["make-query", "--batch-size", "2", "--width", "3000",
+                 "--output", str(path)]) == 0
+    return path
+
+
+def _capture_figures(monkeypatch):
+    """Record every figure the CLI draws."""
+    import skrecon.plotting
+
+    drawn, original = [], skrecon.plotting.plot_reconstruction
+
+    def recording(*args, **kwargs):
+        drawn.append(original(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(skrecon.plotting, "plot_reconstruction", recording)
+    return drawn
+
+
+def test_reconstruct_plot_draws_the_demo_figure(small_query, capsys, monkeypatch):
+    from skrecon.plotting import CAPTION
+
+    drawn = _capture_figures(monkeypatch)
+    png = small_query.parent / "out.png"
+    assert main(["reconstruct", str(small_query), "--plot", str(png)]) == 0
+    assert f"figure: {png}" in capsys.readouterr().out
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    fig, = drawn
+    assert fig.get_suptitle() == "3000 tanh neurons, with bias, batch of 2"
+    assert len(fig.axes) == 2 * 2 + 1  # true, reconstructed, one colour bar
+    assert fig.axes[-1].get_ylabel() == "pixel value"
+    assert fig._supxlabel.get_text() == CAPTION
+    assert CAPTION.startswith("rec. j: row j of the reconstruction")
+
+
+def test_reconstruct_plot_without_truth_draws_the_reconstructions(small_query, capsys,
+                                                                   monkeypatch):
+    with np.load(small_query) as data:
+        arrays = {k: data[k] for k in data.files if k != "samples"}
+    np.savez(small_query, **arrays)
+    drawn = _capture_figures(monkeypatch)
+    png = small_query.parent / "out.png"
+    assert main(["reconstruct", str(small_query), "--plot", str(png)]) == 0
+    assert ("(no 'samples' in the query: reconstructions only)"
+            in capsys.readouterr().out)
+    fig, = drawn
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["rec. 0", "rec. 1"]
+
+
+def test_reconstruct_plot_needs_an_image_shape(tmp_path, capsys):
+    from skrecon.clients import make_gradient_query
+
+    batch = np.random.default_rng(0).uniform(size=(2, 10))
+    q = make_gradient_query(batch, n_neurons=500, random_state=0)
+    path = tmp_path / "q.npz"
+    np.savez(path, grad=q.grad, weights=q.weights, output_weights=q.output_weights,
+             bias=np.array(True))
+    assert main(["reconstruct", str(path), "--plot", str(tmp_path / "f.png")]) == 2
+    assert ("--plot needs the image shape of the 10 features (not a square or a "
+            "square RGB image): pass --image-shape H W [C]") in capsys.readouterr().err
+    assert main(["reconstruct", str(path), "--plot", str(tmp_path / "f.png"),
+                 "--image-shape", "2", "5"]) == 0
+
+
+def test_progress_bar_follows_stages_and_samples(small_query, capsys, monkeypatch):
+    import skrecon.cli
+
+    monkeypatch.setattr(skrecon.cli, "PROGRESS_DELAY", 0.0)  # show it at once
+    assert main(["reconstruct", str(small_query)]) == 0
+    err = capsys.readouterr().err
+    assert "search (samples found): 2/2" in err
+    assert main(["reconstruct", str(small_query), "--no-progress"]) == 0
+    assert "samples found" not in capsys.readouterr().err

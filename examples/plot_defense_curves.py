@@ -103,7 +103,7 @@ plt.show()
 # ------------------
 # * **Noise** leaks in proportion: the reconstruction error follows the
 #   noise level over four orders of magnitude, at about a sixth of it here.
-#   The refinement returns the least-squares fit of the exact gradient
+#   The polish returns the least-squares fit of the exact gradient
 #   model, and 3 000 neurons average the noise down (more neurons would
 #   average it further:
 #   :ref:`sphx_glr_auto_examples_plot_width_sweep.py`). Even at a signal-to-noise

@@ -11,8 +11,9 @@ the batch back — exactly, up to floating-point round-off.
 
 The steps follow :doc:`/theory`: the singular values of the gradient reveal
 the batch size, a Hermite moment tensor decomposed by Jennrich's algorithm
-gives approximate samples, and a Levenberg-Marquardt fit of the exact
-gradient model makes them exact.
+gives approximate samples, a search of the gradient's column space started
+from each of them finds the exact samples one at a time, and a
+Levenberg-Marquardt fit of the exact gradient model polishes the batch.
 """
 
 # %%
@@ -118,8 +119,11 @@ plt.show()
 #   a bias, tanh leaves the sign of each image undetermined
 #   (``sign_identified_`` would be False).
 # * The gradient is **exact**: the model ``g_j = sum_i (a_j . u_i)
-#   tanh'(w_j . x_i + b_j) x_i`` holds to round-off, so the final
-#   Levenberg-Marquardt fit drives the residual to round-off too. With a
-#   noisy gradient (a defence) it returns the least-squares fit instead.
-# * 20 000 neurons make the moment tensor accurate enough (its error shrinks
-#   like ``1/sqrt(n_neurons)``) for the restarts to find a good start.
+#   tanh'(w_j . x_i + b_j) x_i`` holds to round-off, so each sample's
+#   search, and the final Levenberg-Marquardt fit, drive the residual to
+#   round-off too. With a noisy gradient (a defence) they return the
+#   least-squares fit instead.
+# * 20 000 neurons make the moment tensor accurate (its error shrinks like
+#   ``1/sqrt(n_neurons)``), so its components are good starts. The searches
+#   do not depend on them: from random directions alone (``init="random"``)
+#   they find the same eight samples.

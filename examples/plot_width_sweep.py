@@ -6,8 +6,9 @@ How wide must the layer be? Error against the width m
 The server chooses the width ``m`` of the random first layer. In the tensor
 method of Wang, Lee & Lei the neurons are the statistical samples of a
 moment estimator, so its error shrinks like ``1 / sqrt(m)``
-(:ref:`theory-f2`). skrecon follows the tensor start with an exact fit of
-the gradient model (:ref:`theory-f7`), which changes what the width is for.
+(:ref:`theory-f2`). skrecon uses the tensor only for starts, and finds the
+samples from the exact gradient model (:ref:`theory-f8`,
+:ref:`theory-f7`), which changes what the width is for.
 This example sweeps ``m`` on a batch of four handwritten digits, once with
 the exact gradient and once with a gradient carrying 0.1 % Gaussian noise.
 """
@@ -102,12 +103,13 @@ plt.show()
 # ---------------------
 # * **Exact gradient: round-off at every width.** The gradient model has
 #   only ``B (d + K) = 4 x 65`` unknowns against ``m (d + 1)`` observed
-#   numbers, and it is exact. Once a tensor start (and, if needed, a
-#   restart or re-seeding) lands in the basin of the true batch, the
-#   Levenberg-Marquardt fit converges to it, and four digits need no more
+#   numbers, and it is exact. Each sample is a zero of its own column-space
+#   misfit; once a start (a tensor component, or a random direction) lands
+#   in its basin, the search converges to it, and four digits need no more
 #   than a hundred neurons for that. Larger batches need wider layers: the
-#   Hermite regression needs more neurons than its ``C(B + p, p)`` features,
-#   and the start must be good enough (:ref:`user-guide-width`).
+#   neurons must far outnumber the unknowns of a sample, and the Hermite
+#   regression that gives the tensor's starts needs more neurons than its
+#   ``C(B + p, p)`` features (:ref:`user-guide-width`).
 # * **Noisy gradient: the width averages the noise away.** With noise the fit
 #   returns the least-squares solution of the model; every neuron is one more
 #   independent observation of the same ``B (d + K)`` unknowns, so the error

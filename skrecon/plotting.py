@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["plot_reconstruction", "plot_leakage_curve", "CAPTION"]
+__all__ = ["plot_reconstruction", "plot_leakage_curve"]
 
 _INSTALL_HINT = (
     'skrecon.plotting needs matplotlib, which is not installed. Install it with '
@@ -151,7 +151,7 @@ def plot_reconstruction(batch, reconstruction, *, image_shape=(8, 8),
     given). Each bottom panel is titled ``rec. j``, ``j`` the row of
     ``reconstruction`` shown there, and with the relative error
     ``||x_i - x_hat|| / ||x_i||`` of the pair; a figure made here says so in
-    its caption (:data:`CAPTION`). Both images of a pair are drawn on the
+    its caption (``skrecon.plotting.CAPTION``). Both images of a pair are drawn on the
     same intensity range, that of the true image (with ``colorbar=True``,
     that of the whole true batch), so a reconstruction with a wrong scale
     looks wrong.

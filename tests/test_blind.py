@@ -1,4 +1,4 @@
-"""The blind estimate (skrecon/blind.py) and GradientReconstructor.fit without weights."""
+"""The blind estimate (skrecon/blind.py): GradientReconstructor.fit without weights."""
 
 import re
 import warnings

@@ -234,8 +234,8 @@ def test_reconstruct_plot_draws_the_demo_figure(small_query, capsys, monkeypatch
     assert CAPTION.startswith("rec. j: row j of the reconstruction")
 
 
-def test_reconstruct_plot_without_truth_draws_the_reconstructions(small_query, capsys,
-                                                                   monkeypatch):
+def test_reconstruct_plot_without_truth_draws_the_reconstructions(
+        small_query, capsys, monkeypatch):
     with np.load(small_query) as data:
         arrays = {k: data[k] for k in data.files if k != "samples"}
     np.savez(small_query, **arrays)

@@ -15,9 +15,9 @@ from skrecon.reconstructor import IdentifiabilityWarning
 
 def _signals(loss, n_outputs, n_samples=4, seed=0):
     batch, labels = load_digits_batch(n_samples, random_state=seed)
-    q = make_gradient_query(batch, labels % n_outputs if loss == "cross_entropy" else None,
-                            n_neurons=20, n_outputs=n_outputs, loss=loss,
-                            random_state=seed)
+    targets = labels % n_outputs if loss == "cross_entropy" else None
+    q = make_gradient_query(batch, targets, n_neurons=20, n_outputs=n_outputs,
+                            loss=loss, random_state=seed)
     return q.signals, q.targets
 
 
@@ -32,7 +32,8 @@ def test_auto_reads_cross_entropy_labels_whatever_the_global_scale():
 def test_auto_reads_nothing_from_squared_loss_signals():
     U, _ = _signals("squared", 3)
     assert not looks_like_cross_entropy(U).all()
-    assert infer_labels(U, "auto") == (None, None, int(np.sum(~looks_like_cross_entropy(U))))
+    n_unlike = int(np.sum(~looks_like_cross_entropy(U)))
+    assert infer_labels(U, "auto") == (None, None, n_unlike)
 
 
 def test_two_outputs_never_give_labels():

@@ -10,7 +10,12 @@ Three subcommands::
 ``reconstruct`` chain::
 
     skrecon make-query --batch-size 8 --output query.npz
-    skrecon reconstruct query.npz --output reconstruction.npz
+    skrecon reconstruct query.npz --output reconstruction.npz --plot figure.png
+
+``demo`` and ``reconstruct`` show a progress bar on stderr (stages, samples
+found) once a reconstruction has run for a few seconds; ``--no-progress``
+turns it off. ``--plot`` draws the demo's figure: each true sample (the
+query's ``samples``, when present) above its matched reconstruction.
 
 Files are NumPy ``.npz`` archives read with ``allow_pickle=False``: a query
 holds ``grad`` ``(n_neurons, n_inputs[+1])`` and ``weights`` (same shape),

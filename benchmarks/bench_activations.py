@@ -14,7 +14,7 @@ Table 1 (Gaussian bias), one row per activation: the tensor order used
 the worst relative error ``||x_i - xhat_i|| / ||x_i||`` and the worst matched
 cosine over the batch (Hungarian matching on the cosine, *not*
 sign-invariant: with a bias the sign is identified, so a flipped sample
-counts as wrong), ``n_reseeds_``, the relative gradient residual and PASS
+counts as wrong), the searches started (``n_starts_``), the relative gradient residual and PASS
 when the worst relative error is <= ``--exact-tol`` (1e-6).
 
 Table 2 (identifiability limits): the identity activation (with a bias),
@@ -67,7 +67,7 @@ def fit_one(activation, *, bias, B, m, seed, n_jobs, timeout):
     q = make_gradient_query(batch, n_neurons=m, activation=activation,
                             bias="gaussian" if bias else "none", random_state=seed)
     out = {"time": float("nan"), "order": "", "err": float("nan"),
-           "cos": float("nan"), "reseeds": "", "resid": float("nan"),
+           "cos": float("nan"), "starts": "", "resid": float("nan"),
            "sign": "", "scale": "", "error": None, "warned": ""}
     rec = GradientReconstructor(activation=activation, bias=bias, batch_size=B,
                                 random_state=0, n_jobs=n_jobs)
@@ -86,7 +86,7 @@ def fit_one(activation, *, bias, B, m, seed, n_jobs, timeout):
     cos, _ = matched_cosine(batch, rec.samples_, sign_invariant=sign_inv)
     err, _ = relative_error(batch, rec.samples_, sign_invariant=sign_inv)
     out.update(order=str(rec.order_), cos=float(np.min(cos)),
-               err=float(np.max(err)), reseeds=str(rec.n_reseeds_),
+               err=float(np.max(err)), starts=str(rec.n_starts_),
                resid=rec.gradient_residual_,
                sign=str(bool(np.all(rec.sign_identified_))),
                scale=str(bool(np.all(rec.scale_identified_))),
@@ -98,7 +98,7 @@ def fit_one(activation, *, bias, B, m, seed, n_jobs, timeout):
 
 def activation_table(args):
     header = ["activation", "order", "fit time(s)", "worst relerr", "worst cos",
-              "n_reseeds", "grad resid", "result", "warnings / error"]
+              "n_starts", "grad resid", "result", "warnings / error"]
     rows = []
     for a in args.activations:
         _log(f"{a}, Gaussian bias, B={args.batch_size}, m={args.width} ...")
@@ -112,7 +112,7 @@ def activation_table(args):
         _log(f"  {r['time']:.1f} s  worst relerr {_fmt(r['err'], '.2e')}  {result}"
              f"  {note}")
         rows.append([a, r["order"], _fmt(r["time"], ".1f"), _fmt(r["err"], ".2e"),
-                     _fmt(r["cos"], ".8f"), r["reseeds"], _fmt(r["resid"], ".1e"),
+                     _fmt(r["cos"], ".8f"), r["starts"], _fmt(r["resid"], ".1e"),
                      result, note])
     print()
     print(f"Table 1: digits B={args.batch_size} (load_digits_batch seed 0), "
@@ -160,7 +160,7 @@ def limits_table(args):
                      r["scale"], _fmt(r["cos"], ".8f"),
                      _fmt(r["err"], ".2e") if r["scale"] == "True" else "n/a",
                      "yes" if ok else "NO",
-                     f"{cos_note}; reseeds={r['reseeds']}; warned: {r['warned']}"])
+                     f"{cos_note}; starts={r['starts']}; warned: {r['warned']}"])
     print()
     print(f"Table 2: identifiability limits (digits B={B}, m={m}, query seed "
           f"{args.seed}); flags are all() over the batch; relu without bias "

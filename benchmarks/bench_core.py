@@ -330,9 +330,7 @@ def run_skrecon(q, *, n_jobs, timeout, threads=0):
             notes.append(f"{n_un} sample(s) unmatched")
         notes.append(f"LM it={rec.n_iter_}"
                      + ("" if rec.converged_ else " not converged"))
-        notes.append(f"restarts={len(rec.restart_residuals_)}")
-        if getattr(rec, "n_reseeds_", 0):
-            notes.append(f"reseeds={rec.n_reseeds_}")
+        notes.append(f"found {rec.n_found_}/{rec.batch_size_} in {rec.n_starts_} starts")
         kinds = sorted({w.category.__name__ for w in caught})
         if kinds:
             notes.append("warned: " + ",".join(kinds))

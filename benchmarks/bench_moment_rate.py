@@ -10,7 +10,7 @@ bias (std 0.5), at several widths m and query seeds (the network draw,
 
 The estimate, for one query: ``MomentTensorTransformer(activation, bias=True,
 n_components=B)._fit`` (span, order-3 Hermite moment tensor), then as in one
-restart of ``skrecon._restarts.run_restart``: extra modes contracted, one
+decomposition of ``skrecon.decomposition.tensor_starts``: extra modes contracted, one
 Jennrich decomposition (``rng = default_rng(seed)``), CP-ALS (300 sweeps),
 ``start_from_factors`` (first-mode vectors scaled so that the bias
 coordinate is exactly 1), mapped back to input coordinates:
@@ -55,7 +55,7 @@ from datetime import datetime
 
 import numpy as np
 
-from skrecon import MomentTensorTransformer, _restarts, decomposition
+from skrecon import MomentTensorTransformer, decomposition
 from skrecon.activations import get_activation
 from skrecon.clients import make_gradient_query
 from skrecon.datasets import load_digits_batch
@@ -77,15 +77,16 @@ def moment_estimate(q, B, activation, seed, n_starts=1):
     mt = MomentTensorTransformer(activation=activation, bias=True, n_components=B)
     proj = mt._fit(q.grad, q.weights, q.output_weights)
     rng = np.random.default_rng(seed)
-    folded = _restarts._contract_extra_modes(_restarts._fold(mt.moment_tensor_), rng)
+    folded, etas = decomposition._contract_extra_modes(
+        mt._moment_tensor_host.reshape((-1,) + mt._moment_tensor_host.shape[3:]), rng)
     factors, cp_err = None, np.inf
     for _ in range(n_starts):
         start = decomposition.jennrich(folded, B, rng)
         f, err = decomposition.cp_als(folded, start, max_iter=300)
         if err < cp_err:
             factors, cp_err = f, err
-    V = _restarts.start_from_factors(factors, proj, act, mt._lower_moments[0],
-                                     mt.order_, mt.weight_std_)
+    v = decomposition._first_mode_vectors(factors[0], B)
+    V = v * (proj.column_scale[-1] / (v @ proj.bias_row))[:, None]  # bias input 1
     x_aug = (V @ proj.scaled_basis.T) / proj.column_scale
     return x_aug[:, :-1] / x_aug[:, -1:], x_aug, float(cp_err)
 

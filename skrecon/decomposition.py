@@ -18,7 +18,7 @@ References
 import numpy as np
 from scipy import linalg
 
-__all__ = ["jennrich", "cp_als", "cp_reconstruct", "khatri_rao"]
+__all__ = ["jennrich", "cp_als", "cp_reconstruct", "khatri_rao", "tensor_starts"]
 
 
 def khatri_rao(factors):
@@ -307,3 +307,175 @@ def cp_als(tensor, factors, *, max_iter=500, tol=1e-8):
         if converged:
             break
     return factors, err
+
+
+# ALS sweeps polishing the Jennrich factors of one decomposition
+_ALS_ITER = 300
+
+
+def _contract_extra_modes(tensor, rng):
+    """Contract Hermite modes beyond the third with random unit vectors.
+
+    Component ``i`` of the result carries the factor ``prod_eta eta . h_i``;
+    the vectors ``eta`` are returned to divide it out.
+    """
+    etas = []
+    while tensor.ndim > 3:
+        eta = rng.standard_normal(tensor.shape[-1])
+        eta /= np.linalg.norm(eta)
+        etas.append(eta)
+        tensor = tensor @ eta
+    return tensor, etas
+
+
+def _first_mode_vectors(first, n_dims):
+    """Leading direction of each first-mode factor ``(n_dims * n_slices,)``.
+
+    The first mode folds the gradient coordinates with the output (and bias
+    order) slices: each component is ``v_i (x) w_i``; the best rank-one
+    approximation recovers ``v_i`` up to scale and sign.
+    """
+    out = np.empty((first.shape[1], n_dims))
+    for i, col in enumerate(first.T):
+        u, s, _ = np.linalg.svd(col.reshape(n_dims, -1), full_matrices=False)
+        out[i] = u[:, 0] * s[0]
+    return out
+
+
+def moment_ratio_norms(h, factors, lower_t0, order, activation, weight_std, etas=()):
+    """Signed norms ``r_i`` of the samples ``r_i h_i`` without a bias.
+
+    The degree-0 moment is ``T_0 = sum_i mu_1(|r_i|) r_i w_i h_i`` and the
+    moment tensor ``sum_i mu_{p+1}(|r_i|) r_i^(p+1) w_i h_i^(p+1)``; their
+    per-sample ratio ``r^p mu_{p+1}(|r|) / mu_1(|r|)`` is a known function of
+    ``r`` alone, inverted on a grid. It is even in ``r`` for ``p = 2`` (the
+    sign is left to the search, and is not identifiable for an even
+    ``sigma'``). For scale-free activations (ReLU) it is constant: the norm
+    is not identifiable and unit input norms are returned. ``etas`` are the
+    vectors that contracted the Hermite modes beyond the third: they
+    multiplied each component by ``eta . h_i``, which is divided out.
+
+    Parameters
+    ----------
+    h : ndarray of shape (B, B)
+        Unit sample directions (span coordinates), one per row.
+    factors : list of ndarray
+        CP factors of the (folded, contracted) moment tensor.
+    lower_t0 : ndarray
+        The degree-0 moment ``T_0`` of the same query.
+    order : int
+        Order of the moment tensor.
+    activation : Activation
+    weight_std : float
+        The weights' std (input units per pre-activation unit).
+    etas : sequence of ndarray of shape (B,), default=()
+        Contraction vectors of the extra Hermite modes.
+
+    Returns
+    -------
+    norms : ndarray of shape (B,)
+        Signed norms in scaled span units.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.activations import get_activation
+    >>> from skrecon.decomposition import moment_ratio_norms
+    >>> relu = get_activation("relu")  # scale-free: the norm is not identifiable
+    >>> moment_ratio_norms(np.eye(2), [np.eye(2)] * 3, np.ones((2, 1)), 4, relu, 0.1)
+    array([0.1, 0.1])
+    """
+    n = h.shape[0]
+    p = order - 1
+    if activation.scale_free:
+        return np.full(n, weight_std)  # |x| = 1 in input units
+    kappa = np.linalg.lstsq(h.T, lower_t0.reshape(n, -1), rcond=None)[0]
+    lam = np.empty_like(kappa)
+    for i in range(n):
+        sign = 1.0
+        for f in factors[2:]:
+            sign *= np.sign(f[:, i] @ h[i]) or 1.0
+        lam[i] = sign * (h[i] @ factors[0][:, i].reshape(n, -1)) * np.prod(
+            [np.linalg.norm(f[:, i]) for f in factors[1:]])
+        for eta in etas:
+            lam[i] /= eta @ h[i]
+    rho = np.sum(lam * kappa, axis=1) / np.maximum(np.sum(kappa * kappa, axis=1), 1e-300)
+    grid = np.geomspace(1e-2, 1e2, 400)
+    ratio = grid**p * activation.mu(order, grid) / activation.mu(1, grid)
+    signed_grid = np.concatenate([-grid[::-1], grid])
+    signed_ratio = np.concatenate([(-1) ** p * ratio[::-1], ratio])
+    idx = np.argmin(np.abs(signed_ratio[None, :] - rho[:, None]), axis=1)
+    return signed_grid[idx]
+
+
+def tensor_starts(tensor, lower_t0, activation, order, weight_std, random_state, *,
+                  fixed=None):
+    """Start samples from one CP decomposition of the moment tensor.
+
+    The tensor's first mode (gradient coordinates, folded with the output
+    and bias-order slices) is contracted away by Jennrich's algorithm on two
+    random slices, Hermite modes beyond the third are contracted with random
+    unit vectors first, and CP-ALS polishes the factors. With a bias input,
+    the bias coordinate of each first-mode vector pins its scale and sign
+    exactly; without one the direction comes from a Hermite mode and the
+    norm from :func:`moment_ratio_norms`.
+
+    Parameters
+    ----------
+    tensor : ndarray of shape (B, K, L) + (B,) * (order - 1)
+        The moment tensor (first mode, output mode, bias-order mode, then
+        the Hermite modes), as ``MomentTensorTransformer.moment_tensor_``.
+    lower_t0 : ndarray of shape (B, K, L)
+        The degree-0 moment (for the norms without a bias).
+    activation : Activation
+    order : int
+        Order of the moment tensor.
+    weight_std : float
+        The weights' std.
+    random_state : numpy.random.Generator
+        Draws Jennrich's slices and the contraction vectors.
+    fixed : tuple (e, c) or None, default=None
+        With a bias input, every scaled sample satisfies ``e . v = c``.
+
+    Returns
+    -------
+    starts : ndarray of shape (B, B)
+        One start per CP component (span coordinates); rows may be
+        non-finite where a component was degenerate.
+    cp_error : float
+        Relative error of the CP fit of the (contracted) tensor.
+
+    References
+    ----------
+    .. [1] Z. Wang, J. D. Lee, Q. Lei, "Reconstructing Training Data from
+       Model Gradient, Provably", AISTATS 2023, PMLR 206:6595-6612.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.activations import get_activation
+    >>> from skrecon.decomposition import cp_reconstruct, tensor_starts
+    >>> rng = np.random.default_rng(0)
+    >>> V = rng.standard_normal((3, 3))  # samples in span coordinates
+    >>> V[:, -1] = 1.0  # the bias coordinate
+    >>> h = V / np.linalg.norm(V, axis=1, keepdims=True)
+    >>> T = cp_reconstruct([V.T, h.T, h.T]).reshape(3, 1, 1, 3, 3)
+    >>> starts, err = tensor_starts(T, np.zeros((3, 1, 1)), get_activation("tanh"), 3,
+    ...                             1.0, rng, fixed=(np.eye(3)[-1], 1.0))
+    >>> bool(np.allclose(np.sort(starts, axis=0), np.sort(V, axis=0)))
+    True
+    """
+    n = tensor.shape[0]
+    folded, etas = _contract_extra_modes(tensor.reshape((-1,) + tensor.shape[3:]),
+                                         random_state)
+    factors = jennrich(folded, n, random_state)
+    factors, cp_error = cp_als(folded, factors, max_iter=_ALS_ITER)
+    if fixed is not None:
+        e, c = fixed
+        v = _first_mode_vectors(factors[0], n)
+        last = v @ e
+        last = np.where(np.abs(last) > 1e-300, last, 1e-300)
+        return v * (c / last)[:, None], cp_error
+    h = factors[1].T / np.linalg.norm(factors[1].T, axis=1, keepdims=True)
+    norms = moment_ratio_norms(h, factors, lower_t0, order, activation, weight_std, etas)
+    return h * norms[:, None], cp_error

@@ -2,7 +2,8 @@
 
 A gradient query is the first layer's gradient ``X`` (one row per neuron),
 the weights the server chose (same layout) and the output weights. This
-module turns it into the batch's span (facts F1, F4 of DESIGN.md) and the
+module turns it into the batch's span (facts F1, F4 of the theory page,
+:ref:`theory-f1`, :ref:`theory-f4`) and the
 Hermite moment tensor in that span (F2, F4b): the input of the tensor
 decomposition.
 """
@@ -31,6 +32,10 @@ from .activations import Activation, get_activation, select_tensor_order
 
 __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
            "NonGaussianWeightsWarning"]
+
+
+# the largest batch whose moment tensor "auto" starts compute
+_AUTO_TENSOR_MAX_BATCH = 16
 
 
 class BatchSizeWarning(UserWarning):
@@ -82,7 +87,7 @@ class NonGaussianWeightsWarning(UserWarning):
 def _check_gaussian_weights(w_in):
     """Warn when the input weights are clearly not i.i.d. Gaussian.
 
-    The moment tensor is the Stein identity of a Gaussian (DESIGN F2): with
+    The moment tensor is the Stein identity of a Gaussian (:ref:`theory-f2`): with
     other weights (PyTorch's default ``nn.Linear`` init is uniform, excess
     kurtosis -1.2) it is biased. The test is the sample excess kurtosis and
     the mean, against ``6`` standard errors (and at least ``0.2`` and
@@ -129,7 +134,7 @@ def _gavish_donoho_omega(beta):
 
 
 def estimate_batch_size(singular_values, dtype, *, n_rows=None):
-    """Batch size from the spectrum of the gradient (DESIGN F1).
+    """Batch size from the spectrum of the gradient (:ref:`theory-f1`).
 
     The singular values of an exact gradient drop to round-off after the
     ``B``-th: values below ``10 eps(dtype) s_1`` are round-off, and among the
@@ -521,7 +526,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
     Notes
     -----
     For ``z ~ N(0, I)`` Stein's lemma gives ``E[g (x) He_p(z)] =
-    sum_i mu_{p+1}(x_i) x_i (x) x_i^(x)p`` (DESIGN F2), a tensor of CP rank
+    sum_i mu_{p+1}(x_i) x_i (x) x_i^(x)p`` (:ref:`theory-f2`), a tensor of CP rank
     ``B`` whose components are the samples. It is estimated in ``B``
     dimensions after projecting on the span, never in ``n_inputs``.
 
@@ -582,10 +587,15 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             ``bias=True``).
         y : None
             Ignored.
-        weights : array-like of the shape of ``X``
+        weights : array-like of the shape of ``X``, default=None
             The first-layer weights at which the gradient was taken.
+            ``None``: only the span is computed (``components_``,
+            ``singular_values_``, ``n_components_``, ``spectral_gap_``,
+            ``noise_level_``), with a :class:`~skrecon.blind.BlindFitWarning`;
+            the moment tensor and the weight statistics need the weights.
         output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
-            The neurons' outgoing weights; ``None`` means all ones.
+            The neurons' outgoing weights; ``None`` means all ones. Needs
+            ``weights``.
 
         Returns
         -------
@@ -595,10 +605,11 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If ``weights`` is missing, an argument holds NaN or inf, shapes do
-            not match, the gradient is zero, the order is not identifiable
-            for the activation, or the gradient cannot show the batch size
-            (fewer neurons than samples, full rank).
+            If an argument holds NaN or inf, shapes do not match, the
+            gradient is zero, the order is not identifiable for the
+            activation, the gradient cannot show the batch size (fewer
+            neurons than samples, full rank), or ``output_weights`` comes
+            without ``weights``.
 
         Examples
         --------
@@ -611,11 +622,20 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         >>> mt.n_components_, mt.order_, bool(mt.noise_level_ < 1e-12)
         (4, 3, True)
         """
+        if weights is None:
+            return self._fit_span(X, output_weights)
         self._fit(X, weights, output_weights)
         return self
 
-    def _fit(self, X, weights, output_weights):
-        """Fit and return the projected query (kept out of the fitted state)."""
+    def _fit(self, X, weights, output_weights, tensor=True):
+        """Fit and return the projected query (kept out of the fitted state).
+
+        ``tensor=False`` stops after the span and the projection: the
+        moment tensor (the costly Hermite regression) is left ``None``;
+        ``tensor="auto"`` computes it for batches of at most 16 samples
+        whose Hermite features number at most ``max_features`` (beyond,
+        Jennrich's starts are poor and the regression costs ``O(m F^2)``).
+        """
         X, W, A = check_query(self, X, weights, output_weights, reset=True)
         activation = get_activation(self.activation)
         s, bias_mean, bias_std = _weight_statistics(W, self.bias, self.weight_std)
@@ -688,9 +708,13 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         degree = self.order_ - 1
         n_bias_orders = degree + 1 if gaussian_bias else 1
         R = _bias_regressors(A, Wz[:, -1] if gaussian_bias else None, n_bias_orders)
-        tensors = _hermite_regression(Z, P, R, degree, self.max_features)
         K = A.shape[1]
-        tensors = [t.reshape((B, K, n_bias_orders) + t.shape[2:]) for t in tensors]
+        if tensor == "auto":
+            tensor = (B <= _AUTO_TENSOR_MAX_BATCH
+                      and n_hermite_features(B, degree) <= self.max_features)
+        if tensor:
+            tensors = _hermite_regression(Z, P, R, degree, self.max_features)
+            tensors = [t.reshape((B, K, n_bias_orders) + t.shape[2:]) for t in tensors]
 
         dtype = getattr(xp, self._input_dtype.name)  # float32 input: float32 attributes
         self.components_ = xp.astype(basis.T, dtype)
@@ -703,10 +727,11 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         self.bias_std_ = bias_std
         self.scaled_components_ = xp.astype(scaled_basis.T, dtype)
         self.hermite_components_ = xp.astype(hermite_basis.T, dtype)
-        self.moment_tensor_ = from_host(tensors[degree], xp, device, dtype=dtype)
         # host copies for the decomposition (B-sized)
-        self._moment_tensor_host = tensors[degree]
-        self._lower_moments = tensors[:degree]
+        self._moment_tensor_host = tensors[degree] if tensor else None
+        self._lower_moments = tensors[:degree] if tensor else None
+        self.moment_tensor_ = (from_host(tensors[degree], xp, device, dtype=dtype)
+                               if tensor else None)
         return _Projection(P, Omega, Z, A, scaled_basis, hermite_basis,
                            scale, self.bias_mean_, R, degree, self.max_features,
                            xp=xp, device=device)
@@ -829,3 +854,54 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+    # set only by a fit with weights; a span-only refit removes them
+    _TENSOR_ONLY = ("order_", "weight_std_", "bias_mean_", "bias_std_",
+                    "scaled_components_", "hermite_components_", "moment_tensor_",
+                    "_moment_tensor_host", "_lower_moments")
+
+    def _fit_span(self, X, output_weights):
+        """:meth:`fit` without weights: the span of the batch only."""
+        from .blind import BlindFitWarning
+
+        if output_weights is not None:
+            raise ValueError(
+                "output_weights was given without weights: without weights only "
+                "the span is computed, which uses neither. Pass weights=W too, "
+                "or drop output_weights.")
+        X = check_query(self, X, None, None, reset=True, require_weights=False)[0]
+        xp, device = get_namespace(X)
+        if not bool(xp.any(X != 0)):
+            raise ValueError("The gradient X is zero everywhere: it carries no "
+                             "information about the batch.")
+        warnings.warn(
+            "MomentTensorTransformer.fit got no weights: it computed the span of "
+            "the batch only (components_, singular_values_, n_components_, "
+            "spectral_gap_, noise_level_). The moment tensor (moment_tensor_, "
+            "order_, the weight statistics) needs the first-layer weights: pass "
+            "weights=W.", BlindFitWarning)
+        self._precision = _effective_dtype(X, xp)
+        live = _live_columns(X, xp, device)
+        X_live = xp.take(X, from_host(live, xp, device, dtype=xp.int64), axis=1)
+        sv = to_host(xp.linalg.svdvals(_triangular_factor(X_live, xp)))
+        vt = xp.linalg.svd(_triangular_factor(X, xp), full_matrices=False)[2]
+        B, gap = self._batch_size(sv, X.shape, len(live))
+        if gap < 10:
+            warnings.warn(
+                f"The singular values of the gradient show no clear gap "
+                f"(s_B / s_B+1 = {gap:.3g} at B = {B}): the batch size is "
+                "uncertain. Pass n_components explicitly if you know it.",
+                BatchSizeWarning)
+        top = to_host(vt[:B, :])
+        signs = np.sign(top[np.arange(B), np.argmax(np.abs(top), axis=1)])
+        signs[signs == 0] = 1.0
+        basis = vt[:B, :] * from_host(signs, xp, device)[:, None]
+        for name in self._TENSOR_ONLY:
+            self.__dict__.pop(name, None)
+        dtype = getattr(xp, self._input_dtype.name)
+        self.components_ = xp.astype(basis, dtype)
+        self.singular_values_ = from_host(sv, xp, device, dtype=dtype)
+        self.n_components_ = B
+        self.spectral_gap_ = gap
+        self.noise_level_ = _noise_level(sv, B)
+        return self

@@ -8,9 +8,6 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from joblib import effective_n_jobs
-from threadpoolctl import threadpool_limits
-from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
 from ._array_api import (from_host, get_namespace, host_state, namespace_name,
@@ -18,8 +15,10 @@ from ._array_api import (from_host, get_namespace, host_state, namespace_name,
 from ._validation import (_ROUTING_HINT, check_coefficients, check_fitted_namespace,
                           check_query, transform_namespace)
 from .activations import Activation, get_activation
-from . import _restarts
+from ._core import reconstruct_in_span
 from .moments import MomentTensorTransformer
+from ._labels import infer_labels
+from .blind import BlindFitWarning, cocktail_party
 
 __all__ = ["GradientReconstructor", "IdentifiabilityWarning"]
 
@@ -56,11 +55,15 @@ class IdentifiabilityWarning(UserWarning):
 class GradientReconstructor(TransformerMixin, BaseEstimator):
     """Reconstruct a client's training batch from one first-layer gradient.
 
-    The tensor method of Wang, Lee & Lei (2023) - span of the gradient,
-    Hermite moment tensor, CP decomposition - gives a start; a
-    Levenberg-Marquardt fit of the exact gradient model
-    ``g_j = sum_i (a_j . u_i) sigma'(w_j . x_i + b_j) x_i`` makes the recovery
-    exact when the gradient is.
+    The span of the gradient gives the batch's size and coordinates; each
+    sample is then found alone by the column-space search (some vector of
+    ``diag(sigma'(Omega v + b)) A`` lies in the gradient's column space
+    exactly at the samples), with deflation so that every search finds a
+    new one, started from the factors of the Hermite moment tensor of Wang,
+    Lee & Lei (2023) and from random directions. A Levenberg-Marquardt
+    polish of the exact gradient model
+    ``g_j = sum_i (a_j . u_i) sigma'(w_j . x_i + b_j) x_i`` finishes the
+    batch: an exact gradient gives it back to round-off.
 
     Parameters
     ----------
@@ -77,22 +80,41 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         The moment step, with its hyper-parameters (``moments__order`` ...).
         ``None`` means ``MomentTensorTransformer()``. Its ``activation``,
         ``bias`` and ``n_components`` are set from this estimator's.
-    loss : {None, "squared", "cross_entropy"}, default=None
-        What the per-sample signals mean; with ``"cross_entropy"`` and at
-        least 3 outputs, ``labels_`` is filled.
-    n_init : int, default=5
-        Number of random restarts of the decomposition (Jennrich slices).
+    loss : {"auto", "squared", "cross_entropy"} or None, default="auto"
+        What the per-sample signals mean. ``"auto"`` reads labels when every
+        recovered signal looks like a softmax cross-entropy one (at least 3
+        outputs, exactly one coordinate of odd sign, coordinates summing to
+        ~0) and records what it inferred in ``loss_``; ``"cross_entropy"``
+        always reads them (a warning counts the signals that do not look
+        like it); ``"squared"`` and ``None`` read none.
+    init : {"auto", "tensor", "random"}, default="auto"
+        Starts of the per-sample searches. ``"tensor"``: the factors of the
+        moment tensor (one Jennrich + CP-ALS decomposition; the paper's
+        estimate), then no more. ``"random"``: random directions only (the
+        moment tensor is not computed). ``"auto"``: the tensor's factors
+        for batches of at most 16 samples (beyond, Jennrich's starts are
+        poor and the tensor costly), then random directions until every
+        sample is found.
+    n_init : int, default=8
+        Starts per round: independent searches run together (in parallel
+        with ``n_jobs``) against the same deflated column space; the samples
+        they find are deflated before the next round.
+    max_starts : int or None, default=None
+        Bound on the starts searched in all; ``None``: ``4 * batch_size +
+        16``.
     n_jobs : int or None, default=None
-        Number of jobs for the restarts (joblib).
+        Number of jobs for the searches of a round (joblib).
     max_iter : int, default=200
-        Maximum Levenberg-Marquardt steps of the final refinement.
+        Maximum Levenberg-Marquardt steps of the joint polish.
     tol : float, default=1e-13
-        Relative residual at which the refinement stops.
+        Relative residual at which the joint polish stops.
     random_state : int, RandomState instance or None, default=None
-        Seeds the restarts (each gets a seed spawned from it).
+        Seeds every random step (the row subset, the tensor's slices, the
+        random starts). Results depend on it alone, not on ``n_jobs`` or
+        the joblib backend.
     verbose : int, default=0
-        Print one line per Levenberg-Marquardt step of the final refinement
-        when positive.
+        Print one line per stage and per sample found when positive; with
+        ``verbose >= 2`` also one line per step of the joint polish.
 
     Attributes
     ----------
@@ -106,11 +128,13 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     sample_coefficients_ : ndarray of shape (batch_size, n_outputs)
         Per-sample back-propagated signals ``u_i`` (DESIGN §1).
     labels_ : ndarray of shape (batch_size,) or None
-        With ``loss="cross_entropy"`` and at least 3 outputs, the label of
-        each sample: the coordinate of ``u_i`` whose sign differs from all
-        others. ``None`` otherwise: a squared loss's signals are residuals,
-        not labels, and with fewer than 3 outputs the odd coordinate is not
-        defined. This reads the labels off the first layer's signals, which
+        With softmax cross-entropy (``loss="cross_entropy"``, or inferred by
+        ``loss="auto"``) and at least 3 outputs, the label of each sample:
+        the coordinate of ``u_i`` whose sign differs from all others.
+        ``None`` otherwise: a squared loss's signals are residuals, not
+        labels, with fewer than 3 outputs the odd coordinate is not defined,
+        and a blind fit (no ``weights``) has no signals. This reads the
+        labels off the first layer's signals, which
         are the output's only in a two-layer net; for a deeper net use the
         output layer's gradient
         (:func:`skrecon.torch.labels_from_output_layer`).
@@ -124,23 +148,42 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         Whether each sample's sign and norm are identifiable from the
         gradient (DESIGN F3).
     n_iter_ : int
-        Levenberg-Marquardt steps of the final refinement.
+        Levenberg-Marquardt steps of the joint polish.
     converged_ : bool
-        Whether the refinement met a stopping tolerance.
+        Whether every sample was found and the polish met a stopping
+        tolerance.
     moments_ : MomentTensorTransformer
-        The fitted moment step.
+        The fitted moment step (span, noise level); its ``moment_tensor_``
+        is ``None`` when the starts did not use the tensor.
     order_ : int
         Order of the moment tensor used.
     refinement_ : RefinementResult
-        The final refinement's outcome (residual in span coordinates,
-        iterations, stopping status); its ``V`` and ``U`` are host NumPy
-        arrays in span coordinates, in the refinement's own sample order.
-    restart_residuals_ : ndarray of shape (n_restarts_run,)
-        Relative residual of each restart that ran (``inf`` for one that
-        produced non-finite values); restarts stop at the first batch with a
-        success.
-    n_reseeds_ : int
-        Re-seeding rounds used after the restarts.
+        The joint polish's outcome (residual in span coordinates,
+        iterations, stopping status; ``n_iter`` 0 where the searches were
+        already exact); its ``V`` and ``U`` are host NumPy arrays in span
+        coordinates, in the search's own sample order.
+    found_ : ndarray of bool, shape (batch_size,)
+        Whether each row of ``samples_`` was found: its column-space misfit
+        on all neurons is below the (noise-aware) acceptance level. A row
+        that was not found is a best guess (a warning says how many).
+    n_found_ : int
+        ``found_.sum()``.
+    sample_misfits_ : ndarray of shape (batch_size,)
+        Each sample's column-space misfit ``phi`` (dimensionless, in
+        ``[0, 1]``): ~1e-25 for an exact float64 gradient, about the squared
+        noise level for a noisy one.
+    n_starts_ : int
+        Searches started.
+    solver_ : str
+        ``"column_space_search"``, or ``"cocktail_party"`` for a blind fit
+        (no ``weights``: :func:`skrecon.blind.cocktail_party`, an
+        approximate estimate that sets only ``samples_``, ``batch_size_``,
+        the identifiability flags, ``labels_`` (``None``), ``loss_``,
+        ``n_iter_`` (FastICA iterations), ``converged_`` and ``solver_``).
+    loss_ : {"cross_entropy", "squared"} or None
+        The loss whose signals were read: ``"cross_entropy"`` when given or
+        inferred by ``loss="auto"``, ``"squared"`` when given, ``None`` when
+        ``"auto"`` found no cross-entropy signals (or a blind fit).
     moment_weights_ : ndarray of shape (batch_size,)
         ``mu_order(tau_i) tau_i**(order - 1)``: each recovered sample's
         weight in the moment tensor, at its recovered norm ``tau_i``.
@@ -194,8 +237,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         "bias": ["boolean"],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "moments": [HasMethods(["fit", "transform"]), None],
-        "loss": [StrOptions({"squared", "cross_entropy"}), None],
+        "loss": [StrOptions({"auto", "squared", "cross_entropy"}), None],
+        "init": [StrOptions({"auto", "tensor", "random"})],
         "n_init": [Interval(Integral, 1, None, closed="left")],
+        "max_starts": [Interval(Integral, 1, None, closed="left"), None],
         "n_jobs": [Integral, None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -204,14 +249,16 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, *, activation="tanh", bias=False, batch_size="auto", moments=None,
-                 loss=None, n_init=5, n_jobs=None, max_iter=200, tol=1e-13,
-                 random_state=None, verbose=0):
+                 loss="auto", init="auto", n_init=8, max_starts=None, n_jobs=None,
+                 max_iter=200, tol=1e-13, random_state=None, verbose=0):
         self.activation = activation
         self.bias = bias
         self.batch_size = batch_size
         self.moments = moments
         self.loss = loss
+        self.init = init
         self.n_init = n_init
+        self.max_starts = max_starts
         self.n_jobs = n_jobs
         self.max_iter = max_iter
         self.tol = tol
@@ -233,11 +280,16 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             scale (learning rate, mean or sum reduction) is irrelevant.
         y : None
             Ignored (there is no target: the batch is what is estimated).
-        weights : array-like of the shape of ``X``
+        weights : array-like of the shape of ``X``, default=None
             The first-layer weights at which the gradient was taken (bias
             last when ``bias=True``), Gaussian as the server drew them.
+            ``None``: a blind estimate (the Cocktail Party Attack,
+            :func:`skrecon.blind.cocktail_party`), approximate, with a
+            :class:`~skrecon.blind.BlindFitWarning`; ``solver_`` says which
+            ran.
         output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
-            Each neuron's outgoing weights; ``None`` means all ones.
+            Each neuron's outgoing weights; ``None`` means all ones. Needs
+            ``weights``.
 
         Returns
         -------
@@ -246,10 +298,14 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If ``weights`` is missing, an argument holds NaN or inf, shapes
-            do not match, the gradient is zero, the activation is linear, the
-            requested moment order vanishes for the activation, or every
-            restart failed.
+            If an argument holds NaN or inf, shapes do not match, the last
+            column of ``weights`` looks like a bias but ``bias=False``, the
+            gradient is zero, the activation is linear, the requested moment
+            order vanishes for the activation, every restart failed, or
+            ``output_weights`` comes without ``weights``.
+        TypeError
+            If ``X`` is a ``torch.nn.Module`` rather than its gradient (use
+            :func:`skrecon.torch.first_layer_query`).
 
         Examples
         --------
@@ -262,6 +318,13 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         >>> rec.batch_size_, bool(rec.gradient_residual_ < 1e-10)
         (3, True)
         """
+        if weights is None:
+            return self._fit_blind(X, output_weights)
+        return self._fit(X, weights, output_weights)
+
+    def _fit(self, X, weights, output_weights, progress=None):
+        """:meth:`fit`, with ``progress(stage, done, total)`` called at each
+        stage and search round (the command line's progress bar)."""
         X_checked, W, A = check_query(self, X, weights, output_weights, reset=True)
         xp, device = get_namespace(X_checked)
         if not bool(xp.any(X_checked != 0)):
@@ -280,85 +343,28 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         # parameters (moments__order, ...) here, with scikit-learn's error.
         moments._validate_params()
         # the raw inputs: the moment step records their dtype for its attributes
-        proj = moments._fit(X, weights, output_weights)
+        proj = moments._fit(X, weights, output_weights,
+                            tensor={"random": False, "tensor": True}.get(self.init, "auto"))
         self.moments_ = moments
         self.order_ = moments.order_
         n = moments.n_components_
-        m = proj.P.shape[0]
 
         rng = check_random_state(self.random_state)
-        seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_init + 2)
-        n_par = n * (n + A.shape[1])
-        n_rows = min(m, max(2000, 20 * n_par))
-        rows = np.sort(np.random.default_rng(seeds[-1]).choice(m, n_rows, replace=False))
-        lower_t0 = moments._lower_moments[0]
-        eps = np.finfo(moments._precision).eps
-        # a noisy gradient cannot be fitted below its noise level
-        success = max(self._success_residual, 100 * eps, 1.5 * moments.noise_level_)
-        rtol = max(self.tol, 10 * eps)  # float32 gradients stop at their round-off
-        # Everything below works on B-sized matrices (and m x B products):
-        # one BLAS thread is faster there, and keeps results independent of
-        # the machine's thread count.
-        with threadpool_limits(limits=1, user_api="blas"):
-            # Restarts run in batches of n_jobs, in seed order, and stop after the
-            # first batch in which one fits the gradient: the chosen restart (the
-            # first success in seed order, else the best) does not depend on n_jobs.
-            batch_len = max(1, effective_n_jobs(self.n_jobs))
-            results = []
-            for start in range(0, self.n_init, batch_len):
-                results += Parallel(n_jobs=self.n_jobs)(
-                    delayed(_restarts.run_restart)(
-                        seed, moments._moment_tensor_host, proj, activation, lower_t0,
-                        moments.order_, moments.weight_std_, rows)
-                    for seed in seeds[start:min(start + batch_len, self.n_init)]
-                )
-                if any(r is not None and r.relative_residual < success
-                       for r, _ in results):
-                    break
-            finite = [r for r, _ in results if r is not None]
-            if len(finite) < len(results):
-                warnings.warn(
-                    f"{len(results) - len(finite)} of {len(results)} restarts produced "
-                    "non-finite values and were dropped.", ConvergenceWarning)
-            if not finite:
-                raise ValueError(
-                    f"All {len(results)} restarts produced non-finite values: the "
-                    "moment tensor could not be decomposed. Check that weights are "
-                    "the Gaussian weights at which the gradient was taken, or "
-                    "increase n_init."
-                )
-            self.restart_residuals_ = np.array(
-                [r.relative_residual if r is not None else np.inf for r, _ in results])
-            successes = [r for r in finite if r.relative_residual < success]
-            best = successes[0] if successes else min(finite, key=lambda r: r.relative_residual)
-            # A stalled refinement is re-seeded from its residual's moment tensor
-            # (at most _max_reseeds rounds, each with fresh candidates), then
-            # refined to tol on the subset. On a noisy gradient the rounds stop
-            # once one lowers the residual by less than 10 %: there a round
-            # that only fits noise is wasted time.
-            noisy = moments.noise_level_ > 1e-6
-            reseed_rounds = 0
-            while best.relative_residual > success and reseed_rounds < self._max_reseeds:
-                trial = _restarts.reseed(best, proj, activation, rows,
-                                         seeds[-2] + reseed_rounds, success)
-                reseed_rounds += 1
-                stalled = trial.relative_residual > 0.9 * best.relative_residual
-                best = trial
-                if noisy and stalled:
-                    break
-            best = _restarts.refine(best, proj, activation, rows, self.max_iter, rtol=rtol)
-            self.n_reseeds_ = reseed_rounds
-            if n_rows < m:
-                best = _restarts.refine(best, proj, activation, None,
-                                        self.max_iter, rtol=rtol, verbose=self.verbose)
-        self._store_result(best, proj, activation, X_checked, W, A)
+        # one seed, drawn from random_state, feeds every random step
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        say = print if self.verbose else (lambda *args: None)
+        say(f"span: batch size {n}, spectral gap {moments.spectral_gap_:.3g}, "
+            f"noise level {moments.noise_level_:.2e}, order {moments.order_}")
+        if progress is not None:
+            progress("span", 1, 1)
+        result = reconstruct_in_span(
+            proj, activation, n_samples=n, init=self.init, moments=moments,
+            n_init=self.n_init, max_starts=self.max_starts, max_iter=self.max_iter,
+            tol=self.tol, precision=moments._precision,
+            noise_level=moments.noise_level_, random_state=np.random.default_rng(seed),
+            n_jobs=self.n_jobs, verbose=self.verbose, progress=progress)
+        self._store_result(result, proj, activation, X_checked, W, A)
         return self
-
-    # A restart whose short refinement reaches this relative residual (or
-    # 100 eps of the gradient's precision, if larger) has found the basin;
-    # below it re-seeding stops. Exact float64 gradients reach ~1e-14.
-    _success_residual = 1e-8
-    _max_reseeds = 4
 
     def _store_result(self, result, proj, activation, X, W, A):
         """Samples in input coordinates, identifiability, diagnostics.
@@ -397,6 +403,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         direction = np.random.default_rng(0).standard_normal(samples.shape[1])
         order = np.argsort(-(samples @ direction), kind="stable")
         samples, U = samples[order], U[order]
+        found, misfits = result.found[order], result.misfits[order]
         xp, device = get_namespace(X)
         dtype = getattr(xp, self._input_dtype.name)
         self.samples_ = from_host(samples, xp, device, dtype=dtype)
@@ -404,28 +411,40 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.batch_size_ = n
         self.sign_identified_ = from_host(sign_ok, xp, device, dtype=xp.bool)
         self.scale_identified_ = from_host(scale_ok, xp, device, dtype=xp.bool)
-        self.restart_residuals_ = from_host(self.restart_residuals_, xp, device,
-                                            dtype=dtype)
-        self.n_iter_ = result.n_iter
-        self.converged_ = bool(result.converged)
-        self.refinement_ = result
+        self.found_ = from_host(found, xp, device, dtype=xp.bool)
+        self.n_found_ = int(np.sum(found))
+        self.sample_misfits_ = from_host(misfits, xp, device, dtype=dtype)
+        self.n_starts_ = int(result.n_starts)
+        self.solver_ = "column_space_search"
+        refinement = result.refinement
+        self.n_iter_ = refinement.n_iter
+        self.converged_ = bool(refinement.converged) and self.n_found_ == n
+        self.refinement_ = refinement
         labels = self._labels(U)
         self.labels_ = (None if labels is None
                         else from_host(labels, xp, device, dtype=xp.int64))
         self.gradient_residual_ = _relative_norm(X - self._model_gradient(W, A), X, xp)
         self._check_moment_weights(activation, proj, samples)
-        if not self.converged_:
+        if self.n_found_ < n:
+            missing = np.flatnonzero(~found).tolist()
             warnings.warn(
-                f"The refinement did not converge in {self.max_iter} iterations "
+                f"Only {self.n_found_} of {n} samples were found in "
+                f"{self.n_starts_} searches (relative gradient residual "
+                f"{self.gradient_residual_:.3g}); rows {missing} of samples_ are "
+                "best guesses (found_ is False there). Increase max_starts, or "
+                "query a wider layer.", ConvergenceWarning)
+        elif not refinement.converged:
+            warnings.warn(
+                f"The joint polish did not converge in {self.max_iter} iterations "
                 f"(relative gradient residual {self.gradient_residual_:.3g}); "
-                "increase max_iter or n_init.", ConvergenceWarning)
+                "increase max_iter.", ConvergenceWarning)
         elif self.gradient_residual_ > max(1e-6, 30 * self.moments_.noise_level_):
             warnings.warn(
                 f"The refinement stopped at a relative gradient residual of "
                 f"{self.gradient_residual_:.3g}, far above the gradient's estimated "
                 f"noise level {self.moments_.noise_level_:.3g}: the batch does not "
                 "explain the gradient (a local minimum, a wrong batch size, or a "
-                "model that does not match the query). Try a larger n_init, pass "
+                "model that does not match the query). Try a larger max_starts, pass "
                 "batch_size, or check activation, bias and output_weights.",
                 ConvergenceWarning)
 
@@ -455,17 +474,22 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "check them against gradient_residual_.", IdentifiabilityWarning)
 
     def _labels(self, U):
-        if self.loss != "cross_entropy" or U.shape[1] < 3:
-            return None
-        labels = np.empty(len(U), dtype=int)
-        for i, u in enumerate(U):
-            n_pos = int(np.sum(u > 0))
-            if n_pos == 1:
-                labels[i] = int(np.argmax(u))
-            elif n_pos == len(u) - 1:
-                labels[i] = int(np.argmin(u))
-            else:  # no unique sign: the largest magnitude is the best guess
-                labels[i] = int(np.argmax(np.abs(u)))
+        """Labels from the host signals ``U`` (B, K), or ``None``; sets ``loss_``."""
+        labels, self.loss_, n_unlike = infer_labels(U, self.loss)
+        if self.verbose and self.loss == "auto":
+            print(f"[GradientReconstructor] loss='auto': inferred "
+                  + ("softmax cross-entropy, labels read off the signals"
+                     if self.loss_ == "cross_entropy" else
+                     f"no cross-entropy ({n_unlike} of {len(U)} signals unlike it"
+                     f"{', fewer than 3 outputs' if U.shape[1] < 3 else ''}); "
+                     "labels_ is None"))
+        if labels is not None and n_unlike:
+            warnings.warn(
+                f"{n_unlike} of {len(U)} recovered signals do not look like "
+                "softmax cross-entropy (exactly one coordinate of odd sign, "
+                "coordinates summing to ~0): their labels are guesses (the "
+                "coordinate of largest magnitude). Check loss, or "
+                "gradient_residual_.", IdentifiabilityWarning)
         return labels
 
     def _augmented(self, samples):
@@ -567,7 +591,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
 
         ``1 - ||X - X_hat||_F^2 / ||X - mean(X)||_F^2`` over the whole
         matrix, ``X_hat`` the exact gradient model at ``weights`` with the
-        fitted samples and signals.
+        fitted samples and signals. After a blind fit (``solver_`` is
+        ``"cocktail_party"``: no signals, no model) ``X_hat`` is the
+        projection of ``X`` on the span of the recovered samples, and
+        ``weights`` and ``output_weights`` are not used.
 
         Parameters
         ----------
@@ -607,6 +634,13 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "samples_")
         xp, _ = check_fitted_namespace(self, X, self.samples_)
+        if getattr(self, "solver_", None) == "cocktail_party":
+            # a blind fit has no signals, hence no gradient model: the
+            # fraction of X's variance in the span of the recovered samples
+            X = check_query(self, X, None, None, reset=False)[0]
+            resid = X - self.inverse_transform(self.transform(X))
+            total = X - xp.mean(X, axis=0)
+            return 1.0 - float(xp.sum(resid**2)) / float(xp.sum(total**2))
         if weights is None:
             raise ValueError(
                 "GradientReconstructor.score needs the held-out neurons' "
@@ -633,6 +667,58 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+    # fitted attributes that only a fit with weights sets: a blind refit
+    # removes them, so that none of a former fit's values is left behind
+    _WEIGHTED_ONLY = (
+        "sample_coefficients_", "gradient_residual_", "moments_", "order_",
+        "refinement_", "found_", "n_found_", "sample_misfits_", "n_starts_",
+        "moment_weights_", "restart_residuals_", "n_reseeds_")
+
+    def _fit_blind(self, X, output_weights):
+        """:meth:`fit` without weights: the Cocktail Party Attack."""
+        if output_weights is not None:
+            raise ValueError(
+                "output_weights was given without weights: the blind estimate "
+                "(fit without weights) uses neither. Pass weights=W too for the "
+                "exact reconstruction, or drop output_weights.")
+        X_checked = check_query(self, X, None, None, reset=True,
+                                require_weights=False)[0]
+        xp, device = get_namespace(X_checked)
+        warnings.warn(
+            f"{type(self).__name__}.fit got no weights: it ran the blind Cocktail "
+            "Party Attack (FastICA on the gradient rows, Kariyappa et al., ICML "
+            "2023), which needs no Gaussian weights but is approximate: it "
+            "assumes independent, non-Gaussian samples, recovers no labels, and "
+            + ("fixes scale and sign by the bias column." if self.bias else
+               "without a bias identifies neither sign nor scale.")
+            + " Pass weights=W (the first-layer weights the server chose) for "
+            "the exact reconstruction. " + _ROUTING_HINT, BlindFitWarning)
+        if self.verbose:
+            print("[GradientReconstructor] no weights: blind estimate "
+                  "(cocktail_party, FastICA)")
+        # max_iter bounds the refinement's steps, not FastICA's: its default
+        result = cocktail_party(to_host(X_checked), bias=self.bias,
+                                batch_size=self.batch_size,
+                                random_state=self.random_state)
+        if self.verbose:
+            print(f"[GradientReconstructor] separated {result.batch_size} samples "
+                  f"in {result.n_iter} FastICA iterations")
+        for name in self._WEIGHTED_ONLY:
+            self.__dict__.pop(name, None)
+        dtype = getattr(xp, self._input_dtype.name)
+        self.samples_ = from_host(result.samples, xp, device, dtype=dtype)
+        self.batch_size_ = result.batch_size
+        self.sign_identified_ = from_host(result.sign_identified, xp, device,
+                                          dtype=xp.bool)
+        self.scale_identified_ = from_host(result.scale_identified, xp, device,
+                                           dtype=xp.bool)
+        self.labels_ = None
+        self.loss_ = None
+        self.n_iter_ = result.n_iter
+        self.converged_ = result.converged
+        self.solver_ = "cocktail_party"
+        return self
 
 
 def _check_activation_namespace(activation, xp, device):

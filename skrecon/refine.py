@@ -23,8 +23,8 @@ from scipy import linalg
 
 from ._array_api import as_namespace, elementwise_namespace, get_namespace, to_host
 
-__all__ = ["gradient_model", "fit_signals", "levenberg_marquardt", "pattern_iteration",
-           "RefinementResult"]
+__all__ = ["gradient_model", "fit_signals", "levenberg_marquardt", "lm_driver",
+           "pattern_iteration", "RefinementResult"]
 
 _CHUNK = 8192
 _FLUSH = 1e-100  # squares of smaller numbers are subnormal
@@ -314,10 +314,123 @@ def _constraint_basis(n_dims, n_outputs, n_samples, fixed):
     return linalg.block_diag(*([block] * n_samples))
 
 
+def lm_driver(x0, normal_equations, cost, *, max_iter=100, atol=0.0, ftol=1e-15,
+              xtol=1e-13, verbose=0, label="LM", scale=1.0):
+    """Levenberg-Marquardt iterations on a parameter vector (one loop for every fit).
+
+    Parameters
+    ----------
+    x0 : ndarray of shape (n_par,)
+        Starting parameters.
+    normal_equations : callable
+        ``normal_equations(x)`` returns ``(J^T J, -J^T r, cost)`` at ``x``
+        (``r`` the residual, ``cost = ||r||^2 / 2``), or ``None`` where the
+        model cannot be evaluated.
+    cost : callable
+        ``cost(x)``: ``||r||^2 / 2`` alone (``inf`` where undefined).
+    max_iter : int, default=100
+        Maximum number of steps (accepted or rejected).
+    atol : float, default=0.0
+        Stop when the cost is at most this.
+    ftol, xtol : float
+        Stop when an accepted step decreases the cost by a relative amount
+        below ``ftol`` (or the undamped model predicts less: a minimum), or
+        is below ``xtol`` relative to ``|x| + scale``.
+    verbose : int, default=0
+        Print one line per step, prefixed by ``label``, when positive.
+    scale : float, default=1.0
+        Reference size of the parameters for ``xtol`` (the iterate ``x`` may
+        be a step from a base point, starting at 0).
+
+    Returns
+    -------
+    x : ndarray of shape (n_par,)
+    cost : float
+    n_iter : int
+    status : int
+        As :class:`RefinementResult`: 1 step below ``xtol``, 2 decrease below
+        ``ftol``, 3 cost below ``atol``, 0 ``max_iter`` reached, -1 no
+        descent (the damping grew without bound, or the start is undefined).
+
+    References
+    ----------
+    .. [1] H. B. Nielsen, "Damping parameter in Marquardt's method",
+       IMM-REP-1999-05, DTU, 1999.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.refine import lm_driver
+    >>> def residual(x):  # Rosenbrock as least squares
+    ...     return np.array([10 * (x[1] - x[0] ** 2), 1 - x[0]])
+    >>> def normal_equations(x):
+    ...     J = np.array([[-20 * x[0], 10.0], [-1.0, 0.0]])
+    ...     r = residual(x)
+    ...     return J.T @ J, -J.T @ r, 0.5 * r @ r
+    >>> x, c, n_iter, status = lm_driver(np.array([-1.2, 1.0]), normal_equations,
+    ...                                  lambda x: 0.5 * residual(x) @ residual(x),
+    ...                                  atol=1e-30)
+    >>> np.round(x, 8), status > 0
+    (array([1., 1.]), True)
+    """
+    x = np.array(x0, dtype=float)
+    current = normal_equations(x)
+    if current is None:
+        return x, np.inf, 0, -1
+    jtj, grad, c = current
+    damping, nu, status, n_iter = 1e-3, 2.0, 0, 0
+    for n_iter in range(1, max_iter + 1):
+        if c <= atol:
+            status = 3
+            break
+        diag = np.diag(jtj).copy()
+        diag = np.maximum(diag, 1e-12 * max(diag.max(), np.finfo(float).tiny))
+        step = _solve_spd(jtj + damping * np.diag(diag), grad)
+        x_new = x + step
+        new_c = cost(x_new) if np.all(np.isfinite(step)) else np.inf
+        predicted = float(step @ grad) - 0.5 * float(step @ (jtj @ step))
+        gain = (c - new_c) / predicted if predicted > 0 else -1.0
+        if verbose:
+            print(f"{label} {n_iter:3d}: cost {new_c:.3e} damping {damping:.2e} "
+                  f"gain {gain:+.2f}")
+        if predicted <= ftol * c and damping <= 1e-3:
+            # the undamped model predicts no relative decrease: a minimum
+            # (rejected steps there would only raise the damping)
+            status = 2
+            break
+        if np.isfinite(new_c) and gain > 0:
+            rel_decrease = (c - new_c) / max(c, 1e-300)
+            rel_step = np.linalg.norm(step) / (np.linalg.norm(x) + scale)
+            updated = normal_equations(x_new)
+            if updated is None:
+                break
+            x = x_new
+            jtj, grad, c = updated
+            damping, nu = _next_damping(damping, nu, gain)
+            if c <= atol:
+                status = 3
+                break
+            if rel_step < xtol:
+                status = 1
+                break
+            if rel_decrease < ftol:
+                status = 2
+                break
+        else:
+            damping, nu = _next_damping(damping, nu, gain)
+            if damping > _MAX_DAMPING:
+                status = -1
+                break
+    return x, c, n_iter, status
+
+
 def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
                         fixed=None, max_iter=100, ftol=1e-15, xtol=1e-13,
                         rtol=1e-14, verbose=0):
     """Fit samples and signals to the projected gradient by Levenberg-Marquardt.
+
+    The joint polish of the whole batch: its parameters are every sample
+    and every signal, ``B (n_dims + K)`` numbers.
 
     Parameters
     ----------
@@ -381,65 +494,36 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
     if fixed is not None:
         e, c = np.asarray(fixed[0], dtype=float), float(fixed[1])
         V = V + np.outer(c - V @ e, e) / (e @ e)  # onto the constraint
+    base = np.hstack([V, U])
 
-    def normal_equations(V, U):
-        jtj, grad, cost = _normal_equations(V, U, P, Omega, A, activation, bias_mean)
+    def unpack(x):
+        step = (x if tangent is None else tangent @ x).reshape(-1, width)
+        params = base + step
+        return params[:, :n_dims], params[:, n_dims:]
+
+    def normal_equations(x):
+        jtj, grad, cost = _normal_equations(*unpack(x), P, Omega, A, activation,
+                                            bias_mean)
         if tangent is not None:
             jtj = tangent.T @ jtj @ tangent
             grad = tangent.T @ grad
         return jtj, grad, cost
 
-    # an exact start (e.g. from the variable-projection fit) needs no
-    # normal equations at all
-    start_residual = np.sqrt(2 * _cost(V, U, P, Omega, A, activation, bias_mean) / p_norm2)
-    if start_residual < rtol:
-        return RefinementResult(V, U, start_residual, 0, 3)
-    jtj, grad, cost = normal_equations(V, U)
-    damping = 1e-3
-    nu = 2.0
-    status = 0
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        if np.sqrt(2 * cost / p_norm2) < rtol:
-            status = 3
-            break
-        diag = np.diag(jtj).copy()
-        diag = np.maximum(diag, 1e-12 * diag.max())
-        damped = jtj + damping * np.diag(diag)
-        step = _solve_spd(damped, grad)
-        reduced = step
-        if tangent is not None:
-            step = tangent @ step
-        step = step.reshape(-1, width)
-        V_new = V + step[:, :n_dims]
-        U_new = U + step[:, n_dims:]
-        new_cost = _cost(V_new, U_new, P, Omega, A, activation, bias_mean)
-        predicted = float(reduced @ grad) - 0.5 * float(reduced @ (jtj @ reduced))
-        gain = (cost - new_cost) / predicted if predicted > 0 else -1.0
-        if verbose:
-            print(f"LM {n_iter:3d}: rel. residual {np.sqrt(2 * new_cost / p_norm2):.3e} "
-                  f"damping {damping:.2e} gain {gain:+.2f}")
-        if np.isfinite(new_cost) and gain > 0:
-            rel_decrease = (cost - new_cost) / max(cost, 1e-300)
-            rel_step = np.linalg.norm(step) / max(
-                np.linalg.norm(np.hstack([V, U])), 1e-300)
-            V, U = V_new, U_new
-            jtj, grad, cost = normal_equations(V, U)
-            damping, nu = _next_damping(damping, nu, gain)
-            if rel_step < xtol:
-                status = 1
-                break
-            if rel_decrease < ftol:
-                status = 2
-                break
-        else:
-            damping, nu = _next_damping(damping, nu, gain)
-            if damping > _MAX_DAMPING:
-                status = -1
-                break
-    if status == 0 and np.sqrt(2 * cost / p_norm2) < rtol:
-        status = 3
-    return RefinementResult(V, U, np.sqrt(2 * cost / p_norm2), n_iter, status)
+    def cost(x):
+        return _cost(*unpack(x), P, Omega, A, activation, bias_mean)
+
+    n_free = base.size if tangent is None else tangent.shape[1]
+    # an exact start needs no normal equations at all
+    start_cost = cost(np.zeros(n_free))
+    atol = 0.5 * rtol**2 * p_norm2
+    if start_cost <= atol:
+        return RefinementResult(V, U, np.sqrt(2 * start_cost / p_norm2), 0, 3)
+    x, final, n_iter, status = lm_driver(
+        np.zeros(n_free), normal_equations, cost, max_iter=max_iter, atol=atol,
+        ftol=ftol, xtol=xtol, verbose=verbose, label="LM",
+        scale=float(np.linalg.norm(base)))
+    V, U = unpack(x)
+    return RefinementResult(V, U, np.sqrt(2 * final / p_norm2), n_iter, status)
 
 
 def is_piecewise_linear(activation):

@@ -21,6 +21,7 @@ from skrecon import GradientReconstructor, MomentTensorTransformer
 from sklearn.exceptions import NotFittedError
 
 from skrecon.activations import ACTIVATIONS, Activation
+from skrecon.blind import BlindFitWarning
 from skrecon.clients import make_gradient_query
 from skrecon.datasets import load_digits_batch
 from skrecon.metrics import match_samples, relative_error
@@ -83,7 +84,7 @@ def test_strict_fit_matches_numpy(case):
             output_weights=_strict(q.output_weights))
     arrays = _fitted_arrays(rec)
     assert {"samples_", "sample_coefficients_", "sign_identified_", "scale_identified_",
-            "restart_residuals_", "moment_weights_", "moments_.components_",
+            "found_", "sample_misfits_", "moment_weights_", "moments_.components_",
             "moments_.singular_values_", "moments_.moment_tensor_"} <= set(arrays)
     for name, value in arrays.items():
         assert isinstance(value, xs._array_object.Array), name
@@ -212,8 +213,11 @@ def test_strict_invalid_inputs_same_messages():
         GradientReconstructor().fit(_strict(q.grad[0]), weights=_strict(q.weights[0]))
     with pytest.raises(ValueError, match="weights has shape"):
         GradientReconstructor().fit(_strict(q.grad), weights=_strict(q.weights[:10]))
-    with pytest.raises(ValueError, match="needs the query's first-layer weights"):
-        GradientReconstructor().fit(_strict(q.grad))
+    # without weights: the blind estimate, its samples in the input's namespace
+    with pytest.warns(BlindFitWarning, match="got no weights"):
+        blind = GradientReconstructor(bias=True, random_state=0).fit(_strict(q.grad))
+    assert isinstance(blind.samples_, xs._array_object.Array)
+    assert blind.solver_ == "cocktail_party"
     with pytest.raises(ValueError, match="output_weights are all zero"):
         GradientReconstructor(bias=True).fit(
             _strict(q.grad), weights=_strict(q.weights),

@@ -219,3 +219,59 @@ def test_init_only_stores_parameters():
     assert rec.moments is moments
     assert rec.get_params()["moments__order"] == 3
     assert clone(rec).get_params()["batch_size"] == 5
+
+
+# ----------------------------------------------------------------------------
+# reach: the per-sample column-space search with deflation
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_size, init", [(16, "auto"), (32, "auto"), (16, "random")])
+def test_digits_beyond_eight_are_exact(batch_size, init):
+    """The joint fit stalled from B = 16 on; the per-sample search finds
+    every sample (measured: worst relative error ~1e-13 at B = 32)."""
+    batch = load_digits_batch(batch_size, random_state=0)[0]
+    rec, q = _fit(batch, init=init)
+    err, perm = relative_error(batch, rec.samples_)
+    assert rec.batch_size_ == rec.n_found_ == batch_size
+    assert rec.found_.all() and rec.found_.shape == (batch_size,)
+    assert np.all(perm >= 0) and np.max(err) <= 1e-6
+    assert rec.gradient_residual_ <= 1e-9
+    assert np.max(rec.sample_misfits_) < 1e-10
+    assert rec.solver_ == "column_space_search"
+    assert batch_size <= rec.n_starts_ <= 4 * batch_size + 16
+    assert (rec.moments_.moment_tensor_ is None) == (init == "random")
+
+
+def test_too_few_starts_give_a_flagged_partial_answer_and_a_warning(digits8):
+    q = make_gradient_query(digits8, n_neurons=WIDTH, bias="gaussian", random_state=0)
+    rec = GradientReconstructor(bias=True, init="random", n_init=2, max_starts=2,
+                                random_state=0)
+    with pytest.warns(Warning, match=r"Only \d of 8 samples were found in 2 searches"):
+        rec.fit(q.grad, **q.fit_params)
+    assert rec.n_found_ < 8 and rec.n_starts_ == 2
+    assert rec.found_.sum() == rec.n_found_ and not rec.converged_
+    assert rec.samples_.shape == (8, 64)  # the rows not found are best guesses
+    err, _ = relative_error(digits8, rec.samples_)
+    assert np.sum(err <= 1e-6) >= rec.n_found_
+
+
+def test_verbose_prints_one_line_per_stage_and_sample(digits8, capsys):
+    batch = digits8[:4]
+    q = make_gradient_query(batch, n_neurons=4000, bias="gaussian", random_state=0)
+    GradientReconstructor(bias=True, random_state=0, verbose=1).fit(q.grad, **q.fit_params)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("span: batch size 4, spectral gap")
+    assert sum(line.startswith("search: sample ") for line in out) == 4
+    assert "search: sample 4/4 found" in "\n".join(out)
+    assert out[-1].startswith("done: 4 of 4 samples with misfit below 1.0e-10")
+
+
+def test_progress_callback_sees_every_stage(digits8):
+    q = make_gradient_query(digits8[:3], n_neurons=3000, bias="gaussian", random_state=0)
+    calls = []
+    GradientReconstructor(bias=True, random_state=0)._fit(
+        q.grad, q.weights, q.output_weights, progress=lambda *a: calls.append(a))
+    stages = [c[0] for c in calls]
+    assert stages[0] == "span" and stages[-1] == "done"
+    assert {"starts", "search", "polish"} <= set(stages)
+    assert ("search", 3, 3) in calls

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from skrecon import GradientReconstructor
-from skrecon._piecewise import search_samples
 from skrecon.activations import get_activation
 from skrecon.clients import make_gradient_query
 from skrecon.datasets import load_digits_batch
@@ -106,22 +105,6 @@ def test_pattern_iteration_is_exact_from_an_accurate_start(activation):
     assert result.status == 3 and result.relative_residual < 1e-10
     np.testing.assert_allclose(result.V, V, atol=1e-9)
     np.testing.assert_allclose(result.U, U, atol=1e-9)
-
-
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
-def test_search_samples_finds_every_sample(activation):
-    V, U, Omega, A, P, act, fixed = _bias_problem(activation, seed=2)
-    rng = np.random.default_rng(3)
-    starts = V + 0.3 * rng.standard_normal(V.shape)  # ~10-20 degrees off
-    found, misfits = search_samples(starts, P, Omega, A, act, fixed=fixed,
-                                    rows=np.arange(0, len(P), 2))
-    assert found.shape == V.shape
-    assert np.all(misfits < 1e-2)
-    cos = (found / np.linalg.norm(found, axis=1, keepdims=True)) @ (
-        V / np.linalg.norm(V, axis=1, keepdims=True)).T
-    assert np.all(np.max(cos, axis=0) > np.cos(np.radians(1.0)))  # each sample found
-    result = pattern_iteration(found, P, Omega, A, act, fixed=fixed)
-    assert result.relative_residual < 1e-10
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])

@@ -277,29 +277,29 @@ def test_client_outputs_are_finite_with_dp(batch4):
     assert np.isfinite(q.loss_value())
 
 
-def test_non_finite_restarts_are_dropped_with_a_warning(query4, monkeypatch):
-    """A restart that returns non-finite values is dropped and counted; when
-    all do, the error says so."""
-    from skrecon import _restarts
+def test_non_finite_searches_are_dropped(batch4, query4, monkeypatch):
+    """A search that returns non-finite values is dropped and more starts
+    are searched; when every search fails, the rows are flagged as not found
+    and a warning says so."""
+    from skrecon import search
     from sklearn.exceptions import ConvergenceWarning
 
-    original = _restarts.run_restart
+    original = search._search_one
     calls = []
 
-    def first_fails(seed, *args):
-        calls.append(seed)
-        return (None, np.nan) if len(calls) == 1 else original(seed, *args)
+    def first_fails(v, *args):
+        calls.append(1)
+        return (np.full_like(v, np.nan), np.inf) if len(calls) == 1 else original(v, *args)
 
-    monkeypatch.setattr(_restarts, "run_restart", first_fails)
+    monkeypatch.setattr(search, "_search_one", first_fails)
+    rec = _rec(n_jobs=1).fit(query4.grad, **query4.fit_params)
+    err, _ = relative_error(batch4, rec.samples_)
+    assert rec.n_found_ == 4 and np.max(err) <= 1e-6
+    monkeypatch.setattr(search, "_search_one", lambda v, *args: (v * np.nan, np.inf))
     with pytest.warns(ConvergenceWarning, match=re.escape(
-            "1 of 2 restarts produced non-finite values and were dropped.")):
-        _rec(n_init=2, n_jobs=1).fit(query4.grad, **query4.fit_params)
-    monkeypatch.setattr(_restarts, "run_restart", lambda seed, *args: (None, np.nan))
-    with pytest.raises(ValueError, match=re.escape(
-            "All 2 restarts produced non-finite values: the moment tensor could "
-            "not be decomposed.")), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        _rec(n_init=2).fit(query4.grad, **query4.fit_params)
+            "Only 0 of 4 samples were found in 32 searches")):
+        rec = _rec(n_jobs=1).fit(query4.grad, **query4.fit_params)
+    assert not rec.found_.any() and np.all(np.isfinite(rec.samples_))
 
 
 def test_all_zero_output_weights_are_refused(query4):

@@ -1,0 +1,236 @@
+"""The functional core: from a query in span coordinates to the batch.
+
+One plain function, :func:`reconstruct_in_span`, holds the orchestration
+that :class:`~skrecon.GradientReconstructor` calls after validating its
+input and fitting the span:
+
+    starts (moment-tensor factors, then random directions)
+      -> per-sample column-space search with deflation (:mod:`skrecon.search`)
+      -> signals by least squares
+      -> exact finish of piecewise-linear activations (pattern iteration)
+      -> joint Levenberg-Marquardt polish of the whole batch (:mod:`skrecon.refine`)
+
+Every random draw comes from the generator passed in, so the result
+depends on that seed only (not on ``n_jobs`` or the joblib backend).
+"""
+
+import numpy as np
+from sklearn.utils import Bunch
+
+from .decomposition import tensor_starts
+from .refine import (RefinementResult, fit_signals, gradient_model, is_piecewise_linear,
+                     levenberg_marquardt, pattern_iteration, _derivative)
+from .search import _orth, column_space_misfit, search_samples
+
+# rows of the searches: a few thousand for a scalar output; with K outputs
+# each evaluation costs O(rows K^2), so fewer rows, but always several
+# times the B + K unknowns of one sample's column-space condition
+_MIN_SEARCH_ROWS = 4000
+_MIN_SEARCH_ROWS_WIDE = 1000
+_ROWS_PER_UNKNOWN = 4
+# the joint polish assembles a (B (B + K))^2 normal matrix: above this many
+# parameters it is skipped (the per-sample polish already fits each sample)
+_JOINT_MAX_PARAMS = 2500
+# signals by one joint least-squares solve up to this many unknowns,
+# sample by sample above
+_JOINT_SIGNALS_MAX = 512
+# a piecewise-linear search is accepted at this smoothed misfit: about a
+# degree from a sample, inside the basin of the exact pattern iteration
+_PIECEWISE_ACCEPT = 1e-2
+# an exact float64 search reaches ~1e-25; a sample counts as found below
+_EXACT_ACCEPT = 1e-10
+
+
+def acceptance_level(noise_level, piecewise):
+    """Misfit below which a search has found a sample (noise-aware).
+
+    A gradient with relative in-span noise ``eta`` moves the column space
+    by about ``eta``, so the misfit at a sample is about ``eta**2``.
+    """
+    level = max(_EXACT_ACCEPT, (10.0 * noise_level) ** 2)
+    if piecewise:
+        level = max(level, _PIECEWISE_ACCEPT)
+    return min(level, 0.05)
+
+
+def _signals(V, P, Omega, A, activation, bias_mean):
+    """Least-squares signals ``U`` for the samples ``V``.
+
+    Jointly (one ``B K`` square solve) when that is small; otherwise sample
+    by sample from the coefficients ``C = P V^{-1}``, whose column ``i`` is
+    ``sigma'(Omega v_i + b0) * (A u_i)``.
+    """
+    n, K = V.shape[0], A.shape[1]
+    if n * K <= _JOINT_SIGNALS_MAX or V.shape[0] != V.shape[1]:
+        return fit_signals(V, P, Omega, A, activation, bias_mean, ridge=0.0)
+    C = np.linalg.solve(V.T, P.T).T  # P V^{-1}
+    S = _derivative(activation, Omega @ V.T + bias_mean, 1)
+    U = np.empty((n, K))
+    for i in range(n):
+        U[i] = np.linalg.lstsq(S[:, i:i + 1] * A, C[:, i], rcond=None)[0]
+    return U
+
+
+def _relative_residual(V, U, P, Omega, A, activation, bias_mean):
+    residual = P - gradient_model(V, U, Omega, A, activation, bias_mean)
+    return float(np.linalg.norm(residual) / np.linalg.norm(P))
+
+
+def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=None,
+                        n_init=8, max_starts=None, max_iter=200, tol=1e-13,
+                        precision=np.float64, noise_level=0.0, random_state=None,
+                        n_jobs=None, verbose=0, progress=None):
+    """The batch in span coordinates, from a projected query.
+
+    Parameters
+    ----------
+    proj : _Projection
+        The query in span coordinates (``MomentTensorTransformer._fit``).
+    activation : Activation
+    n_samples : int
+        Samples in the batch (``B``, the span's dimension).
+    init : {"auto", "tensor", "random"}, default="auto"
+        Starts of the search: the moment tensor's factors first (``"tensor"``
+        and ``"auto"`` when ``moments`` holds a tensor), then random
+        directions (``"random"`` and ``"auto"``).
+    moments : MomentTensorTransformer or None
+        The fitted moment step (its tensor, lower moments, order, weight std).
+    n_init, max_starts
+        Starts per round, and in all (see :func:`skrecon.search.search_samples`).
+    max_iter : int, default=200
+        Levenberg-Marquardt steps of the joint polish.
+    tol : float, default=1e-13
+        Relative residual at which the joint polish stops.
+    precision : dtype, default=numpy.float64
+        The gradient's precision (its round-off bounds the residual).
+    noise_level : float, default=0.0
+        Relative in-span noise of the gradient (``noise_level_``).
+    random_state : numpy.random.Generator
+        Source of every random draw.
+    n_jobs : int or None
+        joblib jobs for the searches.
+    verbose : int, default=0
+        One line per stage and per sample found when positive.
+    progress : callable or None
+        ``progress(stage, done, total)`` at each stage and search round.
+
+    Returns
+    -------
+    result : Bunch
+        ``V`` ``(B, B)`` samples and ``U`` ``(B, K)`` signals (host, span
+        coordinates); ``found`` (bool, ``(B,)``): whether each sample's
+        misfit on all neurons is below the acceptance level; ``misfits``
+        ``(B,)``; ``n_starts``; ``refinement`` (:class:`RefinementResult`);
+        ``accept`` (the acceptance level used).
+    """
+    rng = random_state
+    host = proj.to_host()
+    P, Omega, A = host.P, host.Omega, host.A
+    m, n = P.shape
+    K = A.shape[1]
+    b0 = proj.bias_mean
+    fixed = (proj.bias_row, proj.column_scale[-1]) if proj.has_bias else None
+    piecewise = is_piecewise_linear(activation)
+    accept = acceptance_level(noise_level, piecewise)
+    say = print if verbose else (lambda *args: None)
+
+    def report(stage, done=0, total=1):
+        if progress is not None:
+            progress(stage, done, total)
+
+    n_rows = min(m, max(_MIN_SEARCH_ROWS if K <= 16 else _MIN_SEARCH_ROWS_WIDE,
+                        _ROWS_PER_UNKNOWN * (n + K)))
+    rows = np.sort(rng.choice(m, n_rows, replace=False))
+    # polish and misfits on all neurons; with many outputs (each evaluation
+    # costs O(rows K^2)) on a subset four times the search's
+    check = (None if K <= 16 or 4 * n_rows >= m
+             else np.sort(rng.choice(m, 4 * n_rows, replace=False)))
+
+    starts = np.empty((0, n))
+    if init in ("auto", "tensor") and getattr(moments, "_moment_tensor_host", None) is not None:
+        starts, cp_error = tensor_starts(
+            moments._moment_tensor_host, moments._lower_moments[0], activation,
+            moments.order_, moments.weight_std_, rng, fixed=fixed)
+        starts = starts[np.all(np.isfinite(starts), axis=1)]
+        say(f"starts: {len(starts)} from the moment tensor (order {moments.order_}, "
+            f"CP relative error {cp_error:.2e})")
+    report("starts")
+    # random directions with the samples' typical scale: a unit
+    # pre-activation std, or the tensor starts' median norm
+    scale = float(np.median(np.linalg.norm(starts, axis=1))) if len(starts) else 1.0
+    random_starts = None
+    if init in ("auto", "random"):
+        def random_starts(k):
+            return rng.standard_normal((k, n)) * (scale / np.sqrt(n))
+
+    found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
+                           starts=starts, random_starts=random_starts, fixed=fixed,
+                           rows=rows, polish_rows=check, accept=accept, n_init=n_init,
+                           max_starts=max_starts, n_jobs=n_jobs, verbose=verbose,
+                           progress=progress)
+    V = found.V
+    if len(V) < n_samples:
+        say(f"search: {len(V)} of {n_samples} samples found in {found.n_starts} "
+            "starts; completing with the best rejected searches")
+        V = _complete(V, found.candidates, n_samples, n, rng, scale, fixed)
+    U = _signals(V, P, Omega, A, activation, b0)
+    if piecewise:
+        finish = pattern_iteration(V, P, Omega, A, activation, b0, fixed=fixed)
+        V, U = finish.V, finish.U
+        say(f"pattern iteration: relative residual {finish.relative_residual:.2e}")
+    report("polish")
+    rtol = max(tol, 10 * np.finfo(precision).eps)
+    success = max(1e-8, 100 * np.finfo(precision).eps, 1.5 * noise_level)
+    residual = _relative_residual(V, U, P, Omega, A, activation, b0)
+    refinement = RefinementResult(V, U, residual, 0, 3 if residual < rtol else 1)
+    n_par = n_samples * (n + K)
+    if residual > rtol and n_par <= _JOINT_MAX_PARAMS:
+        say(f"joint polish: {n_par} parameters, relative residual {residual:.2e}")
+        if residual > success and n_rows < m:
+            sub = proj.take_rows(rows)
+            refinement = levenberg_marquardt(V, U, *sub, activation, b0, fixed=fixed,
+                                             max_iter=max_iter, rtol=rtol)
+            V, U = refinement.V, refinement.U
+        # on all neurons only from a start that fits (a failed subset fit
+        # would only fail again, at m / n_rows times the cost)
+        if refinement.relative_residual <= success or n_rows == m:
+            refinement = levenberg_marquardt(V, U, proj.P, proj.Omega, proj.A,
+                                             activation, b0, fixed=fixed,
+                                             max_iter=max_iter, rtol=rtol,
+                                             verbose=verbose > 1)
+            V, U = refinement.V, refinement.U
+    elif residual > success:
+        say(f"joint polish skipped ({n_par} parameters > {_JOINT_MAX_PARAMS})")
+    keep = slice(None) if check is None else check
+    Q = _orth(P[keep])
+    misfits = np.array([column_space_misfit(v, Q, Omega[keep], A[keep], activation, b0)
+                        for v in V])
+    final_accept = acceptance_level(noise_level, piecewise=False)
+    say(f"done: {int(np.sum(misfits < final_accept))} of {n_samples} samples with "
+        f"misfit below {final_accept:.1e}; relative residual "
+        f"{refinement.relative_residual:.2e}")
+    report("done", 1, 1)
+    return Bunch(V=V, U=U, found=misfits < final_accept, misfits=misfits,
+                 n_starts=found.n_starts, refinement=refinement, accept=final_accept)
+
+
+def _complete(V, candidates, n_samples, n, rng, scale, fixed):
+    """Fill up to ``n_samples`` rows with distinct rejected searches, then
+    random directions (best guesses, flagged as not found)."""
+    rows = list(V)
+    for c in candidates:
+        if len(rows) == n_samples:
+            break
+        if rows:
+            R = np.array(rows)
+            cos = np.abs(R @ c) / np.linalg.norm(R, axis=1) / np.linalg.norm(c)
+            if np.max(cos) > 0.999:
+                continue
+        rows.append(c)
+    while len(rows) < n_samples:
+        v = rng.standard_normal(n) * (scale / np.sqrt(n))
+        if fixed is not None:
+            e, c = fixed
+            v = v + (c - v @ e) * e / (e @ e)
+        rows.append(v)
+    return np.array(rows)

@@ -1,0 +1,158 @@
+"""The per-sample column-space search with deflation (skrecon.search)."""
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from skrecon.activations import get_activation
+from skrecon.refine import gradient_model, lm_driver, pattern_iteration
+from skrecon.search import (_best_signal, _deflated_basis, _misfit, _orth, _Slopes,
+                            column_space_misfit, search_samples)
+
+
+def _problem(activation="tanh", m=4000, B=4, K=1, seed=0, bias=True, spread=1.0):
+    """Samples in span coordinates; with ``bias`` the last coordinate is the
+    bias input 1 (the constraint ``e . v = 1``)."""
+    rng = np.random.default_rng(seed)
+    V = spread * rng.standard_normal((B, B))
+    if bias:
+        V[:, -1] = 1.0
+    U = rng.standard_normal((B, K))
+    Omega = rng.standard_normal((m, B))
+    A = rng.standard_normal((m, K))
+    act = get_activation(activation)
+    P = gradient_model(V, U, Omega, A, act, 0.0)
+    fixed = (np.eye(B)[-1], 1.0) if bias else None
+    return V, U, Omega, A, P, act, fixed
+
+
+def _matched_cosines(found, V):
+    """For each true sample, the largest |cosine| with a found one."""
+    f = found / np.linalg.norm(found, axis=1, keepdims=True)
+    t = V / np.linalg.norm(V, axis=1, keepdims=True)
+    return np.max(np.abs(f @ t.T), axis=0)
+
+
+def test_misfit_vanishes_exactly_at_each_sample_and_not_elsewhere():
+    V, U, Omega, A, P, act, _ = _problem()
+    Q = _orth(P)
+    misfits = [column_space_misfit(v, Q, Omega, A, act) for v in V]
+    assert max(misfits) < 1e-25
+    rng = np.random.default_rng(5)
+    others = [column_space_misfit(v + 0.2 * rng.standard_normal(4), Q, Omega, A, act)
+              for v in V]
+    assert min(others) > 1e-5
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_misfit_jacobian_matches_finite_differences(K):
+    V, U, Omega, A, P, act, _ = _problem(K=K, m=500)
+    Q = _orth(P)
+    slopes = _Slopes(act)
+    v, u = V[0] + 0.1, U[0] + 0.2
+    r, J = _misfit(v, u, Q, Omega, A, slopes, 0.0)
+    assert J.shape == (500, 4 + (K if K > 1 else 0))
+    h = 1e-6
+    x = np.concatenate([v, u])
+
+    def residual(x):
+        return _misfit(x[:4], x[4:], Q, Omega, A, slopes, 0.0, jacobian=False)[0]
+
+    fd = np.column_stack([(residual(x + h * e) - residual(x - h * e)) / (2 * h)
+                          for e in np.eye(len(x))])
+    np.testing.assert_allclose(J, fd[:, :J.shape[1]], rtol=1e-5, atol=1e-8)
+    # the residual is scale-free in u
+    np.testing.assert_allclose(residual(np.concatenate([v, 3 * u])), r, atol=1e-14)
+
+
+def test_best_signal_minimises_the_misfit():
+    V, U, Omega, A, P, act, _ = _problem(K=3, m=800)
+    Q = _orth(P)
+    u = _best_signal(V[1], Q, Omega, A, _Slopes(act), 0.0)
+    np.testing.assert_allclose(u / np.linalg.norm(u),
+                               np.sign(u @ U[1]) * U[1] / np.linalg.norm(U[1]), atol=1e-10)
+
+
+def test_deflation_removes_the_zeros_found():
+    V, U, Omega, A, P, act, _ = _problem()
+    Q = _deflated_basis(P, [V[0], V[1]])
+    assert Q.shape == (len(P), 2)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(2), atol=1e-12)
+    # the found samples are no longer zeros; the others still are
+    assert column_space_misfit(V[0], Q, Omega, A, act) > 1e-3
+    assert column_space_misfit(V[1], Q, Omega, A, act) > 1e-3
+    assert column_space_misfit(V[2], Q, Omega, A, act) < 1e-25
+    assert column_space_misfit(V[3], Q, Omega, A, act) < 1e-25
+
+
+@pytest.mark.parametrize("activation, K", [("tanh", 1), ("sigmoid", 1), ("gelu", 1),
+                                           ("tanh", 3)])
+def test_random_starts_find_every_sample_exactly(activation, K):
+    V, U, Omega, A, P, act, fixed = _problem(activation, K=K, B=5, seed=1)
+    rng = np.random.default_rng(2)
+    result = search_samples(P, Omega, A, act, fixed=fixed, rows=np.arange(0, 4000, 2),
+                            random_starts=lambda k: rng.standard_normal((k, 5)))
+    assert result.n_found == 5 and result.V.shape == (5, 5)
+    assert np.all(result.misfits < 1e-20)
+    # exact, with the bias coordinate pinning scale and sign
+    distance = np.linalg.norm(result.V[:, None, :] - V[None, :, :], axis=2)
+    rows, cols = linear_sum_assignment(distance)
+    np.testing.assert_allclose(result.V[rows], V[cols], atol=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_piecewise_linear_search_then_pattern_iteration_is_exact(activation):
+    V, U, Omega, A, P, act, fixed = _problem(activation, K=2, seed=2)
+    rng = np.random.default_rng(3)
+    starts = V + 0.3 * rng.standard_normal(V.shape)  # ~10-20 degrees off
+    # one start per round: each search sees the samples found before it
+    result = search_samples(P, Omega, A, act, starts=starts, fixed=fixed, n_init=1,
+                            rows=np.arange(0, len(P), 2), accept=1e-2)
+    assert result.n_found == 4
+    assert np.all(_matched_cosines(result.V, V) > np.cos(np.radians(1.0)))
+    exact = pattern_iteration(result.V, P, Omega, A, act, fixed=fixed)
+    assert exact.relative_residual < 1e-10
+
+
+def test_search_results_do_not_depend_on_n_jobs():
+    V, U, Omega, A, P, act, fixed = _problem(B=5, seed=4)
+
+    def run(n_jobs):
+        rng = np.random.default_rng(7)
+        return search_samples(P, Omega, A, act, fixed=fixed, n_jobs=n_jobs, n_init=4,
+                              random_starts=lambda k: rng.standard_normal((k, 5)))
+
+    one, two = run(1), run(2)
+    assert one.n_starts == two.n_starts
+    np.testing.assert_array_equal(one.V, two.V)
+
+
+def test_budget_exhausted_reports_a_partial_result():
+    V, U, Omega, A, P, act, fixed = _problem(B=5, seed=4)
+    rng = np.random.default_rng(0)
+    result = search_samples(P, Omega, A, act, fixed=fixed, n_init=1, max_starts=2,
+                            random_starts=lambda k: rng.standard_normal((k, 5)))
+    assert result.n_starts == 2
+    assert result.n_found <= 2
+    assert len(result.V) == result.n_found == len(result.misfits)
+    assert repr(result).startswith(f"SearchResult(n_found={result.n_found}, n_starts=2")
+
+
+def test_lm_driver_statuses():
+    # a linear least-squares problem: one step to the exact solution
+    M = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
+    y = M @ np.array([1.0, -2.0])
+
+    def normal_equations(x):
+        r = M @ x - y
+        return M.T @ M, -M.T @ r, 0.5 * float(r @ r)
+
+    def cost(x):
+        r = M @ x - y
+        return 0.5 * float(r @ r)
+
+    x, c, n_iter, status = lm_driver(np.zeros(2), normal_equations, cost, atol=1e-28)
+    np.testing.assert_allclose(x, [1.0, -2.0], atol=1e-12)
+    assert status == 3 and c <= 1e-28
+    # an undefined start
+    assert lm_driver(np.zeros(2), lambda x: None, cost)[3] == -1

@@ -163,7 +163,10 @@ def test_strict_repeated_and_zero_columns_left_out_of_the_spectrum():
     API) agrees with NumPy's."""
     _, q = _query(n_samples=3)
     grad = np.hstack([q.grad, q.grad[:, :5], np.zeros((3000, 2))])
-    weights = np.hstack([q.weights, np.random.default_rng(1).standard_normal((3000, 7))])
+    # the extra inputs' weights drawn as the server's (a last column spread
+    # otherwise would be refused as a forgotten bias)
+    extra = np.random.default_rng(1).standard_normal((3000, 7)) * q.weight_std
+    weights = np.hstack([q.weights, extra])
     ref = MomentTensorTransformer().fit(grad, weights=weights)
     mt = MomentTensorTransformer().fit(_strict(grad), weights=_strict(weights))
     distinct = np.unique(grad, axis=1)

@@ -74,9 +74,9 @@ def server():
     return gaussian_reinit_(_make_model(), random_state=0)
 
 
-def _attack(q, batch_size=None):
+def _attack(q, batch_size=None, **params):
     rec = GradientReconstructor(activation="tanh", bias=q.has_bias, loss="cross_entropy",
-                                batch_size=batch_size or "auto", random_state=0)
+                                batch_size=batch_size or "auto", random_state=0, **params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return rec.fit(q.grad, **q.fit_params)
@@ -203,7 +203,8 @@ def test_several_epochs_on_one_batch_leave_a_large_residual(digits, server):
     # the rank cannot tell them apart: both pass the batch_size=4 check
     # measured: residual 1e-14 for one step, 0.28 for three epochs
     assert _attack(q1, 4).gradient_residual_ < 1e-9
-    assert _attack(q3, 4).gradient_residual_ > 0.05
+    # (a bounded search: no sample of the one-step model exists to be found)
+    assert _attack(q3, 4, n_init=1, max_starts=4, max_iter=20).gradient_residual_ > 0.05
 
 
 # ----------------------------------------------------------------------------

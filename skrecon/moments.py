@@ -659,10 +659,14 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         # a noisy gradient the step from noise to those zeros would pass for
         # the batch's gap.
         live = _live_columns(X, xp, device)
-        X_live = xp.take(X, from_host(live, xp, device, dtype=xp.int64), axis=1)
-        sv = to_host(xp.linalg.svdvals(_triangular_factor(X_live, xp)))
-        # the span itself, from every column
-        vt = xp.linalg.svd(_triangular_factor(X, xp), full_matrices=False)[2]
+        # the span itself, from every column (one factorisation when every
+        # column is live, as for natural images)
+        _, sv_all, vt = xp.linalg.svd(_triangular_factor(X, xp), full_matrices=False)
+        if len(live) == X.shape[1]:
+            sv = to_host(sv_all)
+        else:
+            X_live = xp.take(X, from_host(live, xp, device, dtype=xp.int64), axis=1)
+            sv = to_host(xp.linalg.svdvals(_triangular_factor(X_live, xp)))
         B, gap = self._batch_size(sv, X.shape, len(live))
         if gap < 10:
             warnings.warn(

@@ -287,8 +287,19 @@ def cp_als(tensor, factors, *, max_iter=500, tol=1e-8):
     True
     """
     norm = np.linalg.norm(tensor)
+    first = _unfold(tensor, 0)
 
     def error(fs):
+        # ||T - T_hat||^2 = ||T||^2 - 2 <T, T_hat> + ||T_hat||^2 from the
+        # factors' Gram matrices (no reconstruction); near an exact fit the
+        # difference cancels, and the error is computed directly
+        gram = np.ones((fs[0].shape[1],) * 2)
+        for f in fs:
+            gram *= f.T @ f
+        inner = np.sum((first @ khatri_rao(fs[1:])) * fs[0])
+        squared = norm**2 - 2.0 * inner + np.sum(gram)
+        if squared > 1e-12 * norm**2:
+            return float(np.sqrt(squared)) / norm
         return np.linalg.norm(tensor - cp_reconstruct(fs)) / norm
 
     factors = _normalise([np.array(f, dtype=float) for f in factors])

@@ -421,8 +421,8 @@ def test_noisy_gradient_same_sample_order_as_numpy():
 def test_not_fitted_after_a_failed_fit():
     _, q = _query(n_samples=2, n_neurons=1500)
     rec = GradientReconstructor(bias=True)
-    with pytest.raises(ValueError, match="weights"):
-        rec.fit(_strict(q.grad))
+    with pytest.raises(ValueError, match="weights has shape"):
+        rec.fit(_strict(q.grad), weights=_strict(q.weights[:10]))
     with pytest.raises(NotFittedError):
         rec.transform(_strict(q.grad))
 

@@ -196,8 +196,12 @@ def test_zero_gradient_carries_no_information(small_query):
 
 
 def test_missing_weights_explains_routing(small_query):
-    with pytest.raises(ValueError, match="enable_metadata_routing=True"):
-        GradientReconstructor(bias=True).fit(small_query.grad)
+    # without weights: the blind estimate, whose warning says how to route them
+    from skrecon.blind import BlindFitWarning
+
+    with pytest.warns(BlindFitWarning, match="enable_metadata_routing=True"):
+        rec = GradientReconstructor(bias=True, random_state=0).fit(small_query.grad)
+    assert rec.solver_ == "cocktail_party"
 
 
 def test_linear_activation_is_refused(small_query):

@@ -184,7 +184,11 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     residual = _relative_residual(V, U, P, Omega, A, activation, b0)
     refinement = RefinementResult(V, U, residual, 0, 3 if residual < rtol else 1)
     n_par = n_samples * (n + K)
-    if residual > rtol and n_par <= _JOINT_MAX_PARAMS:
+    if residual > rtol and found.n_found < n_samples:
+        # a joint fit from best guesses would only fit noise or stall, at
+        # the cost of hundreds of (B (B + K))^2 normal matrices
+        say(f"joint polish skipped ({found.n_found} of {n_samples} samples found)")
+    elif residual > rtol and n_par <= _JOINT_MAX_PARAMS:
         say(f"joint polish: {n_par} parameters, relative residual {residual:.2e}")
         if residual > success and n_rows < m:
             sub = proj.take_rows(rows)

@@ -18,7 +18,7 @@ gradient, its weights and the next layer's weights), and
 message and replies, without network, SuperLink or Ray.
 
 Several local steps (FedAvg with local epochs or several mini-batches) are
-out of scope (DESIGN §3): the update is then a sum of gradients taken at
+out of scope (:ref:`theory-requirements`): the update is then a sum of gradients taken at
 different weights. Where the batch size is known (the server set it in the
 config, or the client reported ``num_examples``), :func:`update_query`
 detects the common case -- an update whose rank exceeds the batch size

@@ -641,7 +641,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         s, bias_mean, bias_std = _weight_statistics(W, self.bias, self.weight_std)
         _check_gaussian_weights(W[:, :-1] if self.bias else W)
         # A Gaussian bias drawn with mean 0 has a sample mean of order
-        # std / sqrt(m): the parity argument of DESIGN F3 holds for its law.
+        # std / sqrt(m): the parity argument of the theory page (F3) holds for its law.
         m_rows = X.shape[0]
         significant = abs(bias_mean) > 4 * bias_std / np.sqrt(m_rows)
         order_mean = bias_mean if (bias_std == 0 or significant) else 0.0
@@ -649,44 +649,10 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         m, n_cols = X.shape
 
         xp, device = get_namespace(X)
-        # QR first: the SVD of the small triangular factor has the same
-        # singular values and right singular vectors, at a fraction of the cost
-        self._precision = _effective_dtype(X, xp)
-        # A column that is zero in every row (a pixel that is 0 in every
-        # sample), or equal to an earlier one (two pixels that only one
-        # sample lights, at the same value, after quantisation), carries
-        # nothing new; left in, it adds exact zeros to the spectrum, and with
-        # a noisy gradient the step from noise to those zeros would pass for
-        # the batch's gap.
-        live = _live_columns(X, xp, device)
-        # the span itself, from every column (one factorisation when every
-        # column is live, as for natural images)
-        _, sv_all, vt = xp.linalg.svd(_triangular_factor(X, xp), full_matrices=False)
-        if len(live) == X.shape[1]:
-            sv = to_host(sv_all)
-        else:
-            X_live = xp.take(X, from_host(live, xp, device, dtype=xp.int64), axis=1)
-            sv = to_host(xp.linalg.svdvals(_triangular_factor(X_live, xp)))
-        B, gap = self._batch_size(sv, X.shape, len(live))
-        if gap < 10:
-            warnings.warn(
-                f"The singular values of the gradient show no clear gap "
-                f"(s_B / s_B+1 = {gap:.3g} at B = {B}): the batch size is "
-                "uncertain, e.g. because of noise, or because the batch is "
-                "larger than the gradient can identify. Pass n_components (or "
-                "batch_size) explicitly if you know it.",
-                BatchSizeWarning,
-            )
-        # (n_cols, B) orthonormal, original coordinates; each direction's
-        # largest entry positive (as scikit-learn's svd_flip), so that the
-        # signs do not depend on the library's SVD
-        top = to_host(vt[:B, :])
-        signs = np.sign(top[np.arange(B), np.argmax(np.abs(top), axis=1)])
-        signs[signs == 0] = 1.0
-        basis = (vt[:B, :] * from_host(signs, xp, device)[:, None]).T
+        basis, sv, B, gap = self._span(X, xp, device)
 
         # Scale each column by its weight's std, so that the weights become
-        # standard normal (DESIGN F4). The Hermite modes live in the input
+        # standard normal (theory page, F4). The Hermite modes live in the input
         # coordinates; a Gaussian bias is one more (nuisance) regressor, a
         # constant bias stays in the first mode only.
         scale = np.full(n_cols, s)
@@ -739,6 +705,47 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         return _Projection(P, Omega, Z, A, scaled_basis, hermite_basis,
                            scale, self.bias_mean_, R, degree, self.max_features,
                            xp=xp, device=device)
+
+    def _span(self, X, xp, device):
+        """``(basis, singular_values, B, gap)``: the batch's span from the
+        gradient's spectrum; ``basis`` is ``(n_cols, B)`` orthonormal, in the
+        input's namespace, ``singular_values`` on the host."""
+        # QR first: the SVD of the small triangular factor has the same
+        # singular values and right singular vectors, at a fraction of the cost
+        self._precision = _effective_dtype(X, xp)
+        # A column that is zero in every row (a pixel that is 0 in every
+        # sample), or equal to an earlier one (two pixels that only one
+        # sample lights, at the same value, after quantisation), carries
+        # nothing new; left in, it adds exact zeros to the spectrum, and with
+        # a noisy gradient the step from noise to those zeros would pass for
+        # the batch's gap.
+        live = _live_columns(X, xp, device)
+        # the span itself, from every column (one factorisation when every
+        # column is live, as for natural images)
+        _, sv_all, vt = xp.linalg.svd(_triangular_factor(X, xp), full_matrices=False)
+        if len(live) == X.shape[1]:
+            sv = to_host(sv_all)
+        else:
+            X_live = xp.take(X, from_host(live, xp, device, dtype=xp.int64), axis=1)
+            sv = to_host(xp.linalg.svdvals(_triangular_factor(X_live, xp)))
+        B, gap = self._batch_size(sv, X.shape, len(live))
+        if gap < 10:
+            warnings.warn(
+                f"The singular values of the gradient show no clear gap "
+                f"(s_B / s_B+1 = {gap:.3g} at B = {B}): the batch size is "
+                "uncertain, e.g. because of noise, or because the batch is "
+                "larger than the gradient can identify. Pass n_components (or "
+                "batch_size) explicitly if you know it.",
+                BatchSizeWarning,
+            )
+        # (n_cols, B) orthonormal, original coordinates; each direction's
+        # largest entry positive (as scikit-learn's svd_flip), so that the
+        # signs do not depend on the library's SVD
+        top = to_host(vt[:B, :])
+        signs = np.sign(top[np.arange(B), np.argmax(np.abs(top), axis=1)])
+        signs[signs == 0] = 1.0
+        basis = (vt[:B, :] * from_host(signs, xp, device)[:, None]).T
+        return basis, sv, B, gap
 
     def _batch_size(self, sv, shape, n_live):
         """``(B, gap)`` from the spectrum, or a clear error where the
@@ -884,26 +891,11 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             "spectral_gap_, noise_level_). The moment tensor (moment_tensor_, "
             "order_, the weight statistics) needs the first-layer weights: pass "
             "weights=W.", BlindFitWarning)
-        self._precision = _effective_dtype(X, xp)
-        live = _live_columns(X, xp, device)
-        X_live = xp.take(X, from_host(live, xp, device, dtype=xp.int64), axis=1)
-        sv = to_host(xp.linalg.svdvals(_triangular_factor(X_live, xp)))
-        vt = xp.linalg.svd(_triangular_factor(X, xp), full_matrices=False)[2]
-        B, gap = self._batch_size(sv, X.shape, len(live))
-        if gap < 10:
-            warnings.warn(
-                f"The singular values of the gradient show no clear gap "
-                f"(s_B / s_B+1 = {gap:.3g} at B = {B}): the batch size is "
-                "uncertain. Pass n_components explicitly if you know it.",
-                BatchSizeWarning)
-        top = to_host(vt[:B, :])
-        signs = np.sign(top[np.arange(B), np.argmax(np.abs(top), axis=1)])
-        signs[signs == 0] = 1.0
-        basis = vt[:B, :] * from_host(signs, xp, device)[:, None]
+        basis, sv, B, gap = self._span(X, xp, device)
         for name in self._TENSOR_ONLY:
             self.__dict__.pop(name, None)
         dtype = getattr(xp, self._input_dtype.name)
-        self.components_ = xp.astype(basis, dtype)
+        self.components_ = xp.astype(basis.T, dtype)
         self.singular_values_ = from_host(sv, xp, device, dtype=dtype)
         self.n_components_ = B
         self.spectral_gap_ = gap

@@ -17,7 +17,7 @@ of the reconstruction next to ``epsilon``.
 **Clipping alone does not protect.** Per-sample clipping multiplies each
 sample's back-propagated signal by ``c_i = min(1, C / ||g_i||) > 0``: the
 first layer's gradient ``sum_i c_i (a_j . u_i) sigma'(w_j . x_i + b_j) x_i``
-is again a gradient of the model of DESIGN §1, with signals ``c_i u_i``.
+is again a gradient of the model of :ref:`theory-model`, with signals ``c_i u_i``.
 The samples ``x_i`` are untouched and recovered exactly (the signals come
 back rescaled, and labels, read off their sign pattern, too). Only the
 noise protects.
@@ -163,7 +163,7 @@ def private_step(model, batch, targets, *, noise_multiplier, max_grad_norm=1.0,
     Notes
     -----
     With ``noise_multiplier=0`` the update is the gradient of the model of
-    DESIGN §1 with each sample's signal multiplied by its clipping factor
+    :ref:`theory-model` with each sample's signal multiplied by its clipping factor
     ``min(1, C / ||g_i||)``, which the reconstruction absorbs into the
     unknown signals: the batch and its labels are recovered exactly. The
     accountant sees one step at sampling rate 1 (the whole local data set is

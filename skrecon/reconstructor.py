@@ -126,7 +126,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         and on the device of the gradient passed to :meth:`fit` (NumPy,
         CuPy, ...; see Notes).
     sample_coefficients_ : ndarray of shape (batch_size, n_outputs)
-        Per-sample back-propagated signals ``u_i`` (DESIGN §1).
+        Per-sample back-propagated signals ``u_i`` (:ref:`theory-model`).
     labels_ : ndarray of shape (batch_size,) or None
         With softmax cross-entropy (``loss="cross_entropy"``, or inferred by
         ``loss="auto"``) and at least 3 outputs, the label of each sample:
@@ -146,7 +146,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         ~1e-14 for an exact float64 gradient, the noise level for a noisy one.
     sign_identified_, scale_identified_ : ndarray of bool, shape (batch_size,)
         Whether each sample's sign and norm are identifiable from the
-        gradient (DESIGN F3).
+        gradient (:ref:`theory-identifiability`).
     n_iter_ : int
         Levenberg-Marquardt steps of the joint polish.
     converged_ : bool
@@ -656,7 +656,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
 
     def __getstate__(self):
         # fitted arrays are pickled as NumPy arrays: an estimator fitted on
-        # CuPy loads on a machine without a GPU (DESIGN §3)
+        # CuPy loads on a machine without a GPU
         return host_state(super().__getstate__())
 
     def __sklearn_tags__(self):

@@ -1,4 +1,4 @@
-"""Levenberg-Marquardt refinement of the exact gradient model (DESIGN F7).
+"""Levenberg-Marquardt refinement of the exact gradient model (:ref:`theory-f7`).
 
 In span coordinates the gradient row of neuron ``j`` is exactly
 

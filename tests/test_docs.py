@@ -12,13 +12,6 @@ import skrecon
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-# Modules whose docstrings still cite DESIGN.md (a file users do not have),
-# until their owners move the citations to the theory page. Strict: a module
-# that no longer cites it must leave this set.
-_PENDING = {"skrecon.reconstructor", "skrecon.refine",
-            "skrecon.flower", "skrecon.opacus"}
-
-
 def _docstrings(module):
     """The module's docstring and those of everything defined in it."""
     yield module.__name__, inspect.getdoc(module) or ""
@@ -50,10 +43,7 @@ def test_docstrings_cite_the_theory_page_not_the_design_brief():
         for where, doc in _docstrings(module):
             if "DESIGN" in doc:
                 citing.setdefault(module.__name__, []).append(where)
-    assert set(citing) <= _PENDING, {m: citing[m] for m in set(citing) - _PENDING}
-    loaded = {m.__name__ for m in _modules()}
-    assert not (_PENDING & loaded) - set(citing), "cites the theory page now: " \
-        "remove it from _PENDING"
+    assert citing == {}  # DESIGN.md is the developers' brief, not the users'
 
 
 @pytest.mark.parametrize("phrase", [

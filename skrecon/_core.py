@@ -20,7 +20,7 @@ from sklearn.utils import Bunch
 from .decomposition import tensor_starts
 from .refine import (RefinementResult, fit_signals, gradient_model, is_piecewise_linear,
                      levenberg_marquardt, pattern_iteration, _derivative)
-from .search import _orth, column_space_misfit, search_samples
+from .search import _onto_constraint, _orth, column_space_misfit, search_samples
 
 # rows of the searches: a few thousand for a scalar output; with K outputs
 # each evaluation costs O(rows K^2), so fewer rows, but always several
@@ -205,10 +205,13 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             V, U = refinement.V, refinement.U
     elif residual > success:
         say(f"joint polish skipped ({n_par} parameters > {_JOINT_MAX_PARAMS})")
-    keep = slice(None) if check is None else check
-    Q = _orth(P[keep])
-    misfits = np.array([column_space_misfit(v, Q, Omega[keep], A[keep], activation, b0)
-                        for v in V])
+    if V is found.V:  # the search's samples, unchanged: their misfits stand
+        misfits = found.misfits
+    else:
+        keep = slice(None) if check is None else check
+        Q = _orth(P[keep])
+        misfits = np.array([column_space_misfit(v, Q, Omega[keep], A[keep], activation,
+                                                b0) for v in V])
     final_accept = acceptance_level(noise_level, piecewise=False)
     say(f"done: {int(np.sum(misfits < final_accept))} of {n_samples} samples with "
         f"misfit below {final_accept:.1e}; relative residual "
@@ -232,9 +235,5 @@ def _complete(V, candidates, n_samples, n, rng, scale, fixed):
                 continue
         rows.append(c)
     while len(rows) < n_samples:
-        v = rng.standard_normal(n) * (scale / np.sqrt(n))
-        if fixed is not None:
-            e, c = fixed
-            v = v + (c - v @ e) * e / (e @ e)
-        rows.append(v)
+        rows.append(_onto_constraint(rng.standard_normal(n) * (scale / np.sqrt(n)), fixed))
     return np.array(rows)

@@ -320,8 +320,9 @@ def cp_als(tensor, factors, *, max_iter=500, tol=1e-8):
     return factors, err
 
 
-# ALS sweeps polishing the Jennrich factors of one decomposition
-_ALS_ITER = 300
+# ALS sweeps polishing the Jennrich factors of one decomposition (starts
+# for the search, which only need to lie in a sample's basin)
+_ALS_ITER = 100
 
 
 def _contract_extra_modes(tensor, rng):

@@ -95,6 +95,9 @@ def _check_gaussian_weights(w_in):
     """
     xp, _ = get_namespace(w_in)
     w = xp.reshape(w_in, (-1,))
+    # every k-th entry, at most ~100 000: the standard error (0.016) stays
+    # far below the kurtosis threshold (0.2)
+    w = w[::max(1, -(-w.shape[0] // 100_000))]
     n = w.shape[0]
     if n < 50:
         return

@@ -65,11 +65,15 @@ __all__ = ["column_space_misfit", "search_samples", "SearchResult"]
 # smoothing widths of the homotopy for piecewise-linear activations, as
 # fractions of the pre-activation's std at the start of each stage
 _WIDTHS = (0.3, 0.1, 0.03, 0.01, 0.003)
+# and the finer widths at which each sample found is polished on all rows
+_FINE_WIDTHS = (0.001, 0.0003)
 # LM evaluations per start (per stage for the homotopy) and for the polish
 _SEARCH_ITER = 40
 _POLISH_ITER = 20
 # a start that ends within this angle (degrees) of a sample found is a repeat
 _DUPLICATE_ANGLE = 0.5
+# a misfit this small is float64 round-off: the sample is exact
+_ROUND_OFF = 1e-24
 
 
 class _Slopes:
@@ -344,10 +348,11 @@ def _tangent(n_dims, fixed):
 
 
 def _onto_constraint(v, fixed):
+    """``v`` (one sample) moved onto ``e . v = c`` along ``e``."""
     if fixed is None:
         return v
     e, c = np.asarray(fixed[0], dtype=float), float(fixed[1])
-    return v + np.outer(c - v @ e, e) / (e @ e) if v.ndim == 2 else v + (c - v @ e) * e / (e @ e)
+    return v + (c - v @ e) * e / (e @ e)
 
 
 def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
@@ -430,8 +435,10 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     tangent = _tangent(n_dims, fixed)
     piecewise = is_piecewise_linear(activation)
     stages = _WIDTHS if piecewise else (0.0,)
+    polish_stages = _WIDTHS[-1:] + _FINE_WIDTHS if piecewise else (0.0,)
+    keep = np.arange(m) if polish_rows is None else np.asarray(polish_rows)
     queue = [] if starts is None else [s for s in np.asarray(starts, dtype=float)]
-    found, rejected = [], []
+    found, misfits, rejected = [], [], []
     n_starts, round_no = 0, 0
     cos_dup = np.cos(np.radians(_DUPLICATE_ANGLE))
     # A round's starts all see the same deflated basis; when they keep
@@ -471,15 +478,20 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                           f"(misfit {phi:.2e}, start {n_starts})")
             else:
                 rejected.append((phi, v))
+        # the new samples, polished on all rows before they deflate the next
+        # round (an inexact sample would leave part of its zero behind)
+        new, new_misfits = _polish(found[n_before:], P[keep], Omega[keep], A[keep],
+                                   activation, polish_stages, bias_mean, tangent, n_jobs)
+        found[n_before:] = list(new)
+        misfits.extend(new_misfits)
         k = int(np.clip(2 * (len(found) - n_before), 1, n_init))
         if verbose:
             print(f"search: round {round_no}, {n_starts} starts, "
                   f"{len(found)}/{n_samples} found")
         if progress is not None:
             progress("search", len(found), n_samples)
-    keep = np.arange(m) if polish_rows is None else np.asarray(polish_rows)
-    V, misfits = _polish(found, P[keep], Omega[keep], A[keep], activation, stages[-1:],
-                         bias_mean, tangent, n_jobs)
+    V = np.array(found).reshape(-1, n_dims)
+    misfits = np.array(misfits)
     rejected.sort(key=lambda pair: pair[0])
     candidates = np.array([v for _, v in rejected]).reshape(-1, n_dims)
     return SearchResult(V, misfits, candidates,
@@ -487,18 +499,24 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
 
 
 def _polish(found, P, Omega, A, activation, stages, bias_mean, tangent, n_jobs):
-    """Each sample refined on all neurons with the undeflated basis, at the
-    search's last smoothing width."""
+    """Each sample refined on all neurons with the undeflated basis (at the
+    search's finest smoothing widths), and its misfit there."""
     n_dims = P.shape[1]
     if not found:
-        return np.empty((0, n_dims)), np.empty(0)
+        return np.empty((0, n_dims)), []
     Q = _orth(P)
+    misfits = np.array([column_space_misfit(v, Q, Omega, A, activation, bias_mean)
+                        for v in found])
+    # a sample at round-off already (an exact gradient) needs no polish
+    todo = np.flatnonzero(~(misfits < _ROUND_OFF))
     with threadpool_limits(limits=1, user_api="blas"):
         results = Parallel(n_jobs=n_jobs)(
-            delayed(_search_one)(v, Q, Omega, A, activation, stages, bias_mean, tangent,
-                                 _POLISH_ITER)
-            for v in found)
-    V = np.array([v if np.all(np.isfinite(v)) else v0
-                  for (v, _), v0 in zip(results, found)])
-    misfits = [column_space_misfit(v, Q, Omega, A, activation, bias_mean) for v in V]
-    return V, np.array(misfits)
+            delayed(_search_one)(found[i], Q, Omega, A, activation, stages, bias_mean,
+                                 tangent, _POLISH_ITER)
+            for i in todo)
+    V = np.array(found)
+    for i, (v, _) in zip(todo, results):
+        if np.all(np.isfinite(v)):
+            V[i] = v
+            misfits[i] = column_space_misfit(v, Q, Omega, A, activation, bias_mean)
+    return V, list(misfits)

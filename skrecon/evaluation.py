@@ -64,6 +64,20 @@ def _one_trial(batch, defense, parameter, strength, seed, reconstructor,
     return row
 
 
+def _grid(values, seeds, name):
+    """``(values, seeds)`` of a leakage grid as lists (floats, as given);
+    a clear error when either is not a non-empty sequence of numbers."""
+    try:
+        values = [float(s) for s in values]
+        seeds = list(seeds)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name} and seeds must be sequences of numbers ({exc}).") from exc
+    if not values or not seeds:
+        raise ValueError(f"{name} and seeds must each hold at least one value.")
+    return values, seeds
+
+
 def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
                   seeds=(0, 1, 2), query_params=None, data_range=None, n_jobs=None):
     """Reconstruction quality of a batch under a defence of growing strength.
@@ -156,14 +170,7 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
         raise ValueError(
             f"batch must be a 2-D array with one sample per row, got shape {batch.shape}."
         )
-    try:
-        strengths = [float(s) for s in strengths]
-        seeds = list(seeds)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"strengths and seeds must be sequences of numbers ({exc}).") from exc
-    if not strengths or not seeds:
-        raise ValueError("strengths and seeds must each hold at least one value.")
+    strengths, seeds = _grid(strengths, seeds, "strengths")
     if not all(isinstance(s, Integral) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative integers, got {seeds!r}.")
     seeds = [int(s) for s in seeds]

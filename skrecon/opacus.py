@@ -38,6 +38,7 @@ from sklearn.base import clone
 from sklearn.utils import Bunch
 from sklearn.utils.parallel import Parallel, delayed
 
+from .evaluation import _grid
 from .flower import update_query
 from .metrics import reconstruction_report
 from .reconstructor import GradientReconstructor
@@ -401,14 +402,7 @@ def leakage_curve(model, batch, targets, noise_multipliers, *, max_grad_norm=1.0
     _import_opacus()
     batch = np.asarray(batch, dtype=np.float64)
     targets = np.asarray(targets)
-    try:
-        sigmas = [float(s) for s in noise_multipliers]
-        seeds = list(seeds)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"noise_multipliers and seeds must be sequences of numbers ({exc}).") from exc
-    if not sigmas or not seeds:
-        raise ValueError("noise_multipliers and seeds must each hold at least one value.")
+    sigmas, seeds = _grid(noise_multipliers, seeds, "noise_multipliers")
     for s in sigmas:
         _check_nonnegative(s, "each noise multiplier")
     seeds = [_check_seed(s, "each seed") for s in seeds]

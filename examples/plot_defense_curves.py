@@ -115,9 +115,10 @@ plt.show()
 #   columns (with the bias) are exactly zero: keeping 90 % of the entries
 #   drops only zeros, and the batch comes back to round-off. Keeping 50 %
 #   removes small but informative entries and leaves errors of a few per
-#   cent; keeping 10 % destroys the reconstruction (errors of tens of per
-#   cent and more). This is the regime in which Zhu et al. found
-#   pruning effective against optimisation attacks too.
+#   cent for most samples (the worst about a quarter); keeping 10 % destroys
+#   the reconstruction (errors of tens of per cent and more). This is the
+#   regime in which Zhu et al. found pruning effective against optimisation
+#   attacks too.
 # * Curves like these depend on the width, the batch and the activation:
 #   rerun :func:`~skrecon.evaluation.leakage_curve` with the architecture you
 #   audit, more seeds and a finer grid.

@@ -41,13 +41,16 @@ _PIECEWISE_ACCEPT = 1e-2
 _EXACT_ACCEPT = 1e-10
 
 
-def acceptance_level(noise_level, piecewise):
+def acceptance_level(noise_level, piecewise, conditioning=1.0):
     """Misfit below which a search has found a sample (noise-aware).
 
-    A gradient with relative in-span noise ``eta`` moves the column space
-    by about ``eta``, so the misfit at a sample is about ``eta**2``.
+    A gradient with relative in-span noise ``eta`` (relative to the whole
+    gradient) tilts the column space by up to ``eta * kappa``, with
+    ``kappa = ||P||_F / s_B(P)`` (``conditioning``: a sample that carries a
+    small share of the gradient sees relatively more noise), so the misfit
+    at a sample is up to about ``(eta * kappa)**2``.
     """
-    level = max(_EXACT_ACCEPT, (10.0 * noise_level) ** 2)
+    level = max(_EXACT_ACCEPT, (3.0 * noise_level * conditioning) ** 2)
     if piecewise:
         level = max(level, _PIECEWISE_ACCEPT)
     return min(level, 0.05)
@@ -131,7 +134,9 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     b0 = proj.bias_mean
     fixed = (proj.bias_row, proj.column_scale[-1]) if proj.has_bias else None
     piecewise = is_piecewise_linear(activation)
-    accept = acceptance_level(noise_level, piecewise)
+    sv = np.linalg.svd(P, compute_uv=False)
+    kappa = float(np.linalg.norm(sv) / max(sv[-1], np.finfo(float).tiny))
+    accept = acceptance_level(noise_level, piecewise, kappa)
     say = print if verbose else (lambda *args: None)
 
     def report(stage, done=0, total=1):
@@ -148,12 +153,19 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
     starts = np.empty((0, n))
     if init in ("auto", "tensor") and getattr(moments, "_moment_tensor_host", None) is not None:
-        starts, cp_error = tensor_starts(
-            moments._moment_tensor_host, moments._lower_moments[0], activation,
-            moments.order_, moments.weight_std_, rng, fixed=fixed)
-        starts = starts[np.all(np.isfinite(starts), axis=1)]
-        say(f"starts: {len(starts)} from the moment tensor (order {moments.order_}, "
-            f"CP relative error {cp_error:.2e})")
+        try:
+            with np.errstate(all="ignore"):
+                starts, cp_error = tensor_starts(
+                    moments._moment_tensor_host, moments._lower_moments[0], activation,
+                    moments.order_, moments.weight_std_, rng, fixed=fixed)
+            starts = starts[np.all(np.isfinite(starts), axis=1)]
+            say(f"starts: {len(starts)} from the moment tensor (order "
+                f"{moments.order_}, CP relative error {cp_error:.2e})")
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            # a degenerate tensor (e.g. a gradient scaled to 1e-300) gives no
+            # starts; the random ones do not depend on it
+            say(f"starts: none from the moment tensor ({exc})")
+            starts = np.empty((0, n))
     report("starts")
     # random directions with the samples' typical scale: a unit
     # pre-activation std, or the tensor starts' median norm
@@ -184,11 +196,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     residual = _relative_residual(V, U, P, Omega, A, activation, b0)
     refinement = RefinementResult(V, U, residual, 0, 3 if residual < rtol else 1)
     n_par = n_samples * (n + K)
-    if residual > rtol and found.n_found < n_samples:
-        # a joint fit from best guesses would only fit noise or stall, at
-        # the cost of hundreds of (B (B + K))^2 normal matrices
-        say(f"joint polish skipped ({found.n_found} of {n_samples} samples found)")
-    elif residual > rtol and n_par <= _JOINT_MAX_PARAMS:
+    if residual > rtol and n_par <= _JOINT_MAX_PARAMS:
         say(f"joint polish: {n_par} parameters, relative residual {residual:.2e}")
         if residual > success and n_rows < m:
             sub = proj.take_rows(rows)
@@ -212,12 +220,17 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         Q = _orth(P[keep])
         misfits = np.array([column_space_misfit(v, Q, Omega[keep], A[keep], activation,
                                                 b0) for v in V])
-    final_accept = acceptance_level(noise_level, piecewise=False)
-    say(f"done: {int(np.sum(misfits < final_accept))} of {n_samples} samples with "
-        f"misfit below {final_accept:.1e}; relative residual "
-        f"{refinement.relative_residual:.2e}")
+    final_accept = acceptance_level(noise_level, False, kappa)
+    found_rows = misfits < final_accept
+    if piecewise and not refinement.relative_residual <= success:
+        # sigma' is piecewise constant: the misfit vanishes anywhere in a
+        # sample's activation cell, so only a fit of the whole gradient
+        # (the pattern iteration) confirms the samples
+        found_rows[:] = False
+    say(f"done: {int(np.sum(found_rows))} of {n_samples} samples with misfit below "
+        f"{final_accept:.1e}; relative residual {refinement.relative_residual:.2e}")
     report("done", 1, 1)
-    return Bunch(V=V, U=U, found=misfits < final_accept, misfits=misfits,
+    return Bunch(V=V, U=U, found=found_rows, misfits=misfits,
                  n_starts=found.n_starts, refinement=refinement, accept=final_accept)
 
 

@@ -497,7 +497,7 @@ def _build_parser():
     demo.add_argument("--activation", choices=names, default="tanh",
                       help="first-layer activation (default: tanh)")
     demo.add_argument("--seed", type=int, default=0,
-                      help="seed of the batch, the network and the restarts "
+                      help="seed of the batch, the network and the searches "
                            "(default: 0)")
     demo.add_argument("--n-init", type=_positive_int, default=n_init,
                       help=n_init_help)
@@ -553,7 +553,7 @@ def _build_parser():
                        help="'auto' (from the gradient's rank) or the number of "
                             "samples (default: auto)")
     recon.add_argument("--seed", type=int, default=0,
-                       help="seed of the restarts (default: 0)")
+                       help="seed of the searches' random starts (default: 0)")
     recon.add_argument("--n-init", type=_positive_int, default=n_init,
                        help=n_init_help)
     recon.add_argument("--plot", metavar="OUT.png", default=None,

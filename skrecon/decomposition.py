@@ -18,7 +18,8 @@ References
 import numpy as np
 from scipy import linalg
 
-__all__ = ["jennrich", "cp_als", "cp_reconstruct", "khatri_rao", "tensor_starts"]
+__all__ = ["jennrich", "cp_als", "cp_reconstruct", "khatri_rao", "moment_ratio_norms",
+           "tensor_starts"]
 
 
 def khatri_rao(factors):

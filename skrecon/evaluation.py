@@ -110,7 +110,7 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
         ``query_params["bias"]``, ``"gaussian"`` by default).
     seeds : sequence of int, default=(0, 1, 2)
         One trial per seed and strength: the seed draws the server's weights,
-        the defence's randomness and the attack's restarts.
+        the defence's randomness and the attack's random starts.
     query_params : dict or None, default=None
         Keyword arguments of :func:`~skrecon.clients.make_gradient_query`
         (``n_neurons``, ``activation``, ``bias``, ``loss`` ...).

@@ -327,7 +327,7 @@ def leakage_curve(model, batch, targets, noise_multipliers, *, max_grad_norm=1.0
         As in :func:`private_step`.
     seeds : sequence of int, default=(0,)
         One trial per seed and noise multiplier: the seed draws the server's
-        weights, Opacus's noise and the attack's restarts.
+        weights, Opacus's noise and the attack's random starts.
     weight_std, bias_std : float or None
         The server's weight and bias std, as in
         :func:`skrecon.torch.gaussian_reinit_`.

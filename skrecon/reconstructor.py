@@ -121,7 +121,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     samples_ : array of shape (batch_size, n_inputs)
         The reconstructed batch (bias column removed), in the input's
         units and dtype, in a canonical order (decreasing projection on a
-        fixed pseudo-random direction) that does not depend on the restart
+        fixed pseudo-random direction) that does not depend on the search
         that found them. Every array attribute lives in the array namespace
         and on the device of the gradient passed to :meth:`fit` (NumPy,
         CuPy, ...; see Notes).
@@ -301,8 +301,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             If an argument holds NaN or inf, shapes do not match, the last
             column of ``weights`` looks like a bias but ``bias=False``, the
             gradient is zero, the activation is linear, the requested moment
-            order vanishes for the activation, every restart failed, or
-            ``output_weights`` comes without ``weights``.
+            order vanishes for the activation, or ``output_weights`` comes
+            without ``weights``.
         TypeError
             If ``X`` is a ``torch.nn.Module`` rather than its gradient (use
             :func:`skrecon.torch.first_layer_query`).
@@ -399,7 +399,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "same gradient. Samples are returned with unit norm; "
                 "scale_identified_ is False.", IdentifiabilityWarning)
         # a canonical order: by the projection on a fixed direction, so that
-        # it does not depend on which restart (or which library) found them
+        # it does not depend on which search (or which library) found them
         direction = np.random.default_rng(0).standard_normal(samples.shape[1])
         order = np.argsort(-(samples @ direction), kind="stable")
         samples, U = samples[order], U[order]
@@ -431,8 +431,9 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 f"Only {self.n_found_} of {n} samples were found in "
                 f"{self.n_starts_} searches (relative gradient residual "
                 f"{self.gradient_residual_:.3g}); rows {missing} of samples_ are "
-                "best guesses (found_ is False there). Increase max_starts, or "
-                "query a wider layer.", ConvergenceWarning)
+                "best guesses (found_ is False there). Increase max_starts (with "
+                "init='auto' or 'random': init='tensor' tries the tensor's factors "
+                "only), or query a wider layer.", ConvergenceWarning)
         elif not refinement.converged:
             warnings.warn(
                 f"The joint polish did not converge in {self.max_iter} iterations "
@@ -673,7 +674,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     _WEIGHTED_ONLY = (
         "sample_coefficients_", "gradient_residual_", "moments_", "order_",
         "refinement_", "found_", "n_found_", "sample_misfits_", "n_starts_",
-        "moment_weights_", "restart_residuals_", "n_reseeds_")
+        "moment_weights_")
 
     def _fit_blind(self, X, output_weights):
         """:meth:`fit` without weights: the Cocktail Party Attack."""

@@ -531,9 +531,9 @@ def is_piecewise_linear(activation):
 
     For such an activation ``sigma'`` is piecewise constant: the Jacobian of
     the gradient model carries no information about which neurons a sample
-    activates. The restarts then search the samples one at a time (module
-    ``skrecon._piecewise``) and make them exact by :func:`pattern_iteration`
-    before the Levenberg-Marquardt steps.
+    activates. The column-space search (:mod:`skrecon.search`) then smooths
+    each jump of ``sigma'`` (a homotopy), and :func:`pattern_iteration`
+    makes the samples exact before the Levenberg-Marquardt polish.
 
     Parameters
     ----------

@@ -70,8 +70,11 @@ _FINE_WIDTHS = (0.001, 0.0003)
 # LM evaluations per start (per stage for the homotopy) and for the polish
 _SEARCH_ITER = 40
 _POLISH_ITER = 20
-# a start that ends within this angle (degrees) of a sample found is a repeat
-_DUPLICATE_ANGLE = 0.5
+# a start that ends within this angle (degrees) of a sample found is a
+# repeat (deflation removed that zero, so only an inexact sample's remnant
+# can draw a search back: wider for the smoothed piecewise-linear search)
+_DUPLICATE_ANGLE = 0.05
+_DUPLICATE_ANGLE_PIECEWISE = 0.5
 # a misfit this small is float64 round-off: the sample is exact
 _ROUND_OFF = 1e-24
 
@@ -440,7 +443,8 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     queue = [] if starts is None else [s for s in np.asarray(starts, dtype=float)]
     found, misfits, rejected = [], [], []
     n_starts, round_no = 0, 0
-    cos_dup = np.cos(np.radians(_DUPLICATE_ANGLE))
+    cos_dup = np.cos(np.radians(_DUPLICATE_ANGLE_PIECEWISE if piecewise
+                                else _DUPLICATE_ANGLE))
     # A round's starts all see the same deflated basis; when they keep
     # landing on one sample (a dominant basin) the rounds shrink, down to
     # one start (sequential deflation), and grow back as they pay off. The

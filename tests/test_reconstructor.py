@@ -281,3 +281,15 @@ def test_progress_callback_sees_every_stage(digits8):
     assert stages[0] == "span" and stages[-1] == "done"
     assert {"starts", "search", "polish"} <= set(stages)
     assert ("search", 3, 3) in calls
+
+
+def test_nearly_parallel_distinct_samples_are_both_found():
+    """Two samples 0.3 degrees apart (one a 1.01 x copy of the other) are
+    distinct and identifiable; deflation removes the first's zero, so the
+    second is not mistaken for a repeat."""
+    batch = load_digits_batch(3, random_state=0)[0]
+    batch = np.vstack([batch, 1.01 * batch[:1]])
+    rec, _ = _fit(batch, n_neurons=2000)
+    err, perm = relative_error(batch, rec.samples_)
+    assert rec.n_found_ == 4 and np.all(perm >= 0)
+    assert np.max(err) <= 1e-6

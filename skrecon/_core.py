@@ -34,6 +34,9 @@ _JOINT_MAX_PARAMS = 2500
 # signals by one joint least-squares solve up to this many unknowns,
 # sample by sample above
 _JOINT_SIGNALS_MAX = 512
+# the column-space condition pins one sample down only for m >> B + K
+# neurons: below this many per unknown no row counts as found
+_MIN_NEURONS_PER_UNKNOWN = 4
 # a piecewise-linear search is accepted at this smoothed misfit: about a
 # degree from a sample, inside the basin of the exact pattern iteration
 _PIECEWISE_ACCEPT = 1e-2
@@ -124,7 +127,9 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         coordinates); ``found`` (bool, ``(B,)``): whether each sample's
         misfit on all neurons is below the acceptance level; ``misfits``
         ``(B,)``; ``n_starts``; ``refinement`` (:class:`RefinementResult`);
-        ``accept`` (the acceptance level used).
+        ``accept`` (the acceptance level used); ``identifiable`` (False
+        when there are fewer than ``4 (B + K)`` neurons: no row is then
+        counted as found).
     """
     rng = random_state
     host = proj.to_host()
@@ -227,11 +232,15 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         # sample's activation cell, so only a fit of the whole gradient
         # (the pattern iteration) confirms the samples
         found_rows[:] = False
+    identifiable = m >= _MIN_NEURONS_PER_UNKNOWN * (n + K)
+    if not identifiable:
+        found_rows[:] = False
     say(f"done: {int(np.sum(found_rows))} of {n_samples} samples with misfit below "
         f"{final_accept:.1e}; relative residual {refinement.relative_residual:.2e}")
     report("done", 1, 1)
     return Bunch(V=V, U=U, found=found_rows, misfits=misfits,
-                 n_starts=found.n_starts, refinement=refinement, accept=final_accept)
+                 n_starts=found.n_starts, refinement=refinement, accept=final_accept,
+                 identifiable=identifiable)
 
 
 def _complete(V, candidates, n_samples, n, rng, scale, fixed):

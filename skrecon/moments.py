@@ -781,6 +781,14 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                 BatchSizeWarning,
             )
             B = n_rank
+        shown, shown_gap = estimate_batch_size(sv, self._precision, n_rows=m)
+        if B < shown and shown_gap >= 100:
+            warnings.warn(
+                f"n_components (batch_size)={B} is below the batch size the "
+                f"gradient's spectrum shows ({shown}, s_B / s_B+1 = {shown_gap:.3g}): "
+                f"{B} samples cannot explain this gradient, and what is "
+                "reconstructed will not be exact. Use batch_size='auto' unless you "
+                "know better.", BatchSizeWarning)
         gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
         return B, gap
 

@@ -425,7 +425,15 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                         else from_host(labels, xp, device, dtype=xp.int64))
         self.gradient_residual_ = _relative_norm(X - self._model_gradient(W, A), X, xp)
         self._check_moment_weights(activation, proj, samples)
-        if self.n_found_ < n:
+        if not result.identifiable:
+            m, K = proj.P.shape[0], proj.A.shape[1]
+            warnings.warn(
+                f"The layer has {m} neurons for {n} samples with {K} output(s): the "
+                f"column-space condition identifies a sample only with many more "
+                f"neurons than the {n + K} unknowns of one sample (here fewer than "
+                f"{4 * (n + K)}), so no row counts as found (found_ is all False). "
+                "Query a wider layer.", IdentifiabilityWarning)
+        elif self.n_found_ < n:
             missing = np.flatnonzero(~found).tolist()
             warnings.warn(
                 f"Only {self.n_found_} of {n} samples were found in "

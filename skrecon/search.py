@@ -164,6 +164,28 @@ def _misfit(v, u, Q, Omega, A, slopes, bias_mean, jacobian=True):
     return r, J
 
 
+def _check_problem(P, Omega, A, activation):
+    """``(P, Omega, A)`` as finite float arrays of matching shapes, or a
+    ValueError that says what is wrong."""
+    P, Omega, A = (np.asarray(M, dtype=float) for M in (P, Omega, A))
+    if P.ndim != 2 or Omega.shape != P.shape:
+        raise ValueError(
+            f"P and Omega must be 2-D arrays of one shape (neurons, span "
+            f"coordinates), got {P.shape} and {Omega.shape}.")
+    if A.ndim != 2 or A.shape[0] != P.shape[0]:
+        raise ValueError(
+            f"A must be a 2-D array with one row per neuron ({P.shape[0]}, K), "
+            f"got {A.shape}.")
+    for name, M in (("P", P), ("Omega", Omega), ("A", A)):
+        if not np.all(np.isfinite(M)):
+            raise ValueError(f"{name} holds NaN or inf.")
+    if not callable(getattr(activation, "derivative", None)):
+        raise ValueError(
+            f"activation must be an Activation (skrecon.activations."
+            f"get_activation), got {activation!r}.")
+    return P, Omega, A
+
+
 def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
     """``phi(v)``: how far the slope family of ``v`` is from a column space.
 
@@ -206,7 +228,15 @@ def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
     >>> bool(column_space_misfit(V[0] + 0.3, Q, Omega, A, tanh) > 1e-4)
     True
     """
+    Q, Omega, A = (np.asarray(M, dtype=float) for M in (Q, Omega, A))
+    if not (Q.ndim == Omega.ndim == A.ndim == 2
+            and Q.shape[0] == Omega.shape[0] == A.shape[0]):
+        raise ValueError(
+            f"Q, Omega and A must be 2-D arrays with one row per neuron, got "
+            f"shapes {Q.shape}, {Omega.shape} and {A.shape}.")
     v = np.asarray(v, dtype=float)
+    if v.shape != (Omega.shape[1],):
+        raise ValueError(f"v must have shape ({Omega.shape[1]},), got {v.shape}.")
     slopes = _Slopes(activation)
     u = _best_signal(v, Q, Omega, A, slopes, bias_mean)
     out = None if u is None else _misfit(v, u, Q, Omega, A, slopes, bias_mean,
@@ -430,9 +460,25 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     >>> bool(np.allclose(np.sort(np.abs(found @ true.T).max(axis=1)), 1.0))
     True
     """
+    P, Omega, A = _check_problem(P, Omega, A, activation)
     m, n_dims = P.shape
     n_samples = n_dims if n_samples is None else int(n_samples)
     max_starts = 4 * n_samples + 16 if max_starts is None else int(max_starts)
+    if not 1 <= n_samples <= n_dims or n_init < 1 or max_starts < 1:
+        raise ValueError(
+            f"n_samples must lie in [1, {n_dims}] and n_init, max_starts be at "
+            f"least 1; got {n_samples}, {n_init} and {max_starts}.")
+    if starts is not None and np.ndim(starts) != 2 or (
+            starts is not None and np.shape(starts)[1] != n_dims):
+        raise ValueError(
+            f"starts must have shape (n_starts, {n_dims}), got {np.shape(starts)}.")
+    if starts is None and random_starts is None:
+        raise ValueError("Give starts, random_starts or both: there is nothing to "
+                         "search from.")
+    if fixed is not None and (np.shape(fixed[0]) != (n_dims,)
+                              or not np.any(np.asarray(fixed[0]) != 0)):
+        raise ValueError(
+            f"fixed must be (e, c) with e a nonzero vector of shape ({n_dims},).")
     sub = np.arange(m) if rows is None else np.asarray(rows)
     P_sub, Omega_sub, A_sub = P[sub], Omega[sub], A[sub]
     tangent = _tangent(n_dims, fixed)

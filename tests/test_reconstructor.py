@@ -293,3 +293,22 @@ def test_nearly_parallel_distinct_samples_are_both_found():
     err, perm = relative_error(batch, rec.samples_)
     assert rec.n_found_ == 4 and np.all(perm >= 0)
     assert np.max(err) <= 1e-6
+
+
+def test_a_layer_too_narrow_flags_no_sample_as_found(digits8):
+    q = make_gradient_query(digits8, n_neurons=12, bias="gaussian", random_state=0)
+    with pytest.warns(IdentifiabilityWarning, match=re.escape(
+            "The layer has 12 neurons for 8 samples with 1 output(s)")):
+        rec = GradientReconstructor(bias=True, random_state=0, max_starts=8).fit(
+            q.grad, **q.fit_params)
+    assert rec.n_found_ == 0 and not rec.found_.any()
+
+
+def test_batch_size_below_the_spectrum_warns(digits8):
+    from skrecon.moments import BatchSizeWarning
+    q = make_gradient_query(digits8[:4], n_neurons=2000, bias="gaussian", random_state=0)
+    with pytest.warns(BatchSizeWarning, match=re.escape(
+            "n_components (batch_size)=3 is below the batch size the gradient's "
+            "spectrum shows (4, ")):
+        GradientReconstructor(bias=True, random_state=0, batch_size=3).fit(
+            q.grad, **q.fit_params)

@@ -1,5 +1,7 @@
 """The per-sample column-space search with deflation (skrecon.search)."""
 
+import re
+
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
@@ -156,3 +158,24 @@ def test_lm_driver_statuses():
     assert status == 3 and c <= 1e-28
     # an undefined start
     assert lm_driver(np.zeros(2), lambda x: None, cost)[3] == -1
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(Omega=np.ones((10, 4))), "P and Omega must be 2-D arrays of one shape"),
+    (dict(A=np.ones(4000)), "A must be a 2-D array with one row per neuron"),
+    (dict(P=np.full((4000, 4), np.nan)), "P holds NaN or inf."),
+    (dict(activation="tanh"), "activation must be an Activation"),
+    (dict(n_init=0), "n_init, max_starts be at least 1; got 4, 0 and 32"),
+    (dict(starts=np.ones((2, 3))), "starts must have shape (n_starts, 4), got (2, 3)"),
+    (dict(random_starts=None), "Give starts, random_starts or both"),
+    (dict(fixed=(np.zeros(4), 1.0)), "fixed must be (e, c) with e a nonzero vector"),
+])
+def test_search_samples_says_what_is_wrong(change, message):
+    V, U, Omega, A, P, act, fixed = _problem()
+    args = dict(P=P, Omega=Omega, A=A, activation=act, fixed=fixed,
+                random_starts=lambda k: np.ones((k, 4)))
+    args.update(change)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        search_samples(**args)
+    with pytest.raises(ValueError, match=re.escape("v must have shape (4,), got (3,).")):
+        column_space_misfit(np.ones(3), _orth(P), Omega, A, act)

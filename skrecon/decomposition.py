@@ -323,7 +323,7 @@ def cp_als(tensor, factors, *, max_iter=500, tol=1e-8):
 
 # ALS sweeps polishing the Jennrich factors of one decomposition (starts
 # for the search, which only need to lie in a sample's basin)
-_ALS_ITER = 100
+_ALS_ITER = 30
 
 
 def _contract_extra_modes(tensor, rng):

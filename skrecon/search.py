@@ -100,16 +100,19 @@ class _Slopes:
                                     - activation.derivative(np.array([k - 1e-9]), 1)[0]))
                           for k in kinks]
 
-    def __call__(self, t):
+    def __call__(self, t, second=True):
+        """``(sigma'(t), sigma''(t))``; ``sigma''`` is ``None`` unless
+        ``second``."""
         if self.jumps is None:
             return (_derivative(self.activation, t, 1),
-                    _derivative(self.activation, t, 2))
+                    _derivative(self.activation, t, 2) if second else None)
         s1 = np.full_like(t, self.base)
-        s2 = np.zeros_like(t)
+        s2 = np.zeros_like(t) if second else None
         for kink, jump in self.jumps:
             step = expit((t - kink) / self.width)
             s1 += jump * step
-            s2 += (jump / self.width) * step * (1.0 - step)
+            if second:
+                s2 += (jump / self.width) * step * (1.0 - step)
         return s1, s2
 
 
@@ -123,10 +126,10 @@ def _best_signal(v, Q, Omega, A, slopes, bias_mean):
     ``Q^T S L^{-T}``.
     """
     if A.shape[1] == 1:
-        y = A[:, 0] * slopes(Omega @ v + bias_mean)[0]
+        y = A[:, 0] * slopes(Omega @ v + bias_mean, second=False)[0]
         norm = float(np.sqrt(y @ y))
         return np.array([1.0 / norm]) if norm > 0 and np.isfinite(norm) else None
-    S = slopes(Omega @ v + bias_mean)[0][:, None] * A
+    S = slopes(Omega @ v + bias_mean, second=False)[0][:, None] * A
     try:
         L = linalg.cholesky(S.T @ S, lower=True, check_finite=False)
         M = linalg.solve_triangular(L, (Q.T @ S).T, lower=True, check_finite=False).T
@@ -146,7 +149,7 @@ def _misfit(v, u, Q, Omega, A, slopes, bias_mean, jacobian=True):
     ``S(v) u`` vanishes (every unit saturated).
     """
     t = Omega @ v + bias_mean
-    s1, s2 = slopes(t)
+    s1, s2 = slopes(t, second=jacobian)
     Au = A @ u
     y = s1 * Au
     norm = float(np.sqrt(y @ y))

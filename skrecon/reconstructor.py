@@ -9,6 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from ._array_api import (from_host, get_namespace, host_state, namespace_name,
                          namespace_name_of, to_host)
@@ -21,6 +22,10 @@ from ._labels import infer_labels
 from .blind import BlindFitWarning, cocktail_party
 
 __all__ = ["GradientReconstructor", "IdentifiabilityWarning"]
+
+# gradients with at most this many columns are reconstructed with one BLAS
+# thread (see GradientReconstructor._fit)
+_ONE_THREAD_MAX_COLUMNS = 512
 
 
 class IdentifiabilityWarning(UserWarning):
@@ -342,6 +347,18 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         # moments._fit bypasses moments.fit's validation: validate its
         # parameters (moments__order, ...) here, with scikit-learn's error.
         moments._validate_params()
+        # One BLAS thread for a gradient of few columns: its products are
+        # thin (m x B, m x d with small d), where threads cost more than they
+        # give (measured: B = 8 digits, 0.95 s with two threads, 0.4 s with
+        # one); wide gradients (image patches) keep the machine's threads.
+        limits = 1 if X_checked.shape[1] <= _ONE_THREAD_MAX_COLUMNS else None
+        with threadpool_limits(limits=limits, user_api="blas"):
+            return self._reconstruct(X, weights, output_weights, X_checked, W, A,
+                                     activation, moments, progress)
+
+    def _reconstruct(self, X, weights, output_weights, X_checked, W, A, activation,
+                     moments, progress):
+        """The span, the functional core, the fitted attributes."""
         # the raw inputs: the moment step records their dtype for its attributes
         proj = moments._fit(X, weights, output_weights,
                             tensor={"random": False, "tensor": True}.get(self.init, "auto"))

@@ -175,10 +175,11 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     # random directions with the samples' typical scale: a unit
     # pre-activation std, or the tensor starts' median norm
     scale = float(np.median(np.linalg.norm(starts, axis=1))) if len(starts) else 1.0
-    random_starts = None
-    if init in ("auto", "random"):
-        def random_starts(k):
-            return rng.standard_normal((k, n)) * (scale / np.sqrt(n))
+
+    def directions(k):
+        return rng.standard_normal((k, n)) * (scale / np.sqrt(n))
+
+    random_starts = directions if init in ("auto", "random") else None
 
     found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
                            starts=starts, random_starts=random_starts, fixed=fixed,

@@ -503,7 +503,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         """Labels from the host signals ``U`` (B, K), or ``None``; sets ``loss_``."""
         labels, self.loss_, n_unlike = infer_labels(U, self.loss)
         if self.verbose and self.loss == "auto":
-            print(f"[GradientReconstructor] loss='auto': inferred "
+            print("[GradientReconstructor] loss='auto': inferred "
                   + ("softmax cross-entropy, labels read off the signals"
                      if self.loss_ == "cross_entropy" else
                      f"no cross-entropy ({n_unlike} of {len(U)} signals unlike it"

@@ -52,7 +52,6 @@ References
 """
 
 import numpy as np
-from joblib import effective_n_jobs
 from scipy import linalg
 from scipy.special import expit
 from sklearn.utils.parallel import Parallel, delayed
@@ -491,6 +490,7 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     keep = np.arange(m) if polish_rows is None else np.asarray(polish_rows)
     queue = [] if starts is None else [s for s in np.asarray(starts, dtype=float)]
     found, misfits, rejected = [], [], []
+    Q_keep = None
     n_starts, round_no = 0, 0
     cos_dup = np.cos(np.radians(_DUPLICATE_ANGLE_PIECEWISE if piecewise
                                 else _DUPLICATE_ANGLE))
@@ -533,7 +533,9 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                 rejected.append((phi, v))
         # the new samples, polished on all rows before they deflate the next
         # round (an inexact sample would leave part of its zero behind)
-        new, new_misfits = _polish(found[n_before:], P[keep], Omega[keep], A[keep],
+        if Q_keep is None and len(found) > n_before:
+            Q_keep = _orth(P[keep])  # the undeflated basis, once
+        new, new_misfits = _polish(found[n_before:], Q_keep, Omega[keep], A[keep],
                                    activation, polish_stages, bias_mean, tangent, n_jobs)
         found[n_before:] = list(new)
         misfits.extend(new_misfits)
@@ -551,13 +553,12 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                         np.array([phi for phi, _ in rejected]), n_starts)
 
 
-def _polish(found, P, Omega, A, activation, stages, bias_mean, tangent, n_jobs):
-    """Each sample refined on all neurons with the undeflated basis (at the
-    search's finest smoothing widths), and its misfit there."""
-    n_dims = P.shape[1]
+def _polish(found, Q, Omega, A, activation, stages, bias_mean, tangent, n_jobs):
+    """Each sample refined on the polish's neurons with their undeflated
+    basis ``Q`` (at the search's finest smoothing widths), and its misfit
+    there."""
     if not found:
-        return np.empty((0, n_dims)), []
-    Q = _orth(P)
+        return np.empty((0, Omega.shape[1])), []
     misfits = np.array([column_space_misfit(v, Q, Omega, A, activation, bias_mean)
                         for v in found])
     # a sample at round-off already (an exact gradient) needs no polish

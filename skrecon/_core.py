@@ -20,14 +20,17 @@ from sklearn.utils import Bunch
 from .decomposition import tensor_starts
 from .refine import (RefinementResult, fit_signals, gradient_model, is_piecewise_linear,
                      levenberg_marquardt, pattern_iteration, _derivative)
-from .search import _onto_constraint, _orth, column_space_misfit, search_samples
+from ._crossings import crossing_starts
+from .search import _Slopes, _onto_constraint, _orth, column_space_misfit, search_samples
 
-# rows of the searches: a few thousand for a scalar output; with K outputs
-# each evaluation costs O(rows K^2), so fewer rows, but always several
-# times the B + K unknowns of one sample's column-space condition
-_MIN_SEARCH_ROWS = 4000
-_MIN_SEARCH_ROWS_WIDE = 1000
-_ROWS_PER_UNKNOWN = 4
+# rows of the searches: for a few outputs, a thousand or 64 per unknown of
+# one sample's column-space condition (B + K), whichever is more (fewer rows
+# make each search cheaper; the samples found are polished on all rows);
+# with many outputs each evaluation costs O(rows K^2), so a thousand or
+# four per unknown
+_MIN_SEARCH_ROWS = 1000
+_ROWS_PER_UNKNOWN = 64
+_ROWS_PER_UNKNOWN_WIDE = 4
 # the joint polish assembles a (B (B + K))^2 normal matrix: above this many
 # parameters it is skipped (the per-sample polish already fits each sample)
 _JOINT_MAX_PARAMS = 2500
@@ -142,14 +145,15 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     sv = np.linalg.svd(P, compute_uv=False)
     kappa = float(np.linalg.norm(sv) / max(sv[-1], np.finfo(float).tiny))
     accept = acceptance_level(noise_level, piecewise, kappa)
+    final_accept = acceptance_level(noise_level, False, kappa)  # unsmoothed misfits
     say = print if verbose else (lambda *args: None)
 
     def report(stage, done=0, total=1):
         if progress is not None:
             progress(stage, done, total)
 
-    n_rows = min(m, max(_MIN_SEARCH_ROWS if K <= 16 else _MIN_SEARCH_ROWS_WIDE,
-                        _ROWS_PER_UNKNOWN * (n + K)))
+    n_rows = min(m, max(_MIN_SEARCH_ROWS, (_ROWS_PER_UNKNOWN if K <= 16
+                                           else _ROWS_PER_UNKNOWN_WIDE) * (n + K)))
     rows = np.sort(rng.choice(m, n_rows, replace=False))
     # polish and misfits on all neurons; with many outputs (each evaluation
     # costs O(rows K^2)) on a subset four times the search's
@@ -157,20 +161,27 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
              else np.sort(rng.choice(m, 4 * n_rows, replace=False)))
 
     starts = np.empty((0, n))
+    if init == "auto" and piecewise and K == 1 and fixed is not None:
+        starts = crossing_starts(P, Omega, A, _Slopes(activation), b0, fixed,
+                                 n_samples=n_samples, rows=rows, Q=_orth(P[rows]),
+                                 accept=final_accept, noise_level=noise_level,
+                                 random_state=rng)
+        say(f"starts: {len(starts)} samples from differences of neighbouring "
+            "neurons' gradient rows")
     if init in ("auto", "tensor") and getattr(moments, "_moment_tensor_host", None) is not None:
         try:
             with np.errstate(all="ignore"):
-                starts, cp_error = tensor_starts(
+                factors, cp_error = tensor_starts(
                     moments._moment_tensor_host, moments._lower_moments[0], activation,
                     moments.order_, moments.weight_std_, rng, fixed=fixed)
-            starts = starts[np.all(np.isfinite(starts), axis=1)]
-            say(f"starts: {len(starts)} from the moment tensor (order "
+            factors = factors[np.all(np.isfinite(factors), axis=1)]
+            starts = np.vstack([starts, factors])
+            say(f"starts: {len(factors)} from the moment tensor (order "
                 f"{moments.order_}, CP relative error {cp_error:.2e})")
         except (np.linalg.LinAlgError, ValueError) as exc:
             # a degenerate tensor (e.g. a gradient scaled to 1e-300) gives no
             # starts; the random ones do not depend on it
             say(f"starts: none from the moment tensor ({exc})")
-            starts = np.empty((0, n))
     report("starts")
     # random directions with the samples' typical scale: a unit
     # pre-activation std, or the tensor starts' median norm
@@ -183,7 +194,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
     found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
                            starts=starts, random_starts=random_starts, fixed=fixed,
-                           rows=rows, polish_rows=check, accept=accept, n_init=n_init,
+                           rows=rows, polish_rows=check, accept=accept,
+                           exact_accept=final_accept, n_init=n_init,
                            max_starts=max_starts, n_jobs=n_jobs, verbose=verbose,
                            progress=progress)
     V = found.V
@@ -209,9 +221,12 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             refinement = levenberg_marquardt(V, U, *sub, activation, b0, fixed=fixed,
                                              max_iter=max_iter, rtol=rtol)
             V, U = refinement.V, refinement.U
-        # on all neurons only from a start that fits (a failed subset fit
-        # would only fail again, at m / n_rows times the cost)
-        if refinement.relative_residual <= success or n_rows == m:
+        # on all neurons (the least-squares fit of a noisy gradient) when
+        # every sample was found or the subset fit reaches about the noise
+        # floor: a failed subset fit would only fail again, at m / n_rows
+        # times the cost
+        if (n_rows == m or found.n_found == n_samples
+                or refinement.relative_residual <= max(success, 10 * noise_level)):
             refinement = levenberg_marquardt(V, U, proj.P, proj.Omega, proj.A,
                                              activation, b0, fixed=fixed,
                                              max_iter=max_iter, rtol=rtol,
@@ -226,7 +241,6 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         Q = _orth(P[keep])
         misfits = np.array([column_space_misfit(v, Q, Omega[keep], A[keep], activation,
                                                 b0) for v in V])
-    final_accept = acceptance_level(noise_level, False, kappa)
     found_rows = misfits < final_accept
     if piecewise and not refinement.relative_residual <= success:
         # sigma' is piecewise constant: the misfit vanishes anywhere in a

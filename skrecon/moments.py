@@ -725,12 +725,15 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         live = _live_columns(X, xp, device)
         # the span itself, from every column (one factorisation when every
         # column is live, as for natural images)
-        _, sv_all, vt = xp.linalg.svd(_triangular_factor(X, xp), full_matrices=False)
+        R = _triangular_factor(X, xp)
+        _, sv_all, vt = xp.linalg.svd(R, full_matrices=False)
         if len(live) == X.shape[1]:
             sv = to_host(sv_all)
         else:
-            X_live = xp.take(X, from_host(live, xp, device, dtype=xp.int64), axis=1)
-            sv = to_host(xp.linalg.svdvals(_triangular_factor(X_live, xp)))
+            # X[:, live] = Q R[:, live]: the same singular values, no second
+            # factorisation of the tall gradient
+            sv = to_host(xp.linalg.svdvals(
+                xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
         B, gap = self._batch_size(sv, X.shape, len(live))
         if gap < 10:
             warnings.warn(

@@ -9,7 +9,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
 from ._array_api import (from_host, get_namespace, host_state, namespace_name,
                          namespace_name_of, to_host)
@@ -17,6 +16,7 @@ from ._validation import (_ROUTING_HINT, check_coefficients, check_fitted_namesp
                           check_query, transform_namespace)
 from .activations import Activation, get_activation
 from ._core import reconstruct_in_span
+from ._threads import blas_threads
 from .moments import MomentTensorTransformer
 from ._labels import infer_labels
 from .blind import BlindFitWarning, cocktail_party
@@ -352,7 +352,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         # give (measured: B = 8 digits, 0.95 s with two threads, 0.4 s with
         # one); wide gradients (image patches) keep the machine's threads.
         limits = 1 if X_checked.shape[1] <= _ONE_THREAD_MAX_COLUMNS else None
-        with threadpool_limits(limits=limits, user_api="blas"):
+        with blas_threads(limits):
             return self._reconstruct(X, weights, output_weights, X_checked, W, A,
                                      activation, moments, progress)
 

@@ -55,8 +55,8 @@ import numpy as np
 from scipy import linalg
 from scipy.special import expit
 from sklearn.utils.parallel import Parallel, delayed
-from threadpoolctl import threadpool_limits
 
+from ._threads import blas_threads
 from .refine import _derivative, is_piecewise_linear, lm_driver
 
 __all__ = ["column_space_misfit", "search_samples", "SearchResult"]
@@ -246,7 +246,8 @@ def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
     return 1.0 if out is None else float(out[0] @ out[0])
 
 
-def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter):
+def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter,
+                skip_below=0.0):
     """Minimise ``phi`` from ``v`` by LM in the tangent space, stage by stage.
 
     The parameters are ``v`` (in the tangent space of the bias constraint)
@@ -255,18 +256,23 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
     Gauss-Newton converges quadratically to a zero. ``stages`` are the
     smoothing widths (fractions of the pre-activation's std; ``0``: the
     activation itself). Returns ``(v, phi)`` at the last stage's solution
-    (``phi`` of that stage; ``inf`` when it failed).
+    (``phi`` of that stage; ``inf`` when it failed), or the start itself
+    with its unsmoothed ``phi`` when that is already below ``skip_below``
+    (a sample read off the gradient, e.g. by :mod:`skrecon._crossings`,
+    needs no homotopy).
     """
     exact = _Slopes(activation)
     u = _best_signal(v, Q, Omega, A, exact, bias_mean)
     if u is None:
         return v, np.inf
-    if tangent.shape[1] == 0:  # B = 1 with a bias: the constraint is the sample
-        out = _misfit(v, u, Q, Omega, A, exact, bias_mean, jacobian=False)
-        return v, (np.inf if out is None else float(out[0] @ out[0]))
+    out = _misfit(v, u, Q, Omega, A, exact, bias_mean, jacobian=False)
+    phi = np.inf if out is None else float(out[0] @ out[0])
+    if tangent.shape[1] == 0 or phi < skip_below:
+        # B = 1 with a bias (the constraint is the sample), or a start
+        # that is a sample already
+        return v, phi
     wide = A.shape[1] > 1
     n_free = tangent.shape[1]
-    phi = np.inf
     for width in stages:
         h = width * float(np.std(Omega @ v + bias_mean))
         if width > 0 and not (np.isfinite(h) and h > 0):
@@ -393,7 +399,7 @@ def _onto_constraint(v, fixed):
 def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                    starts=None, random_starts=None, fixed=None, rows=None,
                    polish_rows=None,
-                   accept=1e-10, n_init=8, max_starts=None, n_jobs=None,
+                   accept=1e-10, exact_accept=None, n_init=8, max_starts=None, n_jobs=None,
                    verbose=0, progress=None):
     """Find the batch's samples one at a time by the column-space search.
 
@@ -426,6 +432,10 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     accept : float, default=1e-10
         A search whose (deflated, row-subset) misfit ``phi`` is below this
         has found a sample.
+    exact_accept : float or None, default=None
+        For a piecewise-linear activation: a start whose unsmoothed misfit
+        is already below this is a sample, taken without the homotopy (the
+        smoothing would move it). ``None``: every start is searched.
     n_init : int, default=8
         Starts per round: searched independently (in parallel with
         ``n_jobs``) against the same deflated basis.
@@ -486,6 +496,7 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     tangent = _tangent(n_dims, fixed)
     piecewise = is_piecewise_linear(activation)
     stages = _WIDTHS if piecewise else (0.0,)
+    skip_below = exact_accept if piecewise and exact_accept is not None else 0.0
     polish_stages = _WIDTHS[-1:] + _FINE_WIDTHS if piecewise else (0.0,)
     keep = np.arange(m) if polish_rows is None else np.asarray(polish_rows)
     queue = [] if starts is None else [s for s in np.asarray(starts, dtype=float)]
@@ -508,10 +519,10 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
             break
         batch = [_onto_constraint(v, fixed) for v in batch]
         Q = _deflated_basis(P_sub, found)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with blas_threads(1):
             results = Parallel(n_jobs=n_jobs)(
                 delayed(_search_one)(v, Q, Omega_sub, A_sub, activation, stages,
-                                     bias_mean, tangent, _SEARCH_ITER)
+                                     bias_mean, tangent, _SEARCH_ITER, skip_below)
                 for v in batch)
         n_starts += len(batch)
         round_no += 1
@@ -519,11 +530,8 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         for v, phi in results:
             if not (np.isfinite(phi) and np.all(np.isfinite(v))):
                 continue
-            if found:
-                F = np.array(found)
-                cos = np.abs(F @ v) / np.linalg.norm(F, axis=1) / np.linalg.norm(v)
-                if np.max(cos) > cos_dup:
-                    continue
+            if _repeats(v, found, cos_dup):
+                continue
             if phi < accept and len(found) < n_samples:
                 found.append(v)
                 if verbose:
@@ -537,8 +545,16 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
             Q_keep = _orth(P[keep])  # the undeflated basis, once
         new, new_misfits = _polish(found[n_before:], Q_keep, Omega[keep], A[keep],
                                    activation, polish_stages, bias_mean, tangent, n_jobs)
-        found[n_before:] = list(new)
-        misfits.extend(new_misfits)
+        del found[n_before:]
+        for v, phi in zip(new, new_misfits):
+            # with a noisy gradient a deflated zero can lie between two
+            # samples, and the undeflated polish take it to one found before
+            if _repeats(v, found, cos_dup):
+                if verbose:
+                    print("search: a sample found polished into an earlier one; dropped")
+                continue
+            found.append(v)
+            misfits.append(phi)
         k = int(np.clip(2 * (len(found) - n_before), 1, n_init))
         if verbose:
             print(f"search: round {round_no}, {n_starts} starts, "
@@ -553,6 +569,15 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                         np.array([phi for phi, _ in rejected]), n_starts)
 
 
+def _repeats(v, found, cos_min):
+    """Whether ``v`` lies within the duplicate angle of a sample in ``found``."""
+    if not found:
+        return False
+    F = np.array(found)
+    cos = np.abs(F @ v) / (np.linalg.norm(F, axis=1) * np.linalg.norm(v))
+    return bool(np.max(cos) > cos_min)
+
+
 def _polish(found, Q, Omega, A, activation, stages, bias_mean, tangent, n_jobs):
     """Each sample refined on the polish's neurons with their undeflated
     basis ``Q`` (at the search's finest smoothing widths), and its misfit
@@ -563,7 +588,7 @@ def _polish(found, Q, Omega, A, activation, stages, bias_mean, tangent, n_jobs):
                         for v in found])
     # a sample at round-off already (an exact gradient) needs no polish
     todo = np.flatnonzero(~(misfits < _ROUND_OFF))
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_threads(1):
         results = Parallel(n_jobs=n_jobs)(
             delayed(_search_one)(found[i], Q, Omega, A, activation, stages, bias_mean,
                                  tangent, _POLISH_ITER)

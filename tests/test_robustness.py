@@ -279,8 +279,8 @@ def test_client_outputs_are_finite_with_dp(batch4):
 
 def test_non_finite_searches_are_dropped(batch4, query4, monkeypatch):
     """A search that returns non-finite values is dropped and more starts
-    are searched; when every search fails, the rows are flagged as not found
-    and a warning says so."""
+    are searched; when every search (and the joint polish) fails, the rows
+    are flagged as not found and a warning says so."""
     from skrecon import search
     from sklearn.exceptions import ConvergenceWarning
 
@@ -296,6 +296,12 @@ def test_non_finite_searches_are_dropped(batch4, query4, monkeypatch):
     err, _ = relative_error(batch4, rec.samples_)
     assert rec.n_found_ == 4 and np.max(err) <= 1e-6
     monkeypatch.setattr(search, "_search_one", lambda v, *args: (v * np.nan, np.inf))
+    # and the joint polish fails too (from random completions it can
+    # otherwise find a batch of four by itself)
+    from skrecon import _core
+    from skrecon.refine import RefinementResult
+    monkeypatch.setattr(_core, "levenberg_marquardt",
+                        lambda V, U, *args, **kwargs: RefinementResult(V, U, 1.0, 0, 1))
     with pytest.warns(ConvergenceWarning, match=re.escape(
             "Only 0 of 4 samples were found in 32 searches")):
         rec = _rec(n_jobs=1).fit(query4.grad, **query4.fit_params)

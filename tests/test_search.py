@@ -179,3 +179,35 @@ def test_search_samples_says_what_is_wrong(change, message):
         search_samples(**args)
     with pytest.raises(ValueError, match=re.escape("v must have shape (4,), got (3,).")):
         column_space_misfit(np.ones(3), _orth(P), Omega, A, act)
+
+
+# ----------------------------------------------------------------------------
+# starts read off the gradient for piecewise-linear activations
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_crossing_starts_are_the_samples(activation):
+    """Differences of neighbouring neurons' rows give each sample exactly
+    (scale and sign from the bias coordinate), and nothing else."""
+    from skrecon._crossings import crossing_starts
+    V, U, Omega, A, P, act, fixed = _problem(activation, m=6000, B=6, seed=1)
+    rows = np.arange(0, len(P), 3)
+    starts = crossing_starts(P, Omega, A, _Slopes(act), 0.0, fixed, n_samples=6,
+                             rows=rows, Q=_orth(P[rows]), accept=1e-10,
+                             random_state=np.random.default_rng(0))
+    assert starts.shape == (6, 6)
+    distance = np.linalg.norm(starts[:, None, :] - V[None, :, :], axis=2)
+    r, c = linear_sum_assignment(distance)
+    np.testing.assert_allclose(starts[r], V[c], atol=1e-9)
+
+
+def test_crossing_starts_keep_only_zeros_of_the_misfit():
+    """With the gradient of other samples nothing passes the screen."""
+    from skrecon._crossings import crossing_starts
+    V, U, Omega, A, P, act, fixed = _problem("relu", m=3000, B=4, seed=1)
+    _, _, _, _, P_other, _, _ = _problem("relu", m=3000, B=4, seed=2)
+    rows = np.arange(len(P))
+    starts = crossing_starts(P, Omega, A, _Slopes(act), 0.0, fixed, n_samples=4,
+                             rows=rows, Q=_orth(P_other), accept=1e-10,
+                             random_state=np.random.default_rng(0))
+    assert starts.shape == (0, 4)

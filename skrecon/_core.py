@@ -86,7 +86,7 @@ def _relative_residual(V, U, P, Omega, A, activation, bias_mean):
 
 
 def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=None,
-                        n_init=8, max_starts=None, max_iter=200, tol=1e-13,
+                        n_init=1, max_starts=None, max_iter=200, tol=1e-13,
                         precision=np.float64, noise_level=0.0, random_state=None,
                         n_jobs=None, verbose=0, progress=None):
     """The batch in span coordinates, from a projected query.

@@ -10,6 +10,7 @@ a least-squares fit of the gradient rows on these features (fact F4b of
 the theory page, :ref:`theory-f4b`).
 """
 
+from functools import lru_cache
 from itertools import combinations_with_replacement
 from math import comb, factorial
 
@@ -27,6 +28,16 @@ def hermite_e(n, x):
     coef = np.zeros(n + 1)
     coef[n] = 1.0
     return hermeval(x, coef)
+
+
+@lru_cache(maxsize=4)
+def _quadrature(kind, n_nodes):
+    """Gauss-Hermite (``"hermite"``) or Gauss-Legendre nodes and weights,
+    computed once per size (read-only)."""
+    nodes, weights = (hermegauss if kind == "hermite"
+                      else np.polynomial.legendre.leggauss)(n_nodes)
+    nodes.flags.writeable = weights.flags.writeable = False
+    return nodes, weights
 
 
 def gaussian_expectation_stein(f1, k, tau, mean=0.0, kinks=()):
@@ -59,12 +70,12 @@ def gaussian_expectation_stein(f1, k, tau, mean=0.0, kinks=()):
     shape = tau.shape
     tau = tau.reshape(-1, 1)
     if not kinks:
-        nodes, weights = hermegauss(_N_HERMITE_NODES)
+        nodes, weights = _quadrature("hermite", _N_HERMITE_NODES)
         vals = f1(mean + tau * nodes) * hermite_e(k - 1, nodes)
         out = vals @ weights / _SQRT_2PI
     else:
         out = np.zeros(tau.shape[0])
-        leg_x, leg_w = np.polynomial.legendre.leggauss(_N_LEGENDRE_NODES)
+        leg_x, leg_w = _quadrature("legendre", _N_LEGENDRE_NODES)
         for row, t in enumerate(tau[:, 0]):
             cuts = sorted((c - mean) / t for c in kinks)
             cuts = [c for c in cuts if -_HALF_WIDTH < c < _HALF_WIDTH]

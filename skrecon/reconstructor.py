@@ -100,10 +100,14 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         for batches of at most 16 samples (beyond, Jennrich's starts are
         poor and the tensor costly), then random directions until every
         sample is found.
-    n_init : int, default=8
+    n_init : int, default=1
         Starts per round: independent searches run together (in parallel
         with ``n_jobs``) against the same deflated column space; the samples
-        they find are deflated before the next round.
+        they find are deflated before the next round. The default, one,
+        deflates every sample before the next search, so that each start
+        can only find a new one (measured on digits, B = 32: 32 starts and
+        1.2 s, against 46 starts and 1.5 s in rounds of 8); more per round
+        let ``n_jobs`` search them in parallel.
     max_starts : int or None, default=None
         Bound on the starts searched in all; ``None``: ``4 * batch_size +
         16``.
@@ -254,7 +258,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, *, activation="tanh", bias=False, batch_size="auto", moments=None,
-                 loss="auto", init="auto", n_init=8, max_starts=None, n_jobs=None,
+                 loss="auto", init="auto", n_init=1, max_starts=None, n_jobs=None,
                  max_iter=200, tol=1e-13, random_state=None, verbose=0):
         self.activation = activation
         self.bias = bias

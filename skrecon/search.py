@@ -399,7 +399,7 @@ def _onto_constraint(v, fixed):
 def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                    starts=None, random_starts=None, fixed=None, rows=None,
                    polish_rows=None,
-                   accept=1e-10, exact_accept=None, n_init=8, max_starts=None, n_jobs=None,
+                   accept=1e-10, exact_accept=None, n_init=1, max_starts=None, n_jobs=None,
                    verbose=0, progress=None):
     """Find the batch's samples one at a time by the column-space search.
 
@@ -436,9 +436,10 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         For a piecewise-linear activation: a start whose unsmoothed misfit
         is already below this is a sample, taken without the homotopy (the
         smoothing would move it). ``None``: every start is searched.
-    n_init : int, default=8
+    n_init : int, default=1
         Starts per round: searched independently (in parallel with
-        ``n_jobs``) against the same deflated basis.
+        ``n_jobs``) against the same deflated basis. One: every search sees
+        the samples found before it deflated.
     max_starts : int or None, default=None
         Bound on the starts searched; ``None``: ``4 * n_samples + 16``.
     n_jobs : int or None, default=None

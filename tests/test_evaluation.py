@@ -53,9 +53,12 @@ def test_same_seeds_same_table(batch3, noise_table):
     again = leakage_curve(batch3, GaussianGradientNoise(relative=True), "scale", [1e-4],
                           seeds=[1], data_range=1.0, query_params={"n_neurons": 2000})
     rows = (noise_table["strength"] == 1e-4) & (noise_table["seed"] == 1)
-    # loky workers and this process may take other BLAS paths: equal to round-off
+    # loky workers and this process may take other BLAS paths; at the noise
+    # floor the joint polish stops in a flat valley, where that round-off
+    # moves the error (~4e-5, itself a statistical quantity) by ~5e-7 of
+    # itself (measured)
     np.testing.assert_allclose(again["relative_error"], noise_table["relative_error"][rows],
-                               rtol=1e-8)
+                               rtol=1e-5)
 
 
 def test_a_failed_attack_is_a_row_not_an_exception(batch3):

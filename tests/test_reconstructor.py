@@ -4,6 +4,7 @@ import re
 import warnings
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 import pytest
 from sklearn.base import clone
 
@@ -304,9 +305,13 @@ def test_nearly_parallel_distinct_samples_are_both_found():
     batch = load_digits_batch(3, random_state=0)[0]
     batch = np.vstack([batch, 1.01 * batch[:1]])
     rec, _ = _fit(batch, n_neurons=2000)
-    err, perm = relative_error(batch, rec.samples_)
-    assert rec.n_found_ == 4 and np.all(perm >= 0)
-    assert np.max(err) <= 1e-6
+    assert rec.n_found_ == 4
+    # the two are parallel in pixel space (the cosine matching of
+    # relative_error ties): match by distance instead
+    distance = np.linalg.norm(batch[:, None, :] - rec.samples_[None, :, :], axis=2)
+    rows, cols = linear_sum_assignment(distance)
+    relative = distance[rows, cols] / np.linalg.norm(batch[rows], axis=1)
+    assert np.max(relative) <= 1e-6
 
 
 def test_a_layer_too_narrow_flags_no_sample_as_found(digits8):

@@ -276,14 +276,6 @@ class _Projection:
             xp=get_namespace()[0], device="cpu", **moved)
         return self._host_copy
 
-    def residual_moment_tensor(self, residual):
-        """Moment tensor of a residual gradient ``(m, B)`` (host), shaped like
-        ``moment_tensor_``."""
-        t = _hermite_regression(self.Z, residual, self.regressors, self.degree,
-                                self.max_features)[self.degree]
-        n = residual.shape[1]
-        return t.reshape((n, self.A.shape[1], -1) + t.shape[2:])
-
 
 def _noise_level(sv, B):
     """Relative in-span noise from the out-of-span singular values.
@@ -681,14 +673,6 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         degree = self.order_ - 1
         n_bias_orders = degree + 1 if gaussian_bias else 1
         R = _bias_regressors(A, Wz[:, -1] if gaussian_bias else None, n_bias_orders)
-        K = A.shape[1]
-        if tensor == "auto":
-            tensor = (B <= _AUTO_TENSOR_MAX_BATCH
-                      and n_hermite_features(B, degree) <= self.max_features)
-        if tensor:
-            tensors = _hermite_regression(Z, P, R, degree, self.max_features)
-            tensors = [t.reshape((B, K, n_bias_orders) + t.shape[2:]) for t in tensors]
-
         dtype = getattr(xp, self._input_dtype.name)  # float32 input: float32 attributes
         self.components_ = xp.astype(basis.T, dtype)
         self.singular_values_ = from_host(sv, xp, device, dtype=dtype)
@@ -700,14 +684,35 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         self.bias_std_ = bias_std
         self.scaled_components_ = xp.astype(scaled_basis.T, dtype)
         self.hermite_components_ = xp.astype(hermite_basis.T, dtype)
-        # host copies for the decomposition (B-sized)
-        self._moment_tensor_host = tensors[degree] if tensor else None
-        self._lower_moments = tensors[:degree] if tensor else None
-        self.moment_tensor_ = (from_host(tensors[degree], xp, device, dtype=dtype)
-                               if tensor else None)
-        return _Projection(P, Omega, Z, A, scaled_basis, hermite_basis,
+        proj = _Projection(P, Omega, Z, A, scaled_basis, hermite_basis,
                            scale, self.bias_mean_, R, degree, self.max_features,
                            xp=xp, device=device)
+        self._moment_tensor_host = self._lower_moments = self.moment_tensor_ = None
+        self._fit_tensor(proj, tensor)
+        return proj
+
+    def _fit_tensor(self, proj, tensor="auto"):
+        """The moment tensor of a fitted projection (the Hermite regression):
+        sets ``moment_tensor_`` and its host copies, and returns whether it
+        was computed. ``tensor="auto"``: only for batches of at most 16
+        samples whose Hermite features number at most ``max_features``;
+        ``False``: not at all (``moment_tensor_`` stays ``None``). The
+        search engine calls it late, when its first starts need help."""
+        B, degree = self.n_components_, proj.degree
+        if tensor == "auto":
+            tensor = (B <= _AUTO_TENSOR_MAX_BATCH
+                      and n_hermite_features(B, degree) <= self.max_features)
+        if not tensor:
+            return False
+        tensors = _hermite_regression(proj.Z, proj.P, proj.regressors, degree,
+                                      self.max_features)
+        K = proj.A.shape[1]
+        tensors = [t.reshape((B, K, -1) + t.shape[2:]) for t in tensors]
+        self._moment_tensor_host = tensors[degree]
+        self._lower_moments = tensors[:degree]
+        self.moment_tensor_ = from_host(tensors[degree], proj.xp, proj.device,
+                                        dtype=getattr(proj.xp, self._input_dtype.name))
+        return True
 
     def _span(self, X, xp, device):
         """``(basis, singular_values, B, gap)``: the batch's span from the

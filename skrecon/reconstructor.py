@@ -364,8 +364,9 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                      moments, progress):
         """The span, the functional core, the fitted attributes."""
         # the raw inputs: the moment step records their dtype for its attributes
-        proj = moments._fit(X, weights, output_weights,
-                            tensor={"random": False, "tensor": True}.get(self.init, "auto"))
+        # the moment tensor: now for init="tensor"; for "auto", the core
+        # computes it when its starts need it
+        proj = moments._fit(X, weights, output_weights, tensor=self.init == "tensor")
         self.moments_ = moments
         self.order_ = moments.order_
         n = moments.n_components_
@@ -641,6 +642,9 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         -------
         score : float
             R^2 (dimensionless, at most 1; 1 for an exact reconstruction).
+            Where ``X`` has no variance to explain (a single neuron), 1.0
+            for a fit exact to round-off and 0.0 otherwise, as
+            scikit-learn's ``r2_score(force_finite=True)``.
 
         Raises
         ------
@@ -669,8 +673,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             # fraction of X's variance in the span of the recovered samples
             X = check_query(self, X, None, None, reset=False)[0]
             resid = X - self.inverse_transform(self.transform(X))
-            total = X - xp.mean(X, axis=0)
-            return 1.0 - float(xp.sum(resid**2)) / float(xp.sum(total**2))
+            return _r2(float(xp.sum(resid**2)), float(xp.sum((X - xp.mean(X, axis=0))**2)),
+                       float(xp.sum(X**2)))
         if weights is None:
             raise ValueError(
                 "GradientReconstructor.score needs the held-out neurons' "
@@ -681,8 +685,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 f"output_weights has {A.shape[1]} columns but the estimator was "
                 f"fitted with {self.sample_coefficients_.shape[1]} outputs.")
         resid = X - self._model_gradient(W, A)
-        total = X - xp.mean(X, axis=0)
-        return 1.0 - float(xp.sum(resid**2)) / float(xp.sum(total**2))
+        return _r2(float(xp.sum(resid**2)), float(xp.sum((X - xp.mean(X, axis=0))**2)),
+                       float(xp.sum(X**2)))
 
     def __getstate__(self):
         # fitted arrays are pickled as NumPy arrays: an estimator fitted on
@@ -784,3 +788,13 @@ def _has_even_derivative(activation):
     t = np.linspace(0.05, 4.0, 40)
     d = activation.derivative(t, 1)
     return bool(np.allclose(d, activation.derivative(-t, 1), rtol=1e-9, atol=1e-12))
+
+
+def _r2(residual_ss, total_ss, energy):
+    """``1 - residual_ss / total_ss``; with no variance to explain (one
+    neuron) 1.0 for a fit exact to round-off (residual below 1e-24 of the
+    gradient's energy ``energy``) and 0.0 otherwise, as scikit-learn's
+    ``r2_score(force_finite=True)`` does for exact predictions."""
+    if total_ss == 0:
+        return 1.0 if residual_ss <= 1e-24 * energy else 0.0
+    return 1.0 - residual_ss / total_ss

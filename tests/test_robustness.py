@@ -312,3 +312,14 @@ def test_all_zero_output_weights_are_refused(query4):
     with pytest.raises(ValueError, match="output_weights are all zero"):
         _rec().fit(query4.grad, weights=query4.weights,
                    output_weights=np.zeros_like(query4.output_weights))
+
+
+def test_score_of_a_single_neuron_is_finite(query4):
+    """One held-out neuron has no variance to explain: R^2 is 1.0 for an
+    exact fit and 0.0 otherwise (scikit-learn's force_finite), not a
+    ZeroDivisionError (found by the hypothesis test above)."""
+    rec = _rec().fit(query4.grad, **query4.fit_params)
+    one = slice(0, 1)
+    kw = dict(weights=query4.weights[one], output_weights=query4.output_weights[one])
+    assert rec.score(query4.grad[one], **kw) == 1.0
+    assert rec.score(query4.grad[one] + 1.0, **kw) == 0.0

@@ -45,6 +45,8 @@ _MIN_NEURONS_PER_UNKNOWN = 4
 _PIECEWISE_ACCEPT = 1e-2
 # an exact float64 search reaches ~1e-25; a sample counts as found below
 _EXACT_ACCEPT = 1e-10
+# searches of a noisy gradient from scratch while samples are missing
+_NOISY_ATTEMPTS = 4
 
 
 def acceptance_level(noise_level, piecewise, conditioning=1.0):
@@ -152,23 +154,6 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         if progress is not None:
             progress(stage, done, total)
 
-    n_rows = min(m, max(_MIN_SEARCH_ROWS, (_ROWS_PER_UNKNOWN if K <= 16
-                                           else _ROWS_PER_UNKNOWN_WIDE) * (n + K)))
-    rows = np.sort(rng.choice(m, n_rows, replace=False))
-    # polish and misfits on all neurons; with many outputs (each evaluation
-    # costs O(rows K^2)) on a subset four times the search's
-    check = (None if K <= 16 or 4 * n_rows >= m
-             else np.sort(rng.choice(m, 4 * n_rows, replace=False)))
-
-    starts = np.empty((0, n))
-    if init == "auto" and piecewise and K == 1 and fixed is not None:
-        starts = crossing_starts(P, Omega, A, _Slopes(activation), b0, fixed,
-                                 n_samples=n_samples, rows=rows, Q=_orth(P[rows]),
-                                 accept=final_accept, noise_level=noise_level,
-                                 random_state=rng)
-        say(f"starts: {len(starts)} samples from differences of neighbouring "
-            "neurons' gradient rows")
-
     def tensor_factors():
         """The moment tensor's factors as starts (the tensor computed now
         if the moment step did not), or none."""
@@ -190,89 +175,139 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             f"{moments.order_}, CP relative error {cp_error:.2e})")
         return factors
 
-    # On a gradient exact to the acceptance level every search from a random
-    # direction ends at a sample (measured: B starts for B = 8, 16, 32
-    # digits), so "auto" computes the tensor only if B random starts leave
-    # samples missing; a noisy gradient flattens the misfit, and the
-    # tensor's factors go first (1 % noise: median error 0.042 with them,
-    # 0.077 without).
-    late_tensor = init == "auto" and final_accept <= _EXACT_ACCEPT
-    if init == "tensor" or (init == "auto" and not late_tensor):
-        starts = np.vstack([starts, tensor_factors()])
-    report("starts")
-    # random directions with the samples' typical scale: a unit
-    # pre-activation std, or the first starts' median norm
-    scale = float(np.median(np.linalg.norm(starts, axis=1))) if len(starts) else 1.0
-    state = {"random": 0, "tensor_due": late_tensor}
-
-    def more_starts(k):
-        """Random directions; with a late tensor, its factors instead once
-        ``n_samples`` random starts have been searched."""
-        if state["tensor_due"] and state["random"] >= n_samples:
-            state["tensor_due"] = False
-            factors = tensor_factors()
-            if len(factors):
-                return factors
-        state["random"] += k
-        return rng.standard_normal((k, n)) * (scale / np.sqrt(n))
-
-    random_starts = more_starts if init in ("auto", "random") else None
-
-    found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
-                           starts=starts, random_starts=random_starts, fixed=fixed,
-                           rows=rows, polish_rows=check, accept=accept,
-                           exact_accept=final_accept, n_init=n_init,
-                           max_starts=max_starts, n_jobs=n_jobs, verbose=verbose,
-                           progress=progress)
-    V = found.V
-    if len(V) < n_samples:
-        say(f"search: {len(V)} of {n_samples} samples found in {found.n_starts} "
-            "starts; completing with the best rejected searches")
-        V = _complete(V, found.candidates, n_samples, n, rng, scale, fixed)
-    U = _signals(V, P, Omega, A, activation, b0)
-    if piecewise:
-        finish = pattern_iteration(V, P, Omega, A, activation, b0, fixed=fixed)
-        V, U = finish.V, finish.U
-        say(f"pattern iteration: relative residual {finish.relative_residual:.2e}")
-    report("polish")
     rtol = max(tol, 10 * np.finfo(precision).eps)
     success = max(1e-8, 100 * np.finfo(precision).eps, 1.5 * noise_level)
-    residual = _relative_residual(V, U, P, Omega, A, activation, b0)
-    refinement = RefinementResult(V, U, residual, 0, 3 if residual < rtol else 1)
-    n_par = n_samples * (n + K)
-    if residual > rtol and n_par <= _JOINT_MAX_PARAMS:
-        say(f"joint polish: {n_par} parameters, relative residual {residual:.2e}")
-        if residual > success and n_rows < m:
-            sub = proj.take_rows(rows)
-            refinement = levenberg_marquardt(V, U, *sub, activation, b0, fixed=fixed,
-                                             max_iter=max_iter, rtol=rtol)
-            V, U = refinement.V, refinement.U
-        # on all neurons (the least-squares fit of a noisy gradient) when
-        # every sample was found or the subset fit reaches about the noise
-        # floor: a failed subset fit would only fail again, at m / n_rows
-        # times the cost
-        if (n_rows == m or found.n_found == n_samples
-                or refinement.relative_residual <= max(success, 10 * noise_level)):
-            refinement = levenberg_marquardt(V, U, proj.P, proj.Omega, proj.A,
-                                             activation, b0, fixed=fixed,
-                                             max_iter=max_iter, rtol=rtol,
-                                             verbose=verbose > 1)
-            V, U = refinement.V, refinement.U
-    elif residual > success:
-        say(f"joint polish skipped ({n_par} parameters > {_JOINT_MAX_PARAMS})")
-    if V is found.V:  # the search's samples, unchanged: their misfits stand
-        misfits = found.misfits
-    else:
-        keep = slice(None) if check is None else check
-        Q = _orth(P[keep])
-        misfits = np.array([column_space_misfit(v, Q, Omega[keep], A[keep], activation,
-                                                b0) for v in V])
-    found_rows = misfits < final_accept
-    if piecewise and not refinement.relative_residual <= success:
-        # sigma' is piecewise constant: the misfit vanishes anywhere in a
-        # sample's activation cell, so only a fit of the whole gradient
-        # (the pattern iteration) confirms the samples
-        found_rows[:] = False
+    exact = final_accept <= _EXACT_ACCEPT
+    # a noisy fit stops when a step gains less than 1e-10 of the cost: at
+    # the noise floor the steps only shuffle round-off (200 steps otherwise)
+    ftol = 1e-15 if exact else 1e-7
+
+    def attempt():
+        """One search of the batch and its joint polish, on a fresh row
+        subset and fresh random starts."""
+        n_rows = min(m, max(_MIN_SEARCH_ROWS, (_ROWS_PER_UNKNOWN if K <= 16
+                                               else _ROWS_PER_UNKNOWN_WIDE) * (n + K)))
+        rows = np.sort(rng.choice(m, n_rows, replace=False))
+        # polish and misfits on all neurons; with many outputs (each evaluation
+        # costs O(rows K^2)) on a subset four times the search's
+        check = (None if K <= 16 or 4 * n_rows >= m
+                 else np.sort(rng.choice(m, 4 * n_rows, replace=False)))
+
+        starts = np.empty((0, n))
+        if init == "auto" and piecewise and K == 1 and fixed is not None:
+            starts = crossing_starts(P, Omega, A, _Slopes(activation), b0, fixed,
+                                     n_samples=n_samples, rows=rows, Q=_orth(P[rows]),
+                                     accept=final_accept, noise_level=noise_level,
+                                     random_state=rng)
+            say(f"starts: {len(starts)} samples from differences of neighbouring "
+                "neurons' gradient rows")
+
+        # On a gradient exact to the acceptance level every search from a random
+        # direction ends at a sample (measured: B starts for B = 8, 16, 32
+        # digits), so "auto" computes the tensor only if B random starts leave
+        # samples missing; a noisy gradient flattens the misfit, and the
+        # tensor's factors go first (1 % noise: median error 0.042 with them,
+        # 0.077 without).
+        late_tensor = init == "auto" and exact
+        if init == "tensor" or (init == "auto" and not late_tensor):
+            starts = np.vstack([starts, tensor_factors()])
+        report("starts")
+        # random directions with the samples' typical scale: a unit
+        # pre-activation std, or the first starts' median norm
+        scale = float(np.median(np.linalg.norm(starts, axis=1))) if len(starts) else 1.0
+        state = {"random": 0, "tensor_due": late_tensor}
+
+        def more_starts(k):
+            """Random directions; with a late tensor, its factors instead once
+            ``n_samples`` random starts have been searched."""
+            if state["tensor_due"] and state["random"] >= n_samples:
+                state["tensor_due"] = False
+                factors = tensor_factors()
+                if len(factors):
+                    return factors
+            state["random"] += k
+            return rng.standard_normal((k, n)) * (scale / np.sqrt(n))
+
+        random_starts = more_starts if init in ("auto", "random") else None
+
+        found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
+                               starts=starts, random_starts=random_starts, fixed=fixed,
+                               rows=rows, polish_rows=check, accept=accept,
+                               exact_accept=final_accept, n_init=n_init,
+                               max_starts=max_starts, n_jobs=n_jobs, verbose=verbose,
+                               progress=progress)
+        V = found.V
+        if len(V) < n_samples:
+            say(f"search: {len(V)} of {n_samples} samples found in {found.n_starts} "
+                "starts; completing with the best rejected searches")
+            V = _complete(V, found.candidates, n_samples, n, rng, scale, fixed)
+        U = _signals(V, P, Omega, A, activation, b0)
+        if piecewise:
+            finish = pattern_iteration(V, P, Omega, A, activation, b0, fixed=fixed)
+            V, U = finish.V, finish.U
+            say(f"pattern iteration: relative residual {finish.relative_residual:.2e}")
+        report("polish")
+        residual = _relative_residual(V, U, P, Omega, A, activation, b0)
+        refinement = RefinementResult(V, U, residual, 0, 3 if residual < rtol else 1)
+        n_par = n_samples * (n + K)
+        if residual > rtol and n_par <= _JOINT_MAX_PARAMS:
+            say(f"joint polish: {n_par} parameters, relative residual {residual:.2e}")
+            if residual > success and n_rows < m:
+                sub = proj.take_rows(rows)
+                refinement = levenberg_marquardt(V, U, *sub, activation, b0, fixed=fixed,
+                                                 max_iter=max_iter, rtol=rtol, ftol=ftol)
+                V, U = refinement.V, refinement.U
+            # on all neurons (the least-squares fit of a noisy gradient) when
+            # every sample was found or the subset fit reaches about the noise
+            # floor: a failed subset fit would only fail again, at m / n_rows
+            # times the cost
+            if (n_rows == m or found.n_found == n_samples
+                    or refinement.relative_residual <= max(success, 10 * noise_level)):
+                refinement = levenberg_marquardt(V, U, proj.P, proj.Omega, proj.A,
+                                                 activation, b0, fixed=fixed,
+                                                 max_iter=max_iter, rtol=rtol, ftol=ftol,
+                                                 verbose=verbose > 1)
+                V, U = refinement.V, refinement.U
+        elif residual > success:
+            say(f"joint polish skipped ({n_par} parameters > {_JOINT_MAX_PARAMS})")
+        if V is found.V:  # the search's samples, unchanged: their misfits stand
+            misfits = found.misfits
+        else:
+            keep = slice(None) if check is None else check
+            Q = _orth(P[keep])
+            misfits = np.array([column_space_misfit(v, Q, Omega[keep], A[keep], activation,
+                                                    b0) for v in V])
+        found_rows = misfits < final_accept
+        if piecewise and not refinement.relative_residual <= success:
+            # sigma' is piecewise constant: the misfit vanishes anywhere in a
+            # sample's activation cell, so only a fit of the whole gradient
+            # (the pattern iteration) confirms the samples
+            found_rows[:] = False
+        return Bunch(V=V, U=U, found=found_rows, misfits=misfits,
+                     n_starts=found.n_starts, n_found=found.n_found,
+                     refinement=refinement)
+
+    # A noisy gradient whose search ran out of starts with samples missing
+    # is searched again from scratch (a new row subset, new starts), and the
+    # attempt that fits the gradient best is kept: at 1 % noise the
+    # completed rows land in one of several local minima of the joint fit
+    # (eight digits: median errors 3.4e-3 to 0.19 over six seeds).
+    n_attempts = 1 if exact else _NOISY_ATTEMPTS
+    best, n_starts = None, 0
+    for number in range(n_attempts):
+        result = attempt()
+        n_starts += result.n_starts
+        if best is None or (result.refinement.relative_residual
+                            < best.refinement.relative_residual):
+            best = result
+        if result.n_found == n_samples:
+            break
+        if number + 1 < n_attempts:
+            say(f"attempt {number + 1}: {result.n_found} of {n_samples} samples "
+                f"found, relative residual {result.refinement.relative_residual:.2e}; "
+                "searching again")
+    V, U, found_rows, misfits, refinement = (best.V, best.U, best.found, best.misfits,
+                                             best.refinement)
     identifiable = m >= _MIN_NEURONS_PER_UNKNOWN * (n + K)
     if not identifiable:
         found_rows[:] = False
@@ -280,7 +315,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         f"{final_accept:.1e}; relative residual {refinement.relative_residual:.2e}")
     report("done", 1, 1)
     return Bunch(V=V, U=U, found=found_rows, misfits=misfits,
-                 n_starts=found.n_starts, refinement=refinement, accept=final_accept,
+                 n_starts=n_starts, refinement=refinement, accept=final_accept,
                  identifiable=identifiable)
 
 

@@ -502,6 +502,9 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     keep = np.arange(m) if polish_rows is None else np.asarray(polish_rows)
     queue = [] if starts is None else [s for s in np.asarray(starts, dtype=float)]
     found, misfits, rejected = [], [], []
+    # zeros of the deflated misfit that the polish took onto an earlier
+    # sample: a later search that ends there again is a repeat
+    repeats = []
     Q_keep = None
     n_starts, round_no = 0, 0
     cos_dup = np.cos(np.radians(_DUPLICATE_ANGLE_PIECEWISE if piecewise
@@ -531,7 +534,7 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         for v, phi in results:
             if not (np.isfinite(phi) and np.all(np.isfinite(v))):
                 continue
-            if _repeats(v, found, cos_dup):
+            if _repeats(v, found, cos_dup) or _repeats(v, repeats, cos_dup):
                 continue
             if phi < accept and len(found) < n_samples:
                 found.append(v)
@@ -546,11 +549,13 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
             Q_keep = _orth(P[keep])  # the undeflated basis, once
         new, new_misfits = _polish(found[n_before:], Q_keep, Omega[keep], A[keep],
                                    activation, polish_stages, bias_mean, tangent, n_jobs)
+        searched = found[n_before:]
         del found[n_before:]
-        for v, phi in zip(new, new_misfits):
+        for v, phi, before in zip(new, new_misfits, searched):
             # with a noisy gradient a deflated zero can lie between two
             # samples, and the undeflated polish take it to one found before
             if _repeats(v, found, cos_dup):
+                repeats.append(before)
                 if verbose:
                     print("search: a sample found polished into an earlier one; dropped")
                 continue

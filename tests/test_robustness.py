@@ -131,7 +131,8 @@ def digits8_query():
 def test_noise_degrades_gracefully(digits8_query):
     """Relative noise 1e-6, 1e-4, 1e-2 of ||G||_F: the batch size is still
     read off the gap, the median error grows with the noise and stays below
-    10x the noise level at 1e-6 and 1e-4 (measured: 3.1e-7, 3.1e-5, 3.4e-3)."""
+    the noise level (measured: 3.04e-7, 3.04e-5, 3.35e-3; at 1e-2 the search
+    leaves samples missing and is run again, keeping the best fit)."""
     batch, q = digits8_query
     medians = []
     for level in [1e-6, 1e-4, 1e-2]:
@@ -149,12 +150,12 @@ def test_noise_degrades_gracefully(digits8_query):
         assert np.all(np.isfinite(rec.samples_))
         assert rec.moments_.noise_level_ == pytest.approx(level * np.sqrt(8 / 65), rel=0.2)
     assert medians == sorted(medians)
-    assert medians[0] < 1e-5 and medians[1] < 1e-3
+    assert medians[0] < 1e-5 and medians[1] < 1e-3 and medians[2] < 1e-2
 
 
 def test_topk_pruning_is_monotone(digits8_query):
     """Keeping 90 %, 50 %, 10 % of the entries: finite, error grows (measured
-    median 1e-13, 0.095, 0.86)."""
+    median 3.6e-15, 0.095, 0.85)."""
     batch, q = digits8_query
     medians = []
     for keep in [0.9, 0.5, 0.1]:

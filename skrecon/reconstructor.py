@@ -96,10 +96,16 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         Starts of the per-sample searches. ``"tensor"``: the factors of the
         moment tensor (one Jennrich + CP-ALS decomposition; the paper's
         estimate), then no more. ``"random"``: random directions only (the
-        moment tensor is not computed). ``"auto"``: the tensor's factors
-        for batches of at most 16 samples (beyond, Jennrich's starts are
-        poor and the tensor costly), then random directions until every
-        sample is found.
+        moment tensor is not computed). ``"auto"``: for ReLU and leaky ReLU
+        with one output and a bias, first the samples read off differences
+        of neighbouring neurons' gradient rows; the tensor's factors for
+        batches of at most 16 samples (beyond, Jennrich's starts are poor
+        and the tensor costly) — first on a noisy gradient, and on an exact
+        one only if ``batch_size`` random starts leave samples missing (it
+        is then usually not computed); random directions until every
+        sample is found. On a noisy gradient a search that leaves samples
+        missing is run again from scratch, up to four times, and the
+        best-fitting attempt kept.
     n_init : int, default=1
         Starts per round: independent searches run together (in parallel
         with ``n_jobs``) against the same deflated column space; the samples

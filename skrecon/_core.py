@@ -178,8 +178,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     rtol = max(tol, 10 * np.finfo(precision).eps)
     success = max(1e-8, 100 * np.finfo(precision).eps, 1.5 * noise_level)
     exact = final_accept <= _EXACT_ACCEPT
-    # a noisy fit stops when a step gains less than 1e-10 of the cost: at
-    # the noise floor the steps only shuffle round-off (200 steps otherwise)
+    # a noisy fit stops when a step gains less than 1e-7 of the cost: at
+    # the noise floor the steps only creep (up to 200 steps otherwise)
     ftol = 1e-15 if exact else 1e-7
 
     def attempt():

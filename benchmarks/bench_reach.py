@@ -4,8 +4,10 @@
 A script, not a test (speed goals never live in the test suite). Every row
 is one exact first-layer gradient, built by ``skrecon.clients`` (or by a
 real ``torch.nn`` model), reconstructed by :class:`skrecon.GradientReconstructor`
-with its defaults (``init="auto"``: moment-tensor factors, then random
-directions, each sample found by the column-space search with deflation).
+with its defaults (``init="auto"``: random directions, the moment tensor's
+factors only when those leave samples missing, and for ReLU samples read
+off differences of neighbouring neurons' rows; each sample found by the
+column-space search with deflation).
 It prints, per row (after one small warm-up fit, so that the first row does
 not pay the process's one-time imports): the wall time of ``fit``, the
 samples found, the worst

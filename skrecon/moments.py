@@ -740,13 +740,21 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             sv = to_host(xp.linalg.svdvals(
                 xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
         B, gap = self._batch_size(sv, X.shape, len(live))
-        if gap < 10:
+        if gap < 10 and self.n_components == "auto":
             warnings.warn(
                 f"The singular values of the gradient show no clear gap "
                 f"(s_B / s_B+1 = {gap:.3g} at B = {B}): the batch size is "
                 "uncertain, e.g. because of noise, or because the batch is "
                 "larger than the gradient can identify. Pass n_components (or "
                 "batch_size) explicitly if you know it.",
+                BatchSizeWarning,
+            )
+        elif gap < 10:
+            warnings.warn(
+                f"The singular values of the gradient show no clear gap at the "
+                f"given batch size (s_B / s_B+1 = {gap:.3g} at B = {B}): the "
+                "weakest samples are at the noise floor, and their "
+                "reconstructions will carry large errors.",
                 BatchSizeWarning,
             )
         # (n_cols, B) orthonormal, original coordinates; each direction's

@@ -134,7 +134,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         ``(B,)``; ``n_starts``; ``refinement`` (:class:`RefinementResult`);
         ``accept`` (the acceptance level used); ``identifiable`` (False
         when there are fewer than ``4 (B + K)`` neurons: no row is then
-        counted as found).
+        counted as found); ``n_live_neurons`` (neurons with a nonzero
+        output weight, the ones that count).
     """
     rng = random_state
     host = proj.to_host()
@@ -143,6 +144,12 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     K = A.shape[1]
     b0 = proj.bias_mean
     fixed = (proj.bias_row, proj.column_scale[-1]) if proj.has_bias else None
+    if fixed is not None and not np.any(fixed[0]):
+        raise ValueError(
+            "The bias column of the gradient lies outside the batch's span (it is "
+            "zero, or the gradient has no bias column): with bias=True the last "
+            "column must be the bias gradient. Fit with bias=False if the layer "
+            "has no bias.")
     piecewise = is_piecewise_linear(activation)
     sv = np.linalg.svd(P, compute_uv=False)
     kappa = float(np.linalg.norm(sv) / max(sv[-1], np.finfo(float).tiny))
@@ -157,17 +164,19 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     def tensor_factors():
         """The moment tensor's factors as starts (the tensor computed now
         if the moment step did not), or none."""
-        if moments is None or (moments._moment_tensor_host is None and not
-                               moments._fit_tensor(proj, "auto" if init == "auto" else True)):
-            return np.empty((0, n))
         try:
+            if moments is None or (moments._moment_tensor_host is None and not
+                                   moments._fit_tensor(proj, "auto" if init == "auto"
+                                                       else True)):
+                return np.empty((0, n))
             with np.errstate(all="ignore"):
                 factors, cp_error = tensor_starts(
                     moments._moment_tensor_host, moments._lower_moments[0], activation,
                     moments.order_, moments.weight_std_, rng, fixed=fixed)
         except (np.linalg.LinAlgError, ValueError) as exc:
-            # a degenerate tensor (e.g. a gradient scaled to 1e-300) gives no
-            # starts; the random ones do not depend on it
+            # a degenerate tensor (a gradient scaled to 1e-300, constant
+            # weights, a layer of a few neurons) gives no starts; the random
+            # ones do not depend on it
             say(f"starts: none from the moment tensor ({exc})")
             return np.empty((0, n))
         factors = factors[np.all(np.isfinite(factors), axis=1)]
@@ -252,11 +261,17 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         n_par = n_samples * (n + K)
         if residual > rtol and n_par <= _JOINT_MAX_PARAMS:
             say(f"joint polish: {n_par} parameters, relative residual {residual:.2e}")
-            if residual > success and n_rows < m:
+            # (a subset of zero rows, e.g. a gradient with one nonzero row,
+            # has nothing to fit)
+            if residual > success and n_rows < m and np.any(P[rows]):
                 sub = proj.take_rows(rows)
-                refinement = levenberg_marquardt(V, U, *sub, activation, b0, fixed=fixed,
-                                                 max_iter=max_iter, rtol=rtol, ftol=ftol)
-                V, U = refinement.V, refinement.U
+                fit = levenberg_marquardt(V, U, *sub, activation, b0, fixed=fixed,
+                                          max_iter=max_iter, rtol=rtol, ftol=ftol)
+                # its residual on all neurons; kept only if it fits them better
+                on_all = _relative_residual(fit.V, fit.U, P, Omega, A, activation, b0)
+                if on_all < residual:
+                    V, U = fit.V, fit.U
+                    refinement = RefinementResult(V, U, on_all, fit.n_iter, fit.status)
             # on all neurons (the least-squares fit of a noisy gradient) when
             # every sample was found or the subset fit reaches about the noise
             # floor: a failed subset fit would only fail again, at m / n_rows
@@ -308,7 +323,9 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
                 "searching again")
     V, U, found_rows, misfits, refinement = (best.V, best.U, best.found, best.misfits,
                                              best.refinement)
-    identifiable = m >= _MIN_NEURONS_PER_UNKNOWN * (n + K)
+    # neurons with zero output weights carry no gradient: they do not count
+    n_live = int(np.sum(np.any(A != 0, axis=1)))
+    identifiable = n_live >= _MIN_NEURONS_PER_UNKNOWN * (n + K)
     if not identifiable:
         found_rows[:] = False
     say(f"done: {int(np.sum(found_rows))} of {n_samples} samples with misfit below "
@@ -316,7 +333,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     report("done", 1, 1)
     return Bunch(V=V, U=U, found=found_rows, misfits=misfits,
                  n_starts=n_starts, refinement=refinement, accept=final_accept,
-                 identifiable=identifiable)
+                 identifiable=identifiable, n_live_neurons=n_live)
 
 
 def _complete(V, candidates, n_samples, n, rng, scale, fixed):

@@ -101,8 +101,9 @@ def crossing_starts(P, Omega, A, slopes, bias_mean, fixed, *, n_samples, rows,
     if k < 1:
         return np.empty((0, n))
     R = P[live] / a[live, None]
-    nearest = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(Omega[live]).kneighbors(
-        return_distance=False)[:, :k]
+    # (kneighbors without a query leaves each neuron out of its own list)
+    nearest = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(
+        Omega[live]).kneighbors(return_distance=False)
     D = (R[:, None, :] - R[nearest]).reshape(-1, n)
     norms = np.linalg.norm(D, axis=1)
     ed = D @ e

@@ -454,9 +454,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.gradient_residual_ = _relative_norm(X - self._model_gradient(W, A), X, xp)
         self._check_moment_weights(activation, proj, samples)
         if not result.identifiable:
-            m, K = proj.P.shape[0], proj.A.shape[1]
+            m, K = result.n_live_neurons, proj.A.shape[1]
             warnings.warn(
-                f"The layer has {m} neurons for {n} samples with {K} output(s): the "
+                f"The layer has {m} neurons (with a nonzero output weight) for {n} "
+                f"samples with {K} output(s): the "
                 f"column-space condition identifies a sample only with many more "
                 f"neurons than the {n + K} unknowns of one sample (here fewer than "
                 f"{4 * (n + K)}), so no row counts as found (found_ is all False). "

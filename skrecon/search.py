@@ -214,6 +214,12 @@ def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
         (dimensionless); 0 at a sample of the batch, 1 where ``S(v)``
         vanishes.
 
+    Raises
+    ------
+    ValueError
+        If the shapes do not match, an input holds NaN or inf, or
+        ``activation`` is not an :class:`~skrecon.activations.Activation`.
+
     Examples
     --------
     >>> import numpy as np
@@ -239,6 +245,13 @@ def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
     v = np.asarray(v, dtype=float)
     if v.shape != (Omega.shape[1],):
         raise ValueError(f"v must have shape ({Omega.shape[1]},), got {v.shape}.")
+    for name, M in (("v", v), ("Q", Q), ("Omega", Omega), ("A", A)):
+        if not np.all(np.isfinite(M)):
+            raise ValueError(f"{name} holds NaN or inf.")
+    if not callable(getattr(activation, "derivative", None)):
+        raise ValueError(
+            f"activation must be an Activation (skrecon.activations."
+            f"get_activation), got {activation!r}.")
     slopes = _Slopes(activation)
     u = _best_signal(v, Q, Omega, A, slopes, bias_mean)
     out = None if u is None else _misfit(v, u, Q, Omega, A, slopes, bias_mean,

@@ -318,7 +318,8 @@ def test_nearly_parallel_distinct_samples_are_both_found():
 def test_a_layer_too_narrow_flags_no_sample_as_found(digits8):
     q = make_gradient_query(digits8, n_neurons=12, bias="gaussian", random_state=0)
     with pytest.warns(IdentifiabilityWarning, match=re.escape(
-            "The layer has 12 neurons for 8 samples with 1 output(s)")):
+            "The layer has 12 neurons (with a nonzero output weight) for 8 samples "
+            "with 1 output(s)")):
         rec = GradientReconstructor(bias=True, random_state=0, max_starts=8).fit(
             q.grad, **q.fit_params)
     assert rec.n_found_ == 0 and not rec.found_.any()

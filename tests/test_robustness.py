@@ -12,6 +12,7 @@ from skrecon.datasets import load_digits_batch
 from skrecon.defenses import GaussianGradientNoise, GlobalNormClipping, TopKPruning
 from skrecon.metrics import relative_error
 from skrecon.moments import BatchSizeWarning, NonGaussianWeightsWarning
+from skrecon.reconstructor import IdentifiabilityWarning
 
 
 @pytest.fixture(scope="module")
@@ -330,3 +331,57 @@ def test_score_of_a_single_neuron_is_finite(query4):
     kw = dict(weights=query4.weights[one], output_weights=query4.output_weights[one])
     assert rec.score(query4.grad[one], **kw) == 1.0
     assert rec.score(query4.grad[one] + 1.0, **kw) == 0.0
+
+
+# --- found by a break-it pass on the search engine ----------------------------
+
+@pytest.mark.parametrize("activation, n_neurons", [("relu", 6), ("relu", 10), ("tanh", 10)])
+def test_tiny_layers_warn_instead_of_crashing(batch4, activation, n_neurons):
+    """A handful of neurons (the neighbour search and the Hermite regression
+    have too few rows) ends in an IdentifiabilityWarning, not a crash."""
+    q = make_gradient_query(batch4, n_neurons=n_neurons, activation=activation,
+                            random_state=0)
+    with pytest.warns(IdentifiabilityWarning, match=re.escape(
+            f"The layer has {n_neurons} neurons (with a nonzero output weight)")):
+        rec = _rec(activation=activation).fit(q.grad, **q.fit_params)
+    assert rec.n_found_ == 0 and np.all(np.isfinite(rec.samples_))
+
+
+def test_neurons_without_output_weight_do_not_count(query4):
+    """Ten neurons carry the gradient, 3990 have zero output weights: no row
+    may count as found (it was a silent wrong answer)."""
+    A = query4.output_weights.copy()
+    grad = query4.grad.copy()
+    A[10:] = 0
+    grad[10:] = 0
+    with pytest.warns(IdentifiabilityWarning, match=re.escape(
+            "The layer has 10 neurons (with a nonzero output weight)")):
+        rec = _rec().fit(grad, weights=query4.weights, output_weights=A)
+    assert not rec.found_.any()
+
+
+def test_one_nonzero_gradient_row_is_not_a_crash(query4):
+    grad = query4.grad.copy()
+    grad[1:] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rec = _rec().fit(grad, **query4.fit_params)
+    assert np.all(np.isfinite(rec.samples_))
+
+
+def test_zero_bias_column_says_what_is_wrong(query4):
+    grad = query4.grad.copy()
+    grad[:, -1] = 0
+    with pytest.raises(ValueError, match=re.escape(
+            "The bias column of the gradient lies outside the batch's span")):
+        _rec().fit(grad, **query4.fit_params)
+
+
+def test_column_space_misfit_refuses_bad_input():
+    from skrecon.activations import get_activation
+    from skrecon.search import column_space_misfit
+    Q, Omega, A = np.eye(4, 2), np.ones((4, 2)), np.ones((4, 1))
+    with pytest.raises(ValueError, match="v holds NaN or inf"):
+        column_space_misfit(np.array([np.nan, 1.0]), Q, Omega, A, get_activation("tanh"))
+    with pytest.raises(ValueError, match="activation must be an Activation"):
+        column_space_misfit(np.ones(2), Q, Omega, A, "tanh")

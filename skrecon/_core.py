@@ -135,7 +135,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         ``accept`` (the acceptance level used); ``identifiable`` (False
         when there are fewer than ``4 (B + K)`` neurons: no row is then
         counted as found); ``n_live_neurons`` (neurons with a nonzero
-        output weight, the ones that count).
+        output weight, the ones that count); ``n_searched_found`` (samples
+        the kept attempt's searches found).
     """
     rng = random_state
     host = proj.to_host()
@@ -333,7 +334,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     report("done", 1, 1)
     return Bunch(V=V, U=U, found=found_rows, misfits=misfits,
                  n_starts=n_starts, refinement=refinement, accept=final_accept,
-                 identifiable=identifiable, n_live_neurons=n_live)
+                 identifiable=identifiable, n_live_neurons=n_live,
+                 n_searched_found=best.n_found)
 
 
 def _complete(V, candidates, n_samples, n, rng, scale, fixed):

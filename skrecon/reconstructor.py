@@ -16,6 +16,7 @@ from ._validation import (_ROUTING_HINT, check_coefficients, check_fitted_namesp
                           check_query, transform_namespace)
 from .activations import Activation, get_activation
 from ._core import reconstruct_in_span
+from .refine import is_piecewise_linear
 from ._threads import blas_threads
 from .moments import MomentTensorTransformer
 from ._labels import infer_labels
@@ -464,13 +465,23 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "Query a wider layer.", IdentifiabilityWarning)
         elif self.n_found_ < n:
             missing = np.flatnonzero(~found).tolist()
-            warnings.warn(
-                f"Only {self.n_found_} of {n} samples were found in "
-                f"{self.n_starts_} searches (relative gradient residual "
-                f"{self.gradient_residual_:.3g}); rows {missing} of samples_ are "
-                "best guesses (found_ is False there). Increase max_starts (with "
-                "init='auto' or 'random': init='tensor' tries the tensor's factors "
-                "only), or query a wider layer.", ConvergenceWarning)
+            if result.n_searched_found == n and is_piecewise_linear(activation):
+                # every search succeeded; the exact finish did not confirm them
+                warnings.warn(
+                    f"The searches found all {n} samples, but the pattern iteration "
+                    f"of the piecewise-linear activation did not fit the gradient "
+                    f"to its noise level (relative gradient residual "
+                    f"{self.gradient_residual_:.3g}): the samples are approximate, "
+                    "and found_ is False for all of them. More starts do not help; "
+                    "a less noisy gradient or a wider layer does.", ConvergenceWarning)
+            else:
+                warnings.warn(
+                    f"Only {self.n_found_} of {n} samples were found in "
+                    f"{self.n_starts_} searches (relative gradient residual "
+                    f"{self.gradient_residual_:.3g}); rows {missing} of samples_ are "
+                    "best guesses (found_ is False there). Increase max_starts (with "
+                    "init='auto' or 'random': init='tensor' tries the tensor's factors "
+                    "only), or query a wider layer.", ConvergenceWarning)
         elif not refinement.converged:
             warnings.warn(
                 f"The joint polish did not converge in {self.max_iter} iterations "

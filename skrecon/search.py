@@ -178,14 +178,20 @@ def _check_problem(P, Omega, A, activation):
         raise ValueError(
             f"A must be a 2-D array with one row per neuron ({P.shape[0]}, K), "
             f"got {A.shape}.")
-    for name, M in (("P", P), ("Omega", Omega), ("A", A)):
+    _check_finite_and_activation(activation, P=P, Omega=Omega, A=A)
+    return P, Omega, A
+
+
+def _check_finite_and_activation(activation, **arrays):
+    """A ValueError naming the first of ``arrays`` that holds NaN or inf,
+    or saying that ``activation`` is not an Activation."""
+    for name, M in arrays.items():
         if not np.all(np.isfinite(M)):
             raise ValueError(f"{name} holds NaN or inf.")
     if not callable(getattr(activation, "derivative", None)):
         raise ValueError(
             f"activation must be an Activation (skrecon.activations."
             f"get_activation), got {activation!r}.")
-    return P, Omega, A
 
 
 def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
@@ -245,13 +251,7 @@ def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
     v = np.asarray(v, dtype=float)
     if v.shape != (Omega.shape[1],):
         raise ValueError(f"v must have shape ({Omega.shape[1]},), got {v.shape}.")
-    for name, M in (("v", v), ("Q", Q), ("Omega", Omega), ("A", A)):
-        if not np.all(np.isfinite(M)):
-            raise ValueError(f"{name} holds NaN or inf.")
-    if not callable(getattr(activation, "derivative", None)):
-        raise ValueError(
-            f"activation must be an Activation (skrecon.activations."
-            f"get_activation), got {activation!r}.")
+    _check_finite_and_activation(activation, v=v, Q=Q, Omega=Omega, A=A)
     slopes = _Slopes(activation)
     u = _best_signal(v, Q, Omega, A, slopes, bias_mean)
     out = None if u is None else _misfit(v, u, Q, Omega, A, slopes, bias_mean,

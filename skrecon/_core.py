@@ -192,11 +192,12 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     # the noise floor the steps only creep (up to 200 steps otherwise)
     ftol = 1e-15 if exact else 1e-7
 
+    n_rows = min(m, max(_MIN_SEARCH_ROWS, (_ROWS_PER_UNKNOWN if K <= 16
+                                           else _ROWS_PER_UNKNOWN_WIDE) * (n + K)))
+
     def attempt():
         """One search of the batch and its joint polish, on a fresh row
         subset and fresh random starts."""
-        n_rows = min(m, max(_MIN_SEARCH_ROWS, (_ROWS_PER_UNKNOWN if K <= 16
-                                               else _ROWS_PER_UNKNOWN_WIDE) * (n + K)))
         rows = np.sort(rng.choice(m, n_rows, replace=False))
         # polish and misfits on all neurons; with many outputs (each evaluation
         # costs O(rows K^2)) on a subset four times the search's

@@ -278,12 +278,13 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
     u = _best_signal(v, Q, Omega, A, exact, bias_mean)
     if u is None:
         return v, np.inf
-    out = _misfit(v, u, Q, Omega, A, exact, bias_mean, jacobian=False)
-    phi = np.inf if out is None else float(out[0] @ out[0])
-    if tangent.shape[1] == 0 or phi < skip_below:
-        # B = 1 with a bias (the constraint is the sample), or a start
-        # that is a sample already
-        return v, phi
+    if tangent.shape[1] == 0 or skip_below > 0:
+        out = _misfit(v, u, Q, Omega, A, exact, bias_mean, jacobian=False)
+        phi = np.inf if out is None else float(out[0] @ out[0])
+        if tangent.shape[1] == 0 or phi < skip_below:
+            # B = 1 with a bias (the constraint is the sample), or a start
+            # that is a sample already
+            return v, phi
     wide = A.shape[1] > 1
     n_free = tangent.shape[1]
     for width in stages:
@@ -412,8 +413,8 @@ def _onto_constraint(v, fixed):
 def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                    starts=None, random_starts=None, fixed=None, rows=None,
                    polish_rows=None,
-                   accept=1e-10, exact_accept=None, n_init=1, max_starts=None, n_jobs=None,
-                   verbose=0, progress=None):
+                   accept=1e-10, exact_accept=None, n_init=1, max_starts=None,
+                   n_jobs=None, verbose=0, progress=None):
     """Find the batch's samples one at a time by the column-space search.
 
     Parameters

@@ -21,7 +21,8 @@ from .decomposition import tensor_starts
 from .refine import (RefinementResult, fit_signals, gradient_model, is_piecewise_linear,
                      levenberg_marquardt, pattern_iteration, _derivative)
 from ._crossings import crossing_starts
-from .search import _Slopes, _onto_constraint, _orth, column_space_misfit, search_samples
+from .search import (_Slopes, _onto_constraint, _orth, _repeats, column_space_misfit,
+                     search_samples)
 
 # rows of the searches: for a few outputs, a thousand or 64 per unknown of
 # one sample's column-space condition (B + K), whichever is more (fewer rows
@@ -346,12 +347,8 @@ def _complete(V, candidates, n_samples, n, rng, scale, fixed):
     for c in candidates:
         if len(rows) == n_samples:
             break
-        if rows:
-            R = np.array(rows)
-            cos = np.abs(R @ c) / np.linalg.norm(R, axis=1) / np.linalg.norm(c)
-            if np.max(cos) > 0.999:
-                continue
-        rows.append(c)
+        if not _repeats(c, rows, 0.999):
+            rows.append(c)
     while len(rows) < n_samples:
         rows.append(_onto_constraint(rng.standard_normal(n) * (scale / np.sqrt(n)), fixed))
     return np.array(rows)

@@ -33,7 +33,7 @@ References
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from .search import _DUPLICATE_ANGLE_PIECEWISE
+from .search import _DUPLICATE_ANGLE_PIECEWISE, _repeats
 
 __all__ = []
 
@@ -126,10 +126,8 @@ def crossing_starts(P, Omega, A, slopes, bias_mean, fixed, *, n_samples, rows,
     starts = []
     cos_dup = np.cos(np.radians(_DUPLICATE_ANGLE_PIECEWISE))
     for v in V[misfit < accept]:
-        u = v / np.linalg.norm(v)
-        if starts and np.max(np.abs(np.array(starts) @ u)) > cos_dup:
-            continue
-        starts.append(u)
+        if not _repeats(v, starts, cos_dup):
+            starts.append(v / np.linalg.norm(v))
     if not starts:
         return np.empty((0, n))
     S = np.array(starts)

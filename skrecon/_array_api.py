@@ -115,6 +115,22 @@ def as_namespace(a, xp, device, dtype=None):
     return a if dtype is None or a.dtype == dtype else xp.astype(a, dtype)
 
 
+def column_sum_squares(M, xp):
+    """``sum(M * M, axis=0)`` of a 2-D array, in its namespace; on the host
+    without the ``M * M`` temporary (``M`` may be a strided view)."""
+    if is_numpy_namespace(xp):
+        return np.einsum("ij,ij->j", M, M)
+    return xp.sum(M * M, axis=0)
+
+
+def frobenius_norm(M, xp):
+    """``sqrt(sum(M * M))`` as a float; on the host by one dot product, no
+    temporary."""
+    if is_numpy_namespace(xp):
+        return float(np.linalg.norm(M))
+    return float(xp.sqrt(xp.sum(M * M)))
+
+
 def elementwise_namespace(t):
     """Namespace for an elementwise function of ``t``: NumPy itself for host
     data (unchanged NumPy results), else the array's namespace."""

@@ -130,7 +130,7 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
     W = np.asarray(weights)
     if W.dtype.kind not in "fiu":
         raise ValueError(f"weights must be a real numeric array, got dtype {W.dtype}.")
-    W = W.astype(np.float64)
+    W = W.astype(np.float64, copy=False)
     if W.shape != X.shape:
         raise ValueError(
             f"weights has shape {W.shape} but the gradient X has shape "
@@ -147,7 +147,7 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
             raise ValueError(
                 f"output_weights must be a real numeric array, got dtype {A.dtype}."
             )
-        A = A.astype(np.float64)
+        A = A.astype(np.float64, copy=False)
         if A.ndim == 1:
             A = A[:, None]
         if A.ndim != 2 or A.shape[0] != X.shape[0]:
@@ -208,7 +208,7 @@ def _check_query_xp(estimator, X, weights, output_weights, *, reset, require_wei
         raise ValueError(
             f"X has {n_cols} features, but {type(estimator).__name__} is expecting "
             f"{estimator.n_features_in_} features as input.")
-    X = xp.astype(X, xp.float64)
+    X = xp.astype(X, xp.float64, copy=False)
     _check_finite("The gradient X", X, xp)
     if weights is None:
         if reset and require_weights:
@@ -219,7 +219,7 @@ def _check_query_xp(estimator, X, weights, output_weights, *, reset, require_wei
         return X, None, None
     if not xp.isdtype(weights.dtype, ("real floating", "integral")):
         raise ValueError(f"weights must be a real numeric array, got dtype {weights.dtype}.")
-    W = xp.astype(weights, xp.float64)
+    W = xp.astype(weights, xp.float64, copy=False)
     if W.shape != X.shape:
         raise ValueError(
             f"weights has shape {tuple(W.shape)} but the gradient X has shape "
@@ -232,7 +232,7 @@ def _check_query_xp(estimator, X, weights, output_weights, *, reset, require_wei
     if not xp.isdtype(output_weights.dtype, ("real floating", "integral")):
         raise ValueError(
             f"output_weights must be a real numeric array, got dtype {output_weights.dtype}.")
-    A = xp.astype(output_weights, xp.float64)
+    A = xp.astype(output_weights, xp.float64, copy=False)
     if A.ndim == 1:
         A = xp.reshape(A, (-1, 1))
     if A.ndim != 2 or A.shape[0] != m:

@@ -10,8 +10,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._array_api import (from_host, get_namespace, host_state, namespace_name,
-                         namespace_name_of, to_host)
+from ._array_api import (frobenius_norm, from_host, get_namespace, host_state,
+                         namespace_name, namespace_name_of, to_host)
 from ._validation import (_ROUTING_HINT, check_coefficients, check_fitted_namespace,
                           check_query, transform_namespace)
 from .activations import Activation, get_activation
@@ -355,7 +355,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                    else clone(self.moments))
         moments.set_params(activation=activation, bias=self.bias,
                            n_components=self.batch_size)
-        # moments._fit bypasses moments.fit's validation: validate its
+        # moments._fit_checked bypasses moments.fit's validation: validate its
         # parameters (moments__order, ...) here, with scikit-learn's error.
         moments._validate_params()
         # One BLAS thread for a gradient of few columns: its products are
@@ -364,16 +364,15 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         # one); wide gradients (image patches) keep the machine's threads.
         limits = 1 if X_checked.shape[1] <= _ONE_THREAD_MAX_COLUMNS else None
         with blas_threads(limits):
-            return self._reconstruct(X, weights, output_weights, X_checked, W, A,
-                                     activation, moments, progress)
+            return self._reconstruct(X_checked, W, A, activation, moments, progress)
 
-    def _reconstruct(self, X, weights, output_weights, X_checked, W, A, activation,
-                     moments, progress):
+    def _reconstruct(self, X_checked, W, A, activation, moments, progress):
         """The span, the functional core, the fitted attributes."""
-        # the raw inputs: the moment step records their dtype for its attributes
-        # the moment tensor: now for init="tensor"; for "auto", the core
-        # computes it when its starts need it
-        proj = moments._fit(X, weights, output_weights, tensor=self.init == "tensor")
+        # the query is validated: the moment step takes it with the input's
+        # dtype (for its attributes); the moment tensor now for init="tensor",
+        # for "auto" when the core's starts need it
+        proj = moments._fit_checked(X_checked, W, A, tensor=self.init == "tensor",
+                                    input_dtype=self._input_dtype)
         self.moments_ = moments
         self.order_ = moments.order_
         n = moments.n_components_
@@ -796,7 +795,7 @@ def _check_activation_namespace(activation, xp, device):
 
 def _relative_norm(residual, reference, xp):
     """``||residual||_F / ||reference||_F`` as a float."""
-    return float(xp.sqrt(xp.sum(residual * residual) / xp.sum(reference * reference)))
+    return frobenius_norm(residual, xp) / frobenius_norm(reference, xp)
 
 
 def _has_even_derivative(activation):

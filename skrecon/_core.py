@@ -21,8 +21,7 @@ from .decomposition import tensor_starts
 from .refine import (RefinementResult, fit_signals, gradient_model, is_piecewise_linear,
                      levenberg_marquardt, pattern_iteration, _derivative)
 from ._crossings import crossing_starts
-from .search import (_Slopes, _onto_constraint, _orth, _repeats, column_space_misfit,
-                     search_samples)
+from .search import _Slopes, _onto_constraint, _orth, _phi, _repeats, search_samples
 
 # rows of the searches: for a few outputs, a thousand or 64 per unknown of
 # one sample's column-space condition (B + K), whichever is more (fewer rows
@@ -293,8 +292,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         else:
             keep = slice(None) if check is None else check
             Q = _orth(P[keep])
-            misfits = np.array([column_space_misfit(v, Q, Omega[keep], A[keep], activation,
-                                                    b0) for v in V])
+            Omega_k, A_k, slopes = Omega[keep], A[keep], _Slopes(activation)
+            misfits = np.array([_phi(v, Q, Omega_k, A_k, slopes, b0) for v in V])
         found_rows = misfits < final_accept
         if piecewise and not refinement.relative_residual <= success:
             # sigma' is piecewise constant: the misfit vanishes anywhere in a

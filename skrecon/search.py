@@ -252,8 +252,14 @@ def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
     if v.shape != (Omega.shape[1],):
         raise ValueError(f"v must have shape ({Omega.shape[1]},), got {v.shape}.")
     _check_finite_and_activation(activation, v=v, Q=Q, Omega=Omega, A=A)
-    slopes = _Slopes(activation)
-    u = _best_signal(v, Q, Omega, A, slopes, bias_mean)
+    return _phi(v, Q, Omega, A, _Slopes(activation), bias_mean)
+
+
+def _phi(v, Q, Omega, A, slopes, bias_mean):
+    """:func:`column_space_misfit` of checked arrays (the engine's own calls)."""
+    # one output: the signal is a scale, and the misfit does not depend on it
+    u = (np.ones(1) if A.shape[1] == 1
+         else _best_signal(v, Q, Omega, A, slopes, bias_mean))
     out = None if u is None else _misfit(v, u, Q, Omega, A, slopes, bias_mean,
                                          jacobian=False)
     return 1.0 if out is None else float(out[0] @ out[0])
@@ -513,7 +519,9 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     stages = _WIDTHS if piecewise else (0.0,)
     skip_below = exact_accept if piecewise and exact_accept is not None else 0.0
     polish_stages = _WIDTHS[-1:] + _FINE_WIDTHS if piecewise else (0.0,)
-    keep = np.arange(m) if polish_rows is None else np.asarray(polish_rows)
+    # the polish's neurons (all of them without a copy)
+    keep = slice(None) if polish_rows is None else np.asarray(polish_rows)
+    P_keep, Omega_keep, A_keep = P[keep], Omega[keep], A[keep]
     queue = [] if starts is None else [s for s in np.asarray(starts, dtype=float)]
     found, misfits, rejected = [], [], []
     # zeros of the deflated misfit that the polish took onto an earlier
@@ -560,8 +568,8 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         # the new samples, polished on all rows before they deflate the next
         # round (an inexact sample would leave part of its zero behind)
         if Q_keep is None and len(found) > n_before:
-            Q_keep = _orth(P[keep])  # the undeflated basis, once
-        new, new_misfits = _polish(found[n_before:], Q_keep, Omega[keep], A[keep],
+            Q_keep = _orth(P_keep)  # the undeflated basis, once
+        new, new_misfits = _polish(found[n_before:], Q_keep, Omega_keep, A_keep,
                                    activation, polish_stages, bias_mean, tangent, n_jobs)
         searched = found[n_before:]
         del found[n_before:]
@@ -604,8 +612,8 @@ def _polish(found, Q, Omega, A, activation, stages, bias_mean, tangent, n_jobs):
     there."""
     if not found:
         return np.empty((0, Omega.shape[1])), []
-    misfits = np.array([column_space_misfit(v, Q, Omega, A, activation, bias_mean)
-                        for v in found])
+    slopes = _Slopes(activation)
+    misfits = np.array([_phi(v, Q, Omega, A, slopes, bias_mean) for v in found])
     # a sample at round-off already (an exact gradient) needs no polish
     todo = np.flatnonzero(~(misfits < _ROUND_OFF))
     with blas_threads(1):
@@ -617,5 +625,5 @@ def _polish(found, Q, Omega, A, activation, stages, bias_mean, tangent, n_jobs):
     for i, (v, _) in zip(todo, results):
         if np.all(np.isfinite(v)):
             V[i] = v
-            misfits[i] = column_space_misfit(v, Q, Omega, A, activation, bias_mean)
+            misfits[i] = _phi(v, Q, Omega, A, slopes, bias_mean)
     return V, list(misfits)

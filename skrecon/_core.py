@@ -18,8 +18,8 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from .decomposition import tensor_starts
-from .refine import (RefinementResult, fit_signals, gradient_model, is_piecewise_linear,
-                     levenberg_marquardt, pattern_iteration, _derivative)
+from .refine import (RefinementResult, is_piecewise_linear, levenberg_marquardt,
+                     pattern_iteration, _fit_signals, _model, _slopes)
 from ._crossings import crossing_starts
 from .search import _Slopes, _onto_constraint, _orth, _phi, _repeats, search_samples
 
@@ -64,8 +64,9 @@ def acceptance_level(noise_level, piecewise, conditioning=1.0):
     return min(level, 0.05)
 
 
-def _signals(V, P, Omega, A, activation, bias_mean):
-    """Least-squares signals ``U`` for the samples ``V``.
+def _signals(s1, V, P, A):
+    """Least-squares signals ``U`` for the samples ``V`` with slopes ``s1``
+    (``sigma'(Omega V^T + b0)``, ``(m, B)``).
 
     Jointly (one ``B K`` square solve) when that is small; otherwise sample
     by sample from the coefficients ``C = P V^{-1}``, whose column ``i`` is
@@ -73,18 +74,19 @@ def _signals(V, P, Omega, A, activation, bias_mean):
     """
     n, K = V.shape[0], A.shape[1]
     if n * K <= _JOINT_SIGNALS_MAX or V.shape[0] != V.shape[1]:
-        return fit_signals(V, P, Omega, A, activation, bias_mean, ridge=0.0)
+        return _fit_signals(s1, V, P, A, ridge=0.0)
     C = np.linalg.solve(V.T, P.T).T  # P V^{-1}
-    S = _derivative(activation, Omega @ V.T + bias_mean, 1)
     U = np.empty((n, K))
     for i in range(n):
-        U[i] = np.linalg.lstsq(S[:, i:i + 1] * A, C[:, i], rcond=None)[0]
+        U[i] = np.linalg.lstsq(s1[:, i:i + 1] * A, C[:, i], rcond=None)[0]
     return U
 
 
-def _relative_residual(V, U, P, Omega, A, activation, bias_mean):
-    residual = P - gradient_model(V, U, Omega, A, activation, bias_mean)
-    return float(np.linalg.norm(residual) / np.linalg.norm(P))
+def _relative_residual(V, U, P, Omega, A, activation, bias_mean, s1=None):
+    """``||P - P_hat|| / ||P||`` (``s1``: the slopes of ``V``, if known)."""
+    if s1 is None:
+        s1 = _slopes(Omega, V, activation, bias_mean)
+    return float(np.linalg.norm(P - _model(s1, V, U, A)) / np.linalg.norm(P))
 
 
 def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=None,
@@ -252,13 +254,16 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             say(f"search: {len(V)} of {n_samples} samples found in {found.n_starts} "
                 "starts; completing with the best rejected searches")
             V = _complete(V, found.candidates, n_samples, n, rng, scale, fixed)
-        U = _signals(V, P, Omega, A, activation, b0)
         if piecewise:
+            # the signals and the residual at the exact activation cells
             finish = pattern_iteration(V, P, Omega, A, activation, b0, fixed=fixed)
-            V, U = finish.V, finish.U
-            say(f"pattern iteration: relative residual {finish.relative_residual:.2e}")
+            V, U, residual = finish.V, finish.U, finish.relative_residual
+            say(f"pattern iteration: relative residual {residual:.2e}")
+        else:
+            s1 = _slopes(Omega, V, activation, b0)
+            U = _signals(s1, V, P, A)
+            residual = _relative_residual(V, U, P, Omega, A, activation, b0, s1)
         report("polish")
-        residual = _relative_residual(V, U, P, Omega, A, activation, b0)
         refinement = RefinementResult(V, U, residual, 0, 3 if residual < rtol else 1)
         n_par = n_samples * (n + K)
         if residual > rtol and n_par <= _JOINT_MAX_PARAMS:

@@ -400,9 +400,10 @@ def _lstsq(design, Y, xp):
     return xp.linalg.solve(gram, design.T @ Y)
 
 
-def _triangular_factor(X, xp):
+def _triangular_factor(X, xp, overwrite=False):
     """``R`` of ``X = Q R`` (``X`` itself when it is not tall): same singular
-    values and right singular vectors as ``X``. NumPy and CuPy skip ``Q``."""
+    values and right singular vectors as ``X``. NumPy and CuPy skip ``Q``.
+    ``overwrite``: ``X`` is a scratch copy that the factorisation may reuse."""
     m, n = X.shape
     if m <= 2 * n:
         return X
@@ -412,8 +413,8 @@ def _triangular_factor(X, xp):
         # thin gradient (20 000 x 65) half the time of np.linalg.qr
         geqrf, geqrf_lwork = linalg.get_lapack_funcs(("geqrf", "geqrf_lwork"), (X,))
         lwork, info = geqrf_lwork(*X.shape)
-        factor, _, _, info = geqrf(np.array(X, order="F"), lwork=int(lwork),
-                                   overwrite_a=True)  # (a copy: X is kept)
+        work = np.array(X, order="F", copy=None if overwrite else True)
+        factor, _, _, info = geqrf(work, lwork=int(lwork), overwrite_a=True)
         if info != 0:
             raise np.linalg.LinAlgError(f"LAPACK geqrf failed (info={info}).")
         return np.triu(factor[:n])
@@ -424,8 +425,8 @@ def _triangular_factor(X, xp):
 
 
 def _live_columns(X, xp, device):
-    """Host indices of the nonzero columns of ``X`` that do not repeat an
-    earlier column, in order.
+    """Host indices of the nonzero columns of ``X``, and of those among them
+    that do not repeat an earlier column, in order.
 
     The Array API has no ``unique`` over columns: two random projections
     of every column (drawn on the host) flag candidate repeats, and each
@@ -456,7 +457,7 @@ def _live_columns(X, xp, device):
             else:
                 kept.append(j)
         start = stop
-    return np.flatnonzero(nonzero & ~repeated)
+    return candidates, np.flatnonzero(nonzero & ~repeated)
 
 
 class MomentTensorTransformer(TransformerMixin, BaseEstimator):
@@ -762,18 +763,34 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         # nothing new; left in, it adds exact zeros to the spectrum, and with
         # a noisy gradient the step from noise to those zeros would pass for
         # the batch's gap.
-        live = _live_columns(X, xp, device)
-        # the span itself, from every column (one factorisation when every
-        # column is live, as for natural images)
-        R = _triangular_factor(X, xp)
+        nonzero, live = _live_columns(X, xp, device)
+        if len(nonzero) == 0:
+            raise ValueError(
+                "The gradient X is zero everywhere: it carries no information "
+                "about the batch (was the loss already minimal, or the wrong "
+                "layer's gradient passed?).")
+        # the span itself, from every nonzero column (a zero column, e.g. a
+        # pixel dark in every sample, adds nothing to the factorisation but
+        # its cost); one factorisation when every column is live, as for
+        # natural images
+        n_cols = X.shape[1]
+        if len(nonzero) < n_cols:
+            # (gathered as rows of X.T: one copy, in the column-major order
+            # that LAPACK factors in place)
+            columns = xp.take(X.T, from_host(nonzero, xp, device, dtype=xp.int64),
+                              axis=0).T
+            R = _triangular_factor(columns, xp, overwrite=True)
+        else:
+            R = _triangular_factor(X, xp)
         _, sv_all, vt = xp.linalg.svd(R, full_matrices=False)
-        if len(live) == X.shape[1]:
+        if len(live) == len(nonzero):
             sv = to_host(sv_all)
         else:
             # X[:, live] = Q R[:, live]: the same singular values, no second
             # factorisation of the tall gradient
+            positions = np.searchsorted(nonzero, live)
             sv = to_host(xp.linalg.svdvals(
-                xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
+                xp.take(R, from_host(positions, xp, device, dtype=xp.int64), axis=1)))
         B, gap = self._batch_size(sv, X.shape, len(live))
         if gap < 10 and self.n_components == "auto":
             warnings.warn(
@@ -799,6 +816,10 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         signs = np.sign(top[np.arange(B), np.argmax(np.abs(top), axis=1)])
         signs[signs == 0] = 1.0
         basis = (vt[:B, :] * from_host(signs, xp, device)[:, None]).T
+        if len(nonzero) < n_cols:
+            # back to every column: zero rows at the zero columns
+            embed = from_host(np.eye(n_cols)[:, nonzero], xp, device)
+            basis = embed @ basis
         return basis, sv, B, gap
 
     def _batch_size(self, sv, shape, n_live):

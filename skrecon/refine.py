@@ -94,7 +94,17 @@ def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
     (500, 2)
     """
     _, (V, U) = _on_device(Omega, V, U)
-    s1 = _derivative(activation, _pre(Omega, V, bias_mean), 1)
+    return _model(_slopes(Omega, V, activation, bias_mean), V, U, A)
+
+
+def _slopes(Omega, V, activation, bias_mean):
+    """``sigma'(Omega V^T + b0)`` (``(m, B)``): shared by a signal fit and the
+    model of the same samples."""
+    return _derivative(activation, _pre(Omega, V, bias_mean), 1)
+
+
+def _model(s1, V, U, A):
+    """:func:`gradient_model` from the slopes ``s1`` of ``V``."""
     return ((A @ U.T) * s1) @ V
 
 
@@ -130,16 +140,22 @@ def fit_signals(V, P, Omega, A, activation, bias_mean=0.0, ridge=1e-12):
     >>> bool(np.allclose(fit_signals(V, P, Omega, A, tanh), U))
     True
     """
-    n_samples, n_dims = V.shape
+    _, (Vx,) = _on_device(P, V)
+    return _fit_signals(_slopes(Omega, Vx, activation, bias_mean), Vx, P, A, ridge)
+
+
+def _fit_signals(s1, V, P, A, ridge):
+    """:func:`fit_signals` from the slopes ``s1`` of ``V`` (``V`` in ``P``'s
+    namespace)."""
+    n_samples = V.shape[0]
     K = A.shape[1]
-    xp, (Vx,) = _on_device(P, V)
-    s1 = _derivative(activation, _pre(Omega, Vx, bias_mean), 1)  # (m, B)
+    xp, _ = get_namespace(P)
     # normal matrix over (i, k) x (i', k'): (v_i . v_i') sum_j a_jk a_jk' s1_ij s1_i'j
     sa = s1[:, :, None] * A[:, None, :]  # (m, B, K)
     sa2 = xp.reshape(sa, (A.shape[0], n_samples * K))
     normal = to_host(sa2.T @ sa2).reshape(n_samples, K, n_samples, K)
-    rhs = to_host(xp.sum(sa * (P @ Vx.T)[:, :, None], axis=0)).reshape(-1)
-    V = to_host(Vx)
+    rhs = to_host(xp.sum(sa * (P @ V.T)[:, :, None], axis=0)).reshape(-1)
+    V = to_host(V)
     normal *= (V @ V.T)[:, None, :, None]
     normal = normal.reshape(n_samples * K, -1)
     normal[np.diag_indices_from(normal)] += ridge * np.trace(normal) / len(normal)
@@ -652,9 +668,10 @@ def pattern_iteration(V, P, Omega, A, activation, bias_mean=0.0, *, fixed=None,
     p_norm = float(np.linalg.norm(P))
 
     def evaluate(V):
-        U = fit_signals(V, P, Omega, A, activation, bias_mean)
-        residual = P - gradient_model(V, U, Omega, A, activation, bias_mean)
-        return np.linalg.norm(residual) / p_norm, U
+        _, (Vx,) = _on_device(P, V)
+        s1 = _slopes(Omega, Vx, activation, bias_mean)
+        U = _fit_signals(s1, Vx, P, A, ridge=1e-12)
+        return float(np.linalg.norm(P - _model(s1, Vx, U, A))) / p_norm, U
 
     res, U = evaluate(V)
     best = (res, V, U)

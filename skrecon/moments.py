@@ -106,7 +106,8 @@ def _check_gaussian_weights(w_in):
     if not std > 0:
         return
     z = (w - mean) / std
-    kurtosis = float(xp.mean(z**4)) - 3.0
+    z = z * z
+    kurtosis = float(xp.mean(z * z)) - 3.0
     se = np.sqrt(24.0 / n)
     if abs(kurtosis) > max(0.2, 6 * se) or abs(mean) > max(0.05, 6 / np.sqrt(n)) * std:
         warnings.warn(
@@ -424,40 +425,39 @@ def _triangular_factor(X, xp, overwrite=False):
     return xp.linalg.qr(X)[1]
 
 
-def _live_columns(X, xp, device):
-    """Host indices of the nonzero columns of ``X``, and of those among them
-    that do not repeat an earlier column, in order.
+def _distinct_columns(X, R, columns, xp, device):
+    """Positions in ``columns`` (host indices of columns of ``X``) of those
+    that do not repeat an earlier one, in order.
 
-    The Array API has no ``unique`` over columns: two random projections
-    of every column (drawn on the host) flag candidate repeats, and each
-    candidate is compared exactly on the device.
+    ``R`` is the triangular factor of ``X[:, columns]`` (or those columns
+    themselves): equal columns of ``X`` have equal columns of ``R`` up to
+    round-off. The Array API has no ``unique`` over columns: two random
+    projections of ``R``'s columns (drawn on the host) flag candidate
+    repeats, and each candidate is compared exactly on the device.
     """
-    nonzero = to_host(xp.any(X != 0, axis=0))
-    m = X.shape[0]
-    probes = np.random.default_rng(0).standard_normal((2, m))
-    prints = to_host(from_host(probes, xp, device) @ X)  # (2, n_cols)
-    norms = np.sqrt(to_host(column_sum_squares(X, xp)))
-    tol = 1e-9 * np.sqrt(m) * norms  # far above the round-off of equal columns
-    # zero columns are dropped anyway: only nonzero ones can repeat
-    candidates = np.flatnonzero(nonzero)
-    order = candidates[np.argsort(prints[0, candidates], kind="stable")]
-    repeated = np.zeros(X.shape[1], dtype=bool)
+    rows = R.shape[0]
+    probes = np.random.default_rng(0).standard_normal((2, rows))
+    prints = to_host(from_host(probes, xp, device) @ R)  # (2, n_columns)
+    norms = np.sqrt(to_host(column_sum_squares(R, xp)))
+    tol = 1e-9 * np.sqrt(rows) * norms  # far above the round-off of equal columns
+    order = np.argsort(prints[0], kind="stable")
+    repeated = np.zeros(len(columns), dtype=bool)
     start = 0
     while start < len(order):
         stop = start + 1
         while (stop < len(order) and prints[0, order[stop]] - prints[0, order[stop - 1]]
                <= tol[order[stop]] + tol[order[stop - 1]]):
             stop += 1
-        group = np.sort(order[start:stop])
         kept = []
-        for j in group:
+        for j in np.sort(order[start:stop]):
             if any(abs(prints[1, j] - prints[1, i]) <= tol[i] + tol[j]
-                   and bool(xp.all(X[:, int(i)] == X[:, int(j)])) for i in kept):
+                   and bool(xp.all(X[:, int(columns[i])] == X[:, int(columns[j])]))
+                   for i in kept):
                 repeated[j] = True
             else:
                 kept.append(j)
         start = stop
-    return candidates, np.flatnonzero(nonzero & ~repeated)
+    return np.flatnonzero(~repeated)
 
 
 class MomentTensorTransformer(TransformerMixin, BaseEstimator):
@@ -763,7 +763,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         # nothing new; left in, it adds exact zeros to the spectrum, and with
         # a noisy gradient the step from noise to those zeros would pass for
         # the batch's gap.
-        nonzero, live = _live_columns(X, xp, device)
+        nonzero = np.flatnonzero(to_host(xp.any(X != 0, axis=0)))
         if len(nonzero) == 0:
             raise ValueError(
                 "The gradient X is zero everywhere: it carries no information "
@@ -775,22 +775,25 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         # natural images
         n_cols = X.shape[1]
         if len(nonzero) < n_cols:
-            # (gathered as rows of X.T: one copy, in the column-major order
-            # that LAPACK factors in place)
-            columns = xp.take(X.T, from_host(nonzero, xp, device, dtype=xp.int64),
-                              axis=0).T
+            if is_numpy_namespace(xp):
+                # rows of X.T: one copy, in the column-major order that
+                # LAPACK factors in place
+                columns = X.T[nonzero].T
+            else:
+                columns = xp.take(X, from_host(nonzero, xp, device, dtype=xp.int64),
+                                  axis=1)
             R = _triangular_factor(columns, xp, overwrite=True)
         else:
             R = _triangular_factor(X, xp)
         _, sv_all, vt = xp.linalg.svd(R, full_matrices=False)
+        live = _distinct_columns(X, R, nonzero, xp, device)  # positions in nonzero
         if len(live) == len(nonzero):
             sv = to_host(sv_all)
         else:
             # X[:, live] = Q R[:, live]: the same singular values, no second
             # factorisation of the tall gradient
-            positions = np.searchsorted(nonzero, live)
             sv = to_host(xp.linalg.svdvals(
-                xp.take(R, from_host(positions, xp, device, dtype=xp.int64), axis=1)))
+                xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
         B, gap = self._batch_size(sv, X.shape, len(live))
         if gap < 10 and self.n_components == "auto":
             warnings.warn(

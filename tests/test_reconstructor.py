@@ -190,10 +190,13 @@ def test_mismatched_shapes_name_both(small_query):
             output_weights=small_query.output_weights[:499])
 
 
-def test_zero_gradient_carries_no_information(small_query):
-    with pytest.raises(ValueError, match="carries no information"):
-        GradientReconstructor(bias=True).fit(np.zeros_like(small_query.grad),
-                                             weights=small_query.weights)
+@pytest.mark.parametrize("Est", [GradientReconstructor, MomentTensorTransformer])
+def test_zero_gradient_carries_no_information(small_query, Est):
+    # (MomentTensorTransformer raised an IndexError here)
+    with pytest.raises(ValueError, match=re.escape(
+            "The gradient X is zero everywhere: it carries no information about "
+            "the batch")):
+        Est(bias=True).fit(np.zeros_like(small_query.grad), weights=small_query.weights)
 
 
 def test_missing_weights_explains_routing(small_query):

@@ -27,6 +27,8 @@ __all__ = ["GradientReconstructor", "IdentifiabilityWarning"]
 # gradients with at most this many columns are reconstructed with one BLAS
 # thread (see GradientReconstructor._fit)
 _ONE_THREAD_MAX_COLUMNS = 512
+# rows per block of the gradient residual
+_RESIDUAL_ROWS = 2048
 
 
 class IdentifiabilityWarning(UserWarning):
@@ -451,7 +453,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         labels = self._labels(U)
         self.labels_ = (None if labels is None
                         else from_host(labels, xp, device, dtype=xp.int64))
-        self.gradient_residual_ = _relative_norm(X - self._model_gradient(W, A), X, xp)
+        self.gradient_residual_ = self._gradient_residual(X, W, A)
         self._check_moment_weights(activation, proj, samples)
         if not result.identifiable:
             m, K = result.n_live_neurons, proj.A.shape[1]
@@ -547,6 +549,18 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         xp, device = get_namespace(samples)
         ones = xp.ones((samples.shape[0], 1), dtype=samples.dtype, device=device)
         return xp.concat([samples, ones], axis=1)
+
+    def _gradient_residual(self, X, W, A):
+        """``||X - model|| / ||X||``, block of rows by block of rows: no
+        ``(m, n)`` temporary (the blocks stay in cache)."""
+        xp, _ = get_namespace(X)
+        norm, m = 0.0, X.shape[0]
+        for start in range(0, m, _RESIDUAL_ROWS):
+            rows = slice(start, min(start + _RESIDUAL_ROWS, m))
+            block = frobenius_norm(X[rows, :] - self._model_gradient(W[rows, :], A[rows, :]),
+                                   xp)
+            norm = float(np.hypot(norm, block))
+        return norm / frobenius_norm(X, xp)
 
     def _model_gradient(self, W, A):
         """Gradient predicted by the fitted batch at weights ``W`` (float64)."""

@@ -51,6 +51,8 @@ References
    nonlinear least squares problems", BIT 15, 1975.
 """
 
+from numbers import Integral, Real
+
 import numpy as np
 from scipy import linalg
 from scipy.special import expit
@@ -495,6 +497,9 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     """
     P, Omega, A = _check_problem(P, Omega, A, activation)
     m, n_dims = P.shape
+    if n_samples is not None and not (isinstance(n_samples, Integral) or (
+            isinstance(n_samples, Real) and float(n_samples).is_integer())):
+        raise ValueError(f"n_samples must be a whole number, got {n_samples!r}.")
     n_samples = n_dims if n_samples is None else int(n_samples)
     max_starts = 4 * n_samples + 16 if max_starts is None else int(max_starts)
     if not 1 <= n_samples <= n_dims or n_init < 1 or max_starts < 1:
@@ -512,7 +517,7 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                               or not np.any(np.asarray(fixed[0]) != 0)):
         raise ValueError(
             f"fixed must be (e, c) with e a nonzero vector of shape ({n_dims},).")
-    sub = np.arange(m) if rows is None else np.asarray(rows)
+    sub = np.arange(m) if rows is None else _check_rows(rows, "rows", m, n_dims, A)
     P_sub, Omega_sub, A_sub = P[sub], Omega[sub], A[sub]
     tangent = _tangent(n_dims, fixed)
     piecewise = is_piecewise_linear(activation)
@@ -520,7 +525,8 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     skip_below = exact_accept if piecewise and exact_accept is not None else 0.0
     polish_stages = _WIDTHS[-1:] + _FINE_WIDTHS if piecewise else (0.0,)
     # the polish's neurons (all of them without a copy)
-    keep = slice(None) if polish_rows is None else np.asarray(polish_rows)
+    keep = (slice(None) if polish_rows is None
+            else _check_rows(polish_rows, "polish_rows", m, n_dims, A))
     P_keep, Omega_keep, A_keep = P[keep], Omega[keep], A[keep]
     queue = [] if starts is None else [s for s in np.asarray(starts, dtype=float)]
     found, misfits, rejected = [], [], []
@@ -595,6 +601,26 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     candidates = np.array([v for _, v in rejected]).reshape(-1, n_dims)
     return SearchResult(V, misfits, candidates,
                         np.array([phi for phi, _ in rejected]), n_starts)
+
+
+def _check_rows(rows, name, m, n_dims, A):
+    """``rows`` as distinct neuron indices in ``[0, m)``, more of them than
+    the unknowns of one sample (with fewer, every direction fits), or a
+    ValueError that says what is wrong."""
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+        raise ValueError(f"{name} must be a 1-D array of neuron indices, got "
+                         f"shape {rows.shape} and dtype {rows.dtype}.")
+    if rows.size and (rows.min() < 0 or rows.max() >= m):
+        raise ValueError(f"{name} must index the {m} neurons (0 to {m - 1}), got "
+                         f"indices from {rows.min()} to {rows.max()}.")
+    n_unknowns = n_dims + A.shape[1]
+    if len(np.unique(rows)) <= n_unknowns:
+        raise ValueError(
+            f"{name} must hold more than {n_unknowns} distinct neurons (the "
+            f"unknowns of one sample, n_dims + K): with {len(np.unique(rows))} "
+            "every direction fits them.")
+    return rows
 
 
 def _repeats(v, found, cos_min):

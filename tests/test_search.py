@@ -169,6 +169,15 @@ def test_lm_driver_statuses():
     (dict(starts=np.ones((2, 3))), "starts must have shape (n_starts, 4), got (2, 3)"),
     (dict(random_starts=None), "Give starts, random_starts or both"),
     (dict(fixed=(np.zeros(4), 1.0)), "fixed must be (e, c) with e a nonzero vector"),
+    (dict(n_samples=2.5), "n_samples must be a whole number, got 2.5."),
+    (dict(rows=np.arange(5)), "rows must hold more than 5 distinct neurons (the unknowns "
+                              "of one sample, n_dims + K): with 5 every direction fits"),
+    (dict(rows=np.array([0, 1, 4000])), "rows must index the 4000 neurons (0 to 3999), "
+                                        "got indices from 0 to 4000."),
+    (dict(rows=np.linspace(0, 10, 20)), "rows must be a 1-D array of neuron indices, got "
+                                        "shape (20,) and dtype float64."),
+    (dict(polish_rows=np.zeros(100, dtype=int)), "polish_rows must hold more than 5 "
+                                                 "distinct neurons"),
 ])
 def test_search_samples_says_what_is_wrong(change, message):
     V, U, Omega, A, P, act, fixed = _problem()

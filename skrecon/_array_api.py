@@ -125,10 +125,21 @@ def column_sum_squares(M, xp):
 
 def frobenius_norm(M, xp):
     """``sqrt(sum(M * M))`` as a float; on the host by one dot product, no
-    temporary."""
-    if is_numpy_namespace(xp):
-        return float(np.linalg.norm(M))
-    return float(xp.sqrt(xp.sum(M * M)))
+    temporary. Entries whose squares underflow or overflow (a gradient
+    scaled by 1e-170 or 1e160) are scaled by the largest one first."""
+    def norm(M):
+        if is_numpy_namespace(xp):
+            return float(np.linalg.norm(M))
+        return float(xp.sqrt(xp.sum(M * M)))
+
+    with np.errstate(over="ignore", under="ignore"):
+        value = norm(M)
+    if 1e-150 < value < 1e150:
+        return value
+    largest = float(xp.max(xp.abs(M))) if M.shape[0] * M.shape[1] else 0.0
+    if largest == 0.0 or not np.isfinite(largest):
+        return value if largest == 0.0 else largest
+    return largest * norm(M / largest)
 
 
 def elementwise_namespace(t):

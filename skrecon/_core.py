@@ -14,6 +14,8 @@ Every random draw comes from the generator passed in, so the result
 depends on that seed only (not on ``n_jobs`` or the joblib backend).
 """
 
+from dataclasses import replace
+
 import numpy as np
 from sklearn.utils import Bunch
 
@@ -47,6 +49,15 @@ _PIECEWISE_ACCEPT = 1e-2
 _EXACT_ACCEPT = 1e-10
 # searches of a noisy gradient from scratch while samples are missing
 _NOISY_ATTEMPTS = 4
+
+
+def _unit_scale(M, xp):
+    """The power of two that brings the largest entry of ``M`` into
+    ``[0.5, 1)`` (1.0 for a zero ``M``)."""
+    largest = float(xp.max(xp.abs(M)))
+    if not (largest > 0 and np.isfinite(largest)):
+        return 1.0
+    return float(np.ldexp(1.0, -int(np.frexp(largest)[1])))
 
 
 def acceptance_level(noise_level, piecewise, conditioning=1.0):
@@ -141,6 +152,14 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         the kept attempt's searches found).
     """
     rng = random_state
+    # powers of two (exact in floating point) that bring the projected
+    # gradient and the output weights to unit size: the searches do not
+    # depend on scale, but sums of squares of a gradient scaled by 1e-170
+    # underflow (and of 1e160 overflow); the signals are scaled back at the end
+    tensor_proj = proj  # (the moment tensor keeps the gradient's units)
+    p_unit, a_unit = _unit_scale(proj.P, proj.xp), _unit_scale(proj.A, proj.xp)
+    if p_unit != 1.0 or a_unit != 1.0:
+        proj = replace(proj, P=proj.P * p_unit, A=proj.A * a_unit)
     host = proj.to_host()
     P, Omega, A = host.P, host.Omega, host.A
     m, n = P.shape
@@ -169,7 +188,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         if the moment step did not), or none."""
         try:
             if moments is None or (moments._moment_tensor_host is None and not
-                                   moments._fit_tensor(proj, "auto" if init == "auto"
+                                   moments._fit_tensor(tensor_proj, "auto" if init == "auto"
                                                        else True)):
                 return np.empty((0, n))
             with np.errstate(all="ignore"):
@@ -245,8 +264,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
         found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
                                starts=starts, random_starts=random_starts, fixed=fixed,
-                               rows=rows, polish_rows=check, accept=accept,
-                               exact_accept=final_accept, n_init=n_init,
+                               rows=rows if n_rows < m else None, polish_rows=check,
+                               accept=accept, exact_accept=final_accept, n_init=n_init,
                                max_starts=max_starts, n_jobs=n_jobs, verbose=verbose,
                                progress=progress)
         V = found.V
@@ -338,6 +357,11 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     say(f"done: {int(np.sum(found_rows))} of {n_samples} samples with misfit below "
         f"{final_accept:.1e}; relative residual {refinement.relative_residual:.2e}")
     report("done", 1, 1)
+    # the signals in the gradient's units: P = (A U^T * s1) V, so scaling P
+    # by p and A by a scales U by p / a
+    U = U * (a_unit / p_unit)
+    refinement = RefinementResult(V, U, refinement.relative_residual, refinement.n_iter,
+                                  refinement.status)
     return Bunch(V=V, U=U, found=found_rows, misfits=misfits,
                  n_starts=n_starts, refinement=refinement, accept=final_accept,
                  identifiable=identifiable, n_live_neurons=n_live,

@@ -127,7 +127,8 @@ def _effective_dtype(X, xp):
     gradient cast to float64 keeps float32 round-off), else float64; a host
     NumPy dtype."""
     def exact_in_float32(M):
-        return bool(xp.all(M == xp.astype(xp.astype(M, xp.float32), xp.float64)))
+        with np.errstate(over="ignore"):  # beyond float32's range: not exact
+            return bool(xp.all(M == xp.astype(xp.astype(M, xp.float32), xp.float64)))
 
     # a float64 gradient shows it in its first rows: the whole only when they pass
     if exact_in_float32(X[:64, ...]) and exact_in_float32(X):
@@ -190,6 +191,15 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
     >>> estimate_batch_size(noisy, np.float64, n_rows=2000)[0]
     3
     """
+    return _estimate_batch_size(singular_values, dtype, n_rows)[:2]
+
+
+def _estimate_batch_size(singular_values, dtype, n_rows):
+    """:func:`estimate_batch_size`, and how the batch size was read:
+    ``"round-off"`` (the values after it are round-off), ``"noise threshold"``
+    (above a white-noise bulk), or ``"largest ratio"`` among values that are
+    all above round-off (neither: a noisy gradient without a clear bulk, or
+    a batch at least as large as the number of columns)."""
     s = np.asarray(singular_values, dtype=float)
     if s.ndim != 1 or not np.all(np.isfinite(s)) or np.any(s < 0):
         raise ValueError(
@@ -200,12 +210,12 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
     if n_rows is not None and not (isinstance(n_rows, Integral) and n_rows >= 1):
         raise ValueError(f"n_rows must be a positive integer or None, got {n_rows!r}.")
     if s.size == 0 or not s[0] > 0:
-        return 0, np.inf
+        return 0, np.inf, "round-off"
     floor = 10 * s[0] * np.finfo(dtype).eps
     n_kept = int(np.sum(s > floor))
     if n_kept == len(s):
         if n_kept == 1:
-            return 1, np.inf
+            return 1, np.inf, "largest ratio"
         if n_rows is not None and len(s) >= 4:
             beta = min(len(s), n_rows) / max(len(s), n_rows)
             B = int(np.sum(s > _gavish_donoho_omega(beta) * np.median(s)))
@@ -218,13 +228,15 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
                 decisive = np.flatnonzero(ratios[:-1] >= max(100.0, ratios[-1]))
                 if decisive.size:
                     B = int(decisive[-1]) + 1
-                return B, float(s[B - 1] / s[B])
+                return B, float(s[B - 1] / s[B]), "noise threshold"
         ratios = s[:-1] / s[1:]
+        how = "largest ratio"
     else:
         nxt = np.maximum(s[1:n_kept + 1], np.finfo(float).tiny)
         ratios = s[:n_kept] / nxt
+        how = "round-off"
     k = int(np.argmax(ratios))
-    return k + 1, float(ratios[k])
+    return k + 1, float(ratios[k]), how
 
 
 @dataclass
@@ -291,10 +303,11 @@ def _noise_level(sv, B):
     ``B`` directions carry ``B / (n - B)`` of that energy.
     """
     n = len(sv)
-    if B >= n:
+    if B >= n or not sv[0] > 0:
         return 0.0
+    sv = np.asarray(sv) / sv[0]  # (squares of 1e160 overflow)
     tail = float(np.sum(sv[B:] ** 2)) * B / (n - B)
-    return float(np.sqrt(tail / max(float(np.sum(sv[:B] ** 2)), np.finfo(float).tiny)))
+    return float(np.sqrt(tail / float(np.sum(sv[:B] ** 2))))
 
 
 def _weight_statistics(weights, bias, weight_std):
@@ -838,7 +851,18 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                     "and the batch may be larger than this layer can identify. "
                     "Query a layer with many more neurons than samples."
                 )
-            return estimate_batch_size(sv, self._precision, n_rows=m)
+            B, gap, how = _estimate_batch_size(sv, self._precision, m)
+            if how == "largest ratio" and gap >= 10:
+                # (below 10 the no-gap warning says that B is uncertain)
+                warnings.warn(
+                    f"All {len(sv)} singular values of the gradient are above "
+                    f"round-off and show no noise floor: either the gradient is "
+                    f"noisy, or the batch has at least {len(sv)} samples (as many "
+                    "as the gradient's distinct columns), more than it can "
+                    f"identify. The batch size read off the largest ratio ({B}, "
+                    f"s_B / s_B+1 = {gap:.3g}) is uncertain; pass n_components "
+                    "(or batch_size) if you know it.", BatchSizeWarning)
+            return B, gap
         B = int(self.n_components)
         if B >= m or B > len(sv):
             raise ValueError(

@@ -703,9 +703,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             # a blind fit has no signals, hence no gradient model: the
             # fraction of X's variance in the span of the recovered samples
             X = check_query(self, X, None, None, reset=False)[0]
-            resid = X - self.inverse_transform(self.transform(X))
-            return _r2(float(xp.sum(resid**2)), float(xp.sum((X - xp.mean(X, axis=0))**2)),
-                       float(xp.sum(X**2)))
+            return _r2(X - self.inverse_transform(self.transform(X)), X, xp)
         if weights is None:
             raise ValueError(
                 "GradientReconstructor.score needs the held-out neurons' "
@@ -715,9 +713,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"output_weights has {A.shape[1]} columns but the estimator was "
                 f"fitted with {self.sample_coefficients_.shape[1]} outputs.")
-        resid = X - self._model_gradient(W, A)
-        return _r2(float(xp.sum(resid**2)), float(xp.sum((X - xp.mean(X, axis=0))**2)),
-                       float(xp.sum(X**2)))
+        return _r2(X - self._model_gradient(W, A), X, xp)
 
     def __getstate__(self):
         # fitted arrays are pickled as NumPy arrays: an estimator fitted on
@@ -807,11 +803,6 @@ def _check_activation_namespace(activation, xp, device):
                 f"for {lib} input, not a {lib} array of the input's shape.{hint}")
 
 
-def _relative_norm(residual, reference, xp):
-    """``||residual||_F / ||reference||_F`` as a float."""
-    return frobenius_norm(residual, xp) / frobenius_norm(reference, xp)
-
-
 def _has_even_derivative(activation):
     """Whether ``sigma'`` is even (its declared flag, or checked on a grid)."""
     if activation.even_derivative is not None:
@@ -821,11 +812,14 @@ def _has_even_derivative(activation):
     return bool(np.allclose(d, activation.derivative(-t, 1), rtol=1e-9, atol=1e-12))
 
 
-def _r2(residual_ss, total_ss, energy):
-    """``1 - residual_ss / total_ss``; with no variance to explain (one
-    neuron) 1.0 for a fit exact to round-off (residual below 1e-24 of the
-    gradient's energy ``energy``) and 0.0 otherwise, as scikit-learn's
-    ``r2_score(force_finite=True)`` does for exact predictions."""
-    if total_ss == 0:
-        return 1.0 if residual_ss <= 1e-24 * energy else 0.0
-    return 1.0 - residual_ss / total_ss
+def _r2(residual, X, xp):
+    """``1 - ||residual||^2 / ||X - mean(X)||^2`` (norms that neither
+    underflow nor overflow); with no variance to explain (one neuron) 1.0
+    for a fit exact to round-off (residual below 1e-12 of ``||X||``) and
+    0.0 otherwise, as scikit-learn's ``r2_score(force_finite=True)`` does
+    for exact predictions."""
+    residual_norm = frobenius_norm(residual, xp)
+    total = frobenius_norm(X - xp.mean(X, axis=0), xp)
+    if total == 0:
+        return 1.0 if residual_norm <= 1e-12 * frobenius_norm(X, xp) else 0.0
+    return 1.0 - (residual_norm / total) ** 2

@@ -1,5 +1,7 @@
 """MomentTensorTransformer: span, batch size, Hermite moment tensor (DESIGN F1-F4b)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -72,6 +74,20 @@ def test_no_gap_warns():
     X = rng.standard_normal((500, 10))
     with pytest.warns(BatchSizeWarning, match="no clear gap"):
         MomentTensorTransformer().fit(X, weights=rng.standard_normal((500, 10)))
+
+
+def test_full_column_rank_warns_that_the_batch_may_be_larger():
+    """Three samples in three dimensions: every singular value is above
+    round-off, the largest ratio reads 2 (ratio 30), and nothing said that
+    the batch may be as large as the number of columns (break-it #4)."""
+    batch = np.random.default_rng(0).standard_normal((3, 3))
+    q = make_gradient_query(batch, n_neurons=2000, bias="none", random_state=0)
+    with pytest.warns(BatchSizeWarning, match=re.escape(
+            "All 3 singular values of the gradient are above round-off and show no "
+            "noise floor: either the gradient is noisy, or the batch has at least 3 "
+            "samples")):
+        mt = MomentTensorTransformer().fit(q.grad, weights=q.weights)
+    assert mt.n_components_ == 2  # the largest ratio, now flagged as uncertain
 
 
 def test_order_four_for_relu_and_weight_std():

@@ -58,6 +58,30 @@ def test_boolean_weights_are_refused(query4):
         _rec().fit(query4.grad, weights=query4.weights > 0)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("factor, output_factor", [
+    (1e-170, 1.0), (1e-300, 1.0), (1e160, 1.0), (1e300, 1.0), (1.0, 1e-170), (1.0, 1e160)])
+def test_extreme_scales_are_exact(batch4, activation, factor, output_factor):
+    """A gradient (or output weights) scaled far from 1, where sums of
+    squares underflow or overflow: the batch comes back exactly, the
+    signals in the gradient's units, and the residual and the score stay
+    finite (ReLU found nothing at 1e160 and gave NaN residuals, and tanh
+    raised ZeroDivisionError at 1e-170)."""
+    q = make_gradient_query(batch4, n_neurons=3000, activation=activation, random_state=0)
+    reference = _rec(activation=activation).fit(q.grad, **q.fit_params)
+    grad = q.grad * factor * output_factor  # the gradient is linear in A
+    A = q.output_weights * output_factor
+    rec = _rec(activation=activation).fit(grad, weights=q.weights, output_weights=A)
+    assert rec.n_found_ == 4
+    assert _worst_error(batch4, rec) <= 1e-12
+    assert rec.gradient_residual_ <= 1e-12
+    assert rec.score(grad, weights=q.weights, output_weights=A) == pytest.approx(1.0,
+                                                                                  abs=1e-12)
+    np.testing.assert_allclose(np.sort(rec.sample_coefficients_, axis=0),
+                               np.sort(reference.sample_coefficients_, axis=0) * factor,
+                               rtol=1e-9)
+
+
 @pytest.mark.parametrize("shape", [(65,), (1, 3000, 65)])
 def test_wrong_ndim_says_what_shape_is_expected(query4, shape):
     grad = query4.grad[0] if len(shape) == 1 else query4.grad[None]

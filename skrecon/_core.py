@@ -205,9 +205,13 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     final_accept = acceptance_level(noise_level, False, kappa)  # unsmoothed misfits
     say = print if verbose else (lambda *args: None)
 
+    # the stages of a second noisy attempt are labelled, so that a progress
+    # bar that starts over says why
+    attempt_label = [""]
+
     def report(stage, done=0, total=1):
         if progress is not None:
-            progress(stage, done, total)
+            progress(stage + attempt_label[0], done, total)
 
     def tensor_factors():
         """The moment tensor's factors as starts (the tensor computed now
@@ -293,7 +297,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
                                rows=rows if n_rows < m else None, polish_rows=check,
                                accept=accept, exact_accept=final_accept, n_init=n_init,
                                max_starts=max_starts, n_jobs=n_jobs, verbose=verbose,
-                               progress=progress)
+                               progress=None if progress is None else report)
         V = found.V
         if len(V) < n_samples:
             say(f"search: {len(V)} of {n_samples} samples found in {found.n_starts} "
@@ -364,6 +368,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     n_attempts = 1 if exact else _NOISY_ATTEMPTS
     best, n_starts = None, 0
     for number in range(n_attempts):
+        attempt_label[0] = f" (attempt {number + 1} of {n_attempts})" if number else ""
         result = attempt()
         n_starts += result.n_starts
         if best is None or (result.refinement.relative_residual
@@ -384,6 +389,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         found_rows[:] = False
     say(f"done: {int(np.sum(found_rows))} of {n_samples} samples with misfit below "
         f"{final_accept:.1e}; relative residual {refinement.relative_residual:.2e}")
+    attempt_label[0] = ""
     report("done", 1, 1)
     # the signals in the gradient's units: P = (A U^T * s1) V, so scaling P
     # by p and A by a scales U by p / a

@@ -120,7 +120,8 @@ class _Progress:
     def __call__(self, stage, done, total):
         total = max(int(total), 1)
         self._bar.set_description_str(
-            f"{stage} (samples found)" if stage == "search" else stage, refresh=False)
+            f"{stage} (samples found)" if stage.startswith("search") else stage,
+            refresh=False)
         if self._bar.total != total:
             self._bar.total = total
         self._bar.update(int(done) - self._bar.n)

@@ -302,6 +302,24 @@ def test_progress_callback_sees_every_stage(digits8):
     assert ("search", 3, 3) in calls
 
 
+def test_progress_labels_the_attempts_of_a_noisy_fit(digits8):
+    """A noisy fit that searches again from scratch labels the new
+    attempt's stages (a progress bar that starts over says why)."""
+    from skrecon.defenses import GaussianGradientNoise
+
+    q = make_gradient_query(digits8[:4], n_neurons=3000, random_state=0)
+    grad = GaussianGradientNoise(scale=0.1, relative=True, random_state=0).fit_transform(
+        q.grad)
+    stages = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        GradientReconstructor(bias=True, random_state=0)._fit(
+            grad, q.weights, q.output_weights, progress=lambda s, d, t: stages.append(s))
+    assert stages[0] == "span" and stages[-1] == "done"
+    assert "search" in stages and "search (attempt 2 of 4)" in stages
+    assert stages.index("search") < stages.index("search (attempt 2 of 4)")
+
+
 def test_nearly_parallel_distinct_samples_are_both_found():
     """Two samples 0.3 degrees apart (one a 1.01 x copy of the other) are
     distinct and identifiable; deflation removes the first's zero, so the

@@ -148,8 +148,10 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
 
     The singular values of an exact gradient drop to round-off after the
     ``B``-th: values below ``10 eps(dtype) s_1`` are round-off, and among the
-    rest (and the step to the first round-off value) the largest ratio
-    ``s_k / s_{k+1}`` marks the batch size. A noisy gradient has no
+    rest (and the step to the first round-off value) the last ratio
+    ``s_k / s_{k+1}`` of 1000 or more marks the batch size (a weak sample
+    far above round-off behind a larger gap still counts), or without one
+    the largest ratio. A noisy gradient has no
     round-off values: its ``n - B`` noise singular values form a flat bulk,
     and (given ``n_rows``) ``B`` is the number of values above the optimal
     hard threshold ``omega(n / n_rows) * median(s)`` of Gavish & Donoho,
@@ -194,6 +196,11 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
     return _estimate_batch_size(singular_values, dtype, n_rows)[:2]
 
 
+# a ratio of consecutive singular values this large is a gap, not a spread
+# of round-off (which stays within a factor of ten or so)
+_DECISIVE_RATIO = 1e3
+
+
 def _estimate_batch_size(singular_values, dtype, n_rows):
     """:func:`estimate_batch_size`, and how the batch size was read:
     ``"round-off"`` (the values after it are round-off), ``"noise threshold"``
@@ -235,6 +242,14 @@ def _estimate_batch_size(singular_values, dtype, n_rows):
         nxt = np.maximum(s[1:n_kept + 1], np.finfo(float).tiny)
         ratios = s[:n_kept] / nxt
         how = "round-off"
+        # every value above round-off is the batch's: a weak sample (a
+        # batch of 1e-5 x the others' scale, a near-duplicate) sits far
+        # above round-off behind a larger gap, so the last decisive ratio
+        # marks the batch, not the largest
+        decisive = np.flatnonzero(ratios >= _DECISIVE_RATIO)
+        if decisive.size:
+            k = int(decisive[-1])
+            return k + 1, float(ratios[k]), how
     k = int(np.argmax(ratios))
     return k + 1, float(ratios[k]), how
 

@@ -57,6 +57,11 @@ def test_moment_tensor_matches_stein_and_shrinks_like_one_over_sqrt_m():
     ([5.0, 2.0, 1e-3, 1e-9, 1e-10], np.float32, 3),   # float32 round-off below its floor
     ([5.0, 2.0, 1e-3, 1e-9, 1e-10], np.float64, 3),   # ... and found by the largest gap
     ([1.0], np.float64, 1),
+    # weak samples far above round-off behind a larger gap (a batch of 1e-5
+    # x digits read as 1 sample, break-it): the last decisive gap counts
+    ([1.0, 1.5e-11, 1.1e-11, 3.2e-12, 2e-20], np.float64, 4),
+    # round-off just above its floor is not a sample
+    ([1.0, 0.5, 3e-15, 1e-15, 1e-17], np.float64, 2),
 ])
 def test_estimate_batch_size(values, dtype, expected):
     assert estimate_batch_size(np.array(values), dtype)[0] == expected

@@ -23,7 +23,8 @@ from .decomposition import tensor_starts
 from .refine import (RefinementResult, is_piecewise_linear, levenberg_marquardt,
                      pattern_iteration, _fit_signals, _model, _slopes)
 from ._crossings import crossing_starts
-from .search import _Slopes, _onto_constraint, _orth, _phi, _repeats, search_samples
+from .search import (SearchResult, _Slopes, _onto_constraint, _orth, _phi, _repeats,
+                     search_samples)
 
 # rows of the searches: for a few outputs, a thousand or 64 per unknown of
 # one sample's column-space condition (B + K), whichever is more (fewer rows
@@ -292,12 +293,19 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
         random_starts = more_starts if init in ("auto", "random") else None
 
-        found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
-                               starts=starts, random_starts=random_starts, fixed=fixed,
-                               rows=rows if n_rows < m else None, polish_rows=check,
-                               accept=accept, exact_accept=final_accept, n_init=n_init,
-                               max_starts=max_starts, n_jobs=n_jobs, verbose=verbose,
-                               progress=None if progress is None else report)
+        if m > n + K:
+            found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
+                                   starts=starts, random_starts=random_starts, fixed=fixed,
+                                   rows=rows if n_rows < m else None, polish_rows=check,
+                                   accept=accept, exact_accept=final_accept, n_init=n_init,
+                                   max_starts=max_starts, n_jobs=n_jobs, verbose=verbose,
+                                   progress=None if progress is None else report)
+        else:
+            # no more neurons than one sample's unknowns: every direction
+            # fits them, so nothing is searched (best guesses, not found; the
+            # reconstructor warns)
+            found = SearchResult(np.empty((0, n)), np.empty(0), np.empty((0, n)),
+                                 np.empty(0), 0)
         V = found.V
         if len(V) < n_samples:
             say(f"search: {len(V)} of {n_samples} samples found in {found.n_starts} "

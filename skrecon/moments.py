@@ -329,16 +329,26 @@ def _weight_statistics(weights, bias, weight_std):
     """Input-weight std, and the bias's mean and std (0 for a constant bias)."""
     xp, _ = get_namespace(weights)
     w_in = weights[:, :-1] if bias else weights
-    if weight_std == "auto":
-        s = float(np.sqrt(float(xp.sum(column_sum_squares(w_in, xp)))
-                          / (w_in.shape[0] * w_in.shape[1])))
-    else:
-        s = float(weight_std)
-    if not s > 0:
+    size = w_in.shape[0] * w_in.shape[1]
+    with np.errstate(under="ignore", over="ignore"):
+        squares = float(xp.sum(column_sum_squares(w_in, xp))) if size else 0.0
+    largest = 1.0
+    if not 1e-290 < squares < 1e290:
+        # scaled by the largest first (squares of 1e-200 underflow)
+        largest = float(xp.max(xp.abs(w_in))) if size else 0.0
+        if not largest > 0:
+            raise ValueError(
+                "The first-layer weights are all zero: the weight std must be "
+                "positive for the moment method."
+            )
+        squares = float(xp.sum(column_sum_squares(w_in / largest, xp)))
+    rms = largest * float(np.sqrt(squares / size))
+    s = rms if weight_std == "auto" else float(weight_std)
+    if not 1e-3 <= s / rms <= 1e3:
         raise ValueError(
-            "The first-layer weights are all zero: the weight std must be "
-            "positive for the moment method."
-        )
+            f"weight_std={s:.3g} is far from the RMS of the weights ({rms:.3g}): "
+            "pass the standard deviation the server drew the weights with, or "
+            "weight_std='auto'.")
     if bias:
         b = weights[:, -1]
         bias_mean = float(xp.mean(b))
@@ -768,8 +778,16 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                       and n_hermite_features(B, degree) <= self.max_features)
         if not tensor:
             return False
-        tensors = _hermite_regression(proj.Z, proj.P, proj.regressors, degree,
-                                      self.max_features)
+        try:
+            tensors = _hermite_regression(proj.Z, proj.P, proj.regressors, degree,
+                                          self.max_features)
+        except np.linalg.LinAlgError as exc:
+            raise ValueError(
+                "The Hermite regression of the moment tensor is singular: its "
+                "features do not vary across neurons (weights constant, of rank "
+                "one, or far from i.i.d. Gaussian, or too few neurons). The "
+                "moment tensor needs i.i.d. Gaussian first-layer weights "
+                f"(skrecon.torch.gaussian_reinit_). ({exc})") from exc
         K = proj.A.shape[1]
         tensors = [t.reshape((B, K, -1) + t.shape[2:]) for t in tensors]
         self._moment_tensor_host = tensors[degree]

@@ -822,4 +822,5 @@ def _r2(residual, X, xp):
     total = frobenius_norm(X - xp.mean(X, axis=0), xp)
     if total == 0:
         return 1.0 if residual_norm <= 1e-12 * frobenius_norm(X, xp) else 0.0
-    return 1.0 - (residual_norm / total) ** 2
+    ratio = residual_norm / total
+    return 1.0 - ratio * ratio if ratio < 1e150 else -np.inf

@@ -58,6 +58,54 @@ def _on_device(P, *host):
     return xp, [as_namespace(a, xp, device, dtype=xp.float64) for a in host]
 
 
+def _check_finite_and_activation(activation, **arrays):
+    """A ValueError naming the first of ``arrays`` that holds NaN or inf,
+    or saying that ``activation`` is not an Activation."""
+    for name, M in arrays.items():
+        xp, _ = get_namespace(M)
+        if not bool(xp.all(xp.isfinite(M))):
+            raise ValueError(f"{name} holds NaN or inf.")
+    if not callable(getattr(activation, "derivative", None)):
+        raise ValueError(
+            f"activation must be an Activation (skrecon.activations."
+            f"get_activation), got {activation!r}.")
+
+
+def _check_fit(activation, V, U, Omega, A, P=None, fixed=None):
+    """The arguments of the public fits (:func:`gradient_model`,
+    :func:`fit_signals`, :func:`levenberg_marquardt`,
+    :func:`pattern_iteration`): shapes that match, finite values, an
+    Activation, a nonzero gradient and a valid constraint, or a ValueError
+    that says what is wrong. ``U=None``: no signals given."""
+    if Omega.ndim != 2 or A.ndim != 2 or A.shape[0] != Omega.shape[0]:
+        raise ValueError(
+            f"Omega and A must be 2-D arrays with one row per neuron, got shapes "
+            f"{tuple(Omega.shape)} and {tuple(A.shape)}.")
+    m, n_dims = Omega.shape
+    if V.ndim != 2 or V.shape[1] != n_dims:
+        raise ValueError(f"V must have shape (B, {n_dims}), got {tuple(V.shape)}.")
+    if U is not None and tuple(U.shape) != (V.shape[0], A.shape[1]):
+        raise ValueError(f"U must have shape ({V.shape[0]}, {A.shape[1]}) (one signal "
+                         f"per sample and output), got {tuple(U.shape)}.")
+    if P is not None and tuple(P.shape) != (m, n_dims):
+        raise ValueError(f"P must have the shape of Omega, {(m, n_dims)}, got "
+                         f"{tuple(P.shape)}.")
+    arrays = dict(V=V, Omega=Omega, A=A)
+    if U is not None:
+        arrays["U"] = U
+    if P is not None:
+        arrays["P"] = P
+    _check_finite_and_activation(activation, **arrays)
+    if P is not None:
+        xp, _ = get_namespace(P)
+        if not bool(xp.any(P != 0)):
+            raise ValueError("P is zero everywhere: there is no gradient to fit.")
+    if fixed is not None and (np.shape(fixed[0]) != (n_dims,)
+                              or not np.any(np.asarray(fixed[0]) != 0)):
+        raise ValueError(
+            f"fixed must be (e, c) with e a nonzero vector of shape ({n_dims},).")
+
+
 def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
     """Model gradient rows ``P_hat`` (``(m, B)``) for samples ``V`` and signals ``U``.
 
@@ -82,6 +130,12 @@ def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
         ``p_j = sum_i (a_j . u_i) sigma'(omega_j . v_i + b0) v_i``, one row
         per neuron.
 
+    Raises
+    ------
+    ValueError
+        If the shapes do not match, an input holds NaN or inf, ``activation``
+        is not an :class:`~skrecon.activations.Activation`.
+
     Examples
     --------
     >>> import numpy as np
@@ -94,6 +148,7 @@ def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
     (500, 2)
     """
     _, (V, U) = _on_device(Omega, V, U)
+    _check_fit(activation, V, U, Omega, A)
     return _model(_slopes(Omega, V, activation, bias_mean), V, U, A)
 
 
@@ -127,6 +182,12 @@ def fit_signals(V, P, Omega, A, activation, bias_mean=0.0, ridge=1e-12):
     U : ndarray of shape (B, K)
         The signals minimising ``||P - gradient_model(V, U, ...)||_F``.
 
+    Raises
+    ------
+    ValueError
+        If the shapes do not match, an input holds NaN or inf, ``activation``
+        is not an :class:`~skrecon.activations.Activation`, ``P`` is zero or ``ridge`` is negative.
+
     Examples
     --------
     >>> import numpy as np
@@ -141,6 +202,9 @@ def fit_signals(V, P, Omega, A, activation, bias_mean=0.0, ridge=1e-12):
     True
     """
     _, (Vx,) = _on_device(P, V)
+    _check_fit(activation, Vx, None, Omega, A, P)
+    if not ridge >= 0:
+        raise ValueError(f"ridge must be non-negative, got {ridge!r}.")
     return _fit_signals(_slopes(Omega, Vx, activation, bias_mean), Vx, P, A, ridge)
 
 
@@ -299,7 +363,8 @@ def _cost(V, U, P, Omega, A, activation, bias_mean):
     total = 0.0
     for start in range(0, P.shape[0], _CHUNK):
         sl = slice(start, min(start + _CHUNK, P.shape[0]))
-        r = P[sl, :] - gradient_model(V, U, Omega[sl, :], A[sl, :], activation, bias_mean)
+        r = P[sl, :] - _model(_slopes(Omega[sl, :], V, activation, bias_mean), V, U,
+                              A[sl, :])
         total += 0.5 * float(xp.sum(r * r))
     return total
 
@@ -479,6 +544,12 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
     -------
     result : RefinementResult
 
+    Raises
+    ------
+    ValueError
+        If the shapes do not match, an input holds NaN or inf, ``activation``
+        is not an :class:`~skrecon.activations.Activation`, ``P`` is zero or ``fixed`` is not a nonzero vector and a constant.
+
     References
     ----------
     .. [1] J. J. More, "The Levenberg-Marquardt algorithm: implementation and
@@ -502,6 +573,7 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
     """
     V = np.array(to_host(V), dtype=float)
     U = np.array(to_host(U), dtype=float)
+    _check_fit(activation, V, U, Omega, A, P, fixed)
     xp, _ = get_namespace(P)
     p_norm2 = float(xp.sum(P * P))
     n_dims = V.shape[1]
@@ -650,6 +722,12 @@ def pattern_iteration(V, P, Omega, A, activation, bias_mean=0.0, *, fixed=None,
         rounds; ``status`` 3 when the relative residual is below ``tol``,
         else 0.
 
+    Raises
+    ------
+    ValueError
+        If the shapes do not match, an input holds NaN or inf, ``activation``
+        is not an :class:`~skrecon.activations.Activation`, ``P`` is zero or ``fixed`` is not a nonzero vector and a constant.
+
     Examples
     --------
     >>> import numpy as np
@@ -665,6 +743,7 @@ def pattern_iteration(V, P, Omega, A, activation, bias_mean=0.0, *, fixed=None,
     True
     """
     V = np.array(V, dtype=float)
+    _check_fit(activation, V, None, Omega, A, P, fixed)
     p_norm = float(np.linalg.norm(P))
 
     def evaluate(V):

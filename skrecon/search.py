@@ -59,7 +59,8 @@ from scipy.special import expit
 from sklearn.utils.parallel import Parallel, delayed
 
 from ._threads import blas_threads
-from .refine import _derivative, is_piecewise_linear, lm_driver
+from .refine import (_check_finite_and_activation, _derivative, is_piecewise_linear,
+                     lm_driver)
 
 __all__ = ["column_space_misfit", "search_samples", "SearchResult"]
 
@@ -184,18 +185,6 @@ def _check_problem(P, Omega, A, activation):
     return P, Omega, A
 
 
-def _check_finite_and_activation(activation, **arrays):
-    """A ValueError naming the first of ``arrays`` that holds NaN or inf,
-    or saying that ``activation`` is not an Activation."""
-    for name, M in arrays.items():
-        if not np.all(np.isfinite(M)):
-            raise ValueError(f"{name} holds NaN or inf.")
-    if not callable(getattr(activation, "derivative", None)):
-        raise ValueError(
-            f"activation must be an Activation (skrecon.activations."
-            f"get_activation), got {activation!r}.")
-
-
 def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
     """``phi(v)``: how far the slope family of ``v`` is from a column space.
 
@@ -254,6 +243,9 @@ def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
     if v.shape != (Omega.shape[1],):
         raise ValueError(f"v must have shape ({Omega.shape[1]},), got {v.shape}.")
     _check_finite_and_activation(activation, v=v, Q=Q, Omega=Omega, A=A)
+    if not np.allclose(Q.T @ Q, np.eye(Q.shape[1]), atol=1e-8):
+        raise ValueError("Q must have orthonormal columns (e.g. np.linalg.qr(P)[0]); "
+                         "its columns are not orthonormal.")
     return _phi(v, Q, Omega, A, _Slopes(activation), bias_mean)
 
 
@@ -517,7 +509,8 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                               or not np.any(np.asarray(fixed[0]) != 0)):
         raise ValueError(
             f"fixed must be (e, c) with e a nonzero vector of shape ({n_dims},).")
-    sub = np.arange(m) if rows is None else _check_rows(rows, "rows", m, n_dims, A)
+    sub = (_check_rows(np.arange(m), "P", m, n_dims, A) if rows is None
+           else _check_rows(rows, "rows", m, n_dims, A))
     P_sub, Omega_sub, A_sub = P[sub], Omega[sub], A[sub]
     tangent = _tangent(n_dims, fixed)
     piecewise = is_piecewise_linear(activation)
@@ -545,7 +538,11 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     while len(found) < n_samples and n_starts < max_starts:
         k = min(k, max_starts - n_starts)
         if len(queue) < k and random_starts is not None:
-            queue.extend(np.asarray(random_starts(k - len(queue)), dtype=float))
+            more = np.asarray(random_starts(k - len(queue)), dtype=float)
+            if more.ndim != 2 or more.shape[1] != n_dims:
+                raise ValueError(f"random_starts(k) must return an array of shape "
+                                 f"(k, {n_dims}), got {more.shape}.")
+            queue.extend(more)
         batch, queue = queue[:k], queue[k:]
         if not batch:
             break

@@ -1,5 +1,7 @@
 """Levenberg-Marquardt refinement of the exact gradient model (DESIGN F7)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,33 @@ def test_piecewise_linear_digits_are_recovered_exactly(activation):
                                 random_state=0, n_jobs=1).fit(q.grad, **q.fit_params)
     err, _ = relative_error(X, rec.samples_)
     assert np.max(err) <= 1e-6
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda V, U, P, O, A, act: gradient_model(V, U, O, A, "tanh"),
+     "activation must be an Activation"),
+    (lambda V, U, P, O, A, act: gradient_model(V, U[:, [0, 0]], O, A, act),
+     "U must have shape (2, 1) (one signal per sample and output), got (2, 2)."),
+    (lambda V, U, P, O, A, act: fit_signals(V, P, O, A, act, ridge=-1.0),
+     "ridge must be non-negative, got -1.0."),
+    (lambda V, U, P, O, A, act: fit_signals(V, P[:10], O, A, act),
+     "P must have the shape of Omega, (500, 2), got (10, 2)."),
+    (lambda V, U, P, O, A, act: levenberg_marquardt(V, U, 0 * P, O, A, act),
+     "P is zero everywhere: there is no gradient to fit."),
+    (lambda V, U, P, O, A, act: levenberg_marquardt(V, U, P, O, A, act,
+                                                    fixed=(np.zeros(2), 1.0)),
+     "fixed must be (e, c) with e a nonzero vector of shape (2,)."),
+    (lambda V, U, P, O, A, act: pattern_iteration(V, P, O, A, "relu"),
+     "activation must be an Activation"),
+])
+def test_public_fits_say_what_is_wrong(call, message):
+    """The refinement's public functions check their input (break-it: a
+    string activation gave AttributeError, a zero P ZeroDivisionError, a
+    zero constraint NaN samples, a negative ridge LAPACK's messages)."""
+    rng = np.random.default_rng(0)
+    act = get_activation("tanh")
+    V, U = rng.standard_normal((2, 2)), rng.standard_normal((2, 1))
+    Omega, A = rng.standard_normal((500, 2)), rng.standard_normal((500, 1))
+    P = gradient_model(V, U, Omega, A, act)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(V, U, P, Omega, A, act)

@@ -82,6 +82,41 @@ def test_extreme_scales_are_exact(batch4, activation, factor, output_factor):
                                rtol=1e-9)
 
 
+def test_constant_weights_give_a_clear_error_for_the_tensor(query4):
+    """A singular Hermite regression (constant weights) raised LinAlgError."""
+    msg = "The Hermite regression of the moment tensor is singular"
+    weights = np.ones_like(query4.weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=msg):
+            MomentTensorTransformer(bias=True).fit(query4.grad, weights=weights)
+        with pytest.raises(ValueError, match=msg):
+            _rec(init="tensor").fit(query4.grad, weights=weights)
+
+
+@pytest.mark.parametrize("weight_std", [1e300, 1e-300])
+def test_a_weight_std_far_from_the_weights_is_refused(query4, weight_std):
+    """weight_std=1e300 raised LinAlgError, 1e-300 an error about infs."""
+    with pytest.raises(ValueError, match=re.escape(
+            f"weight_std={weight_std:.3g} is far from the RMS of the weights (0.125")):
+        MomentTensorTransformer(bias=True, weight_std=weight_std).fit(
+            query4.grad, **query4.fit_params)
+
+
+def test_tiny_weights_are_not_called_zero(query4):
+    """Weights x 1e-200 were refused as 'all zero' (their squares underflow)."""
+    mt = MomentTensorTransformer(bias=True).fit(query4.grad * 1e-200,
+                                                 weights=query4.weights * 1e-200,
+                                                 output_weights=query4.output_weights)
+    assert mt.weight_std_ == pytest.approx(0.125 * 1e-200, rel=0.02)
+
+
+def test_score_of_a_far_off_gradient_is_minus_infinity(query4):
+    """The score of a gradient 1e-160 times the fitted one raised OverflowError."""
+    rec = _rec().fit(query4.grad, **query4.fit_params)
+    assert rec.score(query4.grad * 1e-160, **query4.fit_params) == -np.inf
+
+
 @pytest.mark.parametrize("shape", [(65,), (1, 3000, 65)])
 def test_wrong_ndim_says_what_shape_is_expected(query4, shape):
     grad = query4.grad[0] if len(shape) == 1 else query4.grad[None]

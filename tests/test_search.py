@@ -178,6 +178,12 @@ def test_lm_driver_statuses():
                                         "shape (20,) and dtype float64."),
     (dict(polish_rows=np.zeros(100, dtype=int)), "polish_rows must hold more than 5 "
                                                  "distinct neurons"),
+    # four neurons for three unknowns each: every direction fitted them, and
+    # nonsense came back as found (break-it)
+    (dict(P=np.ones((4, 4)), Omega=np.ones((4, 4)), A=np.ones((4, 1))),
+     "P must hold more than 5 distinct neurons"),
+    (dict(random_starts=lambda k: np.ones((k, 3))),
+     "random_starts(k) must return an array of shape (k, 4), got (1, 3)."),
 ])
 def test_search_samples_says_what_is_wrong(change, message):
     V, U, Omega, A, P, act, fixed = _problem()
@@ -188,6 +194,8 @@ def test_search_samples_says_what_is_wrong(change, message):
         search_samples(**args)
     with pytest.raises(ValueError, match=re.escape("v must have shape (4,), got (3,).")):
         column_space_misfit(np.ones(3), _orth(P), Omega, A, act)
+    with pytest.raises(ValueError, match=re.escape("Q must have orthonormal columns")):
+        column_space_misfit(np.ones(4), P, Omega, A, act)
 
 
 # ----------------------------------------------------------------------------

@@ -13,8 +13,8 @@ Three subcommands::
     skrecon reconstruct query.npz --output reconstruction.npz --plot figure.png
 
 ``demo`` and ``reconstruct`` show a progress bar on stderr (stages, samples
-found) once a reconstruction has run for a few seconds; ``--no-progress``
-turns it off. ``--plot`` draws the demo's figure: each true sample (the
+found) once a reconstruction has run for a few seconds, when stderr is a
+terminal (a log gets none); ``--no-progress`` turns it off. ``--plot`` draws the demo's figure: each true sample (the
 query's ``samples``, when present) above its matched reconstruction.
 
 Files are NumPy ``.npz`` archives read with ``allow_pickle=False``: a query
@@ -103,6 +103,9 @@ def _err(message):
 
 #: Seconds of work after which the progress bar appears.
 PROGRESS_DELAY = 2.0
+#: Whether the progress bar is off; ``None``: off when stderr is not a
+#: terminal (a log file gets no bar), as tqdm decides.
+PROGRESS_DISABLE = None
 
 
 class _Progress:
@@ -115,7 +118,9 @@ class _Progress:
 
         self._bar = tqdm(total=1, delay=PROGRESS_DELAY, file=file or sys.stderr,
                          unit="step", leave=False, dynamic_ncols=True,
+                         disable=PROGRESS_DISABLE,
                          bar_format="{desc}: {n}/{total} |{bar}| {elapsed}")
+        self._start = time.monotonic()
 
     def __call__(self, stage, done, total):
         total = max(int(total), 1)
@@ -125,7 +130,9 @@ class _Progress:
         if self._bar.total != total:
             self._bar.total = total
         self._bar.update(int(done) - self._bar.n)
-        self._bar.refresh()
+        # (refresh() would show the bar before its delay: a quick run, none)
+        if not self._bar.disable and time.monotonic() - self._start >= PROGRESS_DELAY:
+            self._bar.refresh()
 
     def close(self):
         self._bar.close()
@@ -149,7 +156,10 @@ def _fit(estimator, grad, weights, output_weights, *, progress=True):
                 estimator._validate_params()  # what fit's decorator does
                 runner(grad, weights, output_weights, progress=bar)
         except ValueError as exc:
-            raise _UsageError(f"the reconstruction was rejected: {exc}") from exc
+            message = str(exc)
+            if "Did you mean bias=True?" in message:
+                message += " (On the command line: reconstruct --bias.)"
+            raise _UsageError(f"the reconstruction was rejected: {message}") from exc
         finally:
             if bar is not None:
                 bar.close()

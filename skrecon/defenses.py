@@ -3,9 +3,14 @@
 Every defence here is a scikit-learn transformer of the observed first-layer
 gradient ``X`` of shape ``(n_neurons, n_inputs)`` (one row per neuron; the
 bias gradient, when present, is the last column and is treated like any other
-column). A defence is therefore an experiment step::
+column). A defence is therefore an experiment step; the weights reach the
+reconstructor through scikit-learn's metadata routing (the noise here is 1 %
+of the gradient's RMS: ``relative=True``)::
 
-    make_pipeline(GaussianGradientNoise(scale=0.01), GradientReconstructor())
+    sklearn.set_config(enable_metadata_routing=True)
+    attack = make_pipeline(GaussianGradientNoise(scale=0.01, relative=True),
+                           GradientReconstructor(bias=True))
+    attack.fit(grad, weights=W, output_weights=A)
 
 The transformers share these conventions:
 

@@ -8,6 +8,8 @@ import pytest
 
 import skrecon.reconstructor
 from skrecon.cli import main
+from skrecon.clients import make_gradient_query
+from skrecon.datasets import load_digits_batch
 from skrecon.metrics import relative_error
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -149,6 +151,19 @@ def test_reconstruct_rejected_query_exits_2(capsys, tmp_path):
     assert "shape" in err and "Traceback" not in err
 
 
+def test_a_forgotten_bias_names_the_flag(capsys, tmp_path):
+    """A file without its 'bias' entry whose last column is the bias: the
+    error names --bias, not only the Python parameter (new-user report)."""
+    batch, _ = load_digits_batch(2, random_state=0)
+    q = make_gradient_query(batch, n_neurons=500, random_state=0)
+    path = tmp_path / "q.npz"
+    np.savez(path, grad=q.grad, weights=q.weights)
+    assert main(["reconstruct", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean bias=True?" in err
+    assert err.rstrip().endswith("(On the command line: reconstruct --bias.)")
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -267,6 +282,7 @@ def test_progress_bar_follows_stages_and_samples(small_query, capsys, monkeypatc
     import skrecon.cli
 
     monkeypatch.setattr(skrecon.cli, "PROGRESS_DELAY", 0.0)  # show it at once
+    monkeypatch.setattr(skrecon.cli, "PROGRESS_DISABLE", False)  # on a captured stderr
     assert main(["reconstruct", str(small_query)]) == 0
     err = capsys.readouterr().err
     assert "search (samples found): 2/2" in err

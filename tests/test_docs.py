@@ -56,3 +56,28 @@ def test_docstrings_cite_the_theory_page_not_the_design_brief():
 ])
 def test_readme_states_the_threat_model_and_the_scope(phrase):
     assert phrase in README.read_text(encoding="utf-8")
+
+
+def test_readme_python_runs_and_says_what_it_prints(capsys):
+    """The README's Python blocks run as written, in order (one namespace),
+    and print what their comments say."""
+    import re
+    import warnings
+
+    import sklearn
+
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 2
+    namespace = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a search's fits may warn
+            for block in blocks:
+                exec(compile(block, str(README), "exec"), namespace)
+    finally:
+        sklearn.set_config(enable_metadata_routing=False)
+    lines = capsys.readouterr().out.splitlines()
+    worst, residual = (float(x) for x in lines[0].split())
+    assert worst < 1e-10 and residual < 1e-10
+    assert lines[1] == "{'activation': 'tanh'}"

@@ -257,7 +257,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
                  else np.sort(rng.choice(m, 4 * n_rows, replace=False)))
 
         starts = np.empty((0, n))
-        if init == "auto" and piecewise and K == 1 and fixed is not None:
+        if init == "auto" and piecewise and K == 1:
             starts = crossing_starts(P, Omega, A, _Slopes(activation), b0, fixed,
                                      n_samples=n_samples, rows=rows, Q=_orth(P[rows]),
                                      accept=final_accept, noise_level=noise_level,

@@ -65,8 +65,10 @@ def crossing_starts(P, Omega, A, slopes, bias_mean, fixed, *, n_samples, rows,
         ``slopes(t, second=False)[0]`` is ``sigma'(t)`` (piecewise constant).
     bias_mean : float
         Constant part of the pre-activation.
-    fixed : tuple (e, c)
-        The bias constraint ``e . v = c`` of every sample (scale and sign).
+    fixed : tuple (e, c) or None
+        The bias constraint ``e . v = c`` of every sample (scale and sign);
+        ``None`` without a bias: the candidates are unit vectors, of both
+        signs.
     n_samples : int
         Samples in the batch.
     rows : ndarray of int
@@ -91,7 +93,6 @@ def crossing_starts(P, Omega, A, slopes, bias_mean, fixed, *, n_samples, rows,
     """
     rng = random_state
     m, n = P.shape
-    e, c = np.asarray(fixed[0], dtype=float), float(fixed[1])
     a = A[:, 0]
     live = np.flatnonzero(np.abs(a) > 1e-6 * np.max(np.abs(a)))
     n_rows = min(_MAX_ROWS, max(_MIN_ROWS, _ROWS_PER_SAMPLE * n_samples))
@@ -106,18 +107,28 @@ def crossing_starts(P, Omega, A, slopes, bias_mean, fixed, *, n_samples, rows,
         Omega[live]).kneighbors(return_distance=False)
     D = (R[:, None, :] - R[nearest]).reshape(-1, n)
     norms = np.linalg.norm(D, axis=1)
-    ed = D @ e
-    ok = (np.abs(ed) > 1e-6 * norms) & (norms > 1e-9 * np.max(norms, initial=0.0))
-    if not np.any(ok):
-        return np.empty((0, n))
-    V = D[ok] * (c / ed[ok])[:, None]
+    ok = norms > 1e-9 * np.max(norms, initial=0.0)
+    if fixed is not None:
+        e, c = np.asarray(fixed[0], dtype=float), float(fixed[1])
+        ed = D @ e
+        ok &= np.abs(ed) > 1e-6 * norms
+        if not np.any(ok):
+            return np.empty((0, n))
+        V = D[ok] * (c / ed[ok])[:, None]
+    else:
+        # without a bias only the direction is identifiable: unit vectors,
+        # with the sign that a random direction picks (both signs screened)
+        if not np.any(ok):
+            return np.empty((0, n))
+        V = D[ok] / norms[ok, None]
+        V *= np.where(V @ rng.standard_normal(n) < 0, -1.0, 1.0)[:, None]
     # repeats of one vector: equal keys along a random direction
     spread = float(np.median(np.linalg.norm(V, axis=1)))
     width = max(_CLUSTER_TOL, 10.0 * noise_level) * spread
     keys = np.round(V @ rng.standard_normal(n) / width)
     _, first, counts = np.unique(keys, return_index=True, return_counts=True)
     top = first[np.argsort(-counts, kind="stable")[:_SCREEN_PER_SAMPLE * n_samples]]
-    V = V[top]
+    V = V[top] if fixed is not None else np.vstack([V[top], -V[top]])
     # the unsmoothed misfit of every candidate at once (K = 1)
     Y = slopes(Omega[rows] @ V.T + bias_mean, second=False)[0] * A[rows]
     residual = Y - Q @ (Q.T @ Y)
@@ -131,4 +142,4 @@ def crossing_starts(P, Omega, A, slopes, bias_mean, fixed, *, n_samples, rows,
     if not starts:
         return np.empty((0, n))
     S = np.array(starts)
-    return S * (c / (S @ e))[:, None]
+    return S if fixed is None else S * (c / (S @ e))[:, None]

@@ -100,7 +100,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         moment tensor (one Jennrich + CP-ALS decomposition; the paper's
         estimate), then no more. ``"random"``: random directions only (the
         moment tensor is not computed). ``"auto"``: for ReLU and leaky ReLU
-        with one output and a bias, first the samples read off differences
+        with one output, first the samples read off differences
         of neighbouring neurons' gradient rows; the tensor's factors for
         batches of at most 16 samples (beyond, Jennrich's starts are poor
         and the tensor costly) — first on a noisy gradient, and on an exact

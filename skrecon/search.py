@@ -278,6 +278,12 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
     u = _best_signal(v, Q, Omega, A, exact, bias_mean)
     if u is None:
         return v, np.inf
+    # a scale-free activation (ReLU) without a constraint leaves the norm
+    # free: the steps may drift along it (to 1e9), so the result keeps the
+    # start's norm
+    free_norm = (getattr(activation, "scale_free", False)
+                 and tangent.shape[0] == tangent.shape[1])
+    start_norm = float(np.linalg.norm(v))
     if tangent.shape[1] == 0 or skip_below > 0:
         out = _misfit(v, u, Q, Omega, A, exact, bias_mean, jacobian=False)
         phi = np.inf if out is None else float(out[0] @ out[0])
@@ -318,6 +324,8 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
         phi = 2.0 * c
         if not (np.all(np.isfinite(v)) and np.all(np.isfinite(u))):
             return v, np.inf
+        if free_norm and np.linalg.norm(v) > 0:
+            v = v * (start_norm / np.linalg.norm(v))
     return v, phi
 
 

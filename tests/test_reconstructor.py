@@ -266,6 +266,25 @@ def test_piecewise_linear_digits_of_32_are_exact(activation):
     assert 32 <= rec.n_starts_ <= 4 * 32 + 16
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_piecewise_linear_without_a_bias_gives_every_direction(activation):
+    """ReLU and leaky ReLU without a bias, B = 16: the neighbouring rows'
+    differences as unit vectors (both signs) and a search that keeps its
+    start's norm give every direction exactly (before: none of eight
+    digits; measured 32 of 32 in 7 s)."""
+    batch = load_digits_batch(16, random_state=0)[0]
+    q = make_gradient_query(batch, n_neurons=WIDTH, activation=activation, bias="none",
+                            random_state=0)
+    with pytest.warns(IdentifiabilityWarning, match="The norm of each sample is not "
+                                                    "identifiable"):
+        rec = GradientReconstructor(activation=activation, random_state=0).fit(
+            q.grad, **q.fit_params)
+    assert rec.n_found_ == 16 and rec.found_.all() and not rec.scale_identified_.any()
+    cos, perm = matched_cosine(batch, rec.samples_)
+    assert np.all(perm >= 0) and np.min(cos) >= 1 - 1e-12
+    assert rec.gradient_residual_ <= 1e-9
+
+
 def test_too_few_starts_give_a_flagged_partial_answer_and_a_warning(digits8):
     q = make_gradient_query(digits8, n_neurons=WIDTH, bias="gaussian", random_state=0)
     rec = GradientReconstructor(bias=True, init="random", n_init=2, max_starts=2,

@@ -517,7 +517,7 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                               or not np.any(np.asarray(fixed[0]) != 0)):
         raise ValueError(
             f"fixed must be (e, c) with e a nonzero vector of shape ({n_dims},).")
-    sub = (_check_rows(np.arange(m), "P", m, n_dims, A) if rows is None
+    sub = (_check_rows(None, "P", m, n_dims, A) if rows is None
            else _check_rows(rows, "rows", m, n_dims, A))
     P_sub, Omega_sub, A_sub = P[sub], Omega[sub], A[sub]
     tangent = _tangent(n_dims, fixed)
@@ -611,20 +611,24 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
 def _check_rows(rows, name, m, n_dims, A):
     """``rows`` as distinct neuron indices in ``[0, m)``, more of them than
     the unknowns of one sample (with fewer, every direction fits), or a
-    ValueError that says what is wrong."""
-    rows = np.asarray(rows)
-    if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
-        raise ValueError(f"{name} must be a 1-D array of neuron indices, got "
-                         f"shape {rows.shape} and dtype {rows.dtype}.")
-    if rows.size and (rows.min() < 0 or rows.max() >= m):
-        raise ValueError(f"{name} must index the {m} neurons (0 to {m - 1}), got "
-                         f"indices from {rows.min()} to {rows.max()}.")
+    ValueError that says what is wrong; ``None``: all ``m`` neurons."""
     n_unknowns = n_dims + A.shape[1]
-    if len(np.unique(rows)) <= n_unknowns:
+    if rows is None:
+        rows, n_distinct = np.arange(m), m
+    else:
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+            raise ValueError(f"{name} must be a 1-D array of neuron indices, got "
+                             f"shape {rows.shape} and dtype {rows.dtype}.")
+        if rows.size and (rows.min() < 0 or rows.max() >= m):
+            raise ValueError(f"{name} must index the {m} neurons (0 to {m - 1}), got "
+                             f"indices from {rows.min()} to {rows.max()}.")
+        n_distinct = len(np.unique(rows))
+    if n_distinct <= n_unknowns:
         raise ValueError(
             f"{name} must hold more than {n_unknowns} distinct neurons (the "
-            f"unknowns of one sample, n_dims + K): with {len(np.unique(rows))} "
-            "every direction fits them.")
+            f"unknowns of one sample, n_dims + K): with {n_distinct} every "
+            "direction fits them.")
     return rows
 
 

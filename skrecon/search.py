@@ -249,6 +249,19 @@ def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
     return _phi(v, Q, Omega, A, _Slopes(activation), bias_mean)
 
 
+def _phis(V, Q, Omega, A, slopes, bias_mean):
+    """:func:`_phi` of every row of ``V`` (one product for all, one output)."""
+    if A.shape[1] > 1:
+        return np.array([_phi(v, Q, Omega, A, slopes, bias_mean) for v in V])
+    Y = slopes(Omega @ V.T + bias_mean, second=False)[0] * A
+    norms = np.sqrt(np.sum(Y * Y, axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        G = Y / norms
+    R = G - Q @ (Q.T @ G)
+    phi = np.sum(R * R, axis=0)
+    return np.where((norms > 0) & np.isfinite(phi), phi, 1.0)
+
+
 def _phi(v, Q, Omega, A, slopes, bias_mean):
     """:func:`column_space_misfit` of checked arrays (the engine's own calls)."""
     # one output: the signal is a scale, and the misfit does not depend on it
@@ -530,7 +543,7 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
             else _check_rows(polish_rows, "polish_rows", m, n_dims, A))
     P_keep, Omega_keep, A_keep = P[keep], Omega[keep], A[keep]
     queue = [] if starts is None else [s for s in np.asarray(starts, dtype=float)]
-    found, misfits, rejected = [], [], []
+    found, misfits, rejected, settled = [], [], [], []
     # zeros of the deflated misfit that the polish took onto an earlier
     # sample: a later search that ends there again is a repeat
     repeats = []
@@ -571,6 +584,9 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                 continue
             if phi < accept and len(found) < n_samples:
                 found.append(v)
+                # a smooth search at round-off on its rows is a sample on
+                # every row (its misfit there comes at the end, for all at once)
+                settled.append(not piecewise and phi < _ROUND_OFF)
                 if verbose:
                     print(f"search: sample {len(found)}/{n_samples} found "
                           f"(misfit {phi:.2e}, start {n_starts})")
@@ -580,10 +596,11 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         # round (an inexact sample would leave part of its zero behind)
         if Q_keep is None and len(found) > n_before:
             Q_keep = _orth(P_keep)  # the undeflated basis, once
-        new, new_misfits = _polish(found[n_before:], Q_keep, Omega_keep, A_keep,
+        new, new_misfits = _polish(found[n_before:], settled, Q_keep, Omega_keep, A_keep,
                                    activation, polish_stages, bias_mean, tangent, n_jobs)
         searched = found[n_before:]
         del found[n_before:]
+        settled = []
         for v, phi, before in zip(new, new_misfits, searched):
             # with a noisy gradient a deflated zero can lie between two
             # samples, and the undeflated polish take it to one found before
@@ -602,6 +619,10 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
             progress("search", len(found), n_samples)
     V = np.array(found).reshape(-1, n_dims)
     misfits = np.array(misfits)
+    later = np.flatnonzero(np.isnan(misfits))
+    if later.size:
+        misfits[later] = _phis(V[later], Q_keep, Omega_keep, A_keep, _Slopes(activation),
+                               bias_mean)
     rejected.sort(key=lambda pair: pair[0])
     candidates = np.array([v for _, v in rejected]).reshape(-1, n_dims)
     return SearchResult(V, misfits, candidates,
@@ -641,16 +662,18 @@ def _repeats(v, found, cos_min):
     return bool(np.max(cos) > cos_min)
 
 
-def _polish(found, Q, Omega, A, activation, stages, bias_mean, tangent, n_jobs):
+def _polish(found, settled, Q, Omega, A, activation, stages, bias_mean, tangent, n_jobs):
     """Each sample refined on the polish's neurons with their undeflated
     basis ``Q`` (at the search's finest smoothing widths), and its misfit
-    there."""
+    there; ``settled`` samples (a smooth search at round-off) are left as
+    they are, with a NaN misfit (computed later)."""
     if not found:
         return np.empty((0, Omega.shape[1])), []
     slopes = _Slopes(activation)
-    misfits = np.array([_phi(v, Q, Omega, A, slopes, bias_mean) for v in found])
+    misfits = np.array([np.nan if done else _phi(v, Q, Omega, A, slopes, bias_mean)
+                        for v, done in zip(found, settled)])
     # a sample at round-off already (an exact gradient) needs no polish
-    todo = np.flatnonzero(~(misfits < _ROUND_OFF))
+    todo = np.flatnonzero(~(misfits < _ROUND_OFF) & ~np.asarray(settled, dtype=bool))
     with blas_threads(1):
         results = Parallel(n_jobs=n_jobs)(
             delayed(_search_one)(found[i], Q, Omega, A, activation, stages, bias_mean,

@@ -261,8 +261,14 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
             "returned the parameters it was sent (no training step, or a "
             "frozen first layer), so there is no gradient to reconstruct from.")
     sv = np.linalg.svd(grad.astype(np.float64), compute_uv=False)
-    sv = sv[sv > 0]
-    rank, _ = estimate_batch_size(sv, grad.dtype, n_rows=grad.shape[0])
+    # the client rounded θ' = θ - lr g to its dtype: each entry of the
+    # update carries up to eps |θ| / lr of round-off, a matrix of spectral
+    # norm at most eps ||θ||_F / lr, far above eps ||g|| when lr |g| << |θ|
+    # (the gallery's round: a flat bulk of 50 values at 5e-15 s_1); values
+    # below it are not samples
+    roundoff = np.finfo(grad.dtype).eps * np.linalg.norm(query.weights) / learning_rate
+    rank, _ = estimate_batch_size(np.append(sv[sv > roundoff], 0.0), grad.dtype,
+                                  n_rows=grad.shape[0])
     if batch_size is not None and rank > batch_size:
         raise ValueError(
             f"The update of the first layer has rank {rank}, more than the "

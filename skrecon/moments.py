@@ -149,9 +149,10 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
     The singular values of an exact gradient drop to round-off after the
     ``B``-th: values below ``10 eps(dtype) s_1`` are round-off, and among the
     rest (and the step to the first round-off value) the last ratio
-    ``s_k / s_{k+1}`` of 1000 or more marks the batch size (a weak sample
-    far above round-off behind a larger gap still counts), or without one
-    the largest ratio. A noisy gradient has no
+    ``s_k / s_{k+1}`` of 1000 or more, on a value ``s_k`` at least 100 times
+    that floor, marks the batch size (a weak sample far above round-off
+    behind a larger gap still counts; a flat bulk just above the floor is
+    round-off), or without one the largest ratio. A noisy gradient has no
     round-off values: its ``n - B`` noise singular values form a flat bulk,
     and (given ``n_rows``) ``B`` is the number of values above the optimal
     hard threshold ``omega(n / n_rows) * median(s)`` of Gavish & Donoho,
@@ -199,6 +200,9 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
 # a ratio of consecutive singular values this large is a gap, not a spread
 # of round-off (which stays within a factor of ten or so)
 _DECISIVE_RATIO = 1e3
+# round-off of a long computation spreads up to this factor above the
+# ``10 eps s_1`` floor; a decisive gap counts only on a value above that
+_ROUNDOFF_SPREAD = 100.0
 
 
 def _estimate_batch_size(singular_values, dtype, n_rows):
@@ -242,11 +246,14 @@ def _estimate_batch_size(singular_values, dtype, n_rows):
         nxt = np.maximum(s[1:n_kept + 1], np.finfo(float).tiny)
         ratios = s[:n_kept] / nxt
         how = "round-off"
-        # every value above round-off is the batch's: a weak sample (a
-        # batch of 1e-5 x the others' scale, a near-duplicate) sits far
-        # above round-off behind a larger gap, so the last decisive ratio
-        # marks the batch, not the largest
-        decisive = np.flatnonzero(ratios >= _DECISIVE_RATIO)
+        # a weak sample (a batch of 1e-5 x the others' scale, a
+        # near-duplicate) sits far above round-off behind a larger gap, so
+        # the last decisive ratio marks the batch, not the largest; but only
+        # on a value that clears the floor by more than round-off spreads: a
+        # flat bulk just above it (the round-off of a parameter update
+        # ``(θ - θ') / lr``, of a long sum) is round-off, not samples
+        decisive = np.flatnonzero((ratios >= _DECISIVE_RATIO)
+                                  & (s[:n_kept] >= _ROUNDOFF_SPREAD * floor))
         if decisive.size:
             k = int(decisive[-1])
             return k + 1, float(ratios[k]), how

@@ -193,6 +193,22 @@ def test_weight_decay_makes_the_update_full_rank(digits, server):
         update_query(server, sent, out.parameters, learning_rate=LR, batch_size=4)
 
 
+@pytest.mark.parametrize("lr", [1e-2, 1e-5])
+def test_small_learning_rates_pass_the_rank_check_and_stay_exact(digits, server, lr):
+    # the round-off of θ' = θ - lr g is eps |θ| / lr per entry: a flat bulk
+    # of singular values above eps s_1 that was read as rank 49 (the gallery's
+    # Flower round failed so at lr = 0.1 with 4096 neurons)
+    batch, labels = digits
+    sent = _to_list(server)
+    out = client_update(SGDClient(batch, labels), sent, config={"lr": lr})
+    q = update_query(server, sent, out.parameters, learning_rate=lr, batch_size=4)
+    rec = _attack(q)  # batch size read off the spectrum
+    errors, perm = relative_error(batch, rec.samples_)
+    assert rec.batch_size_ == 4
+    assert np.max(errors) <= 1e-9, errors  # measured 3.4e-14 (1e-2), 3.1e-11 (1e-5)
+    np.testing.assert_array_equal(rec.labels_[perm], labels)
+
+
 def test_several_epochs_on_one_batch_leave_a_large_residual(digits, server):
     batch, labels = digits
     sent = _to_list(server)

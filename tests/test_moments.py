@@ -62,6 +62,9 @@ def test_moment_tensor_matches_stein_and_shrinks_like_one_over_sqrt_m():
     ([1.0, 1.5e-11, 1.1e-11, 3.2e-12, 2e-20], np.float64, 4),
     # round-off just above its floor is not a sample
     ([1.0, 0.5, 3e-15, 1e-15, 1e-17], np.float64, 2),
+    # ... nor a flat bulk of it above the floor, even with a decisive drop
+    # below it (a Flower update (θ - θ') / lr: 16 samples read as 50)
+    ([1.0, 0.3, 1e-3, 5e-15, 4.8e-15, 4.6e-15, 4e-19], np.float64, 3),
 ])
 def test_estimate_batch_size(values, dtype, expected):
     assert estimate_batch_size(np.array(values), dtype)[0] == expected

@@ -183,7 +183,12 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     found_ : ndarray of bool, shape (batch_size,)
         Whether each row of ``samples_`` was found: its column-space misfit
         on all neurons is below the (noise-aware) acceptance level. A row
-        that was not found is a best guess (a warning says how many).
+        that was not found is a best guess (a warning says how many). On a
+        noisy gradient a found row fits the gradient to its noise level, which
+        does not bound its error: eight digits, 20 000 neurons, relative noise
+        1e-2 gave errors up to 0.033 on found rows, 3e-2 up to 0.87 (with
+        ``batch_size=8`` given, where a ``BatchSizeWarning`` said that the
+        weakest samples are at the noise floor).
     n_found_ : int
         ``found_.sum()``.
     sample_misfits_ : ndarray of shape (batch_size,)

@@ -199,6 +199,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             "zero, or the gradient has no bias column): with bias=True the last "
             "column must be the bias gradient. Fit with bias=False if the layer "
             "has no bias.")
+    problem = (P, Omega, A, activation, b0)
     piecewise = is_piecewise_linear(activation)
     sv = np.linalg.svd(P, compute_uv=False)
     kappa = float(np.linalg.norm(sv) / max(sv[-1], np.finfo(float).tiny))
@@ -311,55 +312,19 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             say(f"search: {len(V)} of {n_samples} samples found in {found.n_starts} "
                 "starts; completing with the best rejected searches")
             V = _complete(V, found.candidates, n_samples, n, rng, scale, fixed)
-        if piecewise:
-            # the signals and the residual at the exact activation cells
-            finish = pattern_iteration(V, P, Omega, A, activation, b0, fixed=fixed)
-            V, U, residual = finish.V, finish.U, finish.relative_residual
-            say(f"pattern iteration: relative residual {residual:.2e}")
-        else:
-            s1 = _slopes(Omega, V, activation, b0)
-            U = _signals(s1, V, P, A)
-            residual = _relative_residual(V, U, P, Omega, A, activation, b0, s1)
+        V, U, residual = _finish(V, problem, fixed, piecewise, say)
         report("polish")
-        refinement = RefinementResult(V, U, residual, 0, 3 if residual < rtol else 1)
-        n_par = n_samples * (n + K)
-        if residual > rtol and n_par <= _JOINT_MAX_PARAMS:
-            say(f"joint polish: {n_par} parameters, relative residual {residual:.2e}")
-            # (a subset of zero rows, e.g. a gradient with one nonzero row,
-            # has nothing to fit)
-            if residual > success and n_rows < m and np.any(P[rows]):
-                sub = proj.take_rows(rows)
-                fit = levenberg_marquardt(V, U, *sub, activation, b0, fixed=fixed,
-                                          max_iter=max_iter, rtol=rtol, ftol=ftol)
-                # its residual on all neurons; kept only if it fits them better
-                on_all = _relative_residual(fit.V, fit.U, P, Omega, A, activation, b0)
-                if on_all < residual:
-                    V, U = fit.V, fit.U
-                    refinement = RefinementResult(V, U, on_all, fit.n_iter, fit.status)
-            # on all neurons (the least-squares fit of a noisy gradient) when
-            # every sample was found or the subset fit reaches about the noise
-            # floor: a failed subset fit would only fail again, at m / n_rows
-            # times the cost
-            if (n_rows == m or found.n_found == n_samples
-                    or refinement.relative_residual <= max(success, 10 * noise_level)):
-                refinement = levenberg_marquardt(V, U, proj.P, proj.Omega, proj.A,
-                                                 activation, b0, fixed=fixed,
-                                                 max_iter=max_iter, rtol=rtol, ftol=ftol,
-                                                 verbose=verbose > 1)
-                V, U = refinement.V, refinement.U
-        elif residual > success:
-            say(f"joint polish skipped ({n_par} parameters > {_JOINT_MAX_PARAMS})")
+        V, U, refinement = _joint_polish(
+            V, U, residual, proj, problem, fixed, rows if n_rows < m else None,
+            all_found=found.n_found == n_samples, rtol=rtol, ftol=ftol, success=success,
+            noise_level=noise_level, max_iter=max_iter, verbose=verbose, say=say)
         if V is found.V:  # the search's samples, unchanged: their misfits stand
             misfits = found.misfits
         else:
-            keep = slice(None) if check is None else check
-            Q = _orth(P[keep])
-            Omega_k, A_k, slopes = Omega[keep], A[keep], _Slopes(activation)
-            misfits = np.array([_phi(v, Q, Omega_k, A_k, slopes, b0) for v in V])
+            misfits = _misfits(V, problem, check)
         found_rows = misfits < final_accept
         if piecewise and not (refinement.relative_residual <= success or
-                              _residual_off_kinks(V, U, P, Omega, A, activation,
-                                                  b0) <= success):
+                              _residual_off_kinks(V, U, *problem) <= success):
             # sigma' is piecewise constant: the misfit vanishes anywhere in a
             # sample's activation cell, so only a fit of the whole gradient
             # (the pattern iteration) confirms the samples
@@ -408,6 +373,69 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
                  n_starts=n_starts, refinement=refinement, accept=final_accept,
                  identifiable=identifiable, n_live_neurons=n_live,
                  n_searched_found=best.n_found)
+
+
+def _finish(V, problem, fixed, piecewise, say):
+    """The signals of the samples ``V`` by least squares, and the relative
+    residual; for a piecewise-linear activation at the exact activation
+    cells (the pattern iteration, which moves ``V`` too)."""
+    P, Omega, A, activation, b0 = problem
+    if piecewise:
+        finish = pattern_iteration(V, P, Omega, A, activation, b0, fixed=fixed)
+        say(f"pattern iteration: relative residual {finish.relative_residual:.2e}")
+        return finish.V, finish.U, finish.relative_residual
+    s1 = _slopes(Omega, V, activation, b0)
+    U = _signals(s1, V, P, A)
+    return V, U, _relative_residual(V, U, P, Omega, A, activation, b0, s1)
+
+
+def _joint_polish(V, U, residual, proj, problem, fixed, rows, *, all_found, rtol, ftol,
+                  success, noise_level, max_iter, verbose, say):
+    """The joint Levenberg-Marquardt polish of the whole batch.
+
+    Above round-off (``rtol``) and for at most ``_JOINT_MAX_PARAMS``
+    parameters: first on the search's ``rows`` (when it fell short of
+    ``success``; kept only if it fits all neurons better), then on all
+    neurons -- the least-squares fit of a noisy gradient -- when every
+    sample was found or the subset fit reached about the noise floor (a
+    failed subset fit would only fail again, at ``m / len(rows)`` times the
+    cost). Returns ``V``, ``U`` and the :class:`RefinementResult`.
+    """
+    P, Omega, A, activation, b0 = problem
+    refinement = RefinementResult(V, U, residual, 0, 3 if residual < rtol else 1)
+    n_par = V.shape[0] * (V.shape[1] + A.shape[1])
+    if residual <= rtol:
+        return V, U, refinement
+    if n_par > _JOINT_MAX_PARAMS:
+        if residual > success:
+            say(f"joint polish skipped ({n_par} parameters > {_JOINT_MAX_PARAMS})")
+        return V, U, refinement
+    say(f"joint polish: {n_par} parameters, relative residual {residual:.2e}")
+    # (a subset of zero rows, e.g. a gradient with one nonzero row, has
+    # nothing to fit)
+    if residual > success and rows is not None and np.any(P[rows]):
+        fit = levenberg_marquardt(V, U, *proj.take_rows(rows), activation, b0, fixed=fixed,
+                                  max_iter=max_iter, rtol=rtol, ftol=ftol)
+        on_all = _relative_residual(fit.V, fit.U, P, Omega, A, activation, b0)
+        if on_all < residual:
+            V, U = fit.V, fit.U
+            refinement = RefinementResult(V, U, on_all, fit.n_iter, fit.status)
+    if (rows is None or all_found
+            or refinement.relative_residual <= max(success, 10 * noise_level)):
+        refinement = levenberg_marquardt(V, U, proj.P, proj.Omega, proj.A, activation, b0,
+                                         fixed=fixed, max_iter=max_iter, rtol=rtol,
+                                         ftol=ftol, verbose=verbose > 1)
+        V, U = refinement.V, refinement.U
+    return V, U, refinement
+
+
+def _misfits(V, problem, rows):
+    """Each sample's column-space misfit on ``rows`` (all neurons for
+    ``None``)."""
+    P, Omega, A, activation, b0 = problem
+    keep = slice(None) if rows is None else rows
+    Q, slopes = _orth(P[keep]), _Slopes(activation)
+    return np.array([_phi(v, Q, Omega[keep], A[keep], slopes, b0) for v in V])
 
 
 def _complete(V, candidates, n_samples, n, rng, scale, fixed):

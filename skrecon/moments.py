@@ -148,17 +148,18 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
 
     The singular values of an exact gradient drop to round-off after the
     ``B``-th: values below ``10 eps(dtype) s_1`` are round-off, and among the
-    rest (and the step to the first round-off value) the last ratio
-    ``s_k / s_{k+1}`` of 1000 or more, on a value ``s_k`` at least 100 times
-    that floor, marks the batch size (a weak sample far above round-off
-    behind a larger gap still counts; a flat bulk just above the floor is
-    round-off), or without one the largest ratio. A noisy gradient has no
+    rest are the batch's samples (a weak sample far above round-off behind a
+    larger gap still counts), except a last group of them behind a ratio
+    ``s_k / s_{k+1}`` of 1000 or more that stays within 100 times the
+    floor: round-off of a long computation, or the flat bulk of it that a
+    parameter update ``(θ - θ') / lr`` carries. A noisy gradient has no
     round-off values: its ``n - B`` noise singular values form a flat bulk,
     and (given ``n_rows``) ``B`` is the number of values above the optimal
     hard threshold ``omega(n / n_rows) * median(s)`` of Gavish & Donoho,
     which the signal must clear to be told from the noise at all (or the
-    last ratio of 100 or more above that threshold: noise that is not white,
-    such as quantisation, lifts a few of its values over it).
+    last ratio of 100 or more above that threshold, when the values below
+    it stay within 3 times the threshold: noise that is not white, such as
+    pruning, lifts a few of its values just over it).
 
     Parameters
     ----------
@@ -203,6 +204,9 @@ _DECISIVE_RATIO = 1e3
 # round-off of a long computation spreads up to this factor above the
 # ``10 eps s_1`` floor; a decisive gap counts only on a value above that
 _ROUNDOFF_SPREAD = 100.0
+# noise that is not white lifts a few values over the noise threshold by at
+# most this factor
+_LIFTED_NOISE = 3.0
 
 
 def _estimate_batch_size(singular_values, dtype, n_rows):
@@ -222,41 +226,43 @@ def _estimate_batch_size(singular_values, dtype, n_rows):
         raise ValueError(f"n_rows must be a positive integer or None, got {n_rows!r}.")
     if s.size == 0 or not s[0] > 0:
         return 0, np.inf, "round-off"
-    floor = 10 * s[0] * np.finfo(dtype).eps
+    s = s / s[0]  # (10 s_1 overflows at 1e308; subnormal values become normal)
+    floor = 10 * np.finfo(dtype).eps
     n_kept = int(np.sum(s > floor))
     if n_kept == len(s):
         if n_kept == 1:
             return 1, np.inf, "largest ratio"
         if n_rows is not None and len(s) >= 4:
             beta = min(len(s), n_rows) / max(len(s), n_rows)
-            B = int(np.sum(s > _gavish_donoho_omega(beta) * np.median(s)))
+            threshold = _gavish_donoho_omega(beta) * np.median(s)
+            B = int(np.sum(s > threshold))
             if 1 <= B < len(s) / 2:
-                # noise that is not white (quantisation, pruning) lifts a few
-                # of its values over the threshold; a decisive gap below
-                # them (a ratio of 100 or more, and larger than the ratio at
-                # the threshold) still marks the batch
+                # noise that is not white (pruning) lifts a few of its values
+                # just over the threshold (up to 2x, measured); a decisive
+                # gap above them (a ratio of 100 or more, and larger than the
+                # ratio at the threshold) still marks the batch. Values
+                # further above are samples (the weaker ones of a batch with
+                # one dominant sample, behind a gap of 500)
                 ratios = s[:B] / s[1:B + 1]
-                decisive = np.flatnonzero(ratios[:-1] >= max(100.0, ratios[-1]))
+                decisive = np.flatnonzero((ratios[:-1] >= max(100.0, ratios[-1]))
+                                          & (s[1:B] < _LIFTED_NOISE * threshold))
                 if decisive.size:
                     B = int(decisive[-1]) + 1
                 return B, float(s[B - 1] / s[B]), "noise threshold"
         ratios = s[:-1] / s[1:]
         how = "largest ratio"
     else:
-        nxt = np.maximum(s[1:n_kept + 1], np.finfo(float).tiny)
-        ratios = s[:n_kept] / nxt
-        how = "round-off"
-        # a weak sample (a batch of 1e-5 x the others' scale, a
-        # near-duplicate) sits far above round-off behind a larger gap, so
-        # the last decisive ratio marks the batch, not the largest; but only
-        # on a value that clears the floor by more than round-off spreads: a
-        # flat bulk just above it (the round-off of a parameter update
-        # ``(θ - θ') / lr``, of a long sum) is round-off, not samples
-        decisive = np.flatnonzero((ratios >= _DECISIVE_RATIO)
-                                  & (s[:n_kept] >= _ROUNDOFF_SPREAD * floor))
-        if decisive.size:
-            k = int(decisive[-1])
-            return k + 1, float(ratios[k]), how
+        # every value above the floor is a sample -- a weak one (a sample
+        # at 1e-5 x the others' scale, a near-duplicate) sits far above
+        # round-off, behind a larger gap -- except a last group, behind a
+        # ratio of 1000 or more, that stays within 100 x the floor: the
+        # round-off of a long computation, or the flat bulk of it that a
+        # parameter update (θ - θ') / lr carries
+        B = n_kept
+        decisive = np.flatnonzero(s[:n_kept - 1] / s[1:n_kept] >= _DECISIVE_RATIO)
+        if decisive.size and s[decisive[-1] + 1] < _ROUNDOFF_SPREAD * floor:
+            B = int(decisive[-1]) + 1
+        return B, float(s[B - 1] / s[B]) if s[B] > 0 else np.inf, "round-off"
     k = int(np.argmax(ratios))
     return k + 1, float(ratios[k]), how
 

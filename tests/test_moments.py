@@ -1,14 +1,16 @@
 """MomentTensorTransformer: span, batch size, Hermite moment tensor (DESIGN F1-F4b)."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
 
-from skrecon import MomentTensorTransformer
+from skrecon import GradientReconstructor, MomentTensorTransformer
 from skrecon.activations import get_activation
 from skrecon.clients import make_gradient_query
 from skrecon.datasets import load_digits_batch
+from skrecon.metrics import relative_error
 from skrecon.moments import BatchSizeWarning, estimate_batch_size
 
 
@@ -65,9 +67,39 @@ def test_moment_tensor_matches_stein_and_shrinks_like_one_over_sqrt_m():
     # ... nor a flat bulk of it above the floor, even with a decisive drop
     # below it (a Flower update (θ - θ') / lr: 16 samples read as 50)
     ([1.0, 0.3, 1e-3, 5e-15, 4.8e-15, 4.6e-15, 4e-19], np.float64, 3),
+    # one dominant sample: the five others behind a gap of 2564, the last
+    # 4x the float32 floor but 300x the round-off below it (read as 1)
+    ([1, 3.9e-4, 2e-4, 9.8e-5, 1.9e-5, 5.1e-6, 1.7e-8, 1.6e-8], np.float32, 6),
+    # scales at the ends of float64 (10 s_1 overflowed; a subnormal s_2)
+    ([1e308, 5e307, 1e290], np.float64, 2),
+    ([1e-310, 5e-311, 0.0], np.float64, 2),
 ])
 def test_estimate_batch_size(values, dtype, expected):
     assert estimate_batch_size(np.array(values), dtype)[0] == expected
+
+
+def test_a_dominant_sample_above_a_noise_bulk_does_not_hide_the_others():
+    # the gap of 556 below the dominant sample cut the batch to 1; the values
+    # it cut off are 6x and 2x the threshold: samples, not lifted noise
+    s = np.r_[5000.0, 9, 3, np.linspace(1.1, 0.9, 40)]
+    assert estimate_batch_size(s, np.float64, n_rows=2000)[0] == 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_dominant_sample_leaves_the_batch_size(dtype):
+    # one sample's target 100, the others' 0: its signal dominates the
+    # gradient (float32 read a batch of 1 and found nothing, break-it)
+    batch = load_digits_batch(6, random_state=0)[0]
+    targets = np.zeros(6)
+    targets[0] = 100.0
+    q = make_gradient_query(batch, targets, n_neurons=2000, dtype=dtype, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no warning
+        rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+    assert rec.batch_size_ == 6 and rec.n_found_ == 6
+    # measured 1.9e-4 (float32), 1.1e-12 (float64)
+    assert relative_error(batch, rec.samples_)[0].max() <= (1e-3 if dtype == np.float32
+                                                            else 1e-9)
 
 
 def test_float32_cast_to_float64_is_not_full_rank():

@@ -312,16 +312,25 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             say(f"search: {len(V)} of {n_samples} samples found in {found.n_starts} "
                 "starts; completing with the best rejected searches")
             V = _complete(V, found.candidates, n_samples, n, rng, scale, fixed)
-        V, U, residual = _finish(V, problem, fixed, piecewise, say)
+        V0, U0, residual = _finish(V, problem, fixed, piecewise, say)
         report("polish")
         V, U, refinement = _joint_polish(
-            V, U, residual, proj, problem, fixed, rows if n_rows < m else None,
+            V0, U0, residual, proj, problem, fixed, rows if n_rows < m else None,
             all_found=found.n_found == n_samples, rtol=rtol, ftol=ftol, success=success,
             noise_level=noise_level, max_iter=max_iter, verbose=verbose, say=say)
         if V is found.V:  # the search's samples, unchanged: their misfits stand
             misfits = found.misfits
         else:
             misfits = _misfits(V, problem, check)
+        if V is not V0 and 0 < found.n_found < n_samples:
+            # a polish of guesses beside found samples can lower the residual
+            # by moving the found ones off (tanh, 7 of 8 found from the
+            # tensor's starts: none left): the samples are kept, not the fit
+            before = found.misfits if V0 is found.V else _misfits(V0, problem, check)
+            if np.sum(misfits < final_accept) < np.sum(before < final_accept):
+                say("joint polish: it lost samples the search had found; not kept")
+                V, U, misfits = V0, U0, before
+                refinement = RefinementResult(V, U, residual, refinement.n_iter, -2)
         found_rows = misfits < final_accept
         if piecewise and not (refinement.relative_residual <= success or
                               _residual_off_kinks(V, U, *problem) <= success):

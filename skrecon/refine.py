@@ -252,7 +252,10 @@ class RefinementResult:
     status : int
         1: relative step below ``xtol``; 2: relative decrease of the cost below
         ``ftol``; 3: residual below ``rtol``; 0: ``max_iter`` reached;
-        -1: damping grew without bound (no descent direction).
+        -1: damping grew without bound (no descent direction); -2: the
+        joint polish lost samples that the search had found, and the
+        reconstructor kept their values before it (``V``, ``U`` and the
+        residual are those).
     message : str
         ``status`` in words.
 
@@ -270,6 +273,7 @@ class RefinementResult:
         3: "the relative residual is below rtol",
         0: "the maximum number of iterations was reached",
         -1: "the damping grew without bound: no step decreases the cost",
+        -2: "the joint polish lost samples the search had found: not kept",
     }
 
     def __init__(self, V, U, relative_residual, n_iter, status):

@@ -555,16 +555,23 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     # landing on one sample (a dominant basin) the rounds shrink, down to
     # one start (sequential deflation), and grow back as they pay off. The
     # sizes follow the results alone, so n_jobs does not change them.
+    # A start that ends on a sample another start of its round found is
+    # searched once more, first in the next round, against the basis
+    # deflated of it (else rounds of starts in one basin spend the given
+    # starts: ReLU from the tensor's 8 factors in rounds of 2 found 4 of 8).
     k = n_init
+    again = []
     while len(found) < n_samples and n_starts < max_starts:
         k = min(k, max_starts - n_starts)
-        if len(queue) < k and random_starts is not None:
-            more = np.asarray(random_starts(k - len(queue)), dtype=float)
+        if len(again) + len(queue) < k and random_starts is not None:
+            more = np.asarray(random_starts(k - len(again) - len(queue)), dtype=float)
             if more.ndim != 2 or more.shape[1] != n_dims:
                 raise ValueError(f"random_starts(k) must return an array of shape "
                                  f"(k, {n_dims}), got {more.shape}.")
             queue.extend(more)
-        batch, queue = queue[:k], queue[k:]
+        n_again = min(len(again), k)
+        batch, again = again[:n_again], again[n_again:]
+        batch, queue = batch + queue[:k - n_again], queue[k - n_again:]
         if not batch:
             break
         batch = [_onto_constraint(v, fixed) for v in batch]
@@ -577,10 +584,12 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         n_starts += len(batch)
         round_no += 1
         n_before = len(found)
-        for v, phi in results:
+        for number, (start, (v, phi)) in enumerate(zip(batch, results)):
             if not (np.isfinite(phi) and np.all(np.isfinite(v))):
                 continue
             if _repeats(v, found, cos_dup) or _repeats(v, repeats, cos_dup):
+                if number >= n_again and _repeats(v, found[n_before:], cos_dup):
+                    again.append(start)
                 continue
             if phi < accept and len(found) < n_samples:
                 found.append(v)

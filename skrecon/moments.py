@@ -859,16 +859,9 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                 f"The singular values of the gradient show no clear gap "
                 f"(s_B / s_B+1 = {gap:.3g} at B = {B}): the batch size is "
                 "uncertain, e.g. because of noise, or because the batch is "
-                "larger than the gradient can identify. Pass n_components (or "
-                "batch_size) explicitly if you know it.",
-                BatchSizeWarning,
-            )
-        elif gap < 10:
-            warnings.warn(
-                f"The singular values of the gradient show no clear gap at the "
-                f"given batch size (s_B / s_B+1 = {gap:.3g} at B = {B}): the "
-                "weakest samples are at the noise floor, and their "
-                "reconstructions will carry large errors.",
+                "larger than the gradient can identify. Pass batch_size "
+                "(GradientReconstructor) or n_components (MomentTensorTransformer) "
+                "if you know it.",
                 BatchSizeWarning,
             )
         # (n_cols, B) orthonormal, original coordinates; each direction's
@@ -906,8 +899,9 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                     f"noisy, or the batch has at least {len(sv)} samples (as many "
                     "as the gradient's distinct columns), more than it can "
                     f"identify. The batch size read off the largest ratio ({B}, "
-                    f"s_B / s_B+1 = {gap:.3g}) is uncertain; pass n_components "
-                    "(or batch_size) if you know it.", BatchSizeWarning)
+                    f"s_B / s_B+1 = {gap:.3g}) is uncertain; pass batch_size "
+                    "(GradientReconstructor) or n_components "
+                    "(MomentTensorTransformer) if you know it.", BatchSizeWarning)
             return B, gap
         B = int(self.n_components)
         if B >= m or B > len(sv):
@@ -927,6 +921,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             )
             B = n_rank
         shown, shown_gap = estimate_batch_size(sv, self._precision, n_rows=m)
+        gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
         if B < shown and shown_gap >= 100:
             warnings.warn(
                 f"n_components (batch_size)={B} is below the batch size the "
@@ -934,7 +929,14 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                 f"{B} samples cannot explain this gradient, and what is "
                 "reconstructed will not be exact. Use batch_size='auto' unless you "
                 "know better.", BatchSizeWarning)
-        gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
+        elif gap < 10:
+            warnings.warn(
+                f"The singular values of the gradient show no clear gap at the "
+                f"given batch size (s_B / s_B+1 = {gap:.3g} at B = {B}): the "
+                "weakest samples are at the noise floor, and their "
+                "reconstructions will carry large errors.",
+                BatchSizeWarning,
+            )
         return B, gap
 
     def transform(self, X):

@@ -367,9 +367,12 @@ def test_a_layer_too_narrow_flags_no_sample_as_found(digits8):
 
 def test_batch_size_below_the_spectrum_warns(digits8):
     from skrecon.moments import BatchSizeWarning
-    q = make_gradient_query(digits8[:4], n_neurons=2000, bias="gaussian", random_state=0)
+    q = make_gradient_query(digits8, n_neurons=2000, bias="gaussian", random_state=0)
     with pytest.warns(BatchSizeWarning, match=re.escape(
-            "n_components (batch_size)=3 is below the batch size the gradient's "
-            "spectrum shows (4, ")):
-        GradientReconstructor(bias=True, random_state=0, batch_size=3).fit(
+            "n_components (batch_size)=6 is below the batch size the gradient's "
+            "spectrum shows (8, ")) as caught:
+        GradientReconstructor(bias=True, random_state=0, batch_size=6).fit(
             q.grad, **q.fit_params)
+    # and only that: the ratio 1.8 at B = 6 is no noise floor (a second
+    # warning said the weakest samples were at one, of an exact gradient)
+    assert [w.category for w in caught].count(BatchSizeWarning) == 1

@@ -449,12 +449,15 @@ def _misfits(V, problem, rows):
 
 def _complete(V, candidates, n_samples, n, rng, scale, fixed):
     """Fill up to ``n_samples`` rows with distinct rejected searches, then
-    random directions (best guesses, flagged as not found)."""
+    random directions (best guesses, flagged as not found). A search that
+    ran off to more than ten times the samples' typical norm (tanh
+    saturates: the misfit flattens far out) is no guess."""
     rows = list(V)
+    typical = float(np.median(np.linalg.norm(V, axis=1))) if len(V) else scale
     for c in candidates:
         if len(rows) == n_samples:
             break
-        if not _repeats(c, rows, 0.999):
+        if np.linalg.norm(c) <= 10 * typical and not _repeats(c, rows, 0.999):
             rows.append(c)
     while len(rows) < n_samples:
         rows.append(_onto_constraint(rng.standard_normal(n) * (scale / np.sqrt(n)), fixed))

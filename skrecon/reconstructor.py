@@ -98,7 +98,9 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     init : {"auto", "tensor", "random"}, default="auto"
         Starts of the per-sample searches. ``"tensor"``: the factors of the
         moment tensor (one Jennrich + CP-ALS decomposition; the paper's
-        estimate), then no more. ``"random"``: random directions only (the
+        estimate), then no more: beyond about 16 samples they leave samples
+        missing (32 digits: 31 of 32 found, in 45 s against 0.6 s for
+        ``"auto"``). ``"random"``: random directions only (the
         moment tensor is not computed). ``"auto"``: for ReLU and leaky ReLU
         with one output, first the samples read off differences
         of neighbouring neurons' gradient rows; the tensor's factors for

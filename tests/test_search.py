@@ -268,3 +268,17 @@ def test_the_joint_polish_does_not_lose_samples_the_search_found():
     assert rec.n_found_ == 7
     assert rec.refinement_.status == -2
     assert errors[rec.found_[perm]].max() <= 1e-9  # measured 4e-15
+
+
+def test_completion_skips_searches_that_ran_off():
+    # a tanh search can run off to a norm of 6 000 (the misfit flattens
+    # where tanh saturates): as a best guess it made an error of 1 500
+    from skrecon._core import _complete
+
+    rng = np.random.default_rng(0)
+    V = rng.standard_normal((3, 4))
+    far, near = 1e4 * rng.standard_normal(4), rng.standard_normal(4)
+    rows = _complete(V, [far, near], 5, 4, rng, 1.0, None)
+    assert rows.shape == (5, 4)
+    np.testing.assert_array_equal(rows[3], near)  # the one that ran off is skipped
+    assert np.linalg.norm(rows[4]) < 10  # a random direction instead

@@ -8,7 +8,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from ._array_api import (frobenius_norm, from_host, get_namespace, host_state,
                          namespace_name, namespace_name_of, to_host)
@@ -291,7 +291,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     __metadata_request__fit = {"weights": True, "output_weights": True}
-    __metadata_request__score = {"weights": True, "output_weights": True}
+    # sample_weight requested too: Pipeline.score with routing passes
+    # sample_weight=None, which the router rejects for a score without it
+    # (scikit-learn 1.9), and every search over a defence scored NaN
+    __metadata_request__score = {"weights": True, "output_weights": True,
+                                 "sample_weight": True}
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None, *, weights=None, output_weights=None):
@@ -655,12 +659,13 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         return xp.astype(X @ self._augmented(xp.astype(self.samples_, xp.float64)),
                          out_dtype)
 
-    def score(self, X, y=None, *, weights=None, output_weights=None):
+    def score(self, X, y=None, *, weights=None, output_weights=None, sample_weight=None):
         """Held-out R^2 of the gradient predicted by the recovered batch.
 
         ``1 - ||X - X_hat||_F^2 / ||X - mean(X)||_F^2`` over the whole
-        matrix, ``X_hat`` the exact gradient model at ``weights`` with the
-        fitted samples and signals. After a blind fit (``solver_`` is
+        matrix (each neuron's row weighted by ``sample_weight``), ``X_hat``
+        the exact gradient model at ``weights`` with the fitted samples and
+        signals. After a blind fit (``solver_`` is
         ``"cocktail_party"``: no signals, no model) ``X_hat`` is the
         projection of ``X`` on the span of the recovered samples, and
         ``weights`` and ``output_weights`` are not used.
@@ -675,6 +680,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             The held-out neurons' first-layer weights.
         output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
             The held-out neurons' output weights; ``None`` means all ones.
+        sample_weight : array-like of shape (n_neurons,), default=None
+            Non-negative weight of each neuron's row in the sums of squares
+            and in the mean (``None``: all equal), as in scikit-learn's
+            ``r2_score``. Requested by default, so that ``Pipeline.score``
+            routes it (and its ``None``) here.
 
         Returns
         -------
@@ -710,7 +720,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             # a blind fit has no signals, hence no gradient model: the
             # fraction of X's variance in the span of the recovered samples
             X = check_query(self, X, None, None, reset=False)[0]
-            return _r2(X - self.inverse_transform(self.transform(X)), X, xp)
+            return _r2(X - self.inverse_transform(self.transform(X)), X, xp,
+                       self._row_weights(sample_weight, X, xp))
         if weights is None:
             raise ValueError(
                 "GradientReconstructor.score needs the held-out neurons' "
@@ -720,7 +731,18 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"output_weights has {A.shape[1]} columns but the estimator was "
                 f"fitted with {self.sample_coefficients_.shape[1]} outputs.")
-        return _r2(X - self._model_gradient(W, A), X, xp)
+        return _r2(X - self._model_gradient(W, A), X, xp,
+                   self._row_weights(sample_weight, X, xp))
+
+    @staticmethod
+    def _row_weights(sample_weight, X, xp):
+        """``sample_weight`` checked (one finite non-negative value per
+        row), as a column of ``X``'s namespace and device; ``None`` stays."""
+        if sample_weight is None:
+            return None
+        w = _check_sample_weight(to_host(sample_weight), np.empty((X.shape[0], 0)),
+                                 dtype=np.float64, ensure_non_negative=True)
+        return from_host(w[:, None], xp, get_namespace(X)[1], dtype=X.dtype)
 
     def __getstate__(self):
         # fitted arrays are pickled as NumPy arrays: an estimator fitted on
@@ -819,14 +841,22 @@ def _has_even_derivative(activation):
     return bool(np.allclose(d, activation.derivative(-t, 1), rtol=1e-9, atol=1e-12))
 
 
-def _r2(residual, X, xp):
+def _r2(residual, X, xp, row_weights=None):
     """``1 - ||residual||^2 / ||X - mean(X)||^2`` (norms that neither
-    underflow nor overflow); with no variance to explain (one neuron) 1.0
-    for a fit exact to round-off (residual below 1e-12 of ``||X||``) and
-    0.0 otherwise, as scikit-learn's ``r2_score(force_finite=True)`` does
-    for exact predictions."""
+    underflow nor overflow), rows weighted by ``row_weights`` (a column, or
+    ``None``); with no variance to explain (one neuron) 1.0 for a fit exact
+    to round-off (residual below 1e-12 of ``||X||``) and 0.0 otherwise, as
+    scikit-learn's ``r2_score(force_finite=True)`` does for exact
+    predictions."""
+    if row_weights is None:
+        mean = xp.mean(X, axis=0)
+    else:
+        mean = xp.sum(row_weights * X, axis=0) / xp.sum(row_weights)
+        root = xp.sqrt(row_weights)
+        residual, X = residual * root, X * root
+        mean = mean * root
     residual_norm = frobenius_norm(residual, xp)
-    total = frobenius_norm(X - xp.mean(X, axis=0), xp)
+    total = frobenius_norm(X - mean, xp)
     if total == 0:
         return 1.0 if residual_norm <= 1e-12 * frobenius_norm(X, xp) else 0.0
     ratio = residual_norm / total

@@ -81,3 +81,15 @@ def test_readme_python_runs_and_says_what_it_prints(capsys):
     worst, residual = (float(x) for x in lines[0].split())
     assert worst < 1e-10 and residual < 1e-10
     assert lines[1] == "{'activation': 'tanh'}"
+
+
+@pytest.mark.filterwarnings("ignore")  # the page shows a failed fit's warnings
+def test_the_pages_doctests_run():
+    # doc/sklearn_integration.rst shows routing, searches and pipelines as
+    # doctests: they are checked here, not only when the docs are built
+    import doctest
+
+    page = README.parent / "doc" / "sklearn_integration.rst"
+    result = doctest.testfile(str(page), module_relative=False,
+                              optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 40 and result.failed == 0

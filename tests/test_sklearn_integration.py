@@ -84,7 +84,7 @@ def test_weights_are_requested_by_default():
     both = {"weights": True, "output_weights": True}
     routing = GradientReconstructor().get_metadata_routing()
     assert routing.fit.requests == both
-    assert routing.score.requests == both
+    assert routing.score.requests == {**both, "sample_weight": True}
     assert MomentTensorTransformer().get_metadata_routing().fit.requests == both
     # a defence requests nothing
     assert GaussianGradientNoise().get_metadata_routing().fit.requests == {}
@@ -219,12 +219,42 @@ def test_pipeline_routes_weights_to_the_reconstructor_only(digits4):
     assert pipe[0].n_features_in_ == grad.shape[1]
     assert pipe[-1].score(pipe[:-1].transform(grad), **params) > 1 - 1e-9
     # scikit-learn 1.9: Pipeline.score under routing hands sample_weight=None
-    # to process_routing, which rejects it when the last step's score has no
-    # sample_weight (scikit-learn's own PCA too)
+    # to process_routing, which rejected it while our score had no
+    # sample_weight (a TypeError, and NaN scores in every search over a defence)
     with sklearn.config_context(enable_metadata_routing=True):
-        with pytest.raises(TypeError, match=re.escape(
-                "Pipeline.score got unexpected argument(s) {'sample_weight'}")):
-            pipe.score(grad, **params)
+        assert pipe.score(grad, **params) > 1 - 1e-9
+
+
+def test_a_search_over_a_defence_scores_every_candidate(digits4):
+    batch, grad, W, A = digits4
+    pipe = make_pipeline(GaussianGradientNoise(relative=True, random_state=0),
+                         GradientReconstructor(bias=True, random_state=0))
+    search = GridSearchCV(pipe, {"gaussiangradientnoise__scale": [0.0, 1e-3]},
+                          cv=KFold(3, shuffle=True, random_state=0), error_score="raise")
+    with sklearn.config_context(enable_metadata_routing=True):
+        search.fit(grad, weights=W, output_weights=A)
+    scores = search.cv_results_["mean_test_score"]
+    assert scores[0] > 1 - 1e-9  # no noise: exact
+    assert 0.99 < scores[1] < 1 - 1e-9  # noise costs held-out R^2
+    assert search.best_params_ == {"gaussiangradientnoise__scale": 0.0}
+
+
+def test_score_sample_weight_is_r2_scores_weighting(digits4):
+    from sklearn.metrics import r2_score
+
+    batch, grad, W, A = digits4
+    rec = GradientReconstructor(bias=True, random_state=0).fit(
+        grad, weights=W, output_weights=A)
+    rng = np.random.default_rng(0)
+    noisy = grad + 0.1 * grad.std() * rng.standard_normal(grad.shape)
+    w = rng.uniform(0, 2, len(grad))
+    expected = r2_score(noisy, rec._model_gradient(W, A), sample_weight=w,
+                        multioutput="variance_weighted")
+    got = rec.score(noisy, weights=W, output_weights=A, sample_weight=w)
+    assert got == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match=re.escape(
+            "Negative values in data passed to `sample_weight`.")):
+        rec.score(grad, weights=W, output_weights=A, sample_weight=-w)
 
 
 def test_pipeline_with_the_moment_transformer(digits4):

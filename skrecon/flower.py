@@ -35,6 +35,7 @@ works without them.
 
 import copy
 import time
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -49,6 +50,9 @@ _FLOWER_HINT = 'pip install "skrecon[flower]"'
 # Opacus wraps a model in a GradSampleModule whose state_dict names carry this
 # prefix; parameters saved from either the wrapper or the plain model match.
 _OPACUS_PREFIX = "_module."
+# an update less than this many times the round-off of the parameters
+# (eps ||θ|| / lr) gives a gradient with errors above 1 %: warned
+_MIN_UPDATE_DIGITS = 100
 
 
 def _import_torch():
@@ -171,9 +175,17 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
         If the parameters do not match the model (count, names or shapes),
         are not finite, ``learning_rate`` is not a positive finite number,
         ``batch_size`` is not a positive integer, the first layer did not
-        change (no training step), the update's rank exceeds ``batch_size``
+        change (no training step) or its change is below the round-off of
+        the parameters (``eps ||θ|| / lr``: a float32 model with a tiny
+        learning rate), the update's rank exceeds ``batch_size``
         (several local steps: out of scope), or the model's layers are out of
         scope (see :func:`skrecon.torch.first_layer_query`).
+
+    Warns
+    -----
+    UserWarning
+        If the update is less than 100 times that round-off: the gradient,
+        and the reconstruction, carry relative errors above 1 %.
 
     See Also
     --------
@@ -267,6 +279,19 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
     # (the gallery's round: a flat bulk of 50 values at 5e-15 s_1); values
     # below it are not samples
     roundoff = np.finfo(grad.dtype).eps * np.linalg.norm(query.weights) / learning_rate
+    if sv[0] <= roundoff:
+        raise ValueError(
+            f"The update of the first layer is below the round-off of its "
+            f"{grad.dtype} parameters (largest singular value {sv[0]:.3g} of the "
+            f"update / learning_rate, round-off level {roundoff:.3g}): the step "
+            "did not register. Use a float64 model or a larger learning rate.")
+    if sv[0] < _MIN_UPDATE_DIGITS * roundoff:
+        warnings.warn(
+            f"The update of the first layer is only {sv[0] / roundoff:.3g} times the "
+            f"round-off of its {grad.dtype} parameters: the gradient read off it "
+            "carries a relative error of up to "
+            f"{roundoff / sv[0]:.1%}, and so will the reconstruction. Use a "
+            "float64 model or a larger learning rate.", UserWarning, stacklevel=2)
     rank, _ = estimate_batch_size(np.append(sv[sv > roundoff], 0.0), grad.dtype,
                                   n_rows=grad.shape[0])
     if batch_size is not None and rank > batch_size:

@@ -195,8 +195,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         ``found_.sum()``.
     sample_misfits_ : ndarray of shape (batch_size,)
         Each sample's column-space misfit ``phi`` (dimensionless, in
-        ``[0, 1]``): ~1e-25 for an exact float64 gradient, about the squared
-        noise level for a noisy one.
+        ``[0, 1]``): ~1e-25 for an exact float64 gradient; for a noisy one
+        up to about ``(kappa * noise)**2``, ``kappa`` the span's conditioning
+        (eight digits at relative noise 1e-3 and 1e-2: up to 50-100 times the
+        squared noise; the acceptance level is ``(3 kappa noise_level_)**2``,
+        see the user guide).
     n_starts_ : int
         Searches started.
     solver_ : str

@@ -1,5 +1,6 @@
 """The Flower adapter: a real Flower client's one-step update (issue 16)."""
 
+import re
 import warnings
 
 import numpy as np
@@ -207,6 +208,39 @@ def test_small_learning_rates_pass_the_rank_check_and_stay_exact(digits, server,
     assert rec.batch_size_ == 4
     assert np.max(errors) <= 1e-9, errors  # measured 3.4e-14 (1e-2), 3.1e-11 (1e-5)
     np.testing.assert_array_equal(rec.labels_[perm], labels)
+
+
+@pytest.fixture(scope="module")
+def server32():
+    return gaussian_reinit_(_make_model().float(), random_state=0)
+
+
+class SGDClient32(SGDClient):
+    def __init__(self, batch, labels):
+        super().__init__(batch.astype(np.float32), labels)
+        self.model = self.model.float()
+
+
+def test_a_float32_update_below_round_off_is_refused(digits, server32):
+    batch, labels = digits
+    sent = _to_list(server32)
+    # lr = 1e-7: 95 % of the update's entries are 0; its rank read 0 and passed
+    out = client_update(SGDClient32(batch, labels), sent, config={"lr": 1e-7})
+    with pytest.raises(ValueError, match=re.escape(
+            "The update of the first layer is below the round-off of its float32 "
+            "parameters")):
+        update_query(server32, sent, out.parameters, learning_rate=1e-7, batch_size=4)
+    # lr = 1e-5: 3 times the round-off (the fit read 5 samples, error 0.18)
+    out = client_update(SGDClient32(batch, labels), sent, config={"lr": 1e-5})
+    with pytest.warns(UserWarning, match=r"only 2\.\d+ times the round-off of its "
+                                         r"float32 parameters"):
+        update_query(server32, sent, out.parameters, learning_rate=1e-5, batch_size=4)
+    # lr = 0.1: 3e4 times, silent and exact to float32
+    out = client_update(SGDClient32(batch, labels), sent, config={"lr": 0.1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = update_query(server32, sent, out.parameters, learning_rate=0.1, batch_size=4)
+    assert relative_error(batch, _attack(q).samples_)[0].max() <= 1e-4  # measured 1.7e-6
 
 
 def test_several_epochs_on_one_batch_leave_a_large_residual(digits, server):

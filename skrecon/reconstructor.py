@@ -269,7 +269,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         "init": [StrOptions({"auto", "tensor", "random"})],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "max_starts": [Interval(Integral, 1, None, closed="left"), None],
-        "n_jobs": [Integral, None],
+        # joblib's convention: a positive count, or -1 for all CPUs, -2 for
+        # all but one, ...; 0 has no meaning
+        "n_jobs": [Interval(Integral, 1, None, closed="left"),
+                   Interval(Integral, None, -1, closed="right"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "random_state": ["random_state"],

@@ -480,6 +480,11 @@ def test_init_only_stores_parameters(digits4, reference):
         est.fit(grad, weights=W, output_weights=A)
     with pytest.raises(InvalidParameterError, match="The 'scale' parameter"):
         GaussianGradientNoise(scale=-1.0).fit(grad)
+    # joblib's n_jobs=0 "has no meaning": refused before any work
+    with pytest.raises(InvalidParameterError, match=re.escape(
+            "The 'n_jobs' parameter of GradientReconstructor must be an int in the "
+            "range [1, inf), an int in the range (-inf, -1] or None. Got 0")):
+        GradientReconstructor(bias=True, n_jobs=0).fit(grad, weights=W, output_weights=A)
     # fit clones the moment step: the instance passed in is left untouched
     assert reference.moments is RESTARTS["moments"]
     assert not hasattr(reference.moments, "moment_tensor_")

@@ -12,7 +12,8 @@ Conventions shared by every function:
   is ``(n_reconstructed, n_features)``. ``n_reconstructed`` may differ from
   ``n_true``.
 - The matching maximises the total cosine similarity (the total absolute
-  cosine with ``sign_invariant=True``). With ``sign_invariant=True`` each
+  cosine with ``sign_invariant=True``); ties (collinear true samples of
+  different norms, ``x`` and ``2 x``) go to the pairs closer in distance. With ``sign_invariant=True`` each
   matched reconstructed row is also multiplied by the sign of its cosine
   (``+1`` when the cosine is 0) before the distance-based metrics are
   computed, which is the sign that minimises ``||x - s * xhat||``.
@@ -105,6 +106,23 @@ def _cosine_matrix(batch, reconstruction):
     return np.clip(cos, -1.0, 1.0)
 
 
+# weight of the relative distance that breaks ties of the cosine
+_TIE_BREAK = 1e-12
+
+
+def _distances(batch, reconstruction, sign_invariant):
+    """``||x_i - xhat_j|| / ||x_i||``, ``(n_true, n_reconstructed)`` (the
+    smaller over the two signs of ``xhat_j`` when sign-invariant)."""
+    nb = np.linalg.norm(batch, axis=1)[:, None]
+    nr = np.linalg.norm(reconstruction, axis=1)[None, :]
+    dot = (batch / nb) @ reconstruction.T  # (x_i / ||x_i||) . xhat_j
+    if sign_invariant:
+        dot = np.abs(dot)
+    # ||x - xhat||^2 / ||x||^2 = 1 + (||xhat|| / ||x||)^2 - 2 x.xhat / ||x||^2
+    ratio = nr / nb
+    return np.sqrt(np.maximum(1.0 + ratio * ratio - 2.0 * dot / nb, 0.0))
+
+
 def _match(batch, reconstruction, sign_invariant):
     """Validated matching.
 
@@ -122,6 +140,11 @@ def _match(batch, reconstruction, sign_invariant):
         return batch, reconstruction, permutation, cosines, aligned
     cos = _cosine_matrix(batch, reconstruction)
     gain = np.abs(cos) if sign_invariant else cos
+    # collinear true samples of different norms (x and 2x) tie in the cosine:
+    # the pair closer in distance wins, by a penalty far below any cosine
+    # difference that is not round-off
+    gain = gain - _TIE_BREAK * np.minimum(_distances(batch, reconstruction, sign_invariant),
+                                          1e3)
     rows, cols = linear_sum_assignment(gain, maximize=True)
     permutation[rows] = cols
     matched = cos[rows, cols]

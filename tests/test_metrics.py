@@ -303,3 +303,18 @@ def test_list_input():
     cosines, permutation = matched_cosine([[1, 0], [0, 1]], [[0, 2], [3, 0]])
     np.testing.assert_array_equal(permutation, [1, 0])
     np.testing.assert_allclose(cosines, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("sign_invariant", [False, True])
+def test_collinear_samples_of_different_norms_match_by_distance(sign_invariant):
+    # x and 2x tie in the cosine; an exact reconstruction was reported with
+    # errors 1.0 and 0.5 when the tie went the wrong way (break-it)
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(size=(6, 64))
+    batch[2] = 2.0 * batch[1]
+    batch[4] = 0.5 * batch[3]
+    for seed in range(8):
+        perm = np.random.default_rng(seed).permutation(6)
+        errors, matched = relative_error(batch, batch[perm], sign_invariant=sign_invariant)
+        np.testing.assert_array_equal(perm[matched], np.arange(6))
+        assert errors.max() == 0.0

@@ -116,6 +116,14 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
         ensure_all_finite=False, ensure_min_samples=1,
     )
     _check_finite("The gradient X", X)
+    largest = float(np.max(np.abs(X))) if X.size else 0.0
+    if 0 < largest < np.finfo(X.dtype).tiny:
+        raise ValueError(
+            f"The gradient X is subnormal: its largest entry {largest:.3g} is below "
+            f"the smallest normal {X.dtype} number ({np.finfo(X.dtype).tiny:.3g}), "
+            "where floating point keeps only a few digits. Multiply X by a large "
+            "positive factor first: the samples do not depend on the gradient's "
+            "scale.")
     if reset:
         estimator._input_dtype = np.dtype(X.dtype)
     X = np.asarray(X, dtype=np.float64)

@@ -451,6 +451,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         order = np.argsort(-(samples @ direction), kind="stable")
         samples, U = samples[order], U[order]
         found, misfits = result.found[order], result.misfits[order]
+        if not self.bias and not activation.scale_free:
+            scale_ok &= ~self._norm_unresolved(activation, samples, to_host(W))
         xp, device = get_namespace(X)
         dtype = getattr(xp, self._input_dtype.name)
         self.samples_ = from_host(samples, xp, device, dtype=dtype)
@@ -514,6 +516,37 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "model that does not match the query). Try a larger max_starts, pass "
                 "batch_size, or check activation, bias and output_weights.",
                 ConvergenceWarning)
+
+    def _norm_unresolved(self, activation, samples, W):
+        """Samples whose norm the gradient resolves no better than its
+        precision (without a bias), warned about.
+
+        The norm enters the gradient only through the curvature of the
+        activation: scaling ``x_i`` by ``e^s`` changes the gradient by ``s``
+        times ``t sigma''(t)`` against ``sigma'(t)`` (``t = W x_i`` over the
+        neurons). Where that ratio is below 1000 x the gradient's precision
+        (or 10 x its noise level) the activation is linear on the sample to
+        within the gradient's error (a float32 sample at 1e-3 of the others'
+        scale came back 4.8 times too long).
+        """
+        t = W @ samples.T  # (m, B) pre-activations
+        with np.errstate(all="ignore"):
+            ratio = (np.linalg.norm(t * activation.derivative(t, 2), axis=0)
+                     / np.linalg.norm(activation.derivative(t, 1), axis=0))
+        ratio = np.nan_to_num(ratio, nan=np.inf)  # (sigma' = 0 everywhere: no verdict)
+        precision = max(1e3 * np.finfo(self.moments_._precision).eps,
+                        10 * self.moments_.noise_level_)
+        weak = ratio < precision
+        if np.any(weak):
+            warnings.warn(
+                f"The norm of sample(s) {np.flatnonzero(weak).tolist()} is not "
+                f"resolved: their pre-activations are so small that activation "
+                f"{activation.name!r} is linear on them to within the gradient's "
+                f"precision (curvature ratio {ratio[weak].min():.2g} < "
+                f"{precision:.2g}), and without a bias only the curvature fixes "
+                "a norm. Their directions stand; their norms may be far off "
+                "(scale_identified_ is False for them).", IdentifiabilityWarning)
+        return weak
 
     def _check_moment_weights(self, activation, proj, samples=None):
         """mu_order at each recovered sample (host ``samples``, by default

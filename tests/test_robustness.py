@@ -82,6 +82,16 @@ def test_extreme_scales_are_exact(batch4, activation, factor, output_factor):
                                rtol=1e-9)
 
 
+@pytest.mark.parametrize("dtype, factor", [(np.float64, 1e-310), (np.float32, 1e-40)])
+def test_a_subnormal_gradient_is_refused(query4, dtype, factor):
+    # 1e-310 said "P holds NaN or inf", 1e-315 raised LinAlgError, a float32
+    # gradient at 1e-40 came back with errors of 4e-3 and every row found
+    grad = (query4.grad * factor).astype(dtype)
+    with pytest.raises(ValueError, match=re.escape(
+            "The gradient X is subnormal: its largest entry ")):
+        _rec().fit(grad, **query4.fit_params)
+
+
 def test_constant_weights_give_a_clear_error_for_the_tensor(query4):
     """A singular Hermite regression (constant weights) raised LinAlgError."""
     msg = "The Hermite regression of the moment tensor is singular"
@@ -238,6 +248,31 @@ def test_global_norm_clipping_changes_nothing(batch4, query4):
     clipped = _rec().fit(clipped_grad, **query4.fit_params)
     np.testing.assert_allclose(clipped.samples_, plain.samples_, rtol=0, atol=1e-9)
     assert _worst_error(batch4, clipped) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype, unresolved", [(np.float32, True), (np.float64, False)])
+def test_a_norm_below_the_gradients_precision_is_not_claimed(dtype, unresolved):
+    # without a bias only tanh's curvature fixes a norm: a sample at 1e-3 of
+    # the others' scale is linear to within float32 (it came back 4.8x too
+    # long, with scale_identified_ True); in float64 it is exact
+    batch = load_digits_batch(6, random_state=0)[0]
+    batch[0] *= 1e-3
+    q = make_gradient_query(batch, n_neurons=2000, bias="none", dtype=dtype,
+                            random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = GradientReconstructor(bias=False, random_state=0).fit(q.grad, **q.fit_params)
+    errors, perm = relative_error(batch, rec.samples_, sign_invariant=True)
+    expected = np.ones(6, dtype=bool)
+    expected[0] = not unresolved
+    np.testing.assert_array_equal(rec.scale_identified_[perm], expected)
+    said = [str(w.message) for w in caught if "is not resolved" in str(w.message)]
+    assert len(said) == unresolved
+    if unresolved:
+        assert said[0].startswith(f"The norm of sample(s) [{perm[0]}] is not resolved")
+    assert errors[1:].max() <= (1e-3 if dtype == np.float32 else 1e-9)
+    if not unresolved:
+        assert errors[0] <= 1e-7  # measured 1.7e-9
 
 
 def test_noisy_batch_size_auto_says_when_it_cannot(digits8_query):

@@ -3,6 +3,7 @@
 import sys
 
 import numpy as np
+from scipy import sparse
 from sklearn.utils.validation import validate_data
 
 from ._array_api import (get_namespace, is_numpy_like, namespace_name_of, to_host)
@@ -12,6 +13,13 @@ _ROUTING_HINT = (
     "routing with sklearn.set_config(enable_metadata_routing=True) and pass "
     "weights=... (and output_weights=...) to fit."
 )
+
+
+def _check_dense(name, array):
+    if sparse.issparse(array):
+        raise ValueError(
+            f"{name} is a sparse matrix; skrecon needs a dense array (the "
+            f"query's weights are Gaussian, hence dense): pass {name}.toarray().")
 
 
 def _check_finite(name, array, xp=np):
@@ -135,6 +143,7 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
                 + _ROUTING_HINT
             )
         return X, None, None
+    _check_dense("weights", weights)
     W = np.asarray(weights)
     if W.dtype.kind not in "fiu":
         raise ValueError(f"weights must be a real numeric array, got dtype {W.dtype}.")
@@ -150,6 +159,7 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
     if output_weights is None:
         A = np.ones((X.shape[0], 1))
     else:
+        _check_dense("output_weights", output_weights)
         A = np.asarray(output_weights)
         if A.dtype.kind not in "fiu":
             raise ValueError(

@@ -510,10 +510,24 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     """
     P, Omega, A = _check_problem(P, Omega, A, activation)
     m, n_dims = P.shape
-    if n_samples is not None and not (isinstance(n_samples, Integral) or (
-            isinstance(n_samples, Real) and float(n_samples).is_integer())):
-        raise ValueError(f"n_samples must be a whole number, got {n_samples!r}.")
+    for name, M in (("P", P), ("A", A)):
+        if not np.any(M):
+            raise ValueError(f"{name} is all zero: a gradient with no signal holds "
+                             "no sample to search for.")
+    for name, value in (("n_samples", n_samples), ("n_init", n_init),
+                        ("max_starts", max_starts)):
+        if value is None and name != "n_init":
+            continue
+        if isinstance(value, bool) or not (isinstance(value, Integral) or (
+                isinstance(value, Real) and np.isfinite(value)
+                and float(value).is_integer())):
+            raise ValueError(f"{name} must be a whole number, got {value!r}.")
+    for name, value in (("accept", accept), ("exact_accept", exact_accept),
+                        ("bias_mean", bias_mean)):
+        if value is not None and not (isinstance(value, Real) and np.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}.")
     n_samples = n_dims if n_samples is None else int(n_samples)
+    n_init = int(n_init)
     max_starts = 4 * n_samples + 16 if max_starts is None else int(max_starts)
     if not 1 <= n_samples <= n_dims or n_init < 1 or max_starts < 1:
         raise ValueError(
@@ -526,10 +540,15 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     if starts is None and random_starts is None:
         raise ValueError("Give starts, random_starts or both: there is nothing to "
                          "search from.")
+    if starts is not None and not np.all(np.isfinite(starts)):
+        raise ValueError("starts hold NaN or inf.")
     if fixed is not None and (np.shape(fixed[0]) != (n_dims,)
-                              or not np.any(np.asarray(fixed[0]) != 0)):
+                              or not np.any(np.asarray(fixed[0]) != 0)
+                              or not np.all(np.isfinite(fixed[0]))
+                              or not np.isfinite(fixed[1])):
         raise ValueError(
-            f"fixed must be (e, c) with e a nonzero vector of shape ({n_dims},).")
+            f"fixed must be (e, c) with e a finite nonzero vector of shape "
+            f"({n_dims},) and c a finite number.")
     sub = (_check_rows(None, "P", m, n_dims, A) if rows is None
            else _check_rows(rows, "rows", m, n_dims, A))
     P_sub, Omega_sub, A_sub = P[sub], Omega[sub], A[sub]

@@ -52,6 +52,18 @@ def test_boolean_gradient_is_refused(query4):
         _rec().fit(query4.grad > 0, **query4.fit_params)
 
 
+@pytest.mark.parametrize("name", ["weights", "output_weights"])
+def test_sparse_weights_are_refused(query4, name):
+    from scipy import sparse
+
+    params = dict(query4.fit_params)
+    params[name] = sparse.csr_matrix(params[name])
+    with pytest.raises(ValueError, match=re.escape(
+            f"{name} is a sparse matrix; skrecon needs a dense array (the query's "
+            f"weights are Gaussian, hence dense): pass {name}.toarray().")):
+        _rec().fit(query4.grad, **params)
+
+
 def test_boolean_weights_are_refused(query4):
     with pytest.raises(ValueError, match=re.escape(
             "weights must be a real numeric array, got dtype bool.")):

@@ -168,7 +168,7 @@ def test_lm_driver_statuses():
     (dict(n_init=0), "n_init, max_starts be at least 1; got 4, 0 and 32"),
     (dict(starts=np.ones((2, 3))), "starts must have shape (n_starts, 4), got (2, 3)"),
     (dict(random_starts=None), "Give starts, random_starts or both"),
-    (dict(fixed=(np.zeros(4), 1.0)), "fixed must be (e, c) with e a nonzero vector"),
+    (dict(fixed=(np.zeros(4), 1.0)), "fixed must be (e, c) with e a finite nonzero vector"),
     (dict(n_samples=2.5), "n_samples must be a whole number, got 2.5."),
     (dict(rows=np.arange(5)), "rows must hold more than 5 distinct neurons (the unknowns "
                               "of one sample, n_dims + K): with 5 every direction fits"),
@@ -184,6 +184,22 @@ def test_lm_driver_statuses():
      "P must hold more than 5 distinct neurons"),
     (dict(random_starts=lambda k: np.ones((k, 3))),
      "random_starts(k) must return an array of shape (k, 4), got (1, 3)."),
+    # TypeError or OverflowError from the internals, or silently nothing
+    # found, before (break-it)
+    (dict(n_init=2.5), "n_init must be a whole number, got 2.5."),
+    (dict(n_init="3"), "n_init must be a whole number, got '3'."),
+    (dict(n_init=None), "n_init must be a whole number, got None."),
+    (dict(max_starts=np.inf), "max_starts must be a whole number, got inf."),
+    (dict(max_starts=2.7), "max_starts must be a whole number, got 2.7."),
+    (dict(n_samples=True), "n_samples must be a whole number, got True."),
+    (dict(accept=np.nan), "accept must be a finite number, got nan."),
+    (dict(bias_mean=np.nan), "bias_mean must be a finite number, got nan."),
+    (dict(starts=np.full((2, 4), np.nan)), "starts hold NaN or inf."),
+    (dict(fixed=(np.ones(4), np.nan)), "fixed must be (e, c) with e a finite nonzero "
+                                       "vector of shape (4,) and c a finite number."),
+    (dict(P=np.zeros((4000, 4))), "P is all zero: a gradient with no signal holds no "
+                                  "sample to search for."),
+    (dict(A=np.zeros((4000, 1))), "A is all zero"),
 ])
 def test_search_samples_says_what_is_wrong(change, message):
     V, U, Omega, A, P, act, fixed = _problem()

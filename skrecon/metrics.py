@@ -13,10 +13,11 @@ Conventions shared by every function:
   ``n_true``.
 - The matching maximises the total cosine similarity (the total absolute
   cosine with ``sign_invariant=True``); ties (collinear true samples of
-  different norms, ``x`` and ``2 x``) go to the pairs closer in distance. With ``sign_invariant=True`` each
-  matched reconstructed row is also multiplied by the sign of its cosine
-  (``+1`` when the cosine is 0) before the distance-based metrics are
-  computed, which is the sign that minimises ``||x - s * xhat||``.
+  different norms, ``x`` and ``2 x``) go to the pairs closer in distance.
+  With ``sign_invariant=True`` each matched reconstructed row is also
+  multiplied by the sign of its cosine (``+1`` when the cosine is 0) before
+  the distance-based metrics are computed, which is the sign that minimises
+  ``||x - s * xhat||``.
 - A true row left unmatched (fewer rows reconstructed than true) is *not
   measured*: its entry of the permutation is ``-1`` and its metrics are NaN.
   Use :func:`numpy.nanmean` or count the ``-1`` entries to summarise.

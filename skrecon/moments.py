@@ -202,7 +202,8 @@ def estimate_batch_size(singular_values, dtype, *, n_rows=None):
 # of round-off (which stays within a factor of ten or so)
 _DECISIVE_RATIO = 1e3
 # round-off of a long computation spreads up to this factor above the
-# ``10 eps s_1`` floor; a decisive gap counts only on a value above that
+# ``10 eps s_1`` floor: a last group of values within it, behind a decisive
+# gap, is round-off
 _ROUNDOFF_SPREAD = 100.0
 # noise that is not white lifts a few values over the noise threshold by at
 # most this factor

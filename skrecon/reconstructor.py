@@ -166,7 +166,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         ~1e-14 for an exact float64 gradient, the noise level for a noisy one.
     sign_identified_, scale_identified_ : ndarray of bool, shape (batch_size,)
         Whether each sample's sign and norm are identifiable from the
-        gradient (:ref:`theory-identifiability`).
+        gradient (:ref:`theory-identifiability`): without a bias, the sign
+        for an activation with an even derivative, the norm for a
+        scale-free one, and the norm of a sample on which a smooth
+        activation is linear to within the gradient's precision.
     n_iter_ : int
         Levenberg-Marquardt steps of the joint polish.
     converged_ : bool

@@ -883,6 +883,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         gradient cannot identify the batch."""
         m = shape[0]
         n_rank = int(np.sum(sv > 10 * sv[0] * np.finfo(self._precision).eps))
+        self._below_spectrum = False
         if self.n_components == "auto":
             if n_rank == m and m < n_live:
                 raise ValueError(
@@ -924,12 +925,14 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         shown, shown_gap = estimate_batch_size(sv, self._precision, n_rows=m)
         gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
         if B < shown and shown_gap >= 100:
+            self._below_spectrum = True
             warnings.warn(
                 f"n_components (batch_size)={B} is below the batch size the "
                 f"gradient's spectrum shows ({shown}, s_B / s_B+1 = {shown_gap:.3g}): "
                 f"{B} samples cannot explain this gradient, and what is "
-                "reconstructed will not be exact. Use batch_size='auto' unless you "
-                "know better.", BatchSizeWarning)
+                "reconstructed will not be exact (GradientReconstructor flags no "
+                "row as found). Use batch_size='auto' unless you know better.",
+                BatchSizeWarning)
         elif gap < 10:
             warnings.warn(
                 f"The singular values of the gradient show no clear gap at the "

@@ -371,8 +371,12 @@ def test_batch_size_below_the_spectrum_warns(digits8):
     with pytest.warns(BatchSizeWarning, match=re.escape(
             "n_components (batch_size)=6 is below the batch size the gradient's "
             "spectrum shows (8, ")) as caught:
-        GradientReconstructor(bias=True, random_state=0, batch_size=6).fit(
+        rec = GradientReconstructor(bias=True, random_state=0, batch_size=6).fit(
             q.grad, **q.fit_params)
     # and only that: the ratio 1.8 at B = 6 is no noise floor (a second
     # warning said the weakest samples were at one, of an exact gradient)
     assert [w.category for w in caught].count(BatchSizeWarning) == 1
+    assert "GradientReconstructor flags no row as found" in str(caught[0].message)
+    # six samples cannot explain it: no row is one (all six were flagged
+    # found, with errors up to 0.12)
+    assert rec.batch_size_ == 6 and rec.n_found_ == 0 and not rec.converged_

@@ -87,7 +87,7 @@ def _validate_pair(batch, reconstruction):
         raise ValueError(
             f"batch must contain at least one feature, got shape {batch.shape}."
         )
-    norms = np.linalg.norm(batch, axis=1)
+    norms = _row_norms(batch)
     zero = np.flatnonzero(norms == 0)
     if zero.size:
         raise ValueError(
@@ -98,10 +98,20 @@ def _validate_pair(batch, reconstruction):
     return batch, reconstruction
 
 
+def _row_norms(a):
+    """Euclidean norm of each row, scaled by the row's largest entry first
+    (rows of 1e160 or 1e-300 neither overflow nor underflow); NaN rows stay
+    NaN."""
+    scale = np.max(np.abs(a), axis=1, initial=0.0)
+    safe = np.where(scale > 0, scale, 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return scale * np.linalg.norm(a / safe[:, None], axis=1)
+
+
 def _cosine_matrix(batch, reconstruction):
     """Cosine similarities, ``(n_true, n_reconstructed)``; 0 for a zero row."""
-    nb = np.linalg.norm(batch, axis=1)
-    nr = np.linalg.norm(reconstruction, axis=1)
+    nb = _row_norms(batch)
+    nr = _row_norms(reconstruction)
     nr_safe = np.where(nr > 0, nr, 1.0)
     cos = (batch / nb[:, None]) @ (reconstruction / nr_safe[:, None]).T
     return np.clip(cos, -1.0, 1.0)
@@ -111,17 +121,16 @@ def _cosine_matrix(batch, reconstruction):
 _TIE_BREAK = 1e-12
 
 
-def _distances(batch, reconstruction, sign_invariant):
-    """``||x_i - xhat_j|| / ||x_i||``, ``(n_true, n_reconstructed)`` (the
-    smaller over the two signs of ``xhat_j`` when sign-invariant)."""
-    nb = np.linalg.norm(batch, axis=1)[:, None]
-    nr = np.linalg.norm(reconstruction, axis=1)[None, :]
-    dot = (batch / nb) @ reconstruction.T  # (x_i / ||x_i||) . xhat_j
-    if sign_invariant:
-        dot = np.abs(dot)
-    # ||x - xhat||^2 / ||x||^2 = 1 + (||xhat|| / ||x||)^2 - 2 x.xhat / ||x||^2
-    ratio = nr / nb
-    return np.sqrt(np.maximum(1.0 + ratio * ratio - 2.0 * dot / nb, 0.0))
+def _distances(batch, reconstruction, cos):
+    """``||x_i - xhat_j|| / ||x_i||`` from the cosines ``cos`` of the pairs
+    (their absolute values: the nearer sign), ``(n_true, n_reconstructed)``,
+    capped at 1e4; scale-free, so that norms of 1e160 do not overflow."""
+    nb = _row_norms(batch)[:, None]
+    nr = _row_norms(reconstruction)[None, :]
+    with np.errstate(over="ignore"):
+        ratio = np.minimum(nr / nb, 1e4)
+    # ||x - xhat||^2 / ||x||^2 = (1 - r)^2 + 2 r (1 - cos),  r = ||xhat|| / ||x||
+    return np.sqrt((1.0 - ratio) ** 2 + 2.0 * ratio * (1.0 - cos))
 
 
 def _match(batch, reconstruction, sign_invariant):
@@ -144,8 +153,7 @@ def _match(batch, reconstruction, sign_invariant):
     # collinear true samples of different norms (x and 2x) tie in the cosine:
     # the pair closer in distance wins, by a penalty far below any cosine
     # difference that is not round-off
-    gain = gain - _TIE_BREAK * np.minimum(_distances(batch, reconstruction, sign_invariant),
-                                          1e3)
+    gain = gain - _TIE_BREAK * _distances(batch, reconstruction, gain)
     rows, cols = linear_sum_assignment(gain, maximize=True)
     permutation[rows] = cols
     matched = cos[rows, cols]
@@ -377,7 +385,7 @@ def relative_error(batch, reconstruction, *, sign_invariant=False):
     (array([0.]), array([0]))
     """
     batch, _, permutation, _, aligned = _match(batch, reconstruction, sign_invariant)
-    errors = np.linalg.norm(batch - aligned, axis=1) / np.linalg.norm(batch, axis=1)
+    errors = _row_norms(batch - aligned) / _row_norms(batch)
     return errors, permutation
 
 
@@ -554,7 +562,7 @@ def reconstruction_report(
     batch, _, permutation, cosines, aligned = _match(
         batch, reconstruction, sign_invariant
     )
-    errors = np.linalg.norm(batch - aligned, axis=1) / np.linalg.norm(batch, axis=1)
+    errors = _row_norms(batch - aligned) / _row_norms(batch)
     report = Bunch(permutation=permutation, cosine=cosines, relative_error=errors)
     if data_range is not None:
         report.psnr = _psnr_values(batch, aligned, permutation, data_range)

@@ -789,7 +789,9 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         row), as a column of ``X``'s namespace and device; ``None`` stays."""
         if sample_weight is None:
             return None
-        w = _check_sample_weight(to_host(sample_weight), np.empty((X.shape[0], 0)),
+        if not isinstance(sample_weight, Real):  # (a number weighs all rows alike)
+            sample_weight = to_host(sample_weight)
+        w = _check_sample_weight(sample_weight, np.empty((X.shape[0], 0)),
                                  dtype=np.float64, ensure_non_negative=True)
         return from_host(w[:, None], xp, get_namespace(X)[1], dtype=X.dtype)
 

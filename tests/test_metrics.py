@@ -318,3 +318,16 @@ def test_collinear_samples_of_different_norms_match_by_distance(sign_invariant):
         errors, matched = relative_error(batch, batch[perm], sign_invariant=sign_invariant)
         np.testing.assert_array_equal(perm[matched], np.arange(6))
         assert errors.max() == 0.0
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e160, 1e200])
+def test_extreme_scales_match_and_measure(scale):
+    # the tie-break's distances overflowed to NaN at 1e160 (linear_sum_assignment
+    # refused the matrix), and norms of rows at 1e-300 underflowed to "zero"
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(size=(4, 8)) * scale
+    errors, perm = relative_error(batch, batch[::-1])
+    np.testing.assert_array_equal(perm, [3, 2, 1, 0])
+    assert errors.max() == 0.0
+    cos = matched_cosine(batch, batch[::-1])[0]
+    np.testing.assert_allclose(cos, 1.0, rtol=1e-12)

@@ -252,6 +252,9 @@ def test_score_sample_weight_is_r2_scores_weighting(digits4):
                         multioutput="variance_weighted")
     got = rec.score(noisy, weights=W, output_weights=A, sample_weight=w)
     assert got == pytest.approx(expected, rel=1e-12)
+    # a number weighs every neuron alike (a TypeError before)
+    assert rec.score(noisy, weights=W, output_weights=A, sample_weight=2.0) == \
+        pytest.approx(rec.score(noisy, weights=W, output_weights=A), rel=1e-12)
     with pytest.raises(ValueError, match=re.escape(
             "Negative values in data passed to `sample_weight`.")):
         rec.score(grad, weights=W, output_weights=A, sample_weight=-w)

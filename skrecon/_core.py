@@ -129,8 +129,8 @@ def _residual_off_kinks(V, U, P, Omega, A, activation, bias_mean):
 
 def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=None,
                         n_init=1, max_starts=None, max_iter=200, tol=1e-13,
-                        precision=np.float64, noise_level=0.0, random_state=None,
-                        n_jobs=None, verbose=0, progress=None):
+                        precision=np.float64, noise_level=0.0, n_resolved=None,
+                        random_state=None, n_jobs=None, verbose=0, progress=None):
     """The batch in span coordinates, from a projected query.
 
     Parameters
@@ -156,6 +156,11 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         The gradient's precision (its round-off bounds the residual).
     noise_level : float, default=0.0
         Relative in-span noise of the gradient (``noise_level_``).
+    n_resolved : int or None, default=None
+        Samples the spectrum shows, where fewer than ``n_samples`` (a
+        ``batch_size`` given above it): the acceptance level is set by the
+        span's conditioning over that many directions, not by the noise
+        directions beyond (which accepted rows fitting the noise).
     random_state : numpy.random.Generator
         Source of every random draw.
     n_jobs : int or None
@@ -202,6 +207,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     problem = (P, Omega, A, activation, b0)
     piecewise = is_piecewise_linear(activation)
     sv = np.linalg.svd(P, compute_uv=False)
+    if n_resolved is not None and n_resolved < n:
+        sv = sv[:n_resolved]
     kappa = float(np.linalg.norm(sv) / max(sv[-1], np.finfo(float).tiny))
     accept = acceptance_level(noise_level, piecewise, kappa)
     final_accept = acceptance_level(noise_level, False, kappa)  # unsmoothed misfits

@@ -884,6 +884,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         m = shape[0]
         n_rank = int(np.sum(sv > 10 * sv[0] * np.finfo(self._precision).eps))
         self._below_spectrum = False
+        self._resolved_batch_size = None  # (set below where it is less than B)
         if self.n_components == "auto":
             if n_rank == m and m < n_live:
                 raise ValueError(
@@ -933,6 +934,15 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                 "reconstructed will not be exact (GradientReconstructor flags no "
                 "row as found). Use batch_size='auto' unless you know better.",
                 BatchSizeWarning)
+        elif B > shown and shown_gap >= 100:
+            self._resolved_batch_size = shown
+            warnings.warn(
+                f"n_components (batch_size)={B} exceeds the batch size the "
+                f"gradient's spectrum shows ({shown}, s_B / s_B+1 = {shown_gap:.3g}): "
+                f"its {B - shown} weakest directions are noise or round-off, and a "
+                "row found there fits that (GradientReconstructor flags as found "
+                f"only rows that fit the gradient as well as {shown} samples can). "
+                "Use batch_size='auto' unless you know better.", BatchSizeWarning)
         elif gap < 10:
             warnings.warn(
                 f"The singular values of the gradient show no clear gap at the "

@@ -411,7 +411,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             proj, activation, n_samples=n, init=self.init, moments=moments,
             n_init=self.n_init, max_starts=self.max_starts, max_iter=self.max_iter,
             tol=self.tol, precision=moments._precision,
-            noise_level=moments.noise_level_, random_state=np.random.default_rng(seed),
+            noise_level=moments.noise_level_, n_resolved=moments._resolved_batch_size,
+            random_state=np.random.default_rng(seed),
             n_jobs=self.n_jobs, verbose=self.verbose, progress=progress)
         self._store_result(result, proj, activation, X_checked, W, A)
         return self
@@ -493,7 +494,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 f"neurons than the {n + K} unknowns of one sample (here fewer than "
                 f"{4 * (n + K)}), so no row counts as found (found_ is all False). "
                 "Query a wider layer.", IdentifiabilityWarning)
-        elif self.n_found_ < n and not below_spectrum:
+        elif self.n_found_ < min(n, self.moments_._resolved_batch_size or n) \
+                and not below_spectrum:
             missing = np.flatnonzero(~found).tolist()
             if result.n_searched_found == n and is_piecewise_linear(activation):
                 # every search succeeded; the exact finish did not confirm them

@@ -365,6 +365,32 @@ def test_a_layer_too_narrow_flags_no_sample_as_found(digits8):
     assert rec.n_found_ == 0 and not rec.found_.any()
 
 
+@pytest.mark.parametrize("noise", [1e-8, 1e-4])
+def test_batch_size_above_the_spectrum_flags_the_extra_rows(digits8, noise):
+    # four samples, batch_size=6: the two extra rows fit the noise directions,
+    # and the acceptance level, set by the span's conditioning over all six
+    # (the noise's singular values), flagged them found (break-it)
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skrecon.defenses import GaussianGradientNoise
+    from skrecon.moments import BatchSizeWarning
+
+    batch = digits8[:4]
+    q = make_gradient_query(batch, n_neurons=4000, bias="gaussian", random_state=0)
+    grad = GaussianGradientNoise(scale=noise, relative=True,
+                                 random_state=0).fit_transform(q.grad)
+    with pytest.warns(BatchSizeWarning, match=re.escape(
+            "n_components (batch_size)=6 exceeds the batch size the gradient's "
+            "spectrum shows (4, ")) as caught:
+        rec = GradientReconstructor(bias=True, random_state=0, batch_size=6).fit(
+            grad, **q.fit_params)
+    assert not any(w.category is ConvergenceWarning for w in caught)
+    errors, perm = relative_error(batch, rec.samples_)
+    assert rec.batch_size_ == 6 and rec.n_found_ == 4
+    assert rec.found_[perm].all()  # the four true samples, found
+    assert errors.max() <= 10 * noise  # measured 7.5e-9, 8.3e-5
+
+
 def test_batch_size_below_the_spectrum_warns(digits8):
     from skrecon.moments import BatchSizeWarning
     q = make_gradient_query(digits8, n_neurons=2000, bias="gaussian", random_state=0)

@@ -169,7 +169,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         gradient (:ref:`theory-identifiability`): without a bias, the sign
         for an activation with an even derivative, the norm for a
         scale-free one, and the norm of a sample on which a smooth
-        activation is linear to within the gradient's precision.
+        activation is linear to within the gradient's precision (where it
+        is even affine there, ``found_`` is False too).
     n_iter_ : int
         Levenberg-Marquardt steps of the joint polish.
     converged_ : bool
@@ -455,8 +456,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         order = np.argsort(-(samples @ direction), kind="stable")
         samples, U = samples[order], U[order]
         found, misfits = result.found[order], result.misfits[order]
+        unresolved = np.zeros(n, dtype=bool)
         if not self.bias and not activation.scale_free:
-            scale_ok &= ~self._norm_unresolved(activation, samples, to_host(W))
+            norm_weak, unresolved = self._unresolved(activation, samples, to_host(W))
+            scale_ok &= ~norm_weak
+            found = found & ~unresolved
         below_spectrum = self.moments_._below_spectrum
         if below_spectrum:
             # fewer samples than the spectrum shows: none is a sample of this
@@ -494,9 +498,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 f"neurons than the {n + K} unknowns of one sample (here fewer than "
                 f"{4 * (n + K)}), so no row counts as found (found_ is all False). "
                 "Query a wider layer.", IdentifiabilityWarning)
-        elif self.n_found_ < min(n, self.moments_._resolved_batch_size or n) \
-                and not below_spectrum:
-            missing = np.flatnonzero(~found).tolist()
+        elif (self.n_found_ < min(n, self.moments_._resolved_batch_size or n)
+                and not below_spectrum and np.any(~found & ~unresolved)):
+            # (rows the activation cannot resolve were warned about above)
+            missing = np.flatnonzero(~found & ~unresolved).tolist()
             if result.n_searched_found == n and is_piecewise_linear(activation):
                 # every search succeeded; the exact finish did not confirm them
                 warnings.warn(
@@ -529,36 +534,57 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "batch_size, or check activation, bias and output_weights.",
                 ConvergenceWarning)
 
-    def _norm_unresolved(self, activation, samples, W):
-        """Samples whose norm the gradient resolves no better than its
-        precision (without a bias), warned about.
+    def _unresolved(self, activation, samples, W):
+        """Samples the gradient resolves no better than its precision
+        (without a bias), warned about: ``(norm, sample)``, bool ``(B,)``.
 
-        The norm enters the gradient only through the curvature of the
-        activation: scaling ``x_i`` by ``e^s`` changes the gradient by ``s``
-        times ``t sigma''(t)`` against ``sigma'(t)`` (``t = W x_i`` over the
-        neurons). Where that ratio is below 1000 x the gradient's precision
-        (or 10 x its noise level) the activation is linear on the sample to
-        within the gradient's error (a float32 sample at 1e-3 of the others'
-        scale came back 4.8 times too long).
+        Without a bias a sample shows only through the shape of
+        ``sigma'(t)``, ``t = W x_i`` over the neurons. Where ``sigma'`` is
+        affine in ``t`` on the sample to within 1000 x the gradient's
+        precision (or 10 x its noise level) its term is a quadratic form
+        that any rotation of the samples reproduces: neither its direction
+        nor its norm is resolved (GELU at 1e-5 of unit scale came back at
+        cosine 0.4, all flagged). Its norm alone is unresolved where
+        scaling it, ``t sigma''(t)`` against ``sigma'(t)``, changes the
+        gradient by less (a float32 tanh sample at 1e-3 of the others' scale
+        came back 4.8 times too long).
         """
         t = W @ samples.T  # (m, B) pre-activations
+        slope = activation.derivative(t, 1)
+        centred_t = t - t.mean(axis=0)
+        centred_s = slope - slope.mean(axis=0)
         with np.errstate(all="ignore"):
-            ratio = (np.linalg.norm(t * activation.derivative(t, 2), axis=0)
-                     / np.linalg.norm(activation.derivative(t, 1), axis=0))
-        ratio = np.nan_to_num(ratio, nan=np.inf)  # (sigma' = 0 everywhere: no verdict)
+            beta = np.sum(centred_t * centred_s, axis=0) / np.sum(centred_t**2, axis=0)
+            size = np.linalg.norm(slope, axis=0)
+            affine = np.linalg.norm(centred_s - np.nan_to_num(beta) * centred_t,
+                                    axis=0) / size
+            curvature = np.linalg.norm(t * activation.derivative(t, 2), axis=0) / size
+        # (sigma' = 0 on every neuron: no verdict)
+        affine, curvature = (np.nan_to_num(r, nan=np.inf) for r in (affine, curvature))
         precision = max(1e3 * np.finfo(self.moments_._precision).eps,
                         10 * self.moments_.noise_level_)
-        weak = ratio < precision
-        if np.any(weak):
+        sample = affine < precision
+        norm = sample | (curvature < precision)
+        if np.any(sample):
+            warnings.warn(
+                f"Sample(s) {np.flatnonzero(sample).tolist()} are not resolved: "
+                f"activation {activation.name!r} is affine on their pre-activations "
+                f"to within the gradient's precision (relative departure "
+                f"{affine[sample].min():.2g} < {precision:.2g}), and without a bias "
+                "an affine slope leaves their direction and norm undetermined "
+                "(found_ and scale_identified_ are False for them).",
+                IdentifiabilityWarning)
+        if np.any(norm & ~sample):
+            weak = norm & ~sample
             warnings.warn(
                 f"The norm of sample(s) {np.flatnonzero(weak).tolist()} is not "
                 f"resolved: their pre-activations are so small that activation "
                 f"{activation.name!r} is linear on them to within the gradient's "
-                f"precision (curvature ratio {ratio[weak].min():.2g} < "
+                f"precision (curvature ratio {curvature[weak].min():.2g} < "
                 f"{precision:.2g}), and without a bias only the curvature fixes "
                 "a norm. Their directions stand; their norms may be far off "
                 "(scale_identified_ is False for them).", IdentifiabilityWarning)
-        return weak
+        return norm, sample
 
     def _check_moment_weights(self, activation, proj, samples=None):
         """mu_order at each recovered sample (host ``samples``, by default

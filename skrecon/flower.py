@@ -184,8 +184,11 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
     Warns
     -----
     UserWarning
-        If the update is less than 100 times that round-off: the gradient,
-        and the reconstruction, carry relative errors above 1 %.
+        If the update is less than 100 times that round-off: the gradient
+        carries relative errors above 1 %, and the reconstruction larger
+        ones. The round-off is that of the coarsest dtype among the model
+        and the parameter arrays (float64 parameters sent as float32 carry
+        float32 round-off).
 
     See Also
     --------
@@ -278,21 +281,27 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
     # norm at most eps ||θ||_F / lr, far above eps ||g|| when lr |g| << |θ|
     # (the gallery's round: a flat bulk of 50 values at 5e-15 s_1); values
     # below it are not samples
-    roundoff = np.finfo(grad.dtype).eps * np.linalg.norm(query.weights) / learning_rate
+    # (parameters that travelled in a coarser dtype than the model's carry
+    # its round-off: a float64 model sent as float32 read rank 47)
+    eps = max(np.finfo(a.dtype).eps for a in (grad, *sent, *returned)
+              if np.issubdtype(a.dtype, np.floating))
+    dtype = np.finfo(eps).dtype
+    roundoff = eps * np.linalg.norm(query.weights) / learning_rate
     if sv[0] <= roundoff:
         raise ValueError(
             f"The update of the first layer is below the round-off of its "
-            f"{grad.dtype} parameters (largest singular value {sv[0]:.3g} of the "
+            f"{dtype} parameters (largest singular value {sv[0]:.3g} of the "
             f"update / learning_rate, round-off level {roundoff:.3g}): the step "
             "did not register. Use a float64 model or a larger learning rate.")
     if sv[0] < _MIN_UPDATE_DIGITS * roundoff:
         warnings.warn(
             f"The update of the first layer is only {sv[0] / roundoff:.3g} times the "
-            f"round-off of its {grad.dtype} parameters: the gradient read off it "
-            "carries a relative error of up to "
-            f"{roundoff / sv[0]:.1%}, and so will the reconstruction. Use a "
-            "float64 model or a larger learning rate.", UserWarning, stacklevel=2)
-    rank, _ = estimate_batch_size(np.append(sv[sv > roundoff], 0.0), grad.dtype,
+            f"round-off of its {dtype} parameters: the gradient read off it "
+            f"carries relative errors of about {roundoff / sv[0]:.1%}, and the "
+            "reconstruction larger ones (float32 at lr 1e-4: 3 % in the gradient, "
+            "0.3 in the samples). Use a float64 model or a larger learning rate.",
+            UserWarning, stacklevel=2)
+    rank, _ = estimate_batch_size(np.append(sv[sv > roundoff], 0.0), dtype,
                                   n_rows=grad.shape[0])
     if batch_size is not None and rank > batch_size:
         raise ValueError(

@@ -243,6 +243,20 @@ def test_a_float32_update_below_round_off_is_refused(digits, server32):
     assert relative_error(batch, _attack(q).samples_)[0].max() <= 1e-4  # measured 1.7e-6
 
 
+def test_parameters_sent_as_float32_carry_its_round_off(digits, server):
+    # a float64 model whose parameters travel as float32: the update's
+    # round-off is float32's, read as rank 47 with batch_size=4 (break-it)
+    batch, labels = digits
+    sent = [p.astype(np.float32) for p in _to_list(server)]
+    out = client_update(SGDClient(batch, labels), sent, config={"lr": LR})
+    returned = [p.astype(np.float32) for p in out.parameters]
+    q = update_query(server, sent, returned, learning_rate=LR, batch_size=4)
+    assert q.grad.dtype == np.float64
+    rec = _attack(q)
+    assert rec.batch_size_ == 4
+    assert relative_error(batch, rec.samples_)[0].max() <= 1e-4  # measured 1.6e-6
+
+
 def test_several_epochs_on_one_batch_leave_a_large_residual(digits, server):
     batch, labels = digits
     sent = _to_list(server)

@@ -157,10 +157,10 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     noise_level : float, default=0.0
         Relative in-span noise of the gradient (``noise_level_``).
     n_resolved : int or None, default=None
-        Samples the spectrum shows, where fewer than ``n_samples`` (a
-        ``batch_size`` given above it): the acceptance level is set by the
-        span's conditioning over that many directions, not by the noise
-        directions beyond (which accepted rows fitting the noise).
+        Samples the spectrum shows, where a ``batch_size`` given differs
+        from it: when fewer than ``n_samples``, the acceptance level is set
+        by the span's conditioning over that many directions, not by the
+        noise directions beyond (which accepted rows fitting the noise).
     random_state : numpy.random.Generator
         Source of every random draw.
     n_jobs : int or None

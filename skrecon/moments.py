@@ -883,8 +883,9 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         gradient cannot identify the batch."""
         m = shape[0]
         n_rank = int(np.sum(sv > 10 * sv[0] * np.finfo(self._precision).eps))
-        self._below_spectrum = False
-        self._resolved_batch_size = None  # (set below where it is less than B)
+        # the batch size the spectrum decisively shows, where a given one
+        # differs from it (None otherwise)
+        self._shown_batch_size = None
         if self.n_components == "auto":
             if n_rank == m and m < n_live:
                 raise ValueError(
@@ -926,7 +927,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         shown, shown_gap = estimate_batch_size(sv, self._precision, n_rows=m)
         gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
         if B < shown and shown_gap >= 100:
-            self._below_spectrum = True
+            self._shown_batch_size = shown
             warnings.warn(
                 f"n_components (batch_size)={B} is below the batch size the "
                 f"gradient's spectrum shows ({shown}, s_B / s_B+1 = {shown_gap:.3g}): "
@@ -935,7 +936,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                 "row as found). Use batch_size='auto' unless you know better.",
                 BatchSizeWarning)
         elif B > shown and shown_gap >= 100:
-            self._resolved_batch_size = shown
+            self._shown_batch_size = shown
             warnings.warn(
                 f"n_components (batch_size)={B} exceeds the batch size the "
                 f"gradient's spectrum shows ({shown}, s_B / s_B+1 = {shown_gap:.3g}): "

@@ -412,7 +412,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             proj, activation, n_samples=n, init=self.init, moments=moments,
             n_init=self.n_init, max_starts=self.max_starts, max_iter=self.max_iter,
             tol=self.tol, precision=moments._precision,
-            noise_level=moments.noise_level_, n_resolved=moments._resolved_batch_size,
+            noise_level=moments.noise_level_, n_resolved=moments._shown_batch_size,
             random_state=np.random.default_rng(seed),
             n_jobs=self.n_jobs, verbose=self.verbose, progress=progress)
         self._store_result(result, proj, activation, X_checked, W, A)
@@ -461,7 +461,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             norm_weak, unresolved = self._unresolved(activation, samples, to_host(W))
             scale_ok &= ~norm_weak
             found = found & ~unresolved
-        below_spectrum = self.moments_._below_spectrum
+        shown = self.moments_._shown_batch_size or n
+        below_spectrum = shown > n
         if below_spectrum:
             # fewer samples than the spectrum shows: none is a sample of this
             # gradient, whatever its misfit in the truncated span (errors up
@@ -498,7 +499,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 f"neurons than the {n + K} unknowns of one sample (here fewer than "
                 f"{4 * (n + K)}), so no row counts as found (found_ is all False). "
                 "Query a wider layer.", IdentifiabilityWarning)
-        elif (self.n_found_ < min(n, self.moments_._resolved_batch_size or n)
+        elif (self.n_found_ < min(n, shown)
                 and not below_spectrum and np.any(~found & ~unresolved)):
             # (rows the activation cannot resolve were warned about above)
             missing = np.flatnonzero(~found & ~unresolved).tolist()
@@ -543,8 +544,9 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         affine in ``t`` on the sample to within 1000 x the gradient's
         precision (or 10 x its noise level) its term is a quadratic form
         that any rotation of the samples reproduces: neither its direction
-        nor its norm is resolved (GELU at 1e-5 of unit scale came back at
-        cosine 0.4, all flagged). Its norm alone is unresolved where
+        nor its norm is resolved (softplus at 0.03 of unit scale in float32
+        came back at cosines down to 0.75, every row flagged found). Its norm
+        alone is unresolved where
         scaling it, ``t sigma''(t)`` against ``sigma'(t)``, changes the
         gradient by less (a float32 tanh sample at 1e-3 of the others' scale
         came back 4.8 times too long).

@@ -23,7 +23,7 @@ from .decomposition import tensor_starts
 from .refine import (RefinementResult, is_piecewise_linear, levenberg_marquardt,
                      pattern_iteration, _fit_signals, _model, _slopes)
 from ._crossings import crossing_starts
-from .search import (SearchResult, _Slopes, _onto_constraint, _orth, _phi, _repeats,
+from .search import (SearchResult, _Slopes, _onto_constraint, _orth, _phis, _repeats,
                      search_samples)
 
 # rows of the searches: for a few outputs, a thousand or 64 per unknown of
@@ -450,8 +450,7 @@ def _misfits(V, problem, rows):
     ``None``)."""
     P, Omega, A, activation, b0 = problem
     keep = slice(None) if rows is None else rows
-    Q, slopes = _orth(P[keep]), _Slopes(activation)
-    return np.array([_phi(v, Q, Omega[keep], A[keep], slopes, b0) for v in V])
+    return _phis(V, _orth(P[keep]), Omega[keep], A[keep], _Slopes(activation), b0)
 
 
 def _complete(V, candidates, n_samples, n, rng, scale, fixed):

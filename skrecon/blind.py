@@ -33,34 +33,12 @@ from sklearn.decomposition import FastICA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from .moments import BatchSizeWarning, estimate_batch_size
+from .exceptions import BatchSizeWarning, BlindFitWarning
+from .moments import estimate_batch_size
 
 __all__ = ["cocktail_party", "CocktailPartyResult", "BlindFitWarning"]
 
 
-class BlindFitWarning(UserWarning):
-    """A fit ran without the query's weights: the result is a blind estimate.
-
-    Issued by :meth:`skrecon.GradientReconstructor.fit` when ``weights`` is
-    not given (it then runs :func:`cocktail_party`, whose samples are
-    approximate) and by :meth:`skrecon.MomentTensorTransformer.fit` (which
-    then computes the span only).
-
-    Examples
-    --------
-    >>> import warnings
-    >>> from skrecon import GradientReconstructor
-    >>> from skrecon.blind import BlindFitWarning
-    >>> from skrecon.clients import make_gradient_query
-    >>> from skrecon.datasets import load_digits_batch
-    >>> batch, _ = load_digits_batch(2, random_state=0)
-    >>> q = make_gradient_query(batch, n_neurons=50, random_state=0)
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad)
-    >>> any(issubclass(w.category, BlindFitWarning) for w in caught), rec.solver_
-    (True, 'cocktail_party')
-    """
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from ._array_api import (column_sum_squares, from_host, get_namespace, host_stat
                          is_numpy_namespace, namespace_name, to_host)
 from ._validation import check_coefficients, check_query, transform_namespace
 from .activations import Activation, get_activation, select_tensor_order
+from .exceptions import BatchSizeWarning, BlindFitWarning, NonGaussianWeightsWarning
 
 __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
            "NonGaussianWeightsWarning"]
@@ -38,50 +39,8 @@ __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
 _AUTO_TENSOR_MAX_BATCH = 16
 
 
-class BatchSizeWarning(UserWarning):
-    """The batch size read off the gradient is uncertain or was reduced.
-
-    Issued when the singular values show no clear gap (``s_B / s_B+1 < 10``:
-    noise, or a batch larger than the gradient can identify), or when an
-    explicit batch size exceeds the gradient's numerical rank.
-
-    Examples
-    --------
-    >>> import numpy as np, warnings
-    >>> from skrecon import MomentTensorTransformer
-    >>> from skrecon.moments import BatchSizeWarning
-    >>> rng = np.random.default_rng(0)
-    >>> X, W = rng.standard_normal((500, 10)), rng.standard_normal((500, 10))
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     _ = MomentTensorTransformer().fit(X, weights=W)
-    >>> any(issubclass(w.category, BatchSizeWarning) for w in caught)
-    True
-    """
 
 
-class NonGaussianWeightsWarning(UserWarning):
-    """The first-layer weights do not look like i.i.d. Gaussian draws.
-
-    The moment tensor rests on Stein's identity for Gaussian weights; with
-    other weights it is biased (the refinement may still succeed).
-
-    Examples
-    --------
-    >>> import numpy as np, warnings
-    >>> from skrecon import MomentTensorTransformer
-    >>> from skrecon.clients import make_gradient_query
-    >>> from skrecon.datasets import load_digits_batch
-    >>> from skrecon.moments import NonGaussianWeightsWarning
-    >>> batch, _ = load_digits_batch(2, random_state=0)
-    >>> q = make_gradient_query(batch, n_neurons=2000, bias="none", random_state=0)
-    >>> uniform = np.random.default_rng(0).uniform(-0.2, 0.2, size=q.weights.shape)
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     _ = MomentTensorTransformer().fit(q.grad, weights=uniform)
-    >>> any(issubclass(w.category, NonGaussianWeightsWarning) for w in caught)
-    True
-    """
 
 
 def _check_gaussian_weights(w_in):
@@ -655,7 +614,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             The first-layer weights at which the gradient was taken.
             ``None``: only the span is computed (``components_``,
             ``singular_values_``, ``n_components_``, ``spectral_gap_``,
-            ``noise_level_``), with a :class:`~skrecon.blind.BlindFitWarning`;
+            ``noise_level_``), with a :class:`~skrecon.exceptions.BlindFitWarning`;
             the moment tensor and the weight statistics need the weights.
         output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
             The neurons' outgoing weights; ``None`` means all ones. Needs
@@ -1046,7 +1005,6 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
 
     def _fit_span(self, X, output_weights):
         """:meth:`fit` without weights: the span of the batch only."""
-        from .blind import BlindFitWarning
 
         if output_weights is not None:
             raise ValueError(

@@ -20,7 +20,8 @@ from .refine import is_piecewise_linear
 from ._threads import blas_threads
 from .moments import MomentTensorTransformer
 from ._labels import infer_labels
-from .blind import BlindFitWarning, cocktail_party
+from .blind import cocktail_party
+from .exceptions import BlindFitWarning, IdentifiabilityWarning
 
 __all__ = ["GradientReconstructor", "IdentifiabilityWarning"]
 
@@ -31,33 +32,6 @@ _ONE_THREAD_MAX_COLUMNS = 512
 _RESIDUAL_ROWS = 2048
 
 
-class IdentifiabilityWarning(UserWarning):
-    """Part of the batch (sign, norm, a sample) is not identifiable.
-
-    Issued by :meth:`GradientReconstructor.fit` when the gradient cannot
-    tell a sample's sign (even ``sigma'`` without a bias), its norm
-    (scale-free ``sigma'`` without a bias), or when a sample's weight in the
-    moment tensor vanishes. The fitted flags ``sign_identified_`` and
-    ``scale_identified_`` say which samples are affected.
-
-    Examples
-    --------
-    >>> import warnings
-    >>> from skrecon import GradientReconstructor
-    >>> from skrecon.clients import make_gradient_query
-    >>> from skrecon.datasets import load_digits_batch
-    >>> from skrecon.reconstructor import IdentifiabilityWarning
-    >>> batch, _ = load_digits_batch(2, random_state=0)
-    >>> q = make_gradient_query(batch, n_neurons=1000, bias="none", random_state=0)
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     rec = GradientReconstructor(activation="tanh", random_state=0).fit(
-    ...         q.grad, **q.fit_params)
-    >>> any(issubclass(w.category, IdentifiabilityWarning) for w in caught)
-    True
-    >>> rec.sign_identified_
-    array([False, False])
-    """
 
 
 class GradientReconstructor(TransformerMixin, BaseEstimator):
@@ -324,7 +298,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             last when ``bias=True``), Gaussian as the server drew them.
             ``None``: a blind estimate (the Cocktail Party Attack,
             :func:`skrecon.blind.cocktail_party`), approximate, with a
-            :class:`~skrecon.blind.BlindFitWarning`; ``solver_`` says which
+            :class:`~skrecon.exceptions.BlindFitWarning`; ``solver_`` says which
             ran.
         output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
             Each neuron's outgoing weights; ``None`` means all ones. Needs

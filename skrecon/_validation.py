@@ -8,6 +8,14 @@ from sklearn.utils.validation import validate_data
 
 from ._array_api import (get_namespace, is_numpy_like, namespace_name_of, to_host)
 
+def one_row_prefix(n_rows):
+    """The words that open a batch-size error on a one-row gradient: one
+    row is one neuron (``n_samples = 1`` in scikit-learn's words), whose
+    gradient mixes any number of samples."""
+    return ("X has one row (n_samples = 1: a single neuron, whose gradient "
+            "mixes any number of samples). " if n_rows == 1 else "")
+
+
 _ROUTING_HINT = (
     "Inside a Pipeline, GridSearchCV or cross_val_score, enable metadata "
     "routing with sklearn.set_config(enable_metadata_routing=True) and pass "

@@ -33,6 +33,7 @@ from sklearn.decomposition import FastICA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
+from ._validation import one_row_prefix
 from .exceptions import BatchSizeWarning, BlindFitWarning
 from .moments import estimate_batch_size
 
@@ -51,17 +52,27 @@ class CocktailPartyResult:
         The estimated batch (bias column removed), float64, in a canonical
         order (decreasing projection on a fixed pseudo-random direction).
     sign_identified, scale_identified : ndarray of bool, shape (batch_size,)
-        Whether each sample's sign and norm were fixed by the bias
-        coordinate: all ``True`` with a bias (but ``False`` for a sample whose
-        bias coordinate vanished), all ``False`` without.
+        Whether the gradient fixes each estimate's sign and norm: all
+        ``True`` with a bias (every sample's bias coordinate is 1; ``False``
+        for an estimate whose bias coordinate vanished), all ``False``
+        without. They say what the gradient identifies, not that the
+        estimate is right: an estimate that still mixes several samples
+        takes the sign and norm of its mixture's bias coordinate.
     batch_size : int
         Number of samples separated.
     spectral_gap : float
         ``s_B / s_{B+1}`` of the gradient's singular values.
     n_iter : int
-        FastICA iterations (0 for one sample: there is nothing to separate).
+        FastICA iterations of the kept run (0 only for one sample with one
+        input coordinate: there is nothing to separate).
     converged : bool
-        Whether FastICA met its tolerance within ``max_iter``.
+        Whether the kept FastICA run met its tolerance within ``max_iter``.
+    contrast : float
+        The kept run's log-cosh contrast
+        ``sum_k (E log cosh(s_k) - E log cosh(nu))^2``, ``nu ~ N(0, 1)``,
+        over the whitened sources: the objective FastICA maximises, by
+        which the best of ``n_init`` runs is chosen (0 for one sample with
+        one input coordinate).
     """
 
     samples: np.ndarray
@@ -71,6 +82,7 @@ class CocktailPartyResult:
     spectral_gap: float
     n_iter: int
     converged: bool
+    contrast: float
 
 
 def _precision(X):
@@ -89,6 +101,7 @@ def _span(X, batch_size):
     if batch_size == "auto":
         if rank == m and m < n_cols:
             raise ValueError(
+                f"{one_row_prefix(m)}"
                 f"The gradient has as many independent rows as neurons ({m}, "
                 f"shape {X.shape}): the batch size cannot be read off. Pass "
                 "batch_size, or query a layer with more neurons than samples.")
@@ -109,8 +122,38 @@ def _span(X, batch_size):
     return vt[:B].T, B, gap
 
 
-def cocktail_party(X, *, bias=False, batch_size="auto", max_iter=1000, tol=1e-6,
-                   random_state=None):
+# E[log cosh(nu)] for nu ~ N(0, 1): the Gaussian reference of FastICA's
+# log-cosh contrast
+_LOGCOSH_GAUSSIAN = 0.37456720749
+
+
+def _best_separation(basis, d, B, *, n_init, max_iter, tol, random_state):
+    """FastICA ``n_init`` times on the input coordinates of the span, each
+    from its own seed; keeps the run of largest log-cosh contrast (the
+    objective FastICA maximises). Returns ``(signals (n_cols, B), n_iter,
+    converged, contrast)``; ``n_iter`` and ``converged`` are the kept run's."""
+    rng = check_random_state(random_state)
+    seeds = rng.randint(np.iinfo(np.int32).max, size=n_init)
+    best = None
+    for seed in seeds:
+        ica = FastICA(n_components=B, whiten="unit-variance", fun="logcosh",
+                      max_iter=max_iter, tol=tol, random_state=int(seed))
+        with warnings.catch_warnings():
+            # reported by the caller, with the numbers
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            sources = ica.fit_transform(basis[:d])
+        contrast = float(np.sum(
+            (np.mean(np.log(np.cosh(sources)), axis=0) - _LOGCOSH_GAUSSIAN) ** 2))
+        if best is None or contrast > best[0]:
+            best = (contrast, ica)
+    contrast, ica = best
+    n_iter = int(ica.n_iter_)
+    # the unmixing applies to the uncentred coordinates, bias included
+    return basis @ ica.components_.T, n_iter, n_iter < max_iter, contrast
+
+
+def cocktail_party(X, *, bias=False, batch_size="auto", n_init=1, max_iter=1000,
+                   tol=1e-6, random_state=None):
     """Estimate the batch from a gradient alone (the Cocktail Party Attack).
 
     Independent component analysis of the gradient rows, with the input
@@ -131,18 +174,22 @@ def cocktail_party(X, *, bias=False, batch_size="auto", max_iter=1000, tol=1e-6,
     batch_size : "auto" or int, default="auto"
         Number of samples; ``"auto"`` reads it off the largest gap of the
         singular values (:func:`skrecon.moments.estimate_batch_size`).
+    n_init : int, default=1
+        FastICA runs, each from its own seed drawn from ``random_state``;
+        the run of largest contrast is kept.
     max_iter : int, default=1000
         FastICA iterations at most.
     tol : float, default=1e-6
         FastICA's tolerance on the update of the unmixing matrix.
     random_state : int, RandomState instance or None, default=None
-        Seeds FastICA's initial unmixing matrix.
+        Seeds the runs' initial unmixing matrices.
 
     Returns
     -------
     result : CocktailPartyResult
         ``samples`` ``(batch_size, n_inputs)``, the identifiability flags,
-        ``batch_size``, ``spectral_gap``, ``n_iter`` and ``converged``.
+        ``batch_size``, ``spectral_gap``, ``n_iter``, ``converged`` and
+        ``contrast``.
 
     Raises
     ------
@@ -150,7 +197,8 @@ def cocktail_party(X, *, bias=False, batch_size="auto", max_iter=1000, tol=1e-6,
         If ``X`` is not a finite 2-D array, is zero, has no input column
         besides the bias, has as many independent rows as neurons with
         ``batch_size="auto"``, or has fewer input coordinates than
-        ``batch_size + 1`` (ICA needs more observations than signals).
+        ``batch_size + 1`` (ICA needs more observations than signals), or if
+        ``n_init`` is not a positive integer.
 
     Warns
     -----
@@ -173,8 +221,14 @@ def cocktail_party(X, *, bias=False, batch_size="auto", max_iter=1000, tol=1e-6,
     signals ``t -> (V c_k)[t]`` over the input coordinates ``t`` are most
     non-Gaussian; the estimate is ``V c_k`` over every coordinate, bias
     included. Its accuracy depends on the data, not on the number of
-    neurons: images of a few hundred pixels separate well, small images
-    such as 8 x 8 digits (64 observations for ``B`` signals) poorly.
+    neurons, and it is rough. Measured on four 16 x 16 x 3 patches of
+    scikit-learn's sample images (eight batches, 100 neurons, four BLAS
+    kernels): the best-matched sample has cosine 0.85-1.00 to its estimate,
+    the worst from -0.79 to 0.82; an estimate that still mixes several samples
+    can take the wrong sign from its mixture's bias coordinate, and which
+    local optimum FastICA reaches depends on round-off (the CPU's BLAS
+    kernel). On eight 8 x 8 digits (64 observations for 8 signals) the
+    cosines range from about 0.04 to 0.9 (four batches, four kernels).
 
     References
     ----------
@@ -197,7 +251,7 @@ def cocktail_party(X, *, bias=False, batch_size="auto", max_iter=1000, tol=1e-6,
     >>> result.samples.shape, bool(result.sign_identified.all())
     ((4, 768), True)
     >>> cosines, permutation = matched_cosine(batch, result.samples)
-    >>> bool(cosines.min() > 0.8)
+    >>> bool(cosines.max() > 0.8)   # the best-separated sample; others are rougher
     True
     """
     X = np.asarray(X, dtype=np.float64)
@@ -221,9 +275,12 @@ def cocktail_party(X, *, bias=False, batch_size="auto", max_iter=1000, tol=1e-6,
         raise ValueError(
             f"With bias=True the gradient needs at least one input column before "
             f"the bias column, got shape {X.shape}.")
+    if not (isinstance(n_init, Integral) and not isinstance(n_init, bool)
+            and n_init >= 1):
+        raise ValueError(f"n_init must be a positive integer, got {n_init!r}.")
     basis, B, gap = _span(X, batch_size)
-    if B == 1:  # one sample: the span is its direction, nothing to separate
-        signals, n_iter, converged = basis, 0, True
+    if B == 1 and d == 1:  # one sample, one coordinate: nothing to separate
+        signals, n_iter, converged, contrast = basis, 0, True, 0.0
     else:
         if d < B + 1:
             raise ValueError(
@@ -231,23 +288,15 @@ def cocktail_party(X, *, bias=False, batch_size="auto", max_iter=1000, tol=1e-6,
                 f"{d} input coordinates as observations: it needs at least "
                 f"B + 1 = {B + 1}. Pass the query's weights for the exact "
                 "reconstruction, or a smaller batch_size.")
-        ica = FastICA(n_components=B, whiten="unit-variance", fun="logcosh",
-                      max_iter=max_iter, tol=tol,
-                      random_state=check_random_state(random_state))
-        with warnings.catch_warnings():
-            # reported below, with the numbers
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            ica.fit(basis[:d])
-        n_iter = int(ica.n_iter_)
-        converged = n_iter < max_iter
+        signals, n_iter, converged, contrast = _best_separation(
+            basis, d, B, n_init=n_init, max_iter=max_iter, tol=tol,
+            random_state=random_state)
         if not converged:
             warnings.warn(
                 f"FastICA did not converge in {max_iter} iterations (B = {B} "
                 f"samples over {d} input coordinates): the blind estimate is "
                 "rougher than usual. Increase max_iter or pass the weights.",
                 ConvergenceWarning)
-        # the unmixing applies to the uncentred coordinates, bias included
-        signals = basis @ ica.components_.T  # (n_cols, B)
     signals = signals.T
     if bias:
         scale = signals[:, -1]
@@ -264,4 +313,5 @@ def cocktail_party(X, *, bias=False, batch_size="auto", max_iter=1000, tol=1e-6,
     return CocktailPartyResult(
         samples=samples[order], sign_identified=identified[order].copy(),
         scale_identified=identified[order].copy(), batch_size=B,
-        spectral_gap=float(gap), n_iter=n_iter, converged=bool(converged))
+        spectral_gap=float(gap), n_iter=n_iter, converged=bool(converged),
+        contrast=float(contrast))

@@ -27,7 +27,8 @@ from ._hermite import (
 )
 from ._array_api import (column_sum_squares, from_host, get_namespace, host_state,
                          is_numpy_namespace, namespace_name, to_host)
-from ._validation import check_coefficients, check_query, transform_namespace
+from ._validation import (check_coefficients, check_query, one_row_prefix,
+                          transform_namespace)
 from .activations import Activation, get_activation, select_tensor_order
 from .exceptions import BatchSizeWarning, BlindFitWarning, NonGaussianWeightsWarning
 
@@ -848,6 +849,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         if self.n_components == "auto":
             if n_rank == m and m < n_live:
                 raise ValueError(
+                    f"{one_row_prefix(m)}"
                     f"The gradient has as many independent rows as neurons "
                     f"({m}, shape {shape}): the batch size cannot be read off, "
                     "and the batch may be larger than this layer can identify. "
@@ -869,6 +871,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         B = int(self.n_components)
         if B >= m or B > len(sv):
             raise ValueError(
+                f"{one_row_prefix(m)}"
                 f"n_components (batch_size)={B} cannot be identified from a "
                 f"gradient of shape {shape} with {n_live} distinct nonzero columns: "
                 f"its rank is at most {min(m, n_live)}, and the moment method "

@@ -820,6 +820,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         "refinement_", "found_", "n_found_", "sample_misfits_", "n_starts_",
         "moment_weights_")
 
+    # parameters of the exact reconstruction that the blind estimate ignores
+    _EXACT_ONLY_PARAMS = ("activation", "moments", "loss", "init", "max_starts",
+                          "n_jobs", "max_iter", "tol")
+
     def _fit_blind(self, X, output_weights):
         """:meth:`fit` without weights: the Cocktail Party Attack."""
         if output_weights is not None:
@@ -830,6 +834,13 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         X_checked = check_query(self, X, None, None, reset=True,
                                 require_weights=False)[0]
         xp, device = get_namespace(X_checked)
+        params, defaults = (self.get_params(deep=False),
+                            type(self)().get_params(deep=False))
+        # parameters set away from their defaults (an object counts as set)
+        unused = [name for name in self._EXACT_ONLY_PARAMS
+                  if params[name] is not defaults[name]
+                  and not (isinstance(params[name], (str, Real))
+                           and params[name] == defaults[name])]
         warnings.warn(
             f"{type(self).__name__}.fit got no weights: it ran the blind Cocktail "
             "Party Attack (FastICA on the gradient rows, Kariyappa et al., ICML "
@@ -838,13 +849,17 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             + ("fixes scale and sign by the bias column." if self.bias else
                "without a bias identifies neither sign nor scale.")
             + " Pass weights=W (the first-layer weights the server chose) for "
-            "the exact reconstruction. " + _ROUTING_HINT, BlindFitWarning)
+            "the exact reconstruction. " + _ROUTING_HINT
+            + (f" It used bias, batch_size, n_init (FastICA runs) and "
+               f"random_state; {', '.join(unused)} apply to the exact "
+               "reconstruction only and were not used." if unused else ""),
+            BlindFitWarning)
         if self.verbose:
             print("[GradientReconstructor] no weights: blind estimate "
                   "(cocktail_party, FastICA)")
         # max_iter bounds the refinement's steps, not FastICA's: its default
         result = cocktail_party(to_host(X_checked), bias=self.bias,
-                                batch_size=self.batch_size,
+                                batch_size=self.batch_size, n_init=self.n_init,
                                 random_state=self.random_state)
         if self.verbose:
             print(f"[GradientReconstructor] separated {result.batch_size} samples "

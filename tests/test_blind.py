@@ -21,18 +21,41 @@ def _patch_query(random_state, bias="gaussian"):
     return batch, make_gradient_query(batch, n_neurons=100, bias=bias, random_state=0)
 
 
-# Measured matched cosines (true batch vs estimate, bias fixes scale and sign):
-# patches seed 1: 0.866 0.955 0.997 0.997; seed 3: 0.791 0.992 0.998 0.999.
-@pytest.mark.parametrize("seed, worst, median", [(1, 0.85, 0.97), (3, 0.77, 0.99)])
-def test_patches_are_separated_with_a_bias(seed, worst, median):
+def _span_residual(grad, samples, bias):
+    """Relative distance of the estimated samples (bias coordinate 1
+    appended) from the span of the gradient rows."""
+    augmented = np.hstack([samples, np.ones((len(samples), 1))]) if bias else samples
+    q, _ = np.linalg.qr(grad.T)
+    return (np.linalg.norm(augmented.T - q @ (q.T @ augmented.T))
+            / np.linalg.norm(augmented))
+
+
+# Which local optimum FastICA reaches depends on round-off (the CPU's BLAS
+# kernel): measured over patch seeds 1-8 and four kernels, the best-matched
+# cosine is 0.85-1.00 and the worst -0.79 to 0.82. The tests assert what
+# holds for every optimum: the estimates lie in the batch's span with the
+# bias coordinate 1, the flags, and the best-separated sample.
+@pytest.mark.parametrize("seed", [1, 3])
+def test_patches_are_separated_with_a_bias(seed):
     batch, q = _patch_query(seed)
     result = cocktail_party(q.grad, bias=True, random_state=0)
     assert result.batch_size == 4 and result.samples.shape == (4, 768)
     assert result.sign_identified.all() and result.scale_identified.all()
-    assert result.converged and result.n_iter >= 1
+    assert result.converged and result.n_iter >= 1 and result.contrast > 0
+    assert _span_residual(q.grad, result.samples, bias=True) < 1e-10
     cosines, permutation = matched_cosine(batch, result.samples)
     assert sorted(permutation) == [0, 1, 2, 3]
-    assert cosines.min() >= worst and np.median(cosines) >= median
+    assert cosines.max() >= 0.8
+
+
+def test_more_runs_keep_the_largest_contrast():
+    _, q = _patch_query(1)
+    runs = [cocktail_party(q.grad, bias=True, random_state=0, n_init=n)
+            for n in (1, 4)]
+    # the first run is the same draw; three more can only raise the contrast
+    assert runs[1].contrast >= runs[0].contrast
+    for result in runs:
+        assert _span_residual(q.grad, result.samples, bias=True) < 1e-10
 
 
 def test_without_bias_neither_sign_nor_scale_is_identified():
@@ -46,12 +69,13 @@ def test_without_bias_neither_sign_nor_scale_is_identified():
     assert cosines.min() >= 0.77 and np.median(cosines) >= 0.99
 
 
-def test_one_sample_is_exact_without_iterations():
+def test_one_sample_is_exact():
     batch, _ = load_digits_batch(1, random_state=0)
     q = make_gradient_query(batch, n_neurons=20, random_state=0)
     result = cocktail_party(q.grad, bias=True, random_state=0)
     errors, _ = relative_error(batch, result.samples)
-    assert errors[0] < 1e-12 and result.n_iter == 0
+    # FastICA of one whitened signal is that signal: the bias fixes its scale
+    assert errors[0] < 1e-12 and result.n_iter >= 1 and result.converged
 
 
 def test_same_seed_same_estimate():
@@ -72,8 +96,10 @@ def test_too_few_coordinates_for_the_batch():
 
 def test_one_row_cannot_show_the_batch_size():
     with pytest.raises(ValueError, match=re.escape(
-            "The gradient has as many independent rows as neurons (1, shape "
-            "(1, 10)): the batch size cannot be read off.")):
+            "X has one row (n_samples = 1: a single neuron, whose gradient "
+            "mixes any number of samples). The gradient has as many "
+            "independent rows as neurons (1, shape (1, 10)): the batch size "
+            "cannot be read off.")):
         cocktail_party(np.arange(1.0, 11.0)[None])
 
 
@@ -133,3 +159,23 @@ def test_moment_transformer_without_weights_fits_the_span_only():
     coords = mt.transform(q.grad)
     np.testing.assert_allclose(mt.inverse_transform(coords), q.grad,
                                atol=1e-12 * np.abs(q.grad).max())
+
+
+def test_blind_fit_names_the_parameters_it_did_not_use():
+    _, q = _patch_query(1)
+    rec = GradientReconstructor(bias=True, activation="sigmoid", max_iter=50,
+                                n_init=2, random_state=0)
+    with pytest.warns(BlindFitWarning, match=re.escape(
+            "It used bias, batch_size, n_init (FastICA runs) and random_state; "
+            "activation, max_iter apply to the exact reconstruction only and "
+            "were not used.")):
+        rec.fit(q.grad)
+    direct = cocktail_party(q.grad, bias=True, n_init=2, random_state=0)
+    np.testing.assert_array_equal(rec.samples_, direct.samples)
+
+
+def test_n_init_must_be_a_positive_integer():
+    _, q = _patch_query(1)
+    with pytest.raises(ValueError, match=re.escape(
+            "n_init must be a positive integer, got 0.")):
+        cocktail_party(q.grad, bias=True, n_init=0)

@@ -92,7 +92,9 @@ def _check_bias_column(estimator, W, xp):
         f"The last column of weights is {what}: it looks like the first layer's "
         f"bias, but {type(estimator).__name__} has bias=False and would treat it "
         "as an input's Gaussian weights. Did you mean bias=True? (With a bias, "
-        "the last column of the gradient and of weights is the bias.)")
+        "the last column of the gradient and of weights is the bias; from a "
+        "GradientQuery q, GradientReconstructor(**q.estimator_params).fit("
+        "q.grad, **q.fit_params) sets it.)")
 
 
 def check_query(estimator, X, weights, output_weights, *, reset, require_weights=True):

@@ -11,7 +11,6 @@ client, as it does in practice.
 """
 
 import numbers
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -246,8 +245,9 @@ class GradientQuery:
     The one query type of skrecon: :func:`make_gradient_query` builds it for
     a simulated client, :func:`skrecon.torch.first_layer_query` reads it off
     a PyTorch model. ``grad``, ``weights`` and ``output_weights`` are the
-    inputs of the reconstructor (``rec.fit(q.grad, **q.fit_params)`` for
-    both); ``batch`` and ``targets`` are the private ground truth, known
+    inputs of the reconstructor, and ``bias`` and ``activation`` its
+    parameters: ``GradientReconstructor(**q.estimator_params).fit(q.grad,
+    **q.fit_params)``; ``batch`` and ``targets`` are the private ground truth, known
     only for a simulated query (``None`` for one read off a model, as are
     ``loss``, ``reduction``, ``layers``, ``gradients`` and ``signals``).
 
@@ -318,8 +318,8 @@ class GradientQuery:
     ((100, 65), (100, 65), (100, 1))
     >>> q.batch_size, q.n_neurons, q.has_bias
     (2, 100, True)
-    >>> sorted(q.fit_params)
-    ['output_weights', 'weights']
+    >>> sorted(q.fit_params), q.estimator_params
+    (['output_weights', 'weights'], {'bias': True, 'activation': 'tanh'})
     """
 
     grad: np.ndarray
@@ -365,26 +365,20 @@ class GradientQuery:
         """
         return {"weights": self.weights, "output_weights": self.output_weights}
 
-    # the keys of the dict that skrecon.torch.first_layer_query returned
-    _DICT_KEYS = {"grad": "grad", "weights": "weights",
-                  "output_weights": "output_weights", "bias": "has_bias",
-                  "activation": "activation"}
+    @property
+    def estimator_params(self):
+        """What the query knows of the reconstructor's parameters (dict).
 
-    def __getitem__(self, key):
-        """Deprecated: the dict access of the former ``first_layer_query``."""
-        if key in ("first", "second") and self.layer_names is not None:
-            value, attribute = self.layer_names[key == "second"], "layer_names"
-        elif key in self._DICT_KEYS:
-            attribute = self._DICT_KEYS[key]
-            value = getattr(self, attribute)
-        else:
-            raise KeyError(key)
-        warnings.warn(
-            f"q[{key!r}] is deprecated: first_layer_query returns a GradientQuery "
-            f"now, as make_gradient_query does; use q.{attribute} (and "
-            "rec.fit(q.grad, **q.fit_params)). Dict access will be removed in "
-            "skrecon 0.3.", FutureWarning, stacklevel=2)
-        return value
+        ``{"bias": has_bias}``, and ``"activation"`` when it is known, so
+        that one line goes from a query to a fit:
+        ``GradientReconstructor(**q.estimator_params).fit(q.grad,
+        **q.fit_params)``. Other parameters (``random_state``,
+        ``batch_size``, ...) can be given beside it.
+        """
+        params = {"bias": self.has_bias}
+        if self.activation is not None:
+            params["activation"] = self.activation
+        return params
 
     def loss_value(self, batch=None, layers=None):
         """The loss ``L`` by a forward pass (no DP: clipping has no loss).

@@ -265,8 +265,7 @@ def first_layer_query(model, *, first="auto", second="auto"):
 
         The private fields (``batch``, ``targets``, ``loss`` ...) are
         ``None``: the server does not know them. Arrays are float64 for a
-        float64 model, float32 otherwise, copied to the host. (The former
-        dict access ``q["grad"]`` still works, with a ``FutureWarning``.)
+        float64 model, float32 otherwise, copied to the host.
 
     Raises
     ------

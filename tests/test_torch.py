@@ -47,9 +47,9 @@ def _client_step(model, batch, labels, reduction="mean"):
 
 
 def _reconstruct(q):
-    rec = GradientReconstructor(activation="tanh", bias=q.has_bias,
-                                loss="cross_entropy", random_state=0)
-    return rec.fit(q.grad, weights=q.weights, output_weights=q.output_weights)
+    # one line from a query to a fit: the query knows bias and activation
+    return GradientReconstructor(**q.estimator_params, loss="cross_entropy",
+                                 random_state=0).fit(q.grad, **q.fit_params)
 
 
 # ----------------------------------------------------------------------------
@@ -160,15 +160,20 @@ def test_query_is_the_query_type_of_the_reference_client():
     assert q.batch is None and q.targets is None and q.loss is None
     with pytest.raises(ValueError, match="read off a model"):
         q.loss_value()
-    # the former dict access still works, for one more release
-    with pytest.warns(FutureWarning, match=re.escape(
-            "q['bias'] is deprecated: first_layer_query returns a GradientQuery now, "
-            "as make_gradient_query does; use q.has_bias")):
-        assert q["bias"] is True
-    with pytest.warns(FutureWarning, match=re.escape("use q.layer_names")):
-        assert q["second"] == "2"
-    with pytest.raises(KeyError):
-        q["samples"]
+    assert q.estimator_params == {"bias": True, "activation": "tanh"}
+    assert simulated.estimator_params == {"bias": True, "activation": "tanh"}  # bias="gaussian"
+
+
+def test_forgotten_bias_points_to_the_query_params(digits):
+    batch, labels = digits
+    model = gaussian_reinit_(_two_layer(N_NEURONS), random_state=0)
+    q = first_layer_query(_client_step(model, batch, labels))
+    with pytest.raises(ValueError, match=re.escape(
+            "Did you mean bias=True? (With a bias, the last column of the gradient "
+            "and of weights is the bias; from a GradientQuery q, "
+            "GradientReconstructor(**q.estimator_params).fit(q.grad, "
+            "**q.fit_params) sets it.)")):
+        GradientReconstructor().fit(q.grad, **q.fit_params)
 
 
 def test_query_float32_arrays():

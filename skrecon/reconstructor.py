@@ -486,6 +486,22 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                     f"{self.gradient_residual_:.3g}): the samples are approximate, "
                     "and found_ is False for all of them. More starts do not help; "
                     "a less noisy gradient or a wider layer does.", ConvergenceWarning)
+            elif self.n_found_ == 0 and self.n_starts_ >= n:
+                # the layer is wide enough (the branch above): searches, at
+                # least one a sample, that find no sample at all point at the
+                # model, not at width or starts
+                # (a wrong activation: 0 of 8 digits in 48 searches, residual
+                # 0.2-0.7, for sigmoid, GELU, ReLU or softplus on tanh)
+                activation_name = getattr(activation, "name", activation)
+                warnings.warn(
+                    f"None of {n} samples was found in {self.n_starts_} searches "
+                    f"(relative gradient residual {self.gradient_residual_:.3g}), "
+                    f"although {result.n_live_neurons} neurons are enough for "
+                    f"{n} samples: the model does not match the gradient. Check "
+                    f"activation (here {activation_name!r}), bias and "
+                    "output_weights (and loss); only when they are right can more "
+                    "starts (max_starts) help. samples_ are best guesses (found_ "
+                    "is all False).", ConvergenceWarning)
             else:
                 warnings.warn(
                     f"Only {self.n_found_} of {n} samples were found in "

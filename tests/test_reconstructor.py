@@ -7,6 +7,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 
 from skrecon import GradientReconstructor, MomentTensorTransformer
 from skrecon.clients import make_gradient_query
@@ -406,3 +407,16 @@ def test_batch_size_below_the_spectrum_warns(digits8):
     # six samples cannot explain it: no row is one (all six were flagged
     # found, with errors up to 0.12)
     assert rec.batch_size_ == 6 and rec.n_found_ == 0 and not rec.converged_
+
+
+def test_a_wrong_activation_is_named_as_the_cause(digits8):
+    """In a search over activations the wrong one finds nothing; its warning
+    points at the model (activation, bias, output_weights), not at width."""
+    q = make_gradient_query(digits8, n_neurons=WIDTH, bias="gaussian", random_state=0)
+    rec = GradientReconstructor(activation="sigmoid", bias=True, random_state=0)
+    with pytest.warns(ConvergenceWarning, match=re.escape(
+            "the model does not match the gradient. Check activation (here "
+            "'sigmoid'), bias and output_weights (and loss)")):
+        rec.fit(q.grad, **q.fit_params)
+    assert rec.n_found_ == 0 and not rec.found_.any()
+    assert rec.gradient_residual_ > 0.01

@@ -440,7 +440,7 @@ def test_non_finite_searches_are_dropped(batch4, query4, monkeypatch):
     monkeypatch.setattr(_core, "levenberg_marquardt",
                         lambda V, U, *args, **kwargs: RefinementResult(V, U, 1.0, 0, 1))
     with pytest.warns(ConvergenceWarning, match=re.escape(
-            "Only 0 of 4 samples were found in 32 searches")):
+            "None of 4 samples was found in 32 searches")):
         rec = _rec(n_jobs=1).fit(query4.grad, **query4.fit_params)
     assert not rec.found_.any() and np.all(np.isfinite(rec.samples_))
 

@@ -39,7 +39,10 @@ from skrecon.datasets import load_digits_batch
 from skrecon.metrics import relative_error
 from skrecon.torch import first_layer_query, gaussian_reinit_
 
-n_neurons = 8192  # the smallest width found reliably exact for this batch
+# measured for this batch: 96, 128, 256, 512 and 1024 neurons each give it back
+# exactly (errors <= 2e-14) for server seeds 0-4; 64 neurons give the samples
+# too, but too few to confirm them (found_ False)
+n_neurons = 512
 
 model = nn.Sequential(
     nn.Linear(64, n_neurons),

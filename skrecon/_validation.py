@@ -93,7 +93,7 @@ def _check_bias_column(estimator, W, xp):
         f"bias, but {type(estimator).__name__} has bias=False and would treat it "
         "as an input's Gaussian weights. Did you mean bias=True? (With a bias, "
         "the last column of the gradient and of weights is the bias; from a "
-        "GradientQuery q, GradientReconstructor(**q.estimator_params).fit("
+        f"GradientQuery q, {type(estimator).__name__}(**q.estimator_params).fit("
         "q.grad, **q.fit_params) sets it.)")
 
 

@@ -170,6 +170,29 @@ _ROUNDOFF_SPREAD = 100.0
 _LIFTED_NOISE = 3.0
 
 
+# at most this many values at round-off: an exact batch leaves n - B of them
+# (16 digits, 65 columns: 49), a quantised gradient without a zero level one
+# per group of constant columns (16 digits, 4 bits, Gaussian bias: 1, read as
+# 50 samples)
+_FEW_ROUNDOFF = 2
+def _warn_guessed_batch_size(singular_values, batch_size):
+    """Warn where a batch size read in round-off mode is a guess: hardly
+    any singular value is at round-off."""
+    n, B = len(singular_values), batch_size
+    if n - B > _FEW_ROUNDOFF:
+        return
+    why = (f"only {n - B} of its {n} singular values are at round-off, so "
+           "either the batch nearly fills the gradient's columns (more samples "
+           "than it can identify) or a noisy gradient has "
+           f"{n - B} exactly dependent columns (quantisation without a zero "
+           "level makes constant columns) and no sample gap at all")
+    warnings.warn(
+        f"The batch size read off the gradient ({B}) is a guess: {why}. Pass "
+        "batch_size (GradientReconstructor) or n_components "
+        "(MomentTensorTransformer) if you know it: fitting a guessed batch this "
+        "large takes long.", BatchSizeWarning)
+
+
 def _estimate_batch_size(singular_values, dtype, n_rows):
     """:func:`estimate_batch_size`, and how the batch size was read:
     ``"round-off"`` (the values after it are round-off), ``"noise threshold"``
@@ -856,6 +879,8 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                     "Query a layer with many more neurons than samples."
                 )
             B, gap, how = _estimate_batch_size(sv, self._precision, m)
+            if how == "round-off":
+                _warn_guessed_batch_size(sv, B)
             if how == "largest ratio" and gap >= 10:
                 # (below 10 the no-gap warning says that B is uncertain)
                 warnings.warn(

@@ -156,3 +156,31 @@ def test_a_weak_sample_above_the_noise_threshold_is_kept():
 
     s = np.concatenate([[2.17, 5.1e-3, 3.3e-7, 3.29e-7], np.full(60, 3.2e-7)])
     assert estimate_batch_size(s, np.float64, n_rows=1000)[0] == 2
+
+
+@pytest.mark.parametrize("n_bits, bias, why", [
+    (4, "gaussian", "only 1 of its 51 singular values are at round-off"),
+])
+def test_a_guessed_batch_size_says_so(n_bits, bias, why):
+    """A quantised gradient has no zero level: constant columns leave exact
+    zeros, and the quantisation noise above them reads as samples (16
+    digits read as 50); the estimate says it is guessing, and why."""
+    from skrecon.defenses import UniformQuantization
+
+    batch, _ = load_digits_batch(16, random_state=0)
+    q = make_gradient_query(batch, n_neurons=20000, bias=bias, random_state=0)
+    G = UniformQuantization(n_bits=n_bits).fit_transform(q.grad)
+    with pytest.warns(BatchSizeWarning, match=r"The batch size read off the "
+                      r"gradient \(\d+\) is a guess: " + re.escape(why)):
+        est = MomentTensorTransformer(bias=bias != "none").fit(G, **q.fit_params)
+    assert est.n_components_ > 16
+
+
+@pytest.mark.parametrize("batch_size", [16, 48])
+def test_an_exact_batch_is_not_called_a_guess(batch_size):
+    batch, _ = load_digits_batch(batch_size, random_state=0)
+    q = make_gradient_query(batch, n_neurons=20000, bias="gaussian", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BatchSizeWarning)
+        est = MomentTensorTransformer(bias=True).fit(q.grad, **q.fit_params)
+    assert est.n_components_ == batch_size

@@ -324,7 +324,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         V, U, refinement = _joint_polish(
             V0, U0, residual, proj, problem, fixed, rows if n_rows < m else None,
             all_found=found.n_found == n_samples, rtol=rtol, ftol=ftol, success=success,
-            noise_level=noise_level, max_iter=max_iter, verbose=verbose, say=say)
+            noise_level=noise_level, max_iter=max_iter, verbose=verbose, say=say,
+            report=report)
         if V is found.V:  # the search's samples, unchanged: their misfits stand
             misfits = found.misfits
         else:
@@ -406,7 +407,7 @@ def _finish(V, problem, fixed, piecewise, say):
 
 
 def _joint_polish(V, U, residual, proj, problem, fixed, rows, *, all_found, rtol, ftol,
-                  success, noise_level, max_iter, verbose, say):
+                  success, noise_level, max_iter, verbose, say, report):
     """The joint Levenberg-Marquardt polish of the whole batch.
 
     Above round-off (``rtol``) and for at most ``_JOINT_MAX_PARAMS``
@@ -431,7 +432,8 @@ def _joint_polish(V, U, residual, proj, problem, fixed, rows, *, all_found, rtol
     # nothing to fit)
     if residual > success and rows is not None and np.any(P[rows]):
         fit = levenberg_marquardt(V, U, *proj.take_rows(rows), activation, b0, fixed=fixed,
-                                  max_iter=max_iter, rtol=rtol, ftol=ftol)
+                                  max_iter=max_iter, rtol=rtol, ftol=ftol,
+                                  callback=lambda k, n: report("polish (rows)", k, n))
         on_all = _relative_residual(fit.V, fit.U, P, Omega, A, activation, b0)
         if on_all < residual:
             V, U = fit.V, fit.U
@@ -440,7 +442,8 @@ def _joint_polish(V, U, residual, proj, problem, fixed, rows, *, all_found, rtol
             or refinement.relative_residual <= max(success, 10 * noise_level)):
         refinement = levenberg_marquardt(V, U, proj.P, proj.Omega, proj.A, activation, b0,
                                          fixed=fixed, max_iter=max_iter, rtol=rtol,
-                                         ftol=ftol, verbose=verbose > 1)
+                                         ftol=ftol, verbose=verbose > 1,
+                                         callback=lambda k, n: report("polish", k, n))
         V, U = refinement.V, refinement.U
     return V, U, refinement
 

@@ -49,6 +49,8 @@ import zipfile
 
 import numpy as np
 
+from ._progress import ProgressLine
+
 __all__ = ["main"]
 
 #: The largest relative error ``demo`` still calls an exact reconstruction.
@@ -108,36 +110,6 @@ PROGRESS_DELAY = 2.0
 PROGRESS_DISABLE = None
 
 
-class _Progress:
-    """A progress bar (tqdm, on stderr) fed by the reconstructor's
-    ``progress(stage, done, total)`` calls: it appears only after
-    :data:`PROGRESS_DELAY` seconds, so quick runs print nothing."""
-
-    def __init__(self, file=None):
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=1, delay=PROGRESS_DELAY, file=file or sys.stderr,
-                         unit="step", leave=False, dynamic_ncols=True,
-                         disable=PROGRESS_DISABLE,
-                         bar_format="{desc}: {n}/{total} |{bar}| {elapsed}")
-        self._start = time.monotonic()
-
-    def __call__(self, stage, done, total):
-        total = max(int(total), 1)
-        self._bar.set_description_str(
-            f"{stage} (samples found)" if stage.startswith("search") else stage,
-            refresh=False)
-        if self._bar.total != total:
-            self._bar.total = total
-        self._bar.update(int(done) - self._bar.n)
-        # (refresh() would show the bar before its delay: a quick run, none)
-        if not self._bar.disable and time.monotonic() - self._start >= PROGRESS_DELAY:
-            self._bar.refresh()
-
-    def close(self):
-        self._bar.close()
-
-
 def _fit(estimator, grad, weights, output_weights, *, progress=True):
     """Fit, timing it and collecting warnings; return (seconds, warnings).
 
@@ -145,7 +117,8 @@ def _fit(estimator, grad, weights, output_weights, *, progress=True):
     stages and the samples it finds (shown after a few seconds only).
     """
     runner = getattr(estimator, "_fit", None) if progress else None
-    bar = _Progress() if runner is not None else None
+    bar = (ProgressLine(delay=PROGRESS_DELAY, disable=PROGRESS_DISABLE)
+           if runner is not None else None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()

@@ -17,6 +17,7 @@ from ._validation import (_ROUTING_HINT, check_coefficients, check_fitted_namesp
 from .activations import Activation, get_activation
 from ._core import reconstruct_in_span
 from .refine import is_piecewise_linear
+from ._progress import ProgressLine
 from ._threads import blas_threads
 from .moments import MomentTensorTransformer
 from ._labels import infer_labels
@@ -107,8 +108,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         random starts). Results depend on it alone, not on ``n_jobs`` or
         the joblib backend.
     verbose : int, default=0
-        Print one line per stage and per sample found when positive; with
-        ``verbose >= 2`` also one line per step of the joint polish.
+        ``1``: one progress line on stderr that updates through the stages
+        (span, samples found by the search, steps of the joint polish);
+        ``2``: one printed line per stage and per sample found instead;
+        ``3``: also one line per step of the joint polish.
 
     Attributes
     ----------
@@ -333,6 +336,12 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         """
         if weights is None:
             return self._fit_blind(X, output_weights)
+        if self.verbose == 1:
+            line = ProgressLine()
+            try:
+                return self._fit(X, weights, output_weights, progress=line)
+            finally:
+                line.close()
         return self._fit(X, weights, output_weights)
 
     def _fit(self, X, weights, output_weights, progress=None):
@@ -377,7 +386,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         # one seed, drawn from random_state, feeds every random step
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        say = print if self.verbose else (lambda *args: None)
+        say = print if self.verbose >= 2 else (lambda *args: None)
         say(f"span: batch size {n}, spectral gap {moments.spectral_gap_:.3g}, "
             f"noise level {moments.noise_level_:.2e}, order {moments.order_}")
         if progress is not None:
@@ -388,7 +397,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             tol=self.tol, precision=moments._precision,
             noise_level=moments.noise_level_, n_resolved=moments._shown_batch_size,
             random_state=np.random.default_rng(seed),
-            n_jobs=self.n_jobs, verbose=self.verbose, progress=progress)
+            n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0), progress=progress)
         self._store_result(result, proj, activation, X_checked, W, A)
         return self
 
@@ -606,7 +615,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     def _labels(self, U):
         """Labels from the host signals ``U`` (B, K), or ``None``; sets ``loss_``."""
         labels, self.loss_, n_unlike = infer_labels(U, self.loss)
-        if self.verbose and self.loss == "auto":
+        if self.verbose >= 2 and self.loss == "auto":
             print("[GradientReconstructor] loss='auto': inferred "
                   + ("softmax cross-entropy, labels read off the signals"
                      if self.loss_ == "cross_entropy" else
@@ -870,14 +879,14 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                f"random_state; {', '.join(unused)} apply to the exact "
                "reconstruction only and were not used." if unused else ""),
             BlindFitWarning)
-        if self.verbose:
+        if self.verbose >= 2:
             print("[GradientReconstructor] no weights: blind estimate "
                   "(cocktail_party, FastICA)")
         # max_iter bounds the refinement's steps, not FastICA's: its default
         result = cocktail_party(to_host(X_checked), bias=self.bias,
                                 batch_size=self.batch_size, n_init=self.n_init,
                                 random_state=self.random_state)
-        if self.verbose:
+        if self.verbose >= 2:
             print(f"[GradientReconstructor] separated {result.batch_size} samples "
                   f"in {result.n_iter} FastICA iterations")
         for name in self._WEIGHTED_ONLY:

@@ -400,7 +400,7 @@ def _constraint_basis(n_dims, n_outputs, n_samples, fixed):
 
 
 def lm_driver(x0, normal_equations, cost, *, max_iter=100, atol=0.0, ftol=1e-15,
-              xtol=1e-13, verbose=0, label="LM", scale=1.0):
+              xtol=1e-13, verbose=0, label="LM", scale=1.0, callback=None):
     """Levenberg-Marquardt iterations on a parameter vector (one loop for every fit).
 
     Parameters
@@ -426,6 +426,8 @@ def lm_driver(x0, normal_equations, cost, *, max_iter=100, atol=0.0, ftol=1e-15,
     scale : float, default=1.0
         Reference size of the parameters for ``xtol`` (the iterate ``x`` may
         be a step from a base point, starting at 0).
+    callback : callable or None, default=None
+        ``callback(n_iter, max_iter)`` after each step (a progress line).
 
     Returns
     -------
@@ -478,6 +480,8 @@ def lm_driver(x0, normal_equations, cost, *, max_iter=100, atol=0.0, ftol=1e-15,
         if verbose:
             print(f"{label} {n_iter:3d}: cost {new_c:.3e} damping {damping:.2e} "
                   f"gain {gain:+.2f}")
+        if callback is not None:
+            callback(n_iter, max_iter)
         if predicted <= ftol * c and damping <= 1e-3:
             # the undamped model predicts no relative decrease: a minimum
             # (rejected steps there would only raise the damping)
@@ -511,7 +515,7 @@ def lm_driver(x0, normal_equations, cost, *, max_iter=100, atol=0.0, ftol=1e-15,
 
 def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
                         fixed=None, max_iter=100, ftol=1e-15, xtol=1e-13,
-                        rtol=1e-14, verbose=0):
+                        rtol=1e-14, verbose=0, callback=None):
     """Fit samples and signals to the projected gradient by Levenberg-Marquardt.
 
     The joint polish of the whole batch: its parameters are every sample
@@ -543,6 +547,8 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
         and the relative residual ``||P - P_hat|| / ||P||``.
     verbose : int, default=0
         Print one line per step when positive.
+    callback : callable or None, default=None
+        ``callback(n_iter, max_iter)`` after each step (a progress line).
 
     Returns
     -------
@@ -613,7 +619,7 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
     x, final, n_iter, status = lm_driver(
         np.zeros(n_free), normal_equations, cost, max_iter=max_iter, atol=atol,
         ftol=ftol, xtol=xtol, verbose=verbose, label="LM",
-        scale=float(np.linalg.norm(base)))
+        scale=float(np.linalg.norm(base)), callback=callback)
     V, U = unpack(x)
     return RefinementResult(V, U, np.sqrt(2 * final / p_norm2), n_iter, status)
 

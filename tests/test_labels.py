@@ -58,7 +58,7 @@ def test_default_loss_auto_fills_labels_and_says_so(capsys):
     batch, labels = load_digits_batch(3, random_state=0)
     q = make_gradient_query(batch, labels, n_neurons=2000, n_outputs=10,
                             loss="cross_entropy", random_state=0)
-    rec = GradientReconstructor(bias=True, random_state=0, verbose=1)
+    rec = GradientReconstructor(bias=True, random_state=0, verbose=2)
     assert rec.get_params()["loss"] == "auto"
     rec.fit(q.grad, **q.fit_params)
     assert rec.loss_ == "cross_entropy"

@@ -302,7 +302,7 @@ def test_too_few_starts_give_a_flagged_partial_answer_and_a_warning(digits8):
 def test_verbose_prints_one_line_per_stage_and_sample(digits8, capsys):
     batch = digits8[:4]
     q = make_gradient_query(batch, n_neurons=4000, bias="gaussian", random_state=0)
-    GradientReconstructor(bias=True, random_state=0, verbose=1).fit(q.grad, **q.fit_params)
+    GradientReconstructor(bias=True, random_state=0, verbose=2).fit(q.grad, **q.fit_params)
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("span: batch size 4, spectral gap")
     assert sum(line.startswith("search: sample ") for line in out) == 4
@@ -420,3 +420,19 @@ def test_a_wrong_activation_is_named_as_the_cause(digits8):
         rec.fit(q.grad, **q.fit_params)
     assert rec.n_found_ == 0 and not rec.found_.any()
     assert rec.gradient_residual_ > 0.01
+
+
+def test_verbose_one_is_one_progress_line_through_the_polish(digits8, capsys):
+    """verbose=1 prints nothing on stdout; on stderr one line that updates
+    (carriage returns, no newlines) through the span, the search and the
+    steps of the joint polish."""
+    q = make_gradient_query(digits8, n_neurons=WIDTH, bias="gaussian", random_state=0)
+    rec = GradientReconstructor(bias=True, random_state=0, verbose=1,
+                                init="random", max_starts=4)
+    with pytest.warns(ConvergenceWarning):  # 4 starts for 8 samples
+        rec.fit(q.grad, **q.fit_params)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "\n" not in captured.err.strip("\n")
+    for stage in ("span: 1/1", "search (samples found): ", "polish"):
+        assert stage in captured.err

@@ -29,6 +29,7 @@ from ._array_api import (column_sum_squares, from_host, get_namespace, host_stat
                          is_numpy_namespace, namespace_name, to_host)
 from ._validation import check_coefficients, check_query, transform_namespace
 from .activations import Activation, get_activation, select_tensor_order
+from ._sketch import sketched_span
 from .exceptions import BatchSizeWarning, BlindFitWarning, NonGaussianWeightsWarning
 
 __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
@@ -37,6 +38,13 @@ __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
 
 # the largest batch whose moment tensor "auto" starts compute
 _AUTO_TENSOR_MAX_BATCH = 16
+# a gradient with at least this many live columns (and rows) gets its span
+# from a random sketch (skrecon._sketch) rather than a full factorisation
+_SKETCH_MIN_COLUMNS = 256
+# the sketch's first width (batch size "auto"), and the columns it keeps
+# beyond the batch's rank (directions at round-off that show the rank)
+_SKETCH_COLUMNS = 96
+_SKETCH_SPARE = 16
 
 
 
@@ -509,9 +517,14 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
     components_ : array of shape (n_components, n_features_in)
         Orthonormal basis (rows) of the span of the gradient rows, which is
         the span of the bias-augmented samples.
-    singular_values_ : ndarray of shape (min(n_neurons, n_live),)
-        All singular values of ``X`` without its all-zero columns (``n_live``
-        columns remain), decreasing.
+    singular_values_ : ndarray of shape (min(n_neurons, n_live),) or (n_sketch,)
+        The singular values of ``X`` without its all-zero columns (``n_live``
+        columns remain), decreasing: all of them, or, for a gradient with at
+        least 256 live columns and rows whose spectrum falls to round-off,
+        the leading ``n_sketch`` (the batch size and at least 16 more, all
+        of those at round-off) from a random sketch of the gradient
+        (Halko, Martinsson & Tropp 2011): two thin products with ``X``
+        instead of its full factorisation.
     n_components_ : int
         Batch size used.
     spectral_gap_ : float
@@ -563,6 +576,9 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
     ----------
     .. [1] Z. Wang, J. D. Lee, Q. Lei, "Reconstructing Training Data from
        Model Gradient, Provably", AISTATS 2023, PMLR 206:6595-6612.
+    .. [2] N. Halko, P.-G. Martinsson, J. A. Tropp, "Finding structure with
+       randomness: probabilistic algorithms for constructing approximate
+       matrix decompositions", SIAM Review 53(2), 2011.
 
     Examples
     --------
@@ -773,8 +789,6 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         """``(basis, singular_values, B, gap)``: the batch's span from the
         gradient's spectrum; ``basis`` is ``(n_cols, B)`` orthonormal, in the
         input's namespace, ``singular_values`` on the host."""
-        # QR first: the SVD of the small triangular factor has the same
-        # singular values and right singular vectors, at a fraction of the cost
         self._precision = _effective_dtype(X, xp)
         # A column that is zero in every row (a pixel that is 0 in every
         # sample), or equal to an earlier one (two pixels that only one
@@ -801,18 +815,28 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             else:
                 columns = xp.take(X, from_host(nonzero, xp, device, dtype=xp.int64),
                                   axis=1)
-            R = _triangular_factor(columns, xp, overwrite=True)
         else:
-            R = _triangular_factor(X, xp)
-        _, sv_all, vt = xp.linalg.svd(R, full_matrices=False)
-        live = _distinct_columns(X, R, nonzero, xp, device)  # positions in nonzero
-        if len(live) == len(nonzero):
-            sv = to_host(sv_all)
-        else:
-            # X[:, live] = Q R[:, live]: the same singular values, no second
-            # factorisation of the tall gradient
-            sv = to_host(xp.linalg.svdvals(
-                xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
+            columns = X
+        vectors, sv, live = None, None, None
+        if min(X.shape[0], len(nonzero)) >= _SKETCH_MIN_COLUMNS:
+            # a wide gradient: its span from a random sketch (two thin
+            # products), unless its spectrum shows no round-off floor
+            vectors, sv, live = self._sketched_span(columns, xp, device)
+        if vectors is None:
+            # the full factorisation: QR first (the SVD of the small
+            # triangular factor has the same singular values and right
+            # singular vectors, at a fraction of the cost)
+            R = _triangular_factor(columns, xp, overwrite=columns is not X)
+            _, sv_all, vt = xp.linalg.svd(R, full_matrices=False)
+            vectors = vt.T
+            live = _distinct_columns(X, R, nonzero, xp, device)  # positions in nonzero
+            if len(live) == len(nonzero):
+                sv = to_host(sv_all)
+            else:
+                # X[:, live] = Q R[:, live]: the same singular values, no second
+                # factorisation of the tall gradient
+                sv = to_host(xp.linalg.svdvals(
+                    xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
         B, gap = self._batch_size(sv, X.shape, len(live))
         if gap < 10 and self.n_components == "auto":
             warnings.warn(
@@ -827,15 +851,48 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         # (n_cols, B) orthonormal, original coordinates; each direction's
         # largest entry positive (as scikit-learn's svd_flip), so that the
         # signs do not depend on the library's SVD
-        top = to_host(vt[:B, :])
-        signs = np.sign(top[np.arange(B), np.argmax(np.abs(top), axis=1)])
+        top = to_host(vectors[:, :B])
+        signs = np.sign(top[np.argmax(np.abs(top), axis=0), np.arange(B)])
         signs[signs == 0] = 1.0
-        basis = (vt[:B, :] * from_host(signs, xp, device)[:, None]).T
+        basis = vectors[:, :B] * from_host(signs, xp, device)[None, :]
         if len(nonzero) < n_cols:
             # back to every column: zero rows at the zero columns
-            embed = from_host(np.eye(n_cols)[:, nonzero], xp, device)
-            basis = embed @ basis
+            if is_numpy_namespace(xp):
+                full = np.zeros((n_cols, B), dtype=basis.dtype)
+                full[nonzero] = basis
+                basis = full
+            else:
+                embed = from_host(np.eye(n_cols)[:, nonzero], xp, device)
+                basis = embed @ basis
         return basis, sv, B, gap
+
+    def _sketched_span(self, columns, xp, device):
+        """``(vectors, singular_values, live)`` of the live columns of a
+        wide gradient from a random sketch (:mod:`skrecon._sketch`): the
+        right singular vectors ``(n, k)`` and the leading ``k`` singular
+        values, ``k`` a few more than the batch; ``(None, None, None)``
+        when no sketch of at most half the columns shows a
+        round-off floor (a noisy gradient), or the Rayleigh-Ritz values do
+        not confirm it."""
+        m, n = columns.shape
+        given = None if self.n_components == "auto" else int(self.n_components)
+        first = _SKETCH_COLUMNS if given is None else given + _SKETCH_SPARE
+        limit = min(m, n) // 2
+        if first > limit:
+            return None, None, None
+
+        def captured(s):
+            if not s[0] > 0:
+                return False
+            rank, _, how = _estimate_batch_size(s, self._precision, None)
+            return how == "round-off" and rank + _SKETCH_SPARE <= len(s)
+
+        vectors, sv = sketched_span(columns, first, limit, captured, xp, device)
+        if vectors is None or not captured(sv):
+            return None, None, None
+        # the sketch's spectrum has no repeated column's zero: every
+        # nonzero column is reported as live
+        return vectors, sv, np.arange(n)
 
     def _batch_size(self, sv, shape, n_live):
         """``(B, gap)`` from the spectrum, or a clear error where the

@@ -382,13 +382,18 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             f"noise level {moments.noise_level_:.2e}, order {moments.order_}")
         if progress is not None:
             progress("span", 1, 1)
-        result = reconstruct_in_span(
-            proj, activation, n_samples=n, init=self.init, moments=moments,
-            n_init=self.n_init, max_starts=self.max_starts, max_iter=self.max_iter,
-            tol=self.tol, precision=moments._precision,
-            noise_level=moments.noise_level_, n_resolved=moments._shown_batch_size,
-            random_state=np.random.default_rng(seed),
-            n_jobs=self.n_jobs, verbose=self.verbose, progress=progress)
+        # the core is B-sized (products of m x B matrices, B x B solves):
+        # one BLAS thread, also for wide gradients, whose span took the
+        # machine's threads (two threads on 64 x 64 SVDs: 50 times slower on
+        # a loaded two-core machine)
+        with blas_threads(1):
+            result = reconstruct_in_span(
+                proj, activation, n_samples=n, init=self.init, moments=moments,
+                n_init=self.n_init, max_starts=self.max_starts, max_iter=self.max_iter,
+                tol=self.tol, precision=moments._precision,
+                noise_level=moments.noise_level_, n_resolved=moments._shown_batch_size,
+                random_state=np.random.default_rng(seed),
+                n_jobs=self.n_jobs, verbose=self.verbose, progress=progress)
         self._store_result(result, proj, activation, X_checked, W, A)
         return self
 

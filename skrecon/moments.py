@@ -235,6 +235,18 @@ def _estimate_batch_size(singular_values, dtype, n_rows):
     return k + 1, float(ratios[k]), how
 
 
+def _white_noise_bulk(tail, n, m):
+    """Whether singular values ``tail`` (decreasing) of an ``m x n``
+    gradient form the flat bulk of white noise: within twice the
+    Marchenko-Pastur spread ``(1 + sqrt(n / m)) / (1 - sqrt(n / m))`` of its
+    singular values (and 1.5)."""
+    if not tail[-1] > 0:
+        return False
+    root = np.sqrt(min(n, m) / max(n, m))
+    edge = (1 + root) / (1 - root) if root < 1 else np.inf
+    return bool(tail[0] / tail[-1] <= max(1.5, 2 * edge))
+
+
 @dataclass
 class _Projection:
     """A gradient query in span coordinates: what the decomposition and the
@@ -838,7 +850,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                 sv = to_host(xp.linalg.svdvals(
                     xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
         B, gap = self._batch_size(sv, X.shape, len(live))
-        if gap < 10 and self.n_components == "auto":
+        if gap < 10 and self.n_components == "auto" and not self._full_column_rank:
             warnings.warn(
                 f"The singular values of the gradient show no clear gap "
                 f"(s_B / s_B+1 = {gap:.3g} at B = {B}): the batch size is "
@@ -902,6 +914,9 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         # the batch size the spectrum decisively shows, where a given one
         # differs from it (None otherwise)
         self._shown_batch_size = None
+        # whether the gradient has full column rank without a white-noise
+        # bulk (the batch may have as many samples as columns, or more)
+        self._full_column_rank = False
         if self.n_components == "auto":
             if n_rank == m and m < n_live:
                 raise ValueError(
@@ -911,7 +926,29 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                     "Query a layer with many more neurons than samples."
                 )
             B, gap, how = _estimate_batch_size(sv, self._precision, m)
-            if how == "largest ratio" and gap >= 10:
+            # every distinct column independent, and no white-noise bulk
+            # below the batch size read off: the batch may have as many
+            # samples as columns, or more
+            # (a tail of one value says nothing about its flatness)
+            self._full_column_rank = (
+                how != "round-off" and n_rank == len(sv) == n_live < m
+                and B <= n_live - 2 and not _white_noise_bulk(sv[B:], n_live, m))
+            if self._full_column_rank:
+                spread = sv[B] / sv[-1]
+                warnings.warn(
+                    f"The gradient has full column rank: all {n_live} singular "
+                    f"values of its distinct nonzero columns are above round-off, "
+                    f"and the {n_live - B} below the batch size read off ({B}) "
+                    f"spread over a factor {spread:.3g}, not the flat bulk of white "
+                    f"noise. Unless its noise is not white (pruning, quantisation), "
+                    f"the batch has at least {n_live} samples, as many as the "
+                    f"gradient's columns (the inputs, with the bias): its samples "
+                    "are then linearly dependent, their span is the whole input "
+                    f"space, and it identifies none of them, so the {B} samples "
+                    "reconstructed are not the batch's. A wider layer cannot help: "
+                    f"the rank is bounded by the {n_live} columns, not by the "
+                    "neurons.", BatchSizeWarning)
+            elif how == "largest ratio" and gap >= 10:
                 # (below 10 the no-gap warning says that B is uncertain)
                 warnings.warn(
                     f"All {len(sv)} singular values of the gradient are above "
@@ -924,6 +961,15 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                     "(MomentTensorTransformer) if you know it.", BatchSizeWarning)
             return B, gap
         B = int(self.n_components)
+        if n_live < B < m:
+            raise ValueError(
+                f"n_components (batch_size)={B} exceeds the {n_live} distinct "
+                f"nonzero columns of the gradient (shape {shape}): its rank is at "
+                f"most {n_live}, so a batch of {B} samples is linearly dependent "
+                "and its span identifies none of them. A wider layer cannot help "
+                f"(the rank is bounded by the {n_live} columns, the inputs with "
+                "the bias, not by the neurons); only a batch of fewer samples than "
+                "columns is identifiable from its span.")
         if B >= m or B > len(sv):
             raise ValueError(
                 f"n_components (batch_size)={B} cannot be identified from a "

@@ -448,6 +448,12 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             # to 0.12 at 6 of 8 digits, all flagged found; the
             # BatchSizeWarning says so)
             found = np.zeros_like(found)
+        if self.moments_._full_column_rank:
+            # a gradient of full column rank without a white-noise bulk: the
+            # batch may have as many samples as columns, or more, and then
+            # no row is a sample of it, whatever its misfit (d = 8, B = 12:
+            # two of three rows flagged found, both wrong; the warnings say so)
+            found = np.zeros_like(found)
         xp, device = get_namespace(X)
         dtype = getattr(xp, self._input_dtype.name)
         self.samples_ = from_host(samples, xp, device, dtype=dtype)
@@ -491,6 +497,14 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                     f"{self.gradient_residual_:.3g}): the samples are approximate, "
                     "and found_ is False for all of them. More starts do not help; "
                     "a less noisy gradient or a wider layer does.", ConvergenceWarning)
+            elif self.moments_._full_column_rank:
+                warnings.warn(
+                    f"No row of samples_ is flagged found (relative gradient "
+                    f"residual {self.gradient_residual_:.3g}): the gradient has full "
+                    "column rank (see the BatchSizeWarning), so the batch may have "
+                    "at least as many samples as the gradient's columns, and then "
+                    "neither more starts nor a wider layer can recover it.",
+                    ConvergenceWarning)
             else:
                 warnings.warn(
                     f"Only {self.n_found_} of {n} samples were found in "

@@ -506,13 +506,24 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                     "neither more starts nor a wider layer can recover it.",
                     ConvergenceWarning)
             else:
+                dependent = ""
+                if self.batch_size == "auto" and self.moments_.noise_level_ < 1e-8:
+                    # an exact gradient's rank is the batch's rank, which is
+                    # the batch size only for linearly independent samples
+                    dependent = (
+                        f" The gradient's spectrum falls to round-off after {n} "
+                        f"values: if the batch has more than {n} samples, they are "
+                        f"linearly dependent (of rank {n}, e.g. images with pixels "
+                        "blank in every sample), no sample satisfies the "
+                        "column-space condition, and neither more starts nor a "
+                        "wider layer recovers them.")
                 warnings.warn(
                     f"Only {self.n_found_} of {n} samples were found in "
                     f"{self.n_starts_} searches (relative gradient residual "
                     f"{self.gradient_residual_:.3g}); rows {missing} of samples_ are "
                     "best guesses (found_ is False there). Increase max_starts (with "
                     "init='auto' or 'random': init='tensor' tries the tensor's factors "
-                    "only), or query a wider layer.", ConvergenceWarning)
+                    "only), or query a wider layer." + dependent, ConvergenceWarning)
         elif not refinement.converged:
             warnings.warn(
                 f"The joint polish did not converge in {self.max_iter} iterations "

@@ -63,3 +63,20 @@ def test_white_noise_is_not_taken_for_a_large_batch():
     assert rec.batch_size_ == 4
     assert not any(issubclass(w.category, BatchSizeWarning)
                    and "full column rank" in str(w.message) for w in caught)
+
+
+def test_linearly_dependent_batch_is_named_when_the_search_fails():
+    """12 samples of rank 6 in 20 dimensions: the exact gradient has rank 7
+    (with the bias), fewer than its columns; no search succeeds, and the
+    warning names dependent samples besides the usual advice."""
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((12, 6)) @ rng.standard_normal((6, 20)) * 0.3
+    q = make_gradient_query(batch, n_neurons=2000, bias="gaussian", random_state=0)
+    with pytest.warns(Warning) as caught:
+        rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+    assert rec.batch_size_ == 7 and rec.n_found_ == 0
+    messages = [str(w.message) for w in caught]
+    assert any(re.search(
+        r"The gradient's spectrum falls to round-off after 7 values: if the batch has "
+        r"more than 7 samples, they are linearly dependent \(of rank 7", m)
+        for m in messages)

@@ -23,11 +23,15 @@ from .clients import make_gradient_query
 from .metrics import reconstruction_report
 from .reconstructor import GradientReconstructor
 
-__all__ = ["leakage_curve"]
+__all__ = ["leakage_curve", "leakage_grid"]
 
-_COLUMNS = ("defense", "parameter", "strength", "seed", "sample", "cosine",
-            "relative_error", "psnr", "gradient_residual", "batch_size_found",
+_COLUMNS = ("defense", "parameter", "strength", "seed", "batch_size", "sample",
+            "cosine", "relative_error", "psnr", "gradient_residual", "batch_size_found",
             "converged", "fit_time", "status")
+# the columns that hold one value per trial, and the per-sample metrics
+_TRIAL_COLUMNS = ("gradient_residual", "batch_size_found", "converged", "fit_time",
+                  "status")
+_SAMPLE_COLUMNS = ("cosine", "relative_error", "psnr")
 
 
 def _one_trial(batch, defense, parameter, strength, seed, reconstructor,
@@ -126,8 +130,8 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
         One row per (strength, seed, true sample), ``n_rows =
         len(strengths) * len(seeds) * batch_size``, in that nesting order.
         Columns: ``defense`` (str, the defence's class name), ``parameter``
-        (str), ``strength`` (float), ``seed`` (int), ``sample`` (int, row of
-        ``batch``), ``cosine`` (matched cosine, in [-1, 1]; matched by the
+        (str), ``strength`` (float), ``seed`` (int), ``batch_size`` (int,
+        the batch's rows), ``sample`` (int, row of ``batch``), ``cosine`` (matched cosine, in [-1, 1]; matched by the
         absolute cosine when the attack cannot identify signs),
         ``relative_error`` (``||x_hat - x|| / ||x||``), ``psnr`` (dB),
         ``gradient_residual`` (the attack's relative gradient residual),
@@ -174,6 +178,65 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
     if not all(isinstance(s, Integral) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative integers, got {seeds!r}.")
     seeds = [int(s) for s in seeds]
+    _check_defense(defense, parameter, strengths)
+    query_params = _check_query_params(query_params, "leakage_curve")
+    reconstructor = _default_reconstructor(reconstructor, query_params)
+    trials = [(defense, parameter, s, seed, batch) for s in strengths for seed in seeds]
+    return _run_trials(trials, reconstructor, query_params, data_range, n_jobs)
+
+
+def _check_query_params(query_params, name):
+    """``query_params`` as a dict, without the keys the harness sets."""
+    query_params = dict(query_params or {})
+    clash = sorted({"batch", "random_state"} & set(query_params))
+    if clash:
+        raise ValueError(
+            f"query_params must not set {clash}: {name} passes the batch "
+            "and draws each query with random_state=seed.")
+    return query_params
+
+
+def _default_reconstructor(reconstructor, query_params):
+    """The attack: the one given, or one that matches the query."""
+    if reconstructor is not None:
+        return reconstructor
+    return GradientReconstructor(
+        activation=query_params.get("activation", "tanh"),
+        bias=query_params.get("bias", "gaussian") != "none")
+
+
+def _run_trials(trials, reconstructor, query_params, data_range, n_jobs):
+    """Run ``(defense, parameter, strength, seed, batch)`` trials through
+    joblib (any backend: each trial depends on its seed alone) and stack
+    their rows into the table, in the order of ``trials``."""
+    rows = Parallel(n_jobs=n_jobs)(
+        delayed(_one_trial)(batch, defense, parameter, s, seed, reconstructor,
+                            query_params, data_range)
+        for defense, parameter, s, seed, batch in trials
+    )
+    sizes = [batch.shape[0] for *_, batch in trials]
+
+    def per_trial(values):
+        return np.repeat(values, sizes)
+
+    table = {
+        "defense": per_trial([type(t[0]).__name__ for t in trials]),
+        "parameter": per_trial([t[1] for t in trials]),
+        "strength": per_trial([t[2] for t in trials]).astype(float),
+        "seed": per_trial([t[3] for t in trials]).astype(int),
+        "batch_size": per_trial(sizes).astype(int),
+        "sample": np.concatenate([np.arange(n) for n in sizes]).astype(int),
+    }
+    for key in _SAMPLE_COLUMNS:
+        table[key] = np.concatenate([r[key] for r in rows])
+    for key in _TRIAL_COLUMNS:
+        table[key] = per_trial([r[key] for r in rows])
+    return {key: table[key] for key in _COLUMNS}
+
+
+def _check_defense(defense, parameter, strengths):
+    """A defence, its strength parameter and strengths, checked: the
+    strengths as a list of floats."""
     if isinstance(defense, type) or not hasattr(defense, "get_params"):
         raise ValueError(
             f"defense must be an estimator instance such as "
@@ -188,33 +251,124 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
         trial = clone(defense).set_params(**{parameter: s})
         if hasattr(trial, "_validate_params"):
             trial._validate_params()
-    query_params = dict(query_params or {})
-    clash = sorted({"batch", "random_state"} & set(query_params))
-    if clash:
+    return strengths
+
+
+def leakage_grid(data, batch_sizes, defenses, *, reconstructor=None, seeds=(0, 1, 2),
+                 query_params=None, data_range=None, n_jobs=None):
+    """Reconstruction quality over a grid of defences, strengths, seeds and batch sizes.
+
+    :func:`leakage_curve` for several defences and batch sizes at once, in
+    one table of the same schema: for each defence ``(defense, parameter,
+    strengths)`` in ``defenses``, each strength, each seed and each batch
+    size ``B``, the batch is ``B`` rows of ``data`` drawn without
+    replacement by ``numpy.random.default_rng(seed)`` (the same batch for
+    every defence and strength), and the trial is that of
+    :func:`leakage_curve`. Every trial depends on its seed alone, so the
+    table is the same whatever joblib backend runs it: one process, a pool
+    of processes (``n_jobs``), or a Dask cluster through joblib's ``"dask"``
+    backend; ``fit_time`` differs, and the errors of exact reconstructions
+    in their last bits (the backends run BLAS with different thread counts).
+
+    Parameters
+    ----------
+    data : array-like of shape (n_samples, n_inputs)
+        The pool of samples the client's batches are drawn from.
+    batch_sizes : sequence of int
+        Batch sizes ``B``, each at most ``n_samples``.
+    defenses : sequence of (defense, parameter, strengths)
+        Each a defence (a transformer of the gradient, cloned for every
+        trial), the name of its strength parameter, and the strengths to
+        try, as in :func:`leakage_curve`.
+    reconstructor : GradientReconstructor or None, default=None
+        The attack; see :func:`leakage_curve`.
+    seeds : sequence of int, default=(0, 1, 2)
+        One trial per seed, defence, strength and batch size: the seed draws
+        the batch, the server's weights, the defence's randomness and the
+        attack's random starts.
+    query_params : dict or None, default=None
+        Keyword arguments of :func:`~skrecon.clients.make_gradient_query`.
+    data_range : float or None, default=None
+        Range of the data for PSNR; ``None`` leaves ``psnr`` NaN.
+    n_jobs : int or None, default=None
+        joblib jobs for the trials (with the ``"dask"`` backend: ``-1``
+        uses every worker thread of the cluster).
+
+    Returns
+    -------
+    table : dict of str to ndarray of shape (n_rows,)
+        The columns of :func:`leakage_curve`, one row per (defence,
+        strength, seed, batch size, true sample) in that nesting order;
+        ``batch_size`` is ``B`` and ``sample`` the row within the batch.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is not a 2-D array, a batch size is not an integer in
+        ``[1, n_samples]``, ``defenses`` is empty or an entry is not a
+        ``(defense, parameter, strengths)`` triple that
+        :func:`leakage_curve` accepts, ``seeds`` is empty or holds a
+        negative or non-integer value, or ``query_params`` sets ``batch``
+        or ``random_state``.
+
+    See Also
+    --------
+    leakage_curve : One defence, one batch.
+    skrecon.plotting.plot_leakage_curve : Draws the table (one defence and
+        batch size at a time).
+
+    Examples
+    --------
+    >>> import joblib
+    >>> from skrecon.datasets import load_digits_batch
+    >>> from skrecon.defenses import GaussianGradientNoise, GlobalNormClipping
+    >>> from skrecon.evaluation import leakage_grid
+    >>> data, _ = load_digits_batch(20, random_state=0)
+    >>> defenses = [(GaussianGradientNoise(relative=True), "scale", [1e-6]),
+    ...             (GlobalNormClipping(), "max_norm", [1e-3])]
+    >>> table = leakage_grid(data, [2, 3], defenses, seeds=[0],
+    ...                      query_params={"n_neurons": 2000})
+    >>> table["batch_size"].tolist()
+    [2, 2, 3, 3, 3, 2, 2, 3, 3, 3]
+    >>> with joblib.parallel_config(backend="threading", n_jobs=2):
+    ...     threaded = leakage_grid(data, [2, 3], defenses, seeds=[0],
+    ...                             query_params={"n_neurons": 2000})
+    >>> bool(np.allclose(threaded["relative_error"], table["relative_error"],
+    ...                  rtol=1e-6, atol=1e-12))
+    True
+    """
+    data = np.asarray(data, dtype=np.float64)
+    if data.ndim != 2 or data.shape[0] < 1:
         raise ValueError(
-            f"query_params must not set {clash}: leakage_curve passes the batch "
-            "and draws each query with random_state=seed.")
-    if reconstructor is None:
-        reconstructor = GradientReconstructor(
-            activation=query_params.get("activation", "tanh"),
-            bias=query_params.get("bias", "gaussian") != "none")
-    trials = [(s, seed) for s in strengths for seed in seeds]
-    rows = Parallel(n_jobs=n_jobs)(
-        delayed(_one_trial)(batch, defense, parameter, s, seed, reconstructor,
-                            query_params, data_range)
-        for s, seed in trials
-    )
-    n = batch.shape[0]
-    table = {
-        "defense": np.repeat(type(defense).__name__, n * len(trials)),
-        "parameter": np.repeat(parameter, n * len(trials)),
-        "strength": np.repeat([s for s, _ in trials], n),
-        "seed": np.repeat([seed for _, seed in trials], n),
-        "sample": np.tile(np.arange(n), len(trials)),
-    }
-    for key in ("cosine", "relative_error", "psnr"):
-        table[key] = np.concatenate([r[key] for r in rows])
-    for key in ("gradient_residual", "batch_size_found", "converged", "fit_time",
-                "status"):
-        table[key] = np.repeat([r[key] for r in rows], n)
-    return {key: table[key] for key in _COLUMNS}
+            f"data must be a 2-D array with one sample per row, got shape {data.shape}.")
+    sizes = list(batch_sizes) if np.ndim(batch_sizes) == 1 else None
+    if not sizes or not all(isinstance(B, Integral) and 1 <= B <= data.shape[0]
+                            for B in sizes):
+        raise ValueError(
+            f"batch_sizes must be a non-empty sequence of integers in [1, "
+            f"{data.shape[0]}] (the samples in data), got {batch_sizes!r}.")
+    seeds = list(seeds) if np.ndim(seeds) == 1 else []
+    if not seeds or not all(isinstance(s, Integral) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds must be a non-empty sequence of non-negative "
+                         f"integers, got {seeds!r}.")
+    try:
+        defenses = [tuple(d) for d in defenses]
+    except TypeError:
+        defenses = None
+    if not defenses or any(len(d) != 3 for d in defenses):
+        raise ValueError(
+            "defenses must be a non-empty sequence of (defense, parameter, "
+            "strengths) triples, e.g. [(GaussianGradientNoise(relative=True), "
+            f"'scale', [1e-3, 1e-1])], got {defenses!r}.")
+    checked = []
+    for defense, parameter, strengths in defenses:
+        strengths, _ = _grid(strengths, seeds, "strengths")
+        checked.append((defense, parameter, _check_defense(defense, parameter, strengths)))
+    query_params = _check_query_params(query_params, "leakage_grid")
+    reconstructor = _default_reconstructor(reconstructor, query_params)
+    batches = {(int(seed), int(B)): data[np.random.default_rng(int(seed)).choice(
+        data.shape[0], int(B), replace=False)] for seed in seeds for B in sizes}
+    trials = [(defense, parameter, s, int(seed), batches[int(seed), int(B)])
+              for defense, parameter, strengths in checked for s in strengths
+              for seed in seeds for B in sizes]
+    return _run_trials(trials, reconstructor, query_params, data_range, n_jobs)

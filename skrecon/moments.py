@@ -30,6 +30,8 @@ from ._array_api import (column_sum_squares, from_host, get_namespace, host_stat
 from ._validation import (check_coefficients, check_query, one_row_prefix,
                           transform_namespace)
 from .activations import Activation, get_activation, select_tensor_order
+from ._sketch import sketched_span
+from ._threads import blas_threads
 from .exceptions import BatchSizeWarning, BlindFitWarning, NonGaussianWeightsWarning
 
 __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
@@ -38,6 +40,13 @@ __all__ = ["MomentTensorTransformer", "estimate_batch_size", "BatchSizeWarning",
 
 # the largest batch whose moment tensor "auto" starts compute
 _AUTO_TENSOR_MAX_BATCH = 16
+# a gradient with at least this many live columns (and rows) gets its span
+# from a random sketch (skrecon._sketch) rather than a full factorisation
+_SKETCH_MIN_COLUMNS = 256
+# the sketch's first width (batch size "auto"), and the columns it keeps
+# beyond the batch's rank (directions at round-off that show the rank)
+_SKETCH_COLUMNS = 96
+_SKETCH_SPARE = 16
 
 
 
@@ -249,6 +258,18 @@ def _estimate_batch_size(singular_values, dtype, n_rows):
         return B, float(s[B - 1] / s[B]) if s[B] > 0 else np.inf, "round-off"
     k = int(np.argmax(ratios))
     return k + 1, float(ratios[k]), how
+
+
+def _white_noise_bulk(tail, n, m):
+    """Whether singular values ``tail`` (decreasing) of an ``m x n``
+    gradient form the flat bulk of white noise: within twice the
+    Marchenko-Pastur spread ``(1 + sqrt(n / m)) / (1 - sqrt(n / m))`` of its
+    singular values (and 1.5)."""
+    if not tail[-1] > 0:
+        return False
+    root = np.sqrt(min(n, m) / max(n, m))
+    edge = (1 + root) / (1 - root) if root < 1 else np.inf
+    return bool(tail[0] / tail[-1] <= max(1.5, 2 * edge))
 
 
 @dataclass
@@ -533,9 +554,14 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
     components_ : array of shape (n_components, n_features_in)
         Orthonormal basis (rows) of the span of the gradient rows, which is
         the span of the bias-augmented samples.
-    singular_values_ : ndarray of shape (min(n_neurons, n_live),)
-        All singular values of ``X`` without its all-zero columns (``n_live``
-        columns remain), decreasing.
+    singular_values_ : ndarray of shape (min(n_neurons, n_live),) or (n_sketch,)
+        The singular values of ``X`` without its all-zero columns (``n_live``
+        columns remain), decreasing: all of them, or, for a gradient with at
+        least 256 live columns and rows whose spectrum falls to round-off,
+        the leading ``n_sketch`` (the batch size and at least 16 more, all
+        of those at round-off) from a random sketch of the gradient
+        (Halko, Martinsson & Tropp 2011): two thin products with ``X``
+        instead of its full factorisation.
     n_components_ : int
         Batch size used.
     spectral_gap_ : float
@@ -587,6 +613,9 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
     ----------
     .. [1] Z. Wang, J. D. Lee, Q. Lei, "Reconstructing Training Data from
        Model Gradient, Provably", AISTATS 2023, PMLR 206:6595-6612.
+    .. [2] N. Halko, P.-G. Martinsson, J. A. Tropp, "Finding structure with
+       randomness: probabilistic algorithms for constructing approximate
+       matrix decompositions", SIAM Review 53(2), 2011.
 
     Examples
     --------
@@ -723,11 +752,14 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         n_random = n_cols - 1 if (self.bias and not gaussian_bias) else n_cols
         n_in = n_cols - 1 if self.bias else n_cols
         scale_x = from_host(scale, xp, device)
-        scaled_basis = xp.linalg.qr(basis * scale_x[:, None])[0]
-        if n_in == n_cols:
-            hermite_basis = scaled_basis
-        else:
-            hermite_basis = xp.linalg.qr(scaled_basis[:n_in, :])[0]
+        # thin (n_cols x B) factorisations: one BLAS thread (two threads on a
+        # loaded two-core machine: 12 s for these two at 3073 x 128)
+        with blas_threads(1):
+            scaled_basis = xp.linalg.qr(basis * scale_x[:, None])[0]
+            if n_in == n_cols:
+                hermite_basis = scaled_basis
+            else:
+                hermite_basis = xp.linalg.qr(scaled_basis[:n_in, :])[0]
         # With Wz = (W - centre) / scale the standardised weights, Omega =
         # Wz[:, :n_random] @ scaled_basis[:n_random] and Z = Wz[:, :n_in] @
         # hermite_basis: both from one product of W with the small (n_cols,
@@ -797,8 +829,6 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         """``(basis, singular_values, B, gap)``: the batch's span from the
         gradient's spectrum; ``basis`` is ``(n_cols, B)`` orthonormal, in the
         input's namespace, ``singular_values`` on the host."""
-        # QR first: the SVD of the small triangular factor has the same
-        # singular values and right singular vectors, at a fraction of the cost
         self._precision = _effective_dtype(X, xp)
         # A column that is zero in every row (a pixel that is 0 in every
         # sample), or equal to an earlier one (two pixels that only one
@@ -825,20 +855,30 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             else:
                 columns = xp.take(X, from_host(nonzero, xp, device, dtype=xp.int64),
                                   axis=1)
-            R = _triangular_factor(columns, xp, overwrite=True)
         else:
-            R = _triangular_factor(X, xp)
-        _, sv_all, vt = xp.linalg.svd(R, full_matrices=False)
-        live = _distinct_columns(X, R, nonzero, xp, device)  # positions in nonzero
-        if len(live) == len(nonzero):
-            sv = to_host(sv_all)
-        else:
-            # X[:, live] = Q R[:, live]: the same singular values, no second
-            # factorisation of the tall gradient
-            sv = to_host(xp.linalg.svdvals(
-                xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
+            columns = X
+        vectors, sv, live = None, None, None
+        if min(X.shape[0], len(nonzero)) >= _SKETCH_MIN_COLUMNS:
+            # a wide gradient: its span from a random sketch (two thin
+            # products), unless its spectrum shows no round-off floor
+            vectors, sv, live = self._sketched_span(columns, xp, device)
+        if vectors is None:
+            # the full factorisation: QR first (the SVD of the small
+            # triangular factor has the same singular values and right
+            # singular vectors, at a fraction of the cost)
+            R = _triangular_factor(columns, xp, overwrite=columns is not X)
+            _, sv_all, vt = xp.linalg.svd(R, full_matrices=False)
+            vectors = vt.T
+            live = _distinct_columns(X, R, nonzero, xp, device)  # positions in nonzero
+            if len(live) == len(nonzero):
+                sv = to_host(sv_all)
+            else:
+                # X[:, live] = Q R[:, live]: the same singular values, no second
+                # factorisation of the tall gradient
+                sv = to_host(xp.linalg.svdvals(
+                    xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
         B, gap = self._batch_size(sv, X.shape, len(live))
-        if gap < 10 and self.n_components == "auto":
+        if gap < 10 and self.n_components == "auto" and not self._full_column_rank:
             warnings.warn(
                 f"The singular values of the gradient show no clear gap "
                 f"(s_B / s_B+1 = {gap:.3g} at B = {B}): the batch size is "
@@ -851,15 +891,48 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         # (n_cols, B) orthonormal, original coordinates; each direction's
         # largest entry positive (as scikit-learn's svd_flip), so that the
         # signs do not depend on the library's SVD
-        top = to_host(vt[:B, :])
-        signs = np.sign(top[np.arange(B), np.argmax(np.abs(top), axis=1)])
+        top = to_host(vectors[:, :B])
+        signs = np.sign(top[np.argmax(np.abs(top), axis=0), np.arange(B)])
         signs[signs == 0] = 1.0
-        basis = (vt[:B, :] * from_host(signs, xp, device)[:, None]).T
+        basis = vectors[:, :B] * from_host(signs, xp, device)[None, :]
         if len(nonzero) < n_cols:
             # back to every column: zero rows at the zero columns
-            embed = from_host(np.eye(n_cols)[:, nonzero], xp, device)
-            basis = embed @ basis
+            if is_numpy_namespace(xp):
+                full = np.zeros((n_cols, B), dtype=basis.dtype)
+                full[nonzero] = basis
+                basis = full
+            else:
+                embed = from_host(np.eye(n_cols)[:, nonzero], xp, device)
+                basis = embed @ basis
         return basis, sv, B, gap
+
+    def _sketched_span(self, columns, xp, device):
+        """``(vectors, singular_values, live)`` of the live columns of a
+        wide gradient from a random sketch (:mod:`skrecon._sketch`): the
+        right singular vectors ``(n, k)`` and the leading ``k`` singular
+        values, ``k`` a few more than the batch; ``(None, None, None)``
+        when no sketch of at most half the columns shows a
+        round-off floor (a noisy gradient), or the Rayleigh-Ritz values do
+        not confirm it."""
+        m, n = columns.shape
+        given = None if self.n_components == "auto" else int(self.n_components)
+        first = _SKETCH_COLUMNS if given is None else given + _SKETCH_SPARE
+        limit = min(m, n) // 2
+        if first > limit:
+            return None, None, None
+
+        def captured(s):
+            if not s[0] > 0:
+                return False
+            rank, _, how = _estimate_batch_size(s, self._precision, None)
+            return how == "round-off" and rank + _SKETCH_SPARE <= len(s)
+
+        vectors, sv = sketched_span(columns, first, limit, captured, xp, device)
+        if vectors is None or not captured(sv):
+            return None, None, None
+        # the sketch's spectrum has no repeated column's zero: every
+        # nonzero column is reported as live
+        return vectors, sv, np.arange(n)
 
     def _batch_size(self, sv, shape, n_live):
         """``(B, gap)`` from the spectrum, or a clear error where the
@@ -869,6 +942,9 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         # the batch size the spectrum decisively shows, where a given one
         # differs from it (None otherwise)
         self._shown_batch_size = None
+        # whether the gradient has full column rank without a white-noise
+        # bulk (the batch may have as many samples as columns, or more)
+        self._full_column_rank = False
         if self.n_components == "auto":
             if n_rank == m and m < n_live:
                 raise ValueError(
@@ -881,7 +957,29 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             B, gap, how = _estimate_batch_size(sv, self._precision, m)
             if how == "round-off":
                 _warn_guessed_batch_size(sv, B)
-            if how == "largest ratio" and gap >= 10:
+            # every distinct column independent, and no white-noise bulk
+            # below the batch size read off: the batch may have as many
+            # samples as columns, or more
+            # (a tail of one value says nothing about its flatness)
+            self._full_column_rank = (
+                how != "round-off" and n_rank == len(sv) == n_live < m
+                and B <= n_live - 2 and not _white_noise_bulk(sv[B:], n_live, m))
+            if self._full_column_rank:
+                spread = sv[B] / sv[-1]
+                warnings.warn(
+                    f"The gradient has full column rank: all {n_live} singular "
+                    f"values of its distinct nonzero columns are above round-off, "
+                    f"and the {n_live - B} below the batch size read off ({B}) "
+                    f"spread over a factor {spread:.3g}, not the flat bulk of white "
+                    f"noise. Unless its noise is not white (pruning, quantisation), "
+                    f"the batch has at least {n_live} samples, as many as the "
+                    f"gradient's columns (the inputs, with the bias): its samples "
+                    "are then linearly dependent, their span is the whole input "
+                    f"space, and it identifies none of them, so the {B} samples "
+                    "reconstructed are not the batch's. A wider layer cannot help: "
+                    f"the rank is bounded by the {n_live} columns, not by the "
+                    "neurons.", BatchSizeWarning)
+            elif how == "largest ratio" and gap >= 10:
                 # (below 10 the no-gap warning says that B is uncertain)
                 warnings.warn(
                     f"All {len(sv)} singular values of the gradient are above "
@@ -894,6 +992,15 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                     "(MomentTensorTransformer) if you know it.", BatchSizeWarning)
             return B, gap
         B = int(self.n_components)
+        if n_live < B < m:
+            raise ValueError(
+                f"n_components (batch_size)={B} exceeds the {n_live} distinct "
+                f"nonzero columns of the gradient (shape {shape}): its rank is at "
+                f"most {n_live}, so a batch of {B} samples is linearly dependent "
+                "and its span identifies none of them. A wider layer cannot help "
+                f"(the rank is bounded by the {n_live} columns, the inputs with "
+                "the bias, not by the neurons); only a batch of fewer samples than "
+                "columns is identifiable from its span.")
         if B >= m or B > len(sv):
             raise ValueError(
                 f"{one_row_prefix(m)}"

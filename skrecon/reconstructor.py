@@ -391,13 +391,18 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             f"noise level {moments.noise_level_:.2e}, order {moments.order_}")
         if progress is not None:
             progress("span", 1, 1)
-        result = reconstruct_in_span(
-            proj, activation, n_samples=n, init=self.init, moments=moments,
-            n_init=self.n_init, max_starts=self.max_starts, max_iter=self.max_iter,
-            tol=self.tol, precision=moments._precision,
-            noise_level=moments.noise_level_, n_resolved=moments._shown_batch_size,
-            random_state=np.random.default_rng(seed),
-            n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0), progress=progress)
+        # the core is B-sized (products of m x B matrices, B x B solves):
+        # one BLAS thread, also for wide gradients, whose span took the
+        # machine's threads (two threads on 64 x 64 SVDs: 50 times slower on
+        # a loaded two-core machine)
+        with blas_threads(1):
+            result = reconstruct_in_span(
+                proj, activation, n_samples=n, init=self.init, moments=moments,
+                n_init=self.n_init, max_starts=self.max_starts, max_iter=self.max_iter,
+                tol=self.tol, precision=moments._precision,
+                noise_level=moments.noise_level_, n_resolved=moments._shown_batch_size,
+                random_state=np.random.default_rng(seed),
+                n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0), progress=progress)
         self._store_result(result, proj, activation, X_checked, W, A)
         return self
 
@@ -452,6 +457,12 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             # to 0.12 at 6 of 8 digits, all flagged found; the
             # BatchSizeWarning says so)
             found = np.zeros_like(found)
+        if self.moments_._full_column_rank:
+            # a gradient of full column rank without a white-noise bulk: the
+            # batch may have as many samples as columns, or more, and then
+            # no row is a sample of it, whatever its misfit (d = 8, B = 12:
+            # two of three rows flagged found, both wrong; the warnings say so)
+            found = np.zeros_like(found)
         xp, device = get_namespace(X)
         dtype = getattr(xp, self._input_dtype.name)
         self.samples_ = from_host(samples, xp, device, dtype=dtype)
@@ -495,30 +506,50 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                     f"{self.gradient_residual_:.3g}): the samples are approximate, "
                     "and found_ is False for all of them. More starts do not help; "
                     "a less noisy gradient or a wider layer does.", ConvergenceWarning)
-            elif self.n_found_ == 0 and self.n_starts_ >= n:
-                # the layer is wide enough (the branch above): searches, at
-                # least one a sample, that find no sample at all point at the
-                # model, not at width or starts
-                # (a wrong activation: 0 of 8 digits in 48 searches, residual
-                # 0.2-0.7, for sigmoid, GELU, ReLU or softplus on tanh)
-                activation_name = getattr(activation, "name", activation)
+            elif self.moments_._full_column_rank:
                 warnings.warn(
-                    f"None of {n} samples was found in {self.n_starts_} searches "
-                    f"(relative gradient residual {self.gradient_residual_:.3g}), "
-                    f"although {result.n_live_neurons} neurons are enough for "
-                    f"{n} samples: the model does not match the gradient. Check "
-                    f"activation (here {activation_name!r}), bias and "
-                    "output_weights (and loss); only when they are right can more "
-                    "starts (max_starts) help. samples_ are best guesses (found_ "
-                    "is all False).", ConvergenceWarning)
+                    f"No row of samples_ is flagged found (relative gradient "
+                    f"residual {self.gradient_residual_:.3g}): the gradient has full "
+                    "column rank (see the BatchSizeWarning), so the batch may have "
+                    "at least as many samples as the gradient's columns, and then "
+                    "neither more starts nor a wider layer can recover it.",
+                    ConvergenceWarning)
             else:
-                warnings.warn(
-                    f"Only {self.n_found_} of {n} samples were found in "
-                    f"{self.n_starts_} searches (relative gradient residual "
-                    f"{self.gradient_residual_:.3g}); rows {missing} of samples_ are "
-                    "best guesses (found_ is False there). Increase max_starts (with "
-                    "init='auto' or 'random': init='tensor' tries the tensor's factors "
-                    "only), or query a wider layer.", ConvergenceWarning)
+                dependent = ""
+                if self.batch_size == "auto" and self.moments_.noise_level_ < 1e-8:
+                    # an exact gradient's rank is the batch's rank, which is
+                    # the batch size only for linearly independent samples
+                    dependent = (
+                        f" The gradient's spectrum falls to round-off after {n} "
+                        f"values: if the batch has more than {n} samples, they are "
+                        f"linearly dependent (of rank {n}, e.g. images with pixels "
+                        "blank in every sample), no sample satisfies the "
+                        "column-space condition, and neither more starts nor a "
+                        "wider layer recovers them.")
+                if self.n_found_ == 0 and self.n_starts_ >= n:
+                    # the layer is wide enough (the branch above): searches, at
+                    # least one a sample, that find no sample at all point at the
+                    # model, not at width or starts
+                    # (a wrong activation: 0 of 8 digits in 48 searches, residual
+                    # 0.2-0.7, for sigmoid, GELU, ReLU or softplus on tanh)
+                    activation_name = getattr(activation, "name", activation)
+                    warnings.warn(
+                        f"None of {n} samples was found in {self.n_starts_} searches "
+                        f"(relative gradient residual {self.gradient_residual_:.3g}), "
+                        f"although {result.n_live_neurons} neurons are enough for "
+                        f"{n} samples: most likely the model does not match the gradient. Check "
+                        f"activation (here {activation_name!r}), bias and "
+                        "output_weights (and loss); only when they are right can more "
+                        "starts (max_starts) help." + dependent + " samples_ are best "
+                        "guesses (found_ is all False).", ConvergenceWarning)
+                else:
+                    warnings.warn(
+                        f"Only {self.n_found_} of {n} samples were found in "
+                        f"{self.n_starts_} searches (relative gradient residual "
+                        f"{self.gradient_residual_:.3g}); rows {missing} of samples_ are "
+                        "best guesses (found_ is False there). Increase max_starts (with "
+                        "init='auto' or 'random': init='tensor' tries the tensor's factors "
+                        "only), or query a wider layer." + dependent, ConvergenceWarning)
         elif not refinement.converged:
             warnings.warn(
                 f"The joint polish did not converge in {self.max_iter} iterations "

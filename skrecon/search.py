@@ -169,6 +169,35 @@ def _misfit(v, u, Q, Omega, A, slopes, bias_mean, jacobian=True):
     return r, J
 
 
+def _normal_equations(v, Q, Omega, Omega_t, a, slopes, bias_mean):
+    """Gauss-Newton system ``(J^T J, -J^T r, ||r||^2 / 2)`` of the misfit of
+    one output in the tangent coordinates ``Omega_t = Omega T``, or
+    ``None`` where ``S(v)`` vanishes.
+
+    :func:`_misfit`'s Jacobian is ``J = (I - Q Q^T) M`` with ``M = (I - g
+    g^T) J0``, ``J0 = diag(sigma'' a / ||y||) Omega_t``; with ``c = J0^T g``
+    and ``H = Q^T M = Q^T J0 - (Q^T g) c^T`` its normal equations are
+    ``J^T J = J0^T J0 - c c^T - H^T H`` and ``J^T r = J0^T r - (g.r) c``
+    (``r`` is orthogonal to ``col(Q)``): no ``(rows, n)`` projection of the
+    Jacobian is formed, a third of the flops.
+    """
+    t = Omega @ v + bias_mean
+    s1, s2 = slopes(t)
+    y = s1 * a
+    norm = float(np.sqrt(y @ y))
+    if not norm > 0 or not np.isfinite(norm):
+        return None
+    g = y / norm
+    Qg = Q.T @ g
+    r = g - Q @ Qg
+    J0 = (s2 * a / norm)[:, None] * Omega_t
+    c = g @ J0
+    H = Q.T @ J0 - np.outer(Qg, c)
+    JTJ = J0.T @ J0 - np.outer(c, c) - H.T @ H
+    JTr = J0.T @ r - float(g @ r) * c
+    return JTJ, -JTr, 0.5 * float(r @ r)
+
+
 def _check_problem(P, Omega, A, activation):
     """``(P, Omega, A)`` as finite float arrays of matching shapes, or a
     ValueError that says what is wrong."""
@@ -306,6 +335,8 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
             return v, phi
     wide = A.shape[1] > 1
     n_free = tangent.shape[1]
+    # one output: the weights in the tangent coordinates, once per search
+    Omega_t = None if wide else Omega @ tangent
     for width in stages:
         h = width * float(np.std(Omega @ v + bias_mean))
         if width > 0 and not (np.isfinite(h) and h > 0):
@@ -317,6 +348,9 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
             return v0 + tangent @ x[:n_free], (u0 + x[n_free:]) if wide else u0
 
         def normal_equations(x, slopes=slopes):
+            if not wide:
+                return _normal_equations(unpack(x)[0], Q, Omega, Omega_t, A[:, 0],
+                                         slopes, bias_mean)
             out = _misfit(*unpack(x), Q, Omega, A, slopes, bias_mean)
             if out is None:
                 return None

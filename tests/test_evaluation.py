@@ -10,7 +10,7 @@ from skrecon.datasets import load_digits_batch
 from skrecon.defenses import GaussianGradientNoise, TopKPruning
 from skrecon.evaluation import leakage_curve
 
-COLUMNS = ["defense", "parameter", "strength", "seed", "sample", "cosine",
+COLUMNS = ["defense", "parameter", "strength", "seed", "batch_size", "sample", "cosine",
            "relative_error", "psnr", "gradient_residual", "batch_size_found",
            "converged", "fit_time", "status"]
 
@@ -33,6 +33,7 @@ def test_table_is_tidy(noise_table):
     np.testing.assert_array_equal(noise_table["strength"], np.repeat([1e-8, 1e-4, 1e-2], 6))
     np.testing.assert_array_equal(noise_table["seed"], np.tile(np.repeat([0, 1], 3), 3))
     np.testing.assert_array_equal(noise_table["sample"], np.tile([0, 1, 2], 6))
+    np.testing.assert_array_equal(noise_table["batch_size"], np.full(18, 3))
     assert set(noise_table["defense"]) == {"GaussianGradientNoise"}
     assert set(noise_table["status"]) == {"ok"}
     assert np.all(noise_table["batch_size_found"] == 3)

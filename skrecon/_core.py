@@ -53,6 +53,15 @@ _KINK_MARGIN = 0.01
 _EXACT_ACCEPT = 1e-10
 # searches of a noisy gradient from scratch while samples are missing
 _NOISY_ATTEMPTS = 4
+# a gradient whose in-span noise is at most this many times its dtype's eps
+# is exact to round-off (a float32 model's gradient: 1e-8 at trained weights)
+_ROUNDOFF_NOISE = 100
+# the precision a float32 row flagged found is guaranteed to (relative
+# error), and the factor between a row's error and the square root of its
+# misfit (measured at trained weights, float32, 64 -> 1024 -> 10 tanh:
+# 1.4 to 2.7; squared loss, one dominant sample: 1.1 to 1.3)
+_FLOAT32_PRECISION = 1e-4
+_ERROR_PER_ROOT_MISFIT = 3.0
 
 
 def _unit_scale(M, xp):
@@ -177,7 +186,11 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         coordinates); ``found`` (bool, ``(B,)``): whether each sample's
         misfit on all neurons is below the acceptance level; ``misfits``
         ``(B,)``; ``n_starts``; ``refinement`` (:class:`RefinementResult`);
-        ``accept`` (the acceptance level used); ``identifiable`` (False
+        ``accept`` (the acceptance level of ``found``: for a float32
+        gradient exact to round-off, that of a relative error of
+        ``_FLOAT32_PRECISION``); ``fit_accept`` (the noise-aware level: a
+        row below it but not found fits the gradient to its round-off or
+        noise, but not to that precision); ``identifiable`` (False
         when there are fewer than ``4 (B + K)`` neurons: no row is then
         counted as found); ``n_live_neurons`` (neurons with a nonzero
         output weight, the ones that count); ``n_searched_found`` (samples
@@ -247,7 +260,16 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
     rtol = max(tol, 10 * np.finfo(precision).eps)
     success = max(1e-8, 100 * np.finfo(precision).eps, 1.5 * noise_level)
-    exact = final_accept <= _EXACT_ACCEPT
+    # a float32 gradient is exact to its round-off: the noise-aware level
+    # (3 kappa eta)**2 then passes rows that fit the round-off only (a
+    # trained net's confident samples, whose signal is a few eps of the
+    # gradient: errors up to 5e-2, flagged found); found rows must be within
+    # _FLOAT32_PRECISION
+    roundoff = noise_level <= _ROUNDOFF_NOISE * np.finfo(precision).eps
+    exact = final_accept <= _EXACT_ACCEPT or roundoff
+    row_accept = final_accept
+    if roundoff and np.finfo(precision).eps > np.finfo(np.float64).eps:
+        row_accept = min(final_accept, (_FLOAT32_PRECISION / _ERROR_PER_ROOT_MISFIT) ** 2)
     # a noisy fit stops when a step gains less than 1e-7 of the cost: at
     # the noise floor the steps only creep (up to 200 steps otherwise)
     ftol = 1e-15 if exact else 1e-7
@@ -338,7 +360,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
                 say("joint polish: it lost samples the search had found; not kept")
                 V, U, misfits = V0, U0, before
                 refinement = RefinementResult(V, U, residual, refinement.n_iter, -2)
-        found_rows = misfits < final_accept
+        found_rows = misfits < row_accept
         if piecewise and not (refinement.relative_residual <= success or
                               _residual_off_kinks(V, U, *problem) <= success):
             # sigma' is piecewise constant: the misfit vanishes anywhere in a
@@ -377,7 +399,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     if not identifiable:
         found_rows[:] = False
     say(f"done: {int(np.sum(found_rows))} of {n_samples} samples with misfit below "
-        f"{final_accept:.1e}; relative residual {refinement.relative_residual:.2e}")
+        f"{row_accept:.1e}; relative residual {refinement.relative_residual:.2e}")
     attempt_label[0] = ""
     report("done", 1, 1)
     # the signals in the gradient's units: P = (A U^T * s1) V, so scaling P
@@ -386,7 +408,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     refinement = RefinementResult(V, U, refinement.relative_residual, refinement.n_iter,
                                   refinement.status)
     return Bunch(V=V, U=U, found=found_rows, misfits=misfits,
-                 n_starts=n_starts, refinement=refinement, accept=final_accept,
+                 n_starts=n_starts, refinement=refinement, accept=row_accept,
+                 fit_accept=final_accept,
                  identifiable=identifiable, n_live_neurons=n_live,
                  n_searched_found=best.n_found)
 

@@ -167,6 +167,9 @@ _ROUNDOFF_SPREAD = 100.0
 # noise that is not white lifts a few values over the noise threshold by at
 # most this factor
 _LIFTED_NOISE = 3.0
+# a value below the round-off floor is a sample when it stands this far
+# above the round-off bulk after it
+_ABOVE_BULK = 3.0
 
 
 def _estimate_batch_size(singular_values, dtype, n_rows):
@@ -222,6 +225,21 @@ def _estimate_batch_size(singular_values, dtype, n_rows):
         decisive = np.flatnonzero(s[:n_kept - 1] / s[1:n_kept] >= _DECISIVE_RATIO)
         if decisive.size and s[decisive[-1] + 1] < _ROUNDOFF_SPREAD * floor:
             B = int(decisive[-1]) + 1
+        elif n_rows is not None:
+            # samples below 10 eps s_1: the round-off of an elementwise-exact
+            # gradient is a flat bulk near eps ||G||_F (1/sqrt(m) + 1/sqrt(n))
+            # (float32, 64 -> 1024 -> 10 trained tanh: 0.2 eps s_1); values
+            # that stand above it by _ABOVE_BULK are samples (a trained net's
+            # confident ones: 0.9 to 8 eps s_1 in float32), values within it
+            # are not (the flat bulk of an update's round-off)
+            low = np.finfo(dtype).eps * np.sqrt(np.sum(s**2)) * (
+                1 / np.sqrt(n_rows) + 1 / np.sqrt(len(s)))
+            # (only where the samples' values run on below the floor without
+            # a decisive gap: behind one, the first round-off value of a
+            # float64 gradient stands 4 times above the rest too)
+            while (B < len(s) - 1 and s[B - 1] / s[B] < _DECISIVE_RATIO
+                   and s[B] > _ABOVE_BULK * max(low, np.median(s[B + 1:]))):
+                B += 1
         return B, float(s[B - 1] / s[B]) if s[B] > 0 else np.inf, "round-off"
     k = int(np.argmax(ratios))
     return k + 1, float(ratios[k]), how

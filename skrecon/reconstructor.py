@@ -459,7 +459,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.n_iter_ = refinement.n_iter
         self.converged_ = bool(refinement.converged) and self.n_found_ == n
         self.refinement_ = refinement
-        labels = self._labels(U)
+        labels = self._labels(U, sign_ok, found)
         self.labels_ = (None if labels is None
                         else from_host(labels, xp, device, dtype=xp.int64))
         self.gradient_residual_ = self._gradient_residual(X, W, A)
@@ -473,10 +473,29 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 f"neurons than the {n + K} unknowns of one sample (here fewer than "
                 f"{4 * (n + K)}), so no row counts as found (found_ is all False). "
                 "Query a wider layer.", IdentifiabilityWarning)
+        weak = (~found & ~unresolved & (misfits < result.fit_accept)
+                if result.accept < result.fit_accept and not below_spectrum
+                else np.zeros(n, dtype=bool))
+        if np.any(weak) and result.identifiable:
+            share = np.linalg.norm(U, axis=1) / max(np.max(np.linalg.norm(U, axis=1)),
+                                                    np.finfo(float).tiny)
+            rows = np.flatnonzero(weak)
+            warnings.warn(
+                f"Rows {rows.tolist()} of samples_ fit the float32 gradient to its "
+                f"round-off but are not pinned down to 1e-4 (found_ is False there): "
+                f"their per-sample signals are {_listing(share[rows])} of the "
+                "largest one's. A sample the model already fits almost perfectly "
+                "(softmax close to its one-hot label) sends almost no gradient, "
+                "and in float32 its share sits at the round-off of the others' "
+                "(errors up to ~1e-2 measured). A float64 model's gradient "
+                "recovers them.", IdentifiabilityWarning)
+        if not result.identifiable:
+            pass
         elif (self.n_found_ < min(n, shown)
-                and not below_spectrum and np.any(~found & ~unresolved)):
-            # (rows the activation cannot resolve were warned about above)
-            missing = np.flatnonzero(~found & ~unresolved).tolist()
+                and not below_spectrum and np.any(~found & ~unresolved & ~weak)):
+            # (rows the activation cannot resolve, or whose signal is at the
+            # round-off, were warned about above)
+            missing = np.flatnonzero(~found & ~unresolved & ~weak).tolist()
             if result.n_searched_found == n and is_piecewise_linear(activation):
                 # every search succeeded; the exact finish did not confirm them
                 warnings.warn(
@@ -587,23 +606,45 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "in the moment tensor is ~0, so the tensor step cannot see them; "
                 "check them against gradient_residual_.", IdentifiabilityWarning)
 
-    def _labels(self, U):
-        """Labels from the host signals ``U`` (B, K), or ``None``; sets ``loss_``."""
-        labels, self.loss_, n_unlike = infer_labels(U, self.loss)
+    def _labels(self, U, sign_known, found):
+        """Labels from the host signals ``U`` (B, K), or ``None`` (with a
+        warning saying why, where cross-entropy labels could have been
+        read); sets ``loss_``. ``sign_known``: the rows whose sign the first
+        layer identifies (they share the gradient's global scale); ``found``:
+        the rows ``loss="auto"`` decides on."""
+        labels, self.loss_, n_unlike, n_ambiguous = infer_labels(U, self.loss, sign_known,
+                                                                 found)
+        K = U.shape[1]
         if self.verbose and self.loss == "auto":
             print("[GradientReconstructor] loss='auto': inferred "
                   + ("softmax cross-entropy, labels read off the signals"
                      if self.loss_ == "cross_entropy" else
                      f"no cross-entropy ({n_unlike} of {len(U)} signals unlike it"
-                     f"{', fewer than 3 outputs' if U.shape[1] < 3 else ''}); "
+                     f"{', fewer than 3 outputs' if K < 3 else ''}); "
                      "labels_ is None"))
+        if labels is None and self.loss == "auto" and K >= 3 and len(U):
+            warnings.warn(
+                f"labels_ is None: {n_unlike} of {len(U)} recovered signals do not "
+                "look like softmax cross-entropy (coordinates summing to ~0, one of "
+                "them carrying half of their absolute sum). Either the loss is not "
+                "cross-entropy (pass loss='squared' to say so), or the net is "
+                "deeper than two layers, whose first-layer signals are not the "
+                "output's: read the labels through the output layer with "
+                "skrecon.torch.labels_from_output_layer(model, rec.samples_). "
+                "loss='cross_entropy' reads guesses anyway.", IdentifiabilityWarning)
         if labels is not None and n_unlike:
             warnings.warn(
                 f"{n_unlike} of {len(U)} recovered signals do not look like "
-                "softmax cross-entropy (exactly one coordinate of odd sign, "
-                "coordinates summing to ~0): their labels are guesses (the "
-                "coordinate of largest magnitude). Check loss, or "
-                "gradient_residual_.", IdentifiabilityWarning)
+                "softmax cross-entropy (coordinates summing to ~0, one of them "
+                "carrying half of their absolute sum): their labels are guesses "
+                "(the coordinate of odd sign, or of largest magnitude). Check "
+                "loss, or gradient_residual_.", IdentifiabilityWarning)
+        if labels is not None and n_ambiguous:
+            warnings.warn(
+                f"{n_ambiguous} of {len(U)} samples are confidently misclassified "
+                "by the model (two signal coordinates of equal magnitude) and "
+                "their sign is not identified (no bias): their label is one of "
+                "the two, a guess.", IdentifiabilityWarning)
         return labels
 
     def _augmented(self, samples):
@@ -885,6 +926,12 @@ def _check_activation_namespace(activation, xp, device):
             raise TypeError(
                 f"Activation {activation.name!r} returned a {type(value).__name__} "
                 f"for {lib} input, not a {lib} array of the input's shape.{hint}")
+
+
+def _listing(values):
+    """``"1.1e-06, 2.2e-06 and 3e-05"``: values for a message."""
+    text = [f"{v:.2g}" for v in values]
+    return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
 
 
 def _has_even_derivative(activation):

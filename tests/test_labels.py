@@ -24,7 +24,7 @@ def _signals(loss, n_outputs, n_samples=4, seed=0):
 def test_auto_reads_cross_entropy_labels_whatever_the_global_scale():
     U, labels = _signals("cross_entropy", 10)
     for scale in (1.0, -0.3, 250.0):  # learning rate, sign ambiguity, sum reduction
-        got, loss, n_unlike = infer_labels(scale * U, "auto")
+        got, loss, n_unlike, _ = infer_labels(scale * U, "auto")
         np.testing.assert_array_equal(got, labels)
         assert (loss, n_unlike) == ("cross_entropy", 0)
 
@@ -33,7 +33,7 @@ def test_auto_reads_nothing_from_squared_loss_signals():
     U, _ = _signals("squared", 3)
     assert not looks_like_cross_entropy(U).all()
     n_unlike = int(np.sum(~looks_like_cross_entropy(U)))
-    assert infer_labels(U, "auto") == (None, None, n_unlike)
+    assert infer_labels(U, "auto") == (None, None, n_unlike, 0)
 
 
 def test_two_outputs_never_give_labels():
@@ -47,11 +47,11 @@ def test_one_unlike_row_stops_auto_but_not_cross_entropy():
     U = U.copy()
     U[0] = [1.0, 2.0, -0.5, 3.0, 0.1]  # one odd sign, but sums to 5.6
     assert infer_labels(U, "auto")[:2] == (None, None)
-    got, loss, n_unlike = infer_labels(U, "cross_entropy")
+    got, loss, n_unlike, _ = infer_labels(U, "cross_entropy")
     assert (loss, n_unlike) == ("cross_entropy", 1)
     np.testing.assert_array_equal(got[1:], labels[1:])
     assert got[0] == 2  # the odd coordinate, a guess
-    assert infer_labels(U, "squared") == (None, "squared", 0)
+    assert infer_labels(U, "squared") == (None, "squared", 0, 0)
 
 
 def test_default_loss_auto_fills_labels_and_says_so(capsys):

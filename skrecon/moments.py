@@ -43,14 +43,15 @@ _AUTO_TENSOR_MAX_BATCH = 16
 
 
 
-def _check_gaussian_weights(w_in):
-    """Warn when the input weights are clearly not i.i.d. Gaussian.
+def _non_gaussian_message(w_in):
+    """Why the input weights clearly are not i.i.d. Gaussian, or ``None``.
 
     The moment tensor is the Stein identity of a Gaussian (:ref:`theory-f2`): with
     other weights (PyTorch's default ``nn.Linear`` init is uniform, excess
-    kurtosis -1.2) it is biased. The test is the sample excess kurtosis and
-    the mean, against ``6`` standard errors (and at least ``0.2`` and
-    ``0.05 std``).
+    kurtosis -1.2; a trained layer) it is biased. The test is the sample
+    excess kurtosis and the mean, against ``6`` standard errors (and at
+    least ``0.2`` and ``0.05 std``). Only the tensor's starts need it: the
+    warning is issued where the tensor is computed (:meth:`_fit_tensor`).
     """
     xp, _ = get_namespace(w_in)
     # the entries of every k-th row, at most ~100 000 (strided rows, not a
@@ -60,25 +61,26 @@ def _check_gaussian_weights(w_in):
     w = xp.reshape(w_in[::step, ...], (-1,))
     n = w.shape[0]
     if n < 50:
-        return
+        return None
     mean, std = float(xp.mean(w)), float(xp.std(w))
     if not std > 0:
-        return
+        return None
     z = (w - mean) / std
     z = z * z
     kurtosis = float(xp.mean(z * z)) - 3.0
     se = np.sqrt(24.0 / n)
     if abs(kurtosis) > max(0.2, 6 * se) or abs(mean) > max(0.05, 6 / np.sqrt(n)) * std:
-        warnings.warn(
+        return (
             f"The first-layer weights do not look like i.i.d. Gaussian draws "
             f"(mean {mean:.3g}, std {std:.3g}, excess kurtosis {kurtosis:.3g}; a "
             "centred Gaussian has mean 0 and excess kurtosis 0, PyTorch's "
-            "default uniform init -1.2). The moment tensor assumes Gaussian "
-            "weights and is biased here; the refinement may still succeed. "
-            "Re-initialise the layer with Gaussian weights before the query "
-            "(skrecon.torch.gaussian_reinit_).",
-            NonGaussianWeightsWarning,
-        )
+            "default uniform init -1.2), and the moment tensor is being computed: "
+            "it assumes Gaussian weights (Stein's identity) and is biased here, so "
+            "its factors are poorer starts. Nothing else needs Gaussian weights: "
+            "the per-sample search is exact at any known weights (a trained "
+            "model's, PyTorch's default init), from random starts too "
+            "(init='random' skips the tensor).")
+    return None
 
 
 def _effective_dtype(X, xp):
@@ -690,7 +692,8 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             self._input_dtype = np.dtype(input_dtype)
         activation = get_activation(self.activation)
         s, bias_mean, bias_std = _weight_statistics(W, self.bias, self.weight_std)
-        _check_gaussian_weights(W[:, :-1] if self.bias else W)
+        # (warned about where the moment tensor is computed, which needs them)
+        self._non_gaussian = _non_gaussian_message(W[:, :-1] if self.bias else W)
         # A Gaussian bias drawn with mean 0 has a sample mean of order
         # std / sqrt(m): the parity argument of the theory page (F3) holds for its law.
         m_rows = X.shape[0]
@@ -769,6 +772,8 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                       and n_hermite_features(B, degree) <= self.max_features)
         if not tensor:
             return False
+        if getattr(self, "_non_gaussian", None):
+            warnings.warn(self._non_gaussian, NonGaussianWeightsWarning)
         try:
             tensors = _hermite_regression(proj.Z, proj.P, proj.regressors, degree,
                                           self.max_features)

@@ -21,6 +21,7 @@ Run::
     python benchmarks/bench_trained.py                               # the whole table
     python benchmarks/bench_trained.py --activations tanh --widths 1024 --batch-sizes 32
     python benchmarks/bench_trained.py --patches                      # 32x32x3 patches
+    python benchmarks/bench_trained.py --aggregate    # 16 clients x 8 patches, B = 128
 """
 
 import argparse
@@ -160,6 +161,42 @@ def patches_cell(width, batch_size, dtype, *, epochs=20, n_train=2000, seed=0):
     return attack(q, x[pick], y[pick], TOLERANCE[dtype])
 
 
+def aggregate_cell(n_clients=16, per_client=8, width=2048, dtype="float64", seed=0):
+    """FedSGD with secure aggregation: ``n_clients`` clients take one SGD
+    step each on ``per_client`` patches from the same default-initialised
+    ``3072 -> width -> 10`` tanh net; the server sees the mean of their
+    returned parameters (:func:`skrecon.flower.update_query`)."""
+    import torch
+    from torch import nn
+    from skrecon.datasets import load_sample_image_patches
+    from skrecon.flower import update_query
+    torch.manual_seed(seed)
+    tdtype = getattr(torch, dtype)
+
+    def make():
+        return nn.Sequential(nn.Linear(3072, width), nn.Tanh(),
+                             nn.Linear(width, 10)).to(tdtype)
+
+    model = make()
+    sent = [v.detach().numpy().copy() for v in model.state_dict().values()]
+    n = n_clients * per_client
+    patches = load_sample_image_patches(n, random_state=seed)
+    labels = np.random.default_rng(seed).integers(0, 10, n)
+    returned = []
+    for c in range(n_clients):
+        rows = slice(c * per_client, (c + 1) * per_client)
+        client = make()
+        client.load_state_dict(model.state_dict())
+        opt = torch.optim.SGD(client.parameters(), lr=0.1)
+        nn.functional.cross_entropy(client(torch.as_tensor(patches[rows], dtype=tdtype)),
+                                    torch.as_tensor(labels[rows])).backward()
+        opt.step()
+        returned.append([v.detach().numpy().copy() for v in client.state_dict().values()])
+    aggregate = [np.mean([r[k] for r in returned], axis=0) for k in range(len(sent))]
+    q = update_query(model, sent, aggregate, learning_rate=0.1, batch_size=n)
+    return attack(q, patches, labels, TOLERANCE[dtype])
+
+
 def _row(label, r):
     return label + [f"{r['time']:.2f}", f"{r['found']}", f"{r['worst']:.1e}",
                     f"{r['worst_found']:.1e}", r["labels"],
@@ -179,11 +216,17 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--patches", action="store_true",
                    help="the 32x32x3 patch net (H = 1024, B = 32) instead of digits")
+    p.add_argument("--aggregate", action="store_true",
+                   help="16 clients x 8 patches, secure aggregate (B = 128) instead")
     args = p.parse_args(argv)
     start = time.perf_counter()
     _print_header("bench_trained.py")
     rows = []
-    if args.patches:
+    if args.aggregate:
+        r = aggregate_cell()
+        rows.append(_row(["aggregate 16x8", "float64", "2048", "128"], r))
+        print(" | ".join(rows[-1]), flush=True)
+    elif args.patches:
         for dtype in args.dtypes:
             r = patches_cell(1024, 32, dtype)
             rows.append(_row(["patches", dtype, "1024", "32"], r))

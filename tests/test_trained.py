@@ -137,3 +137,21 @@ def test_a_deeper_net_says_why_labels_are_none_and_the_output_layer_gives_them(d
     assert np.max(errors) <= 1e-6, errors
     result = labels_from_output_layer(model, rec.samples_)
     np.testing.assert_array_equal(result.labels[perm], labels)
+
+
+def test_a_layer_too_narrow_is_refused_before_the_search_naming_the_width():
+    # 16 samples, 10 outputs, 64 neurons: below max(5 B, 2 (B + K)) = 80 the
+    # search is not run (at trained weights 64 neurons found none, after 18 s)
+    from skrecon.clients import make_gradient_query
+    from skrecon.datasets import load_digits_batch
+    batch, labels = load_digits_batch(16, random_state=0)
+    q = make_gradient_query(batch, labels, n_neurons=64, n_outputs=10,
+                            loss="cross_entropy", random_state=0)
+    with pytest.warns(IdentifiabilityWarning, match=re.escape(
+            "The layer has 64 neurons (with a nonzero output weight) for 16 samples "
+            "with 10 output(s): the column-space search finds samples from about "
+            "max(5 B, 2 (B + K)) = 80 neurons")) as record:
+        rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+    assert any("Query a layer of at least 80 neurons" in str(w.message) for w in record)
+    assert rec.batch_size_ == 16 and rec.n_found_ == 0 and rec.n_starts_ == 0
+    assert rec.refinement_.status == -3

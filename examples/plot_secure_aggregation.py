@@ -35,7 +35,7 @@ from skrecon.datasets import load_sample_image_patches
 from skrecon.flower import update_query
 from skrecon.metrics import relative_error
 
-n_clients, per_client, n_neurons, lr = 16, 4, 2048, 0.1
+n_clients, per_client, n_neurons, lr = 16, 3, 2048, 0.1
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(3072, n_neurons), nn.Tanh(),
                       nn.Linear(n_neurons, 10)).double()

@@ -279,7 +279,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     # gradient: errors up to 5e-2, flagged found); found rows must be within
     # _FLOAT32_PRECISION
     roundoff = noise_level <= _ROUNDOFF_NOISE * np.finfo(precision).eps
-    exact = final_accept <= _EXACT_ACCEPT or roundoff
+    exact = final_accept <= _EXACT_ACCEPT
     row_accept = final_accept
     if roundoff and np.finfo(precision).eps > np.finfo(np.float64).eps:
         row_accept = min(final_accept, (_FLOAT32_PRECISION / _ERROR_PER_ROOT_MISFIT) ** 2)

@@ -127,7 +127,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         the coordinate of ``u_i`` whose sign differs from all others.
         ``None`` otherwise: a squared loss's signals are residuals, not
         labels, with fewer than 3 outputs the odd coordinate is not defined,
-        and a blind fit (no ``weights``) has no signals. This reads the
+        and a blind fit (no ``weights``) has no signals; with ``loss="auto"``
+        and at least 3 outputs a warning says why. At trained weights the
+        softmax is near one-hot and every coordinate but the label's may be
+        below the signals' round-off: the label is read as the coordinate
+        carrying half of ``||u_i||_1`` (:ref:`theory-requirements`). This reads the
         labels off the first layer's signals, which
         are the output's only in a two-layer net; for a deeper net use the
         output layer's gradient
@@ -162,7 +166,12 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         coordinates, in the search's own sample order.
     found_ : ndarray of bool, shape (batch_size,)
         Whether each row of ``samples_`` was found: its column-space misfit
-        on all neurons is below the (noise-aware) acceptance level. A row
+        on all neurons is below the (noise-aware) acceptance level. For a
+        float32 gradient exact to its round-off (a float32 model's), only
+        rows whose misfit bounds their relative error by 1e-4; the rows that
+        fit the round-off but not that precision (a sample the model already
+        fits almost perfectly sends almost no gradient) are named in an
+        :class:`IdentifiabilityWarning`. A row
         that was not found is a best guess (a warning says how many). On a
         noisy gradient a found row fits the gradient to its noise level, which
         does not bound its error: eight digits, 20 000 neurons, relative noise
@@ -476,25 +485,26 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "samples_ holds guesses and found_ is all False. Query a layer of at "
                 f"least {min_neurons(n, K)} neurons, or a smaller batch.",
                 IdentifiabilityWarning)
+            return  # (nothing was searched: the other verdicts do not apply)
         weak = (~found & ~unresolved & (misfits < result.fit_accept)
                 if result.accept < result.fit_accept and not below_spectrum
                 else np.zeros(n, dtype=bool))
-        if np.any(weak) and result.identifiable:
+        if np.any(weak):
             share = np.linalg.norm(U, axis=1) / max(np.max(np.linalg.norm(U, axis=1)),
                                                     np.finfo(float).tiny)
             rows = np.flatnonzero(weak)
             warnings.warn(
                 f"Rows {rows.tolist()} of samples_ fit the float32 gradient to its "
-                f"round-off but are not pinned down to 1e-4 (found_ is False there): "
-                f"their per-sample signals are {_listing(share[rows])} of the "
-                "largest one's. A sample the model already fits almost perfectly "
-                "(softmax close to its one-hot label) sends almost no gradient, "
-                "and in float32 its share sits at the round-off of the others' "
-                "(errors up to ~1e-2 measured). A float64 model's gradient "
+                "round-off, but their misfits do not bound their errors by 1e-4 "
+                "(found_ is False there; such rows were measured at 5e-5 to 2e-2). "
+                f"Their per-sample signals are {_listing(share[rows])} of the "
+                "largest one's: a sample the model already fits almost perfectly "
+                "(softmax close to its one-hot label) sends almost no gradient, and "
+                "in float32 its share sits at the round-off of the others'; a float32 "
+                "parameter update (theta - theta') / lr carries more round-off "
+                "still. A float64 model's gradient "
                 "recovers them.", IdentifiabilityWarning)
-        if not result.identifiable:
-            pass
-        elif (self.n_found_ < min(n, shown)
+        if (self.n_found_ < min(n, shown)
                 and not below_spectrum and np.any(~found & ~unresolved & ~weak)):
             # (rows the activation cannot resolve, or whose signal is at the
             # round-off, were warned about above)

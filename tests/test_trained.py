@@ -113,7 +113,7 @@ def test_a_trained_float32_model_flags_only_rows_within_float32_precision(digits
     found = np.asarray(rec.found_)[perm]
     assert found.sum() >= 1
     assert np.max(errors[found]) <= 1e-4, errors
-    weak = [str(w.message) for w in caught if "not pinned down to 1e-4" in str(w.message)]
+    weak = [str(w.message) for w in caught if "do not bound their errors by 1e-4" in str(w.message)]
     if not found.all():
         # every row not found is named, with its signal share
         assert len(weak) == 1

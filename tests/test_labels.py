@@ -78,3 +78,33 @@ def test_cross_entropy_warns_with_the_number_of_unlike_signals():
     assert rec.labels_ is not None
     auto = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
     assert auto.labels_ is None and auto.loss_ is None
+
+
+def test_near_one_hot_signals_with_noisy_small_coordinates():
+    """A trained net's confident samples: the other coordinates are 1e-9 of
+    the label's, below the signals' round-off, with random signs; the label
+    still carries half of the 1-norm. A confidently wrong sample ties two
+    coordinates at half: the batch's sign decides where it is known."""
+    rng = np.random.default_rng(0)
+    labels = np.array([3, 0, 7, 7, 1])
+    P = 10.0 ** rng.uniform(-12, -4, (5, 10))  # the other classes' softmax
+    P[np.arange(5), labels] = 1.0
+    P[4, 1], P[4, 6] = 1e-8, 1.0  # sample 4 (label 1) predicted 6 with p ~ 1
+    P /= P.sum(axis=1, keepdims=True)
+    U = (P - np.eye(10)[labels]) / 5
+    # recovered to 1e-6 of each signal's 1-norm: the coordinates below that
+    # take random signs
+    U = U + 1e-6 * np.abs(U).sum(axis=1, keepdims=True) * rng.standard_normal(U.shape)
+    assert looks_like_cross_entropy(U).all()
+    for scale in (1.0, -2.0):  # the global scale's sign is read off the batch
+        got, loss, n_unlike, n_ambiguous = infer_labels(scale * U, "auto")
+        np.testing.assert_array_equal(got, labels)
+        assert (loss, n_unlike, n_ambiguous) == ("cross_entropy", 0, 0)
+    # the old rule (exactly one coordinate of odd sign) read none of them
+    from skrecon._labels import _odd_coordinate
+    assert [_odd_coordinate(u) for u in U].count(-1) >= 1
+    # signs not identified (each row its own sign): the tie is ambiguous
+    flipped = U * np.array([1, -1, 1, -1, -1])[:, None]
+    got, _, _, n_ambiguous = infer_labels(flipped, "auto", sign_known=np.zeros(5, bool))
+    np.testing.assert_array_equal(got[:4], labels[:4])
+    assert n_ambiguous == 1 and got[4] in (1, 6)

@@ -66,6 +66,7 @@ _ROUNDOFF_NOISE = 100
 # misfit (measured at trained weights, float32, 64 -> 1024 -> 10 tanh:
 # 1.4 to 2.7; squared loss, one dominant sample: 1.1 to 1.3)
 _FLOAT32_PRECISION = 1e-4
+_FLOAT64_PRECISION = 1e-6
 _ERROR_PER_ROOT_MISFIT = 3.0
 
 
@@ -277,12 +278,14 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     # (3 kappa eta)**2 then passes rows that fit the round-off only (a
     # trained net's confident samples, whose signal is a few eps of the
     # gradient: errors up to 5e-2, flagged found); found rows must be within
-    # _FLOAT32_PRECISION
+    # _FLOAT32_PRECISION (float64: _FLOAT64_PRECISION)
     roundoff = noise_level <= _ROUNDOFF_NOISE * np.finfo(precision).eps
     exact = final_accept <= _EXACT_ACCEPT
-    row_accept = final_accept
-    if roundoff and np.finfo(precision).eps > np.finfo(np.float64).eps:
-        row_accept = min(final_accept, (_FLOAT32_PRECISION / _ERROR_PER_ROOT_MISFIT) ** 2)
+    row_accept, stated = final_accept, None
+    if roundoff:
+        stated = (_FLOAT32_PRECISION if np.finfo(precision).eps > np.finfo(np.float64).eps
+                  else _FLOAT64_PRECISION)
+        row_accept = min(final_accept, (stated / _ERROR_PER_ROOT_MISFIT) ** 2)
     # a noisy fit stops when a step gains less than 1e-7 of the cost: at
     # the noise floor the steps only creep (up to 200 steps otherwise)
     ftol = 1e-15 if exact else 1e-7
@@ -431,7 +434,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
                                   refinement.status)
     return Bunch(V=V, U=U, found=found_rows, misfits=misfits,
                  n_starts=n_starts, refinement=refinement, accept=row_accept,
-                 fit_accept=final_accept,
+                 fit_accept=final_accept, stated_precision=stated,
                  identifiable=identifiable, n_live_neurons=n_live,
                  n_searched_found=best.n_found)
 

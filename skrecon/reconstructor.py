@@ -493,17 +493,21 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             share = np.linalg.norm(U, axis=1) / max(np.max(np.linalg.norm(U, axis=1)),
                                                     np.finfo(float).tiny)
             rows = np.flatnonzero(weak)
+            single = np.dtype(self.moments_._precision) == np.float32
             warnings.warn(
-                f"Rows {rows.tolist()} of samples_ fit the float32 gradient to its "
-                "round-off, but their misfits do not bound their errors by 1e-4 "
-                "(found_ is False there; such rows were measured at 5e-5 to 2e-2). "
-                f"Their per-sample signals are {_listing(share[rows])} of the "
+                f"Rows {rows.tolist()} of samples_ fit the "
+                f"{np.dtype(self.moments_._precision).name} gradient to its "
+                "round-off, but their misfits do not bound their errors by "
+                f"{result.stated_precision:.0e}".replace("e-0", "e-") + " (found_ is False there"
+                + ("; such float32 rows were measured at 5e-5 to 2e-2). " if single
+                   else "). ")
+                + f"Their per-sample signals are {_listing(share[rows])} of the "
                 "largest one's: a sample the model already fits almost perfectly "
                 "(softmax close to its one-hot label) sends almost no gradient, and "
-                "in float32 its share sits at the round-off of the others'; a float32 "
-                "parameter update (theta - theta') / lr carries more round-off "
-                "still. A float64 model's gradient "
-                "recovers them.", IdentifiabilityWarning)
+                "its share sits at the round-off of the others'"
+                + ("; a float32 parameter update (theta - theta') / lr carries more "
+                   "round-off still. A float64 model's gradient recovers them."
+                   if single else "."), IdentifiabilityWarning)
         if (self.n_found_ < min(n, shown)
                 and not below_spectrum and np.any(~found & ~unresolved & ~weak)):
             # (rows the activation cannot resolve, or whose signal is at the

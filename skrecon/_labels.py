@@ -98,8 +98,9 @@ def infer_labels(U, loss, sign_known=None, trusted=None):
     ``U`` (B, K).
 
     ``loss`` is the estimator's parameter: ``"auto"`` reads labels when
-    every row looks like a cross-entropy signal (``loss_`` is then
-    ``"cross_entropy"``, else ``None``); ``"cross_entropy"`` reads them
+    more than half of the judged rows look like cross-entropy signals
+    (``loss_`` is then ``"cross_entropy"``, else ``None``; the others'
+    labels are guesses, counted in ``n_unlike``); ``"cross_entropy"`` reads them
     whatever the rows look like (``n_unlike`` rows do not, and their label
     is the coordinate of odd sign, or of largest magnitude: a guess);
     ``"squared"`` and ``None`` read none. Fewer than 3 outputs: no labels.
@@ -115,7 +116,9 @@ def infer_labels(U, loss, sign_known=None, trusted=None):
     if loss == "auto":
         judged = (np.ones(len(U), dtype=bool) if trusted is None or not np.any(trusted)
                   else np.asarray(trusted, dtype=bool))
-        if U.shape[1] < 3 or len(U) == 0 or not like[judged].all():
+        # most of the judged rows: a row at the round-off, or a found row
+        # whose signal is its weak part (float32), may miss the tolerance
+        if U.shape[1] < 3 or len(U) == 0 or 2 * np.sum(like[judged]) <= np.sum(judged):
             return None, None, int(np.sum(~like[judged])), 0
         loss = "cross_entropy"
     if loss != "cross_entropy" or U.shape[1] < 3:

@@ -63,12 +63,15 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         ``None`` means ``MomentTensorTransformer()``. Its ``activation``,
         ``bias`` and ``n_components`` are set from this estimator's.
     loss : {"auto", "squared", "cross_entropy"} or None, default="auto"
-        What the per-sample signals mean. ``"auto"`` reads labels when every
-        recovered signal looks like a softmax cross-entropy one (at least 3
-        outputs, exactly one coordinate of odd sign, coordinates summing to
-        ~0) and records what it inferred in ``loss_``; ``"cross_entropy"``
-        always reads them (a warning counts the signals that do not look
-        like it); ``"squared"`` and ``None`` read none.
+        What the per-sample signals mean. ``"auto"`` reads labels when most
+        signals of the rows found look like softmax cross-entropy ones (at
+        least 3 outputs, coordinates summing to ~0, one of them carrying
+        half of their absolute sum: a trained net's near one-hot signals
+        too) and records what it inferred in ``loss_`` (a warning counts
+        the rows that do not look like it, and says why when it reads
+        none); ``"cross_entropy"`` always reads them (a warning counts the
+        signals that do not look like it); ``"squared"`` and ``None`` read
+        none.
     init : {"auto", "tensor", "random"}, default="auto"
         Starts of the per-sample searches. ``"tensor"``: the factors of the
         moment tensor (one Jennrich + CP-ALS decomposition; the paper's

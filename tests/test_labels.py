@@ -42,11 +42,19 @@ def test_two_outputs_never_give_labels():
     assert infer_labels(U, "cross_entropy")[0] is None
 
 
-def test_one_unlike_row_stops_auto_but_not_cross_entropy():
+def test_one_unlike_row_is_a_guess_and_a_majority_stops_auto():
     U, labels = _signals("cross_entropy", 5)
     U = U.copy()
     U[0] = [1.0, 2.0, -0.5, 3.0, 0.1]  # one odd sign, but sums to 5.6
-    assert infer_labels(U, "auto")[:2] == (None, None)
+    got, loss, n_unlike, _ = infer_labels(U, "auto")
+    assert (loss, n_unlike) == ("cross_entropy", 1)
+    np.testing.assert_array_equal(got[1:], labels[1:])
+    half = U.copy()
+    half[1] = [1.0, 2.0, -0.5, 3.0, 0.1]  # two of four: not a majority
+    assert infer_labels(half, "auto")[:3] == (None, None, 2)
+    # judged on the trusted rows only
+    assert infer_labels(half, "auto", trusted=[False, False, True, True])[1] == \
+        "cross_entropy"
     got, loss, n_unlike, _ = infer_labels(U, "cross_entropy")
     assert (loss, n_unlike) == ("cross_entropy", 1)
     np.testing.assert_array_equal(got[1:], labels[1:])

@@ -40,9 +40,14 @@ _JOINT_MAX_PARAMS = 2500
 # signals by one joint least-squares solve up to this many unknowns,
 # sample by sample above
 _JOINT_SIGNALS_MAX = 512
-# the column-space condition pins one sample down only for m >> B + K
-# neurons: below this many per unknown no row counts as found
-_MIN_NEURONS_PER_UNKNOWN = 4
+# the search finds samples from about 5 B live neurons: measured at
+# trained weights (64 -> H -> 10 tanh, Adam 50 epochs, float64, held-out
+# batch), B = 16 / 32 / 48 had every row exact from H = 72 / 144 / 240 and
+# none found at H = 64 / 128 / 224 (after 18 / 45 / 10 s of search); and
+# from twice the unknowns of one sample, 2 (B + K), for many outputs (B = 32,
+# K = 128: exact at 512). Below it nothing is searched, no row counts as found
+_NEURONS_PER_SAMPLE = 5
+_NEURONS_PER_UNKNOWN = 2
 # a piecewise-linear search is accepted at this smoothed misfit: about a
 # degree from a sample, inside the basin of the exact pattern iteration
 _PIECEWISE_ACCEPT = 1e-2
@@ -53,6 +58,26 @@ _KINK_MARGIN = 0.01
 _EXACT_ACCEPT = 1e-10
 # searches of a noisy gradient from scratch while samples are missing
 _NOISY_ATTEMPTS = 4
+# a gradient whose in-span noise is at most this many times its dtype's eps
+# is exact to round-off (a float32 model's gradient: 1e-8 at trained weights)
+_ROUNDOFF_NOISE = 100
+# the precision a float32 row flagged found is guaranteed to (relative
+# error), and the factor between a row's error and the square root of its
+# misfit (measured at trained weights, float32, 64 -> 1024 -> 10 tanh:
+# 1.4 to 2.7, some rows above 10 (1.3e-4 at a misfit below 1e-10, softplus
+# B = 48); squared loss, one dominant sample: 1.1 to 1.3; float64 rows at
+# trained weights stay far below 1e-6)
+_FLOAT32_PRECISION = 1e-4
+_FLOAT64_PRECISION = 1e-6
+_ERROR_PER_ROOT_MISFIT = {np.dtype(np.float32): 30.0, np.dtype(np.float64): 10.0}
+
+
+def min_neurons(n_samples, n_outputs):
+    """Live neurons the search needs for ``n_samples`` samples and
+    ``n_outputs`` outputs: ``max(5 B, 2 (B + K))`` (measured frontier, see
+    above)."""
+    return max(_NEURONS_PER_SAMPLE * n_samples,
+               _NEURONS_PER_UNKNOWN * (n_samples + n_outputs))
 
 
 def _unit_scale(M, xp):
@@ -177,9 +202,13 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         coordinates); ``found`` (bool, ``(B,)``): whether each sample's
         misfit on all neurons is below the acceptance level; ``misfits``
         ``(B,)``; ``n_starts``; ``refinement`` (:class:`RefinementResult`);
-        ``accept`` (the acceptance level used); ``identifiable`` (False
-        when there are fewer than ``4 (B + K)`` neurons: no row is then
-        counted as found); ``n_live_neurons`` (neurons with a nonzero
+        ``accept`` (the acceptance level of ``found``: for a float32
+        gradient exact to round-off, that of a relative error of
+        ``_FLOAT32_PRECISION``); ``fit_accept`` (the noise-aware level: a
+        row below it but not found fits the gradient to its round-off or
+        noise, but not to that precision); ``identifiable`` (False
+        when there are fewer than :func:`min_neurons` live neurons: nothing
+        is searched, no row is counted as found); ``n_live_neurons`` (neurons with a nonzero
         output weight, the ones that count); ``n_searched_found`` (samples
         the kept attempt's searches found).
     """
@@ -247,10 +276,30 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
     rtol = max(tol, 10 * np.finfo(precision).eps)
     success = max(1e-8, 100 * np.finfo(precision).eps, 1.5 * noise_level)
+    # a float32 gradient is exact to its round-off: the noise-aware level
+    # (3 kappa eta)**2 then passes rows that fit the round-off only (a
+    # trained net's confident samples, whose signal is a few eps of the
+    # gradient: errors up to 5e-2, flagged found); found rows must be within
+    # _FLOAT32_PRECISION (float64: _FLOAT64_PRECISION)
+    roundoff = noise_level <= _ROUNDOFF_NOISE * np.finfo(precision).eps
     exact = final_accept <= _EXACT_ACCEPT
+    row_accept, stated = final_accept, None
+    if roundoff:
+        single = np.finfo(precision).eps > np.finfo(np.float64).eps
+        stated = _FLOAT32_PRECISION if single else _FLOAT64_PRECISION
+        factor = _ERROR_PER_ROOT_MISFIT[np.dtype(np.float32 if single else np.float64)]
+        row_accept = min(final_accept, (stated / factor) ** 2)
     # a noisy fit stops when a step gains less than 1e-7 of the cost: at
     # the noise floor the steps only creep (up to 200 steps otherwise)
     ftol = 1e-15 if exact else 1e-7
+
+    # neurons with zero output weights carry no gradient: they do not count;
+    # too few live neurons for the search: checked before it, not after it
+    n_live = int(np.sum(np.any(A != 0, axis=1)))
+    identifiable = n_live >= min_neurons(n, K)
+    if not identifiable:
+        say(f"search skipped: {n_live} live neurons, fewer than the "
+            f"{min_neurons(n, K)} that {n} samples with {K} outputs need")
 
     n_rows = min(m, max(_MIN_SEARCH_ROWS, (_ROWS_PER_UNKNOWN if K <= 16
                                            else _ROWS_PER_UNKNOWN_WIDE) * (n + K)))
@@ -280,7 +329,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         # tensor's factors go first (1 % noise: median error 0.042 with them,
         # 0.077 without).
         late_tensor = init == "auto" and exact
-        if init == "tensor" or (init == "auto" and not late_tensor):
+        if identifiable and (init == "tensor" or (init == "auto" and not late_tensor)):
             starts = np.vstack([starts, tensor_factors()])
         report("starts")
         # random directions with the samples' typical scale: a unit
@@ -301,7 +350,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
         random_starts = more_starts if init in ("auto", "random") else None
 
-        if m > n + K:
+        if m > n + K and identifiable:
             found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
                                    starts=starts, random_starts=random_starts, fixed=fixed,
                                    rows=rows if n_rows < m else None, polish_rows=check,
@@ -321,6 +370,10 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             V = _complete(V, found.candidates, n_samples, n, rng, scale, fixed)
         V0, U0, residual = _finish(V, problem, fixed, piecewise, say)
         report("polish")
+        if not identifiable:  # guesses only: no polish (minutes, for nothing)
+            return Bunch(V=V0, U=U0, found=np.zeros(n_samples, dtype=bool),
+                         misfits=_misfits(V0, problem, check), n_starts=0, n_found=0,
+                         refinement=RefinementResult(V0, U0, residual, 0, -3))
         V, U, refinement = _joint_polish(
             V0, U0, residual, proj, problem, fixed, rows if n_rows < m else None,
             all_found=found.n_found == n_samples, rtol=rtol, ftol=ftol, success=success,
@@ -339,7 +392,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
                 say("joint polish: it lost samples the search had found; not kept")
                 V, U, misfits = V0, U0, before
                 refinement = RefinementResult(V, U, residual, refinement.n_iter, -2)
-        found_rows = misfits < final_accept
+        found_rows = misfits < row_accept
         if piecewise and not (refinement.relative_residual <= success or
                               _residual_off_kinks(V, U, *problem) <= success):
             # sigma' is piecewise constant: the misfit vanishes anywhere in a
@@ -372,13 +425,10 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
                 "searching again")
     V, U, found_rows, misfits, refinement = (best.V, best.U, best.found, best.misfits,
                                              best.refinement)
-    # neurons with zero output weights carry no gradient: they do not count
-    n_live = int(np.sum(np.any(A != 0, axis=1)))
-    identifiable = n_live >= _MIN_NEURONS_PER_UNKNOWN * (n + K)
     if not identifiable:
         found_rows[:] = False
     say(f"done: {int(np.sum(found_rows))} of {n_samples} samples with misfit below "
-        f"{final_accept:.1e}; relative residual {refinement.relative_residual:.2e}")
+        f"{row_accept:.1e}; relative residual {refinement.relative_residual:.2e}")
     attempt_label[0] = ""
     report("done", 1, 1)
     # the signals in the gradient's units: P = (A U^T * s1) V, so scaling P
@@ -387,7 +437,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     refinement = RefinementResult(V, U, refinement.relative_residual, refinement.n_iter,
                                   refinement.status)
     return Bunch(V=V, U=U, found=found_rows, misfits=misfits,
-                 n_starts=n_starts, refinement=refinement, accept=final_accept,
+                 n_starts=n_starts, refinement=refinement, accept=row_accept,
+                 fit_accept=final_accept, stated_precision=stated,
                  identifiable=identifiable, n_live_neurons=n_live,
                  n_searched_found=best.n_found)
 

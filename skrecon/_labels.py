@@ -1,22 +1,37 @@
 """Labels from the per-sample signals ``u_i`` of a softmax cross-entropy.
 
 With softmax cross-entropy the signal reaching the output is
-``u_i = c (softmax(f(x_i)) - e_{y_i})`` for a global scale ``c`` (``1/B``,
-the learning rate, a sign): its coordinates sum to zero, and the label's is
-the only one whose sign differs from all the others. Both properties survive
-the global scale and the sign ambiguity of a bias-free first layer, so
-``loss="auto"`` reads the labels when every recovered signal has them.
+``u_i = c (softmax(f(x_i)) - e_{y_i})`` for a scale ``c`` (``1/B``, the
+learning rate, a sign): its coordinates sum to zero, and the label's
+coordinate ``c (p_y - 1)`` is minus the sum of all the others, ``c p_k``:
+it carries exactly half of ``||u_i||_1``, with the sign opposite to theirs.
+Both properties are read to a tolerance, so they survive what the sign
+count of the coordinates does not: a trained net's near one-hot outputs
+give coordinates ``c p_k`` of 1e-9 of the label's, below the signals'
+round-off (float64 at trained weights: 1e-9; float32: 1e-4), whose signs
+are then noise.
+
+The label is the coordinate of largest magnitude (it holds half the 1-norm,
+every other at most as much) -- except for a confidently *wrong* sample
+(``p_k ~ 1`` for one ``k != y``), whose two coordinates ``c (p_y - 1)`` and
+``c p_k`` tie: there the sign of ``c`` decides (the label's is ``-sign(c)``).
+``sign(c)`` is the batch's (one global scale) where the first layer fixes
+each sample's sign, read off all of them at once: ``sum_k u_k**3`` has the
+sign of ``-c`` for every cross-entropy signal (``sum_{k != y} p_k^3 <=
+(1 - p_y)^3``). Where a sample's sign is not identified, a tie is decided by
+the other coordinates' sign when they stand above the tolerance, and is
+otherwise ambiguous (counted, a guess).
 """
 
 import numpy as np
 
 __all__ = []
 
-# |sum_k u_ik| <= _SUM_TOL * sum_k |u_ik|: "the coordinates sum to ~0". A
-# cross-entropy signal recovered from an exact gradient sums to ~1e-12 of
-# its 1-norm, one from a noisy gradient to its relative error; a squared
-# loss's residuals come within 1 % rarely (3 outputs: a few per cent of
-# samples), and every sample of the batch must.
+# |sum_k u_ik| <= _SUM_TOL * sum_k |u_ik|, and the largest |u_ik| within
+# _SUM_TOL of half of that sum: "a cross-entropy signal". A signal
+# recovered from an exact gradient meets both to ~1e-9 at trained weights,
+# float32 ones to ~1e-3; a squared loss's residuals come within 1 % rarely
+# (3 outputs: a few per cent of samples), and every sample of the batch must.
 _SUM_TOL = 0.01
 
 
@@ -31,39 +46,94 @@ def _odd_coordinate(u):
     return -1
 
 
+def _normalised(U):
+    """``U`` with each row divided by its 1-norm (zero rows stay zero)."""
+    U = np.asarray(U, dtype=np.float64)
+    l1 = np.sum(np.abs(U), axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(l1 > 0, U / np.where(l1 > 0, l1, 1.0), 0.0)
+
+
 def looks_like_cross_entropy(U):
     """Which rows of ``U`` (B, K) look like softmax cross-entropy signals:
-    exactly one coordinate of odd sign, coordinates summing to ~0. ``K < 3``
-    never does (with two outputs the odd coordinate is not defined)."""
+    coordinates summing to ~0 and one of them carrying ~half of the 1-norm
+    (to ``_SUM_TOL``). ``K < 3`` never does (with two outputs every
+    zero-sum signal does)."""
     U = np.asarray(U, dtype=np.float64)
     if U.ndim != 2 or U.shape[1] < 3:
         return np.zeros(len(U), dtype=bool)
-    odd = np.array([_odd_coordinate(u) >= 0 for u in U], dtype=bool)
-    l1 = np.sum(np.abs(U), axis=1)
-    balanced = np.abs(U.sum(axis=1)) <= _SUM_TOL * np.maximum(l1, np.finfo(float).tiny)
-    return odd & balanced & (l1 > 0)
+    N = _normalised(U)
+    nonzero = np.any(N != 0, axis=1)
+    balanced = np.abs(N.sum(axis=1)) <= _SUM_TOL
+    half = np.abs(np.max(np.abs(N), axis=1) - 0.5) <= _SUM_TOL
+    return balanced & half & nonzero
 
 
-def infer_labels(U, loss):
-    """``(labels or None, loss_, n_unlike)`` from the signals ``U`` (B, K).
+def _global_sign(N):
+    """``sign(c)`` of cross-entropy signals ``N`` (rows of one scale ``c``):
+    ``-sign(sum u**3)``; 0 where that sum vanishes (every row a tie)."""
+    total = float(np.sum(N ** 3))
+    return 0 if total == 0 else (-1 if total > 0 else 1)
+
+
+def _read(N, sign):
+    """``(label, ambiguous)`` of one normalised cross-entropy signal, given
+    the sign of its scale (0: unknown)."""
+    order = np.argsort(-np.abs(N), kind="stable")
+    top, second = int(order[0]), int(order[1])
+    if sign != 0:
+        return int(np.argmin(sign * N)), False
+    if abs(N[second]) < 0.5 - _SUM_TOL:
+        return top, False
+    # a tie (a confidently wrong sample): the other coordinates share the
+    # sign of c, when they stand above the tolerance
+    rest = np.delete(N, [top, second]).sum()
+    if abs(rest) > _SUM_TOL:
+        return (top if np.sign(N[top]) != np.sign(rest) else second), False
+    return top, True
+
+
+def infer_labels(U, loss, sign_known=None, trusted=None):
+    """``(labels or None, loss_, n_unlike, n_ambiguous)`` from the signals
+    ``U`` (B, K).
 
     ``loss`` is the estimator's parameter: ``"auto"`` reads labels when
-    every row looks like a cross-entropy signal (``loss_`` is then
-    ``"cross_entropy"``, else ``None``); ``"cross_entropy"`` reads them
+    more than half of the judged rows look like cross-entropy signals
+    (``loss_`` is then ``"cross_entropy"``, else ``None``; the others'
+    labels are guesses, counted in ``n_unlike``); ``"cross_entropy"`` reads them
     whatever the rows look like (``n_unlike`` rows do not, and their label
-    is the coordinate of largest magnitude, a guess); ``"squared"`` and
-    ``None`` read none. Fewer than 3 outputs: no labels.
+    is the coordinate of odd sign, or of largest magnitude: a guess);
+    ``"squared"`` and ``None`` read none. Fewer than 3 outputs: no labels.
+    ``sign_known`` (bool, ``(B,)``; ``None``: all) says which rows share
+    one global scale (their sign identified by the first layer); the others
+    may each carry their own sign. ``n_ambiguous`` rows are ties whose
+    label no sign decides (guesses). ``trusted`` (bool, ``(B,)``; ``None``:
+    all) are the rows ``"auto"`` decides on (the rows found: a row at the
+    round-off carries a signal off by as much as the row is).
     """
     U = np.asarray(U, dtype=np.float64)
     like = looks_like_cross_entropy(U)
     if loss == "auto":
-        if U.shape[1] < 3 or len(U) == 0 or not like.all():
-            return None, None, int(np.sum(~like))
+        judged = (np.ones(len(U), dtype=bool) if trusted is None or not np.any(trusted)
+                  else np.asarray(trusted, dtype=bool))
+        # most of the judged rows: a row at the round-off, or a found row
+        # whose signal is its weak part (float32), may miss the tolerance
+        if U.shape[1] < 3 or len(U) == 0 or 2 * np.sum(like[judged]) <= np.sum(judged):
+            return None, None, int(np.sum(~like[judged])), 0
         loss = "cross_entropy"
     if loss != "cross_entropy" or U.shape[1] < 3:
-        return None, loss, 0
+        return None, loss, 0, 0
+    N = _normalised(U)
+    known = (np.ones(len(U), dtype=bool) if sign_known is None
+             else np.asarray(sign_known, dtype=bool))
+    sign = _global_sign(N[known & like]) if np.any(known & like) else 0
     labels = np.empty(len(U), dtype=np.int64)
-    for i, u in enumerate(U):
-        odd = _odd_coordinate(u)
-        labels[i] = odd if odd >= 0 else int(np.argmax(np.abs(u)))
-    return labels, "cross_entropy", int(np.sum(~like))
+    n_ambiguous = 0
+    for i, u in enumerate(N):
+        if not like[i]:
+            odd = _odd_coordinate(u)
+            labels[i] = odd if odd >= 0 else int(np.argmax(np.abs(u)))
+            continue
+        labels[i], ambiguous = _read(u, sign if known[i] else 0)
+        n_ambiguous += ambiguous
+    return labels, "cross_entropy", int(np.sum(~like)), n_ambiguous

@@ -120,8 +120,48 @@ def _as_arrays(parameters, keys, what):
     return out
 
 
+def _several_clients(returned):
+    """Whether ``returned`` is a sequence of several clients' parameter sets
+    (lists, mappings or ArrayRecords) rather than one list of arrays."""
+    if not isinstance(returned, (list, tuple)) or not returned:
+        return False
+    first = returned[0]
+    return (isinstance(first, (list, tuple, Mapping))
+            or hasattr(first, "to_numpy_ndarrays"))
+
+
+def _aggregate(sent, clients, keys, client_weights):
+    """``sent - sum_c w_c (sent - returned_c)``: the parameters after the
+    (weighted) sum of the clients' one-step updates, in their dtype."""
+    arrays = [_as_arrays(r, keys, f"returned[{c}]") for c, r in enumerate(clients)]
+    if client_weights is None:
+        weights = np.ones(len(arrays))
+    else:
+        weights = np.asarray(client_weights, dtype=np.float64)
+        if weights.shape != (len(arrays),) or not np.all(np.isfinite(weights)) \
+                or np.any(weights <= 0):
+            raise ValueError(
+                f"client_weights must hold one positive finite weight per client "
+                f"({len(arrays)}), got {client_weights!r}.")
+    out = []
+    for k, base in enumerate(sent):
+        for c, client in enumerate(arrays):
+            if client[k].shape != base.shape:
+                raise ValueError(
+                    f"returned[{c}][{keys[k]!r}] has shape {client[k].shape}, but "
+                    f"the model's {keys[k]!r} has shape {base.shape}.")
+        if not np.issubdtype(base.dtype, np.floating):
+            out.append(arrays[0][k])
+            continue
+        dtype = np.result_type(*(client[k].dtype for client in arrays))
+        update = sum(w * (base.astype(np.float64) - client[k].astype(np.float64))
+                     for w, client in zip(weights, arrays))
+        out.append((base.astype(np.float64) - update).astype(dtype))
+    return out
+
+
 def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
-                 first="auto", second="auto"):
+                 first="auto", second="auto", client_weights=None):
     """The gradient query of one SGD step, from the parameters before and after.
 
     Parameters
@@ -138,8 +178,16 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
         mapping of ``state_dict`` names to arrays or tensors (a
         ``state_dict``; Opacus's ``"_module."`` prefix is ignored), or an
         ``ArrayRecord``. Each array has its parameter's shape.
-    returned : same type as ``sent``
-        The parameters the client returned after its step.
+    returned : same type as ``sent``, or a list of them
+        The parameters the client returned after its step; or, for a FedSGD
+        aggregate, the list of several clients' returned parameters (one
+        step each from the same ``sent``), whose updates are summed
+        (weighted by ``client_weights``). The server's aggregate itself
+        (FedAvg's weighted mean of the returned parameters, which secure
+        aggregation reveals) can be passed as one parameter set: either way
+        the update is the gradient of the union of the clients' batches,
+        one bigger batch (:ref:`theory-requirements`; pass its total size
+        as ``batch_size``).
     learning_rate : float, default=1.0
         The client's SGD learning rate. It only scales the gradient, which
         skrecon does not need; pass it to get the gradient's true scale.
@@ -151,6 +199,11 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
     first, second : "auto" or str, default="auto"
         Module names of the first layer and of the next ``nn.Linear``, as in
         :func:`skrecon.torch.first_layer_query`.
+    client_weights : array-like of shape (n_clients,) or None, default=None
+        With a list of clients' parameters as ``returned``: each update's
+        positive weight in the aggregate (FedAvg's ``num_examples / total``);
+        ``None``: their plain sum. The reconstruction does not depend on
+        them (each sample's signal absorbs its client's weight).
 
     Returns
     -------
@@ -247,7 +300,14 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
     state = model.state_dict()
     keys = list(state)
     sent = _as_arrays(sent, keys, "sent")
-    returned = _as_arrays(returned, keys, "returned")
+    if _several_clients(returned):
+        returned = _aggregate(sent, returned, keys, client_weights)
+    elif client_weights is not None:
+        raise ValueError(
+            "client_weights was given, but returned is one parameter set: pass the "
+            "list of the clients' returned parameters to weight their updates.")
+    else:
+        returned = _as_arrays(returned, keys, "returned")
     for key, a, b in zip(keys, sent, returned):
         shape = tuple(state[key].shape)
         for what, value in (("sent", a), ("returned", b)):

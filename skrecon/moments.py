@@ -53,14 +53,15 @@ _SKETCH_SPARE = 16
 
 
 
-def _check_gaussian_weights(w_in):
-    """Warn when the input weights are clearly not i.i.d. Gaussian.
+def _non_gaussian_message(w_in):
+    """Why the input weights clearly are not i.i.d. Gaussian, or ``None``.
 
     The moment tensor is the Stein identity of a Gaussian (:ref:`theory-f2`): with
     other weights (PyTorch's default ``nn.Linear`` init is uniform, excess
-    kurtosis -1.2) it is biased. The test is the sample excess kurtosis and
-    the mean, against ``6`` standard errors (and at least ``0.2`` and
-    ``0.05 std``).
+    kurtosis -1.2; a trained layer) it is biased. The test is the sample
+    excess kurtosis and the mean, against ``6`` standard errors (and at
+    least ``0.2`` and ``0.05 std``). Only the tensor's starts need it: the
+    warning is issued where the tensor is computed (:meth:`_fit_tensor`).
     """
     xp, _ = get_namespace(w_in)
     # the entries of every k-th row, at most ~100 000 (strided rows, not a
@@ -70,25 +71,26 @@ def _check_gaussian_weights(w_in):
     w = xp.reshape(w_in[::step, ...], (-1,))
     n = w.shape[0]
     if n < 50:
-        return
+        return None
     mean, std = float(xp.mean(w)), float(xp.std(w))
     if not std > 0:
-        return
+        return None
     z = (w - mean) / std
     z = z * z
     kurtosis = float(xp.mean(z * z)) - 3.0
     se = np.sqrt(24.0 / n)
     if abs(kurtosis) > max(0.2, 6 * se) or abs(mean) > max(0.05, 6 / np.sqrt(n)) * std:
-        warnings.warn(
+        return (
             f"The first-layer weights do not look like i.i.d. Gaussian draws "
             f"(mean {mean:.3g}, std {std:.3g}, excess kurtosis {kurtosis:.3g}; a "
             "centred Gaussian has mean 0 and excess kurtosis 0, PyTorch's "
-            "default uniform init -1.2). The moment tensor assumes Gaussian "
-            "weights and is biased here; the refinement may still succeed. "
-            "Re-initialise the layer with Gaussian weights before the query "
-            "(skrecon.torch.gaussian_reinit_).",
-            NonGaussianWeightsWarning,
-        )
+            "default uniform init -1.2), and the moment tensor is being computed: "
+            "it assumes Gaussian weights (Stein's identity) and is biased here, so "
+            "its factors are poorer starts. Nothing else needs Gaussian weights: "
+            "the per-sample search is exact at any known weights (a trained "
+            "model's, PyTorch's default init), from random starts too "
+            "(init='random' skips the tensor).")
+    return None
 
 
 def _effective_dtype(X, xp):
@@ -177,6 +179,9 @@ _ROUNDOFF_SPREAD = 100.0
 # noise that is not white lifts a few values over the noise threshold by at
 # most this factor
 _LIFTED_NOISE = 3.0
+# a value below the round-off floor is a sample when it stands this far
+# above the round-off bulk after it
+_ABOVE_BULK = 3.0
 
 
 # at most this many values at round-off: an exact batch leaves n - B of them
@@ -255,6 +260,21 @@ def _estimate_batch_size(singular_values, dtype, n_rows):
         decisive = np.flatnonzero(s[:n_kept - 1] / s[1:n_kept] >= _DECISIVE_RATIO)
         if decisive.size and s[decisive[-1] + 1] < _ROUNDOFF_SPREAD * floor:
             B = int(decisive[-1]) + 1
+        elif n_rows is not None:
+            # samples below 10 eps s_1: the round-off of an elementwise-exact
+            # gradient is a flat bulk near eps ||G||_F (1/sqrt(m) + 1/sqrt(n))
+            # (float32, 64 -> 1024 -> 10 trained tanh: 0.2 eps s_1); values
+            # that stand above it by _ABOVE_BULK are samples (a trained net's
+            # confident ones: 0.9 to 8 eps s_1 in float32), values within it
+            # are not (the flat bulk of an update's round-off)
+            low = np.finfo(dtype).eps * np.sqrt(np.sum(s**2)) * (
+                1 / np.sqrt(n_rows) + 1 / np.sqrt(len(s)))
+            # (only where the samples' values run on below the floor without
+            # a decisive gap: behind one, the first round-off value of a
+            # float64 gradient stands 4 times above the rest too)
+            while (B < len(s) - 1 and s[B - 1] / s[B] < _DECISIVE_RATIO
+                   and s[B] > _ABOVE_BULK * max(low, np.median(s[B + 1:]))):
+                B += 1
         return B, float(s[B - 1] / s[B]) if s[B] > 0 else np.inf, "round-off"
     k = int(np.argmax(ratios))
     return k + 1, float(ratios[k]), how
@@ -725,7 +745,8 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             self._input_dtype = np.dtype(input_dtype)
         activation = get_activation(self.activation)
         s, bias_mean, bias_std = _weight_statistics(W, self.bias, self.weight_std)
-        _check_gaussian_weights(W[:, :-1] if self.bias else W)
+        # (warned about where the moment tensor is computed, which needs them)
+        self._non_gaussian = _non_gaussian_message(W[:, :-1] if self.bias else W)
         # A Gaussian bias drawn with mean 0 has a sample mean of order
         # std / sqrt(m): the parity argument of the theory page (F3) holds for its law.
         m_rows = X.shape[0]
@@ -807,6 +828,8 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                       and n_hermite_features(B, degree) <= self.max_features)
         if not tensor:
             return False
+        if getattr(self, "_non_gaussian", None):
+            warnings.warn(self._non_gaussian, NonGaussianWeightsWarning)
         try:
             tensors = _hermite_regression(proj.Z, proj.P, proj.regressors, degree,
                                           self.max_features)

@@ -15,7 +15,7 @@ from ._array_api import (frobenius_norm, from_host, get_namespace, host_state,
 from ._validation import (_ROUTING_HINT, check_coefficients, check_fitted_namespace,
                           check_query, transform_namespace)
 from .activations import Activation, get_activation
-from ._core import reconstruct_in_span
+from ._core import min_neurons, reconstruct_in_span
 from .refine import is_piecewise_linear
 from ._progress import ProgressLine
 from ._threads import blas_threads
@@ -64,12 +64,15 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         ``None`` means ``MomentTensorTransformer()``. Its ``activation``,
         ``bias`` and ``n_components`` are set from this estimator's.
     loss : {"auto", "squared", "cross_entropy"} or None, default="auto"
-        What the per-sample signals mean. ``"auto"`` reads labels when every
-        recovered signal looks like a softmax cross-entropy one (at least 3
-        outputs, exactly one coordinate of odd sign, coordinates summing to
-        ~0) and records what it inferred in ``loss_``; ``"cross_entropy"``
-        always reads them (a warning counts the signals that do not look
-        like it); ``"squared"`` and ``None`` read none.
+        What the per-sample signals mean. ``"auto"`` reads labels when most
+        signals of the rows found look like softmax cross-entropy ones (at
+        least 3 outputs, coordinates summing to ~0, one of them carrying
+        half of their absolute sum: a trained net's near one-hot signals
+        too) and records what it inferred in ``loss_`` (a warning counts
+        the rows that do not look like it, and says why when it reads
+        none); ``"cross_entropy"`` always reads them (a warning counts the
+        signals that do not look like it); ``"squared"`` and ``None`` read
+        none.
     init : {"auto", "tensor", "random"}, default="auto"
         Starts of the per-sample searches. ``"tensor"``: the factors of the
         moment tensor (one Jennrich + CP-ALS decomposition; the paper's
@@ -130,7 +133,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         the coordinate of ``u_i`` whose sign differs from all others.
         ``None`` otherwise: a squared loss's signals are residuals, not
         labels, with fewer than 3 outputs the odd coordinate is not defined,
-        and a blind fit (no ``weights``) has no signals. This reads the
+        and a blind fit (no ``weights``) has no signals; with ``loss="auto"``
+        and at least 3 outputs a warning says why. At trained weights the
+        softmax is near one-hot and every coordinate but the label's may be
+        below the signals' round-off: the label is read as the coordinate
+        carrying half of ``||u_i||_1`` (:ref:`theory-requirements`). This reads the
         labels off the first layer's signals, which
         are the output's only in a two-layer net; for a deeper net use the
         output layer's gradient
@@ -165,7 +172,12 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         coordinates, in the search's own sample order.
     found_ : ndarray of bool, shape (batch_size,)
         Whether each row of ``samples_`` was found: its column-space misfit
-        on all neurons is below the (noise-aware) acceptance level. A row
+        on all neurons is below the (noise-aware) acceptance level. For a
+        float32 gradient exact to its round-off (a float32 model's), only
+        rows whose misfit bounds their relative error by 1e-4; the rows that
+        fit the round-off but not that precision (a sample the model already
+        fits almost perfectly sends almost no gradient) are named in an
+        :class:`IdentifiabilityWarning`. A row
         that was not found is a best guess (a warning says how many). On a
         noisy gradient a found row fits the gradient to its noise level, which
         does not bound its error: eight digits, 20 000 neurons, relative noise
@@ -479,7 +491,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.n_iter_ = refinement.n_iter
         self.converged_ = bool(refinement.converged) and self.n_found_ == n
         self.refinement_ = refinement
-        labels = self._labels(U)
+        labels = self._labels(U, sign_ok, found)
         self.labels_ = (None if labels is None
                         else from_host(labels, xp, device, dtype=xp.int64))
         self.gradient_residual_ = self._gradient_residual(X, W, A)
@@ -488,15 +500,42 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             m, K = result.n_live_neurons, proj.A.shape[1]
             warnings.warn(
                 f"The layer has {m} neurons (with a nonzero output weight) for {n} "
-                f"samples with {K} output(s): the "
-                f"column-space condition identifies a sample only with many more "
-                f"neurons than the {n + K} unknowns of one sample (here fewer than "
-                f"{4 * (n + K)}), so no row counts as found (found_ is all False). "
-                "Query a wider layer.", IdentifiabilityWarning)
-        elif (self.n_found_ < min(n, shown)
-                and not below_spectrum and np.any(~found & ~unresolved)):
-            # (rows the activation cannot resolve were warned about above)
-            missing = np.flatnonzero(~found & ~unresolved).tolist()
+                f"samples with {K} output(s): the column-space search finds samples "
+                f"from about max(5 B, 2 (B + K)) = {min_neurons(n, K)} neurons "
+                "(measured at trained weights, tanh: batches of 16 / 32 / 48 exact "
+                "from 72 / 144 / 240 neurons, none found at 64 / 128 / 224), so it was "
+                "not run: "
+                "samples_ holds guesses and found_ is all False. Query a layer of at "
+                f"least {min_neurons(n, K)} neurons, or a smaller batch.",
+                IdentifiabilityWarning)
+            return  # (nothing was searched: the other verdicts do not apply)
+        weak = (~found & ~unresolved & (misfits < result.fit_accept)
+                if result.accept < result.fit_accept and not below_spectrum
+                else np.zeros(n, dtype=bool))
+        if np.any(weak):
+            share = np.linalg.norm(U, axis=1) / max(np.max(np.linalg.norm(U, axis=1)),
+                                                    np.finfo(float).tiny)
+            rows = np.flatnonzero(weak)
+            single = np.dtype(self.moments_._precision) == np.float32
+            warnings.warn(
+                f"Rows {rows.tolist()} of samples_ fit the "
+                f"{np.dtype(self.moments_._precision).name} gradient to its "
+                "round-off, but their misfits do not bound their errors by "
+                f"{result.stated_precision:.0e}".replace("e-0", "e-") + " (found_ is False there"
+                + ("; such float32 rows were measured at 5e-5 to 2e-2). " if single
+                   else "). ")
+                + f"Their per-sample signals are {_listing(share[rows])} of the "
+                "largest one's: a sample the model already fits almost perfectly "
+                "(softmax close to its one-hot label) sends almost no gradient, and "
+                "its share sits at the round-off of the others'"
+                + ("; a float32 parameter update (theta - theta') / lr carries more "
+                   "round-off still. A float64 model's gradient recovers them."
+                   if single else "."), IdentifiabilityWarning)
+        if (self.n_found_ < min(n, shown)
+                and not below_spectrum and np.any(~found & ~unresolved & ~weak)):
+            # (rows the activation cannot resolve, or whose signal is at the
+            # round-off, were warned about above)
+            missing = np.flatnonzero(~found & ~unresolved & ~weak).tolist()
             if result.n_searched_found == n and is_piecewise_linear(activation):
                 # every search succeeded; the exact finish did not confirm them
                 warnings.warn(
@@ -643,23 +682,45 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "in the moment tensor is ~0, so the tensor step cannot see them; "
                 "check them against gradient_residual_.", IdentifiabilityWarning)
 
-    def _labels(self, U):
-        """Labels from the host signals ``U`` (B, K), or ``None``; sets ``loss_``."""
-        labels, self.loss_, n_unlike = infer_labels(U, self.loss)
+    def _labels(self, U, sign_known, found):
+        """Labels from the host signals ``U`` (B, K), or ``None`` (with a
+        warning saying why, where cross-entropy labels could have been
+        read); sets ``loss_``. ``sign_known``: the rows whose sign the first
+        layer identifies (they share the gradient's global scale); ``found``:
+        the rows ``loss="auto"`` decides on."""
+        labels, self.loss_, n_unlike, n_ambiguous = infer_labels(U, self.loss, sign_known,
+                                                                 found)
+        K = U.shape[1]
         if self.verbose >= 2 and self.loss == "auto":
             print("[GradientReconstructor] loss='auto': inferred "
                   + ("softmax cross-entropy, labels read off the signals"
                      if self.loss_ == "cross_entropy" else
                      f"no cross-entropy ({n_unlike} of {len(U)} signals unlike it"
-                     f"{', fewer than 3 outputs' if U.shape[1] < 3 else ''}); "
+                     f"{', fewer than 3 outputs' if K < 3 else ''}); "
                      "labels_ is None"))
+        if labels is None and self.loss == "auto" and K >= 3 and len(U):
+            warnings.warn(
+                f"labels_ is None: {n_unlike} of {len(U)} recovered signals do not "
+                "look like softmax cross-entropy (coordinates summing to ~0, one of "
+                "them carrying half of their absolute sum). Either the loss is not "
+                "cross-entropy (pass loss='squared' to say so), or the net is "
+                "deeper than two layers, whose first-layer signals are not the "
+                "output's: read the labels through the output layer with "
+                "skrecon.torch.labels_from_output_layer(model, rec.samples_). "
+                "loss='cross_entropy' reads guesses anyway.", IdentifiabilityWarning)
         if labels is not None and n_unlike:
             warnings.warn(
                 f"{n_unlike} of {len(U)} recovered signals do not look like "
-                "softmax cross-entropy (exactly one coordinate of odd sign, "
-                "coordinates summing to ~0): their labels are guesses (the "
-                "coordinate of largest magnitude). Check loss, or "
-                "gradient_residual_.", IdentifiabilityWarning)
+                "softmax cross-entropy (coordinates summing to ~0, one of them "
+                "carrying half of their absolute sum): their labels are guesses "
+                "(the coordinate of odd sign, or of largest magnitude). Check "
+                "loss, or gradient_residual_.", IdentifiabilityWarning)
+        if labels is not None and n_ambiguous:
+            warnings.warn(
+                f"{n_ambiguous} of {len(U)} samples are confidently misclassified "
+                "by the model (two signal coordinates of equal magnitude) and "
+                "their sign is not identified (no bias): their label is one of "
+                "the two, a guess.", IdentifiabilityWarning)
         return labels
 
     def _augmented(self, samples):
@@ -956,6 +1017,12 @@ def _check_activation_namespace(activation, xp, device):
             raise TypeError(
                 f"Activation {activation.name!r} returned a {type(value).__name__} "
                 f"for {lib} input, not a {lib} array of the input's shape.{hint}")
+
+
+def _listing(values):
+    """``"1.1e-06, 2.2e-06 and 3e-05"``: values for a message."""
+    text = [f"{v:.2g}" for v in values]
+    return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
 
 
 def _has_even_derivative(activation):

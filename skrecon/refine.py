@@ -274,6 +274,7 @@ class RefinementResult:
         0: "the maximum number of iterations was reached",
         -1: "the damping grew without bound: no step decreases the cost",
         -2: "the joint polish lost samples the search had found: not kept",
+        -3: "too few neurons for the search: nothing searched or polished",
     }
 
     def __init__(self, V, U, relative_residual, n_iter, status):

@@ -26,6 +26,8 @@ import warnings
 
 import numpy as np
 
+from ._labels import looks_like_cross_entropy
+
 __all__ = ["first_layer_query", "gaussian_reinit_", "full_model_gradient",
            "labels_from_output_layer"]
 
@@ -564,8 +566,11 @@ def labels_from_output_layer(model, samples, *, last="auto"):
     Warns
     -----
     UserWarning
-        When a fitted signal does not have exactly one negative coordinate
-        (not softmax cross-entropy, or wrong samples).
+        When a fitted signal does not look like a softmax cross-entropy one
+        (coordinates summing to ~0, the label's carrying half of their
+        absolute sum; with two classes, exactly one negative coordinate): not
+        cross-entropy, or wrong samples. A trained net's near one-hot
+        outputs pass (their other coordinates may be below round-off).
 
     Examples
     --------
@@ -642,11 +647,17 @@ def labels_from_output_layer(model, samples, *, last="auto"):
             f"(its input width is {H.shape[1]}). The batch must not exceed it.")
     signals = np.linalg.lstsq(H.T, G.T, rcond=None)[0]  # (B, K)
     residual = np.linalg.norm(H.T @ signals - G.T) / max(np.linalg.norm(G), 1e-300)
-    if not np.all(np.sum(signals < 0, axis=1) == 1):
+    # a trained net's near one-hot softmax gives coordinates below the
+    # signals' round-off, whose signs are noise: the test is the
+    # cross-entropy shape (sum ~0, the label's coordinate half the 1-norm)
+    like = (looks_like_cross_entropy(signals) if signals.shape[1] >= 3
+            else np.sum(signals < 0, axis=1) == 1)
+    if not np.all(like):
         warnings.warn(
-            "Some output signals do not have exactly one negative coordinate, as "
-            "softmax cross-entropy signals do: the loss is not cross-entropy, or "
-            f"the samples are not the batch (relative residual {residual:.3g}). "
-            "The labels (the smallest coordinate) are then guesses.", UserWarning)
+            f"{int(np.sum(~like))} of {n} output signals do not look like softmax "
+            "cross-entropy signals (coordinates summing to ~0, the smallest one "
+            "carrying half of their absolute sum): the loss is not cross-entropy, "
+            f"or the samples are not the batch (relative residual {residual:.3g}). "
+            "Their labels (the smallest coordinate) are then guesses.", UserWarning)
     return Bunch(labels=np.argmin(signals, axis=1).astype(np.int64), signals=signals,
                  relative_residual=float(residual))

@@ -116,6 +116,36 @@ def test_flower_round_recovers_batch_and_labels(digits, server):
     np.testing.assert_array_equal(rec.labels_[perm], labels)
 
 
+def test_an_aggregate_of_clients_is_one_bigger_batch(server):
+    """FedSGD with secure aggregation: the server sees only the (weighted)
+    sum of three clients' one-step updates, all from the same parameters.
+    It is the gradient of the union of their batches: every sample and
+    label comes back, from the list of returns or from FedAvg's weighted
+    mean of them."""
+    batch, labels = load_digits_batch(9, random_state=1)
+    sent = _to_list(server)
+    returns, sizes = [], [2, 3, 4]
+    for part in np.split(np.arange(9), np.cumsum(sizes)[:-1]):
+        out = client_update(SGDClient(batch[part], labels[part]), sent, config={"lr": LR})
+        returns.append(out.parameters)
+    weights = np.array(sizes) / 9.0
+    fedavg = [sum(w * r[k] for w, r in zip(weights, returns)) for k in range(len(sent))]
+    for returned, params in ((returns, {}), (returns, {"client_weights": weights}),
+                             (fedavg, {})):
+        q = update_query(server, sent, returned, learning_rate=LR, batch_size=9, **params)
+        rec = _attack(q)
+        errors, perm = relative_error(batch, rec.samples_)
+        assert rec.batch_size_ == 9 and rec.n_found_ == 9
+        assert np.max(errors) <= 1e-6, errors
+        np.testing.assert_array_equal(rec.labels_[perm], labels)
+    with pytest.raises(ValueError, match=re.escape(
+            "client_weights must hold one positive finite weight per client (3)")):
+        update_query(server, sent, returns, learning_rate=LR, client_weights=[1, 2])
+    with pytest.raises(ValueError, match=re.escape(
+            "client_weights was given, but returned is one parameter set")):
+        update_query(server, sent, fedavg, learning_rate=LR, client_weights=[1, 2, 3])
+
+
 def test_the_three_kinds_of_client_return_the_same_update(digits, server):
     batch, labels = digits
     sent = _to_list(server)

@@ -307,7 +307,7 @@ def test_verbose_prints_one_line_per_stage_and_sample(digits8, capsys):
     assert out[0].startswith("span: batch size 4, spectral gap")
     assert sum(line.startswith("search: sample ") for line in out) == 4
     assert "search: sample 4/4 found" in "\n".join(out)
-    assert any(line.startswith("done: 4 of 4 samples with misfit below 1.0e-10")
+    assert any(line.startswith("done: 4 of 4 samples with misfit below 1.0e-14")
                for line in out)
 
 

@@ -180,8 +180,7 @@ def test_batch_size_above_the_rank_warns_and_reconstructs_the_rank(batch4):
     assert _worst_error(batch4, rec) <= 1e-6
 
 
-def test_uniform_weights_warn_that_the_moments_are_biased(batch4):
-    """PyTorch's default nn.Linear init is uniform: warn, and still refine."""
+def _uniform_query(batch4):
     rng = np.random.default_rng(0)
     m, d = 3000, batch4.shape[1]
     bound = 1 / np.sqrt(d)
@@ -190,10 +189,31 @@ def test_uniform_weights_warn_that_the_moments_are_biased(batch4):
     X_aug = np.hstack([batch4, np.ones((4, 1))])
     u = rng.standard_normal((4, 1))
     grad = ((A @ u.T) * (1 - np.tanh(W @ X_aug.T) ** 2)) @ X_aug
+    return grad, W, A
+
+
+def test_uniform_weights_warn_that_the_moments_are_biased(batch4):
+    """PyTorch's default nn.Linear init is uniform: the tensor start warns,
+    and the search still finds every sample."""
+    grad, W, A = _uniform_query(batch4)
     with pytest.warns(NonGaussianWeightsWarning, match=re.escape(
             "The first-layer weights do not look like i.i.d. Gaussian draws")) as record:
-        _rec(batch_size=4).fit(grad, weights=W, output_weights=A)
+        rec = _rec(batch_size=4, init="tensor").fit(grad, weights=W, output_weights=A)
     assert "excess kurtosis -1.2" in str(record[0].message)
+    assert "init='random' skips the tensor" in str(record[0].message)
+    assert _worst_error(batch4, rec) <= 1e-6
+
+
+def test_non_gaussian_weights_do_not_warn_without_the_tensor(batch4):
+    """The search needs no Gaussian weights: a fit whose tensor start does
+    not run (init='random', or 'auto' on an exact gradient) does not warn."""
+    grad, W, A = _uniform_query(batch4)
+    for init in ("random", "auto"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", NonGaussianWeightsWarning)
+            rec = _rec(batch_size=4, init=init).fit(grad, weights=W, output_weights=A)
+        assert rec.moments_.moment_tensor_ is None
+        assert rec.n_found_ == 4 and _worst_error(batch4, rec) <= 1e-6
 
 
 def test_gaussian_weights_do_not_warn(query4):
@@ -278,7 +298,14 @@ def test_a_sample_below_the_gradients_precision_is_not_claimed(dtype, unresolved
     expected = np.ones(6, dtype=bool)
     expected[0] = not unresolved
     np.testing.assert_array_equal(rec.scale_identified_[perm], expected)
-    np.testing.assert_array_equal(rec.found_[perm], expected)
+    found = np.asarray(rec.found_)[perm]
+    if dtype == np.float32:
+        # found_ flags a float32 row only within 1e-4 (the others are named
+        # in a warning): the unresolved one never, most others
+        assert not found[0] and found.sum() >= 3
+        assert errors[found].max() <= 1e-4
+    else:
+        np.testing.assert_array_equal(found, expected)
     said = [str(w.message) for w in caught if "not resolved" in str(w.message)]
     assert len(said) == unresolved
     if unresolved:

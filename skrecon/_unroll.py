@@ -108,7 +108,7 @@ _NOT_MLP = (
     "cross-entropy loss on the last layer's outputs; {what} is out of scope.")
 
 
-def _slope(torch, module, t, out):
+def slope(torch, module, t, out):
     """``module'(t)`` element-wise, ``out = module(t)``.
 
     Closed forms where they are cheap; otherwise forward-mode
@@ -158,24 +158,25 @@ def step_gradient(torch, layers, params, X, Q, w, size):
                 grads[rest[1]] = delta.sum(dim=0)
             delta = delta @ params[rest[0]]
         else:
-            delta = delta * _slope(torch, rest[0], *pre.pop())
+            delta = delta * slope(torch, rest[0], *pre.pop())
     return grads
 
 
-def simulate(torch, layers, params, X, Q, W, schedule):
+def simulate(torch, layers, params, X, Q, W, schedule, n_steps=None):
     """The parameters after the local steps, as a dict of tensors.
 
     ``X`` (n_samples, d), ``Q`` (n_samples, K) soft targets, ``W``
     (n_steps, n_samples) memberships; step ``t``'s loss is
     ``sum_i W[t, i] CE(f(x_i), q_i) / size_t`` with ``size_t`` the number of
-    samples of the step (PyTorch's mean reduction). The update is
+    samples of the step (PyTorch's mean reduction); ``n_steps`` stops after
+    that many steps (default: all). The update is
     ``torch.optim.SGD``'s (no dampening, no Nesterov): ``d = g + wd p``,
     ``buf = d`` at the first step and ``mu buf + d`` after, ``p -= lr buf``.
     """
     sizes = schedule.step_sizes() * schedule.epochs
     lr, mu, wd = schedule.learning_rate, schedule.momentum, schedule.weight_decay
     buffers = None
-    for t in range(schedule.n_steps):
+    for t in range(schedule.n_steps if n_steps is None else n_steps):
         g = step_gradient(torch, layers, params, X, Q, W[t], sizes[t])
         d = {k: g[k] + wd * params[k] for k in g} if wd else g
         if mu:
@@ -189,7 +190,7 @@ class Unknowns:
     """Packing of the unknowns (span coordinates, soft targets, memberships).
 
     ``x_i = offset + coords_i @ basis`` (``basis`` (r, d), ``offset`` (d,)),
-    ``q_i`` (K,), and, when ``free_order``, the memberships of the steps of
+    ``q_i`` (K,) with ``sum(q_i) = 1``, and, when ``free_order``, the memberships of the steps of
     each epoch: ``W[t] = free[t]`` for all but the last step of an epoch,
     whose row is ``1 - sum`` of the others (each sample's weights over one
     epoch sum to 1).
@@ -202,7 +203,10 @@ class Unknowns:
         self.n_classes = n_classes
         self.free_order = free_order
         n, r = schedule.n_samples, basis.shape[0]
-        self.sizes = [n * r, n * n_classes]
+        # targets sum to 1 (the last coordinate is 1 minus the others): the
+        # cross-entropy gradient p sum(q) - q is unchanged by q + a p, a gauge
+        # that would let a confident sample's label drift
+        self.sizes = [n * r, n * (n_classes - 1)]
         if free_order:
             self.sizes.append(schedule.epochs * (schedule.steps_per_epoch - 1) * n)
         self.size = int(sum(self.sizes))
@@ -211,7 +215,8 @@ class Unknowns:
         n, r = self.schedule.n_samples, self.basis.shape[0]
         a, b = self.sizes[0], self.sizes[0] + self.sizes[1]
         X = self.offset + z[:a].reshape(n, r) @ self.basis
-        Q = z[a:b].reshape(n, self.n_classes)
+        free = z[a:b].reshape(n, self.n_classes - 1)
+        Q = torch.cat([free, 1.0 - free.sum(dim=1, keepdim=True)], dim=1)
         if not self.free_order:
             return X, Q, W_fixed
         s = self.schedule.steps_per_epoch
@@ -221,7 +226,9 @@ class Unknowns:
         return X, Q, W
 
     def pack(self, coords, Q, W=None):
-        parts = [np.ravel(coords), np.ravel(Q)]
+        Q = np.asarray(Q)
+        Q = Q + (1.0 - Q.sum(axis=1, keepdims=True)) / Q.shape[1]  # onto sum 1
+        parts = [np.ravel(coords), np.ravel(Q[:, :-1])]
         if self.free_order:
             s = self.schedule.steps_per_epoch
             W = np.asarray(W).reshape(self.schedule.epochs, s, -1)
@@ -285,8 +292,9 @@ def levenberg_marquardt(torch, fun, z0, *, max_iter, ftol, chunk=64, verbose=0):
     cost at least tenfold.
 
     Returns a :class:`Fit`: ``status`` 1 the cost fell to ``ftol``, 2 no step
-    decreased the cost (a stationary point or round-off), 0 ``max_iter``
-    normal matrices were formed.
+    decreased the cost or three normal matrices in a row did not halve it (a
+    stationary point, round-off or a crawl), 0 ``max_iter`` normal matrices
+    were formed.
     """
     from torch.func import vjp
 
@@ -295,6 +303,7 @@ def levenberg_marquardt(torch, fun, z0, *, max_iter, ftol, chunk=64, verbose=0):
         r = fun(z)
     cost = 0.5 * float(r @ r)
     lam, nfev, status, it = 1e-4, 1, 0, 0
+    history = [cost]
     while it < max_iter:
         if cost <= ftol:
             status = 1
@@ -339,6 +348,11 @@ def levenberg_marquardt(torch, fun, z0, *, max_iter, ftol, chunk=64, verbose=0):
                 break
         if verbose:
             print(f"  LM {it}: cost {cost:.3e}, damping {lam:.1e}, {nfev} evaluations")
+        history.append(cost)
+        # a stall: three normal matrices that did not halve the cost
+        if len(history) > 4 and cost > 0.5 * history[-4] and cost > ftol:
+            status = 2
+            break
     else:
         status = 1 if cost <= ftol else 0
     return Fit(z.detach().numpy(), cost, it, nfev, status)

@@ -34,12 +34,14 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import linalg
 from scipy.optimize import linear_sum_assignment
 from sklearn.exceptions import ConvergenceWarning
 
 from ._parameters import as_arrays, check_pair
-from ._unroll import (Schedule, Unknowns, flat_parameters, levenberg_marquardt,
-                      memberships, mlp_layers, simulate)
+from ._unroll import (Schedule, Unknowns, flat_parameters,
+                      levenberg_marquardt, memberships, mlp_layers, simulate,
+                      slope)
 from .activations import get_activation
 from .exceptions import BatchSizeWarning
 from .moments import estimate_batch_size
@@ -51,6 +53,9 @@ _TORCH_HINT = 'pip install "skrecon[torch]"'
 # misfit below which a search result counts as a sample of the start: the
 # endpoint family is approximate, so its zeros are not zeros
 _START_ACCEPT = 0.05
+_START_PASSES = 3
+# polishes with an order re-assigned from the simulated trajectory
+_ORDER_ROUNDS = 4
 _HYPERPARAMETERS = (
     "learning_rate (the client's SGD learning rate, e.g. Flower's config['lr']), "
     "n_samples (the number of samples it trained on: the num_examples of its "
@@ -178,25 +183,46 @@ def _decay_factor(schedule):
 
 
 def _span(D, n_samples, dtype):
-    """Orthonormal basis ``(n_cols, n_samples)`` of the update's row space."""
-    _, s, Vt = np.linalg.svd(D, full_matrices=False)
+    """Orthonormal bases of the update's row space ``(n_cols, n_samples)`` and
+    column space ``(n_rows, n_samples)``, and its numerical rank."""
+    L, s, Vt = np.linalg.svd(D, full_matrices=False)
     floor = 10 * np.finfo(dtype).eps * s[0]
     rank, _ = estimate_batch_size(np.append(s[s > floor], 0.0), dtype, n_rows=D.shape[0])
-    return Vt[:n_samples].T, int(rank)
+    return Vt[:n_samples].T, L[:, :n_samples], int(rank)
 
 
 def _search_start(D, W0, A, activation, has_bias, U, n_samples, rng):
     """Start samples by the column-space search with the endpoint family."""
     n = U.shape[1]
     fixed = (U[-1], 1.0) if has_bias else None
-    result = search_samples(
-        D @ U, W0 @ U, A, activation, n_samples=n_samples,
-        random_starts=lambda k: rng.standard_normal((k, n)), fixed=fixed,
-        accept=_START_ACCEPT, max_starts=4 * n_samples + 16)
-    V = result.V
-    if len(V) < n_samples:
-        extra = result.candidates[:n_samples - len(V)]
-        V = np.concatenate([V, extra]) if len(extra) else V
+    # the family diag(sigma'(Omega v + b)) A depends on col(A) only; the two
+    # output layers are nearly parallel at a small learning rate, and the
+    # search's (S^T S)^{-1/2} then fails (misfit 1 at the true samples of
+    # half the batch, lr 0.05): an orthonormal basis of the same columns
+    A = linalg.orth(A)
+    P, Omega = D @ U, W0 @ U
+    V, candidates = np.empty((0, n)), []
+    for _ in range(_START_PASSES):
+        # each pass searches the column space with the samples found so far
+        # projected out: the search's own deflation, on an approximate
+        # family, keeps ending on found samples (13 of 16 in 144 starts at
+        # b = 4, lr 0.05; the 3 others in 6 starts after this projection)
+        if len(V):
+            complement = linalg.null_space(V)
+            P_pass = P @ complement @ complement.T
+        else:
+            P_pass = P
+        result = search_samples(
+            P_pass, Omega, A, activation, n_samples=n_samples - len(V),
+            random_starts=lambda k: rng.standard_normal((k, n)), fixed=fixed,
+            accept=_START_ACCEPT, max_starts=4 * (n_samples - len(V)) + 16)
+        V = np.concatenate([V, result.V])
+        candidates.extend(result.candidates)
+        if len(V) == n_samples or result.n_found == 0:
+            break
+    if len(V) < n_samples and candidates:
+        extra = np.array(candidates[:n_samples - len(V)])
+        V = np.concatenate([V, extra])
     if len(V) < n_samples:
         more = rng.standard_normal((n_samples - len(V), n))
         if has_bias:
@@ -249,16 +275,64 @@ def _soft_targets(torch, layers, p0, X, last_delta, W, schedule):
     return probs - signals / weight[:, None]
 
 
-def _round_order(W, schedule):
-    """The per-epoch orders closest to relaxed memberships ``W`` (n_steps, N)."""
+def _trajectory(torch, layers, p0, X, Q, order, schedule):
+    """The parameters before each local step, simulated (list of dicts)."""
+    W = torch.as_tensor(memberships(order, schedule))
+    X, Q = torch.as_tensor(X), torch.as_tensor(Q)
+    with torch.no_grad():
+        # momentum buffers make each step depend on the whole prefix
+        return [simulate(torch, layers, p0, X, Q, W, schedule, n_steps=t)
+                for t in range(schedule.n_steps)]
+
+
+def _interpolated(p0, pT, n_steps):
+    """Parameters before each step on the straight line from ``theta_0`` to ``theta_T``."""
+    return [{k: p0[k] + (t / n_steps) * (pT[k] - p0[k]) for k in p0}
+            for t in range(n_steps)]
+
+
+def _assign_steps(torch, X, thetas, first, second, act, has_bias, basis_P, schedule):
+    """The order of each epoch whose steps best explain each sample.
+
+    Sample ``i``'s column of the first layer's update is
+    ``sum_e (A_{t_e} u_{i,e}) * sigma'(Omega_{t_e} x_i + b_{t_e})`` over
+    the steps ``t_e`` that used it (one per epoch): for the right steps
+    some vector of that family lies in the update's column space
+    ``basis_P``. Each combination of steps is scored by that misfit; each
+    epoch's order then follows from one assignment problem (``batch_size``
+    slots per step) on the misfits, minimised over the other epochs' steps.
+    """
+    import itertools
+
+    S, E, N = schedule.steps_per_epoch, schedule.epochs, schedule.n_samples
+    Xa = np.column_stack([X, np.ones(N)]) if has_bias else X
+    slopes, outs = [], []
+    for theta in thetas:
+        Om = theta[f"{first}.weight"].numpy()
+        if has_bias:
+            Om = np.column_stack([Om, theta[f"{first}.bias"].numpy()])
+        t = torch.as_tensor(Om @ Xa.T)
+        slopes.append(slope(torch, act, t, act(t)).numpy())  # (m, N)
+        outs.append(theta[f"{second}.weight"].numpy().T)  # (m, K)
+    combos = list(itertools.product(range(S), repeat=E))
+    cost = np.empty((N, len(combos)))
+    for i in range(N):
+        for c, steps in enumerate(combos):
+            F = np.column_stack([slopes[e * S + s][:, i, None] * outs[e * S + s]
+                                 for e, s in enumerate(steps)])
+            B = linalg.orth(F, rcond=1e-12)
+            top = np.linalg.svd(basis_P.T @ B, compute_uv=False)[0]
+            cost[i, c] = np.log(max(1.0 - min(top, 1.0) ** 2, 1e-32))
     sizes = schedule.step_sizes()
-    steps = np.repeat(np.arange(len(sizes)), sizes)  # one slot per sample
+    slots = np.repeat(np.arange(S), sizes)
+    bounds = np.cumsum([0] + sizes)
     orders = []
-    for epoch in range(schedule.epochs):
-        block = W[epoch * len(sizes):(epoch + 1) * len(sizes)]
-        rows, cols = linear_sum_assignment(-block[steps])  # slot -> sample
+    for e in range(E):
+        marginal = np.full((N, S), np.inf)
+        for c, steps in enumerate(combos):
+            marginal[:, steps[e]] = np.minimum(marginal[:, steps[e]], cost[:, c])
+        rows, cols = linear_sum_assignment(marginal.T[slots])  # slot -> sample
         order = cols[np.argsort(rows)]
-        bounds = np.cumsum([0] + sizes)
         orders.append(np.concatenate([np.sort(order[a:b])
                                       for a, b in zip(bounds[:-1], bounds[1:])]))
     return np.array(orders)
@@ -492,7 +566,7 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
             f"n_samples={N} exceeds the first layer's {D.shape[1]} inputs (bias "
             "included): the samples' span is then the whole input space and the "
             "update does not single them out.")
-    U, rank = _span(D, N, np.float64)
+    U, left, rank = _span(D, N, np.float64)
     if rank > N:
         raise ValueError(
             f"The first layer's update has rank {rank}, more than n_samples={N}: "
@@ -515,41 +589,54 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
     last_delta = ((c * by_name[last_w] - by_name_T[last_w]) / schedule.learning_rate,
                   None if last_b is None else
                   (c * by_name[last_b] - by_name_T[last_b]) / schedule.learning_rate)
-    free_order = schedule.batch_size < N
-    W_start = (np.full((schedule.n_steps, N), 1.0 / schedule.steps_per_epoch)
-               if free_order else np.ones((schedule.n_steps, N)))
-    Q0 = _soft_targets(torch, layers, p0, start, last_delta, W_start, schedule)
     offset, basis = _span_coordinates(U, has_bias)
-    K = Q0.shape[1]
-    unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K,
-                        free_order)
+    act = layers[1][1]
     scale = float(torch.linalg.norm(pT - flat_parameters(torch, p0, names))) \
         / schedule.learning_rate
     ftol = 0.5 * (1e-4 * tol * scale) ** 2
-    problem = _Problem(torch, layers, names, p0, pT, schedule, unknowns,
-                       None if free_order else W_start)
-    z0 = unknowns.pack((start - offset) @ basis.T, Q0, W_start)
-    if verbose:
-        print(f"fedavg: polish over {unknowns.size} unknowns"
-              + (" (order relaxed)" if free_order else ""))
-    fit = levenberg_marquardt(torch, problem, z0, max_iter=max_iter, ftol=ftol,
-                              verbose=verbose)
-    n_iter, nfev = fit.n_iter, fit.nfev
-    X, Q, W = problem.parts(fit.z)
-    if free_order:
-        order = _round_order(W, schedule)
-        W_fixed = memberships(order, schedule)
-        fixed = Unknowns(schedule, unknowns.basis, unknowns.offset, K, False)
-        problem = _Problem(torch, layers, names, p0, pT, schedule, fixed, W_fixed)
+    if schedule.steps_per_epoch == 1:
+        order = np.tile(np.arange(N), (schedule.epochs, 1))
+    else:
+        pT_dict = {k: torch.as_tensor(by_name_T[k]) for k in names}
+        order = _assign_steps(torch, start, _interpolated(p0, pT_dict, schedule.n_steps),
+                              first, second, act, has_bias, left, schedule)
+    W = memberships(order, schedule)
+    Q = _soft_targets(torch, layers, p0, start, last_delta, W, schedule)
+    for _ in range(_ORDER_ROUNDS if schedule.steps_per_epoch > 1 else 0):
+        # the order again, from the trajectory the start simulates in it (the
+        # straight line from theta_0 to theta_T misplaces a sample or two)
+        thetas = _trajectory(torch, layers, p0, start, Q, order, schedule)
+        new = _assign_steps(torch, start, thetas, first, second, act, has_bias, left,
+                            schedule)
+        if np.array_equal(new, order):
+            break
+        order, W = new, memberships(new, schedule)
+        Q = _soft_targets(torch, layers, p0, start, last_delta, W, schedule)
+    K = Q.shape[1]
+    unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K, False)
+    X, n_iter, nfev, tried = start, 0, 0, []
+    for _ in range(_ORDER_ROUNDS):
+        tried.append(order)
+        problem = _Problem(torch, layers, names, p0, pT, schedule, unknowns, W)
         if verbose:
-            print("fedavg: order rounded; polish with it fixed")
-        fit = levenberg_marquardt(torch, problem, fixed.pack((X - offset) @ basis.T, Q),
+            print(f"fedavg: polish over {unknowns.size} unknowns, order "
+                  f"{order.tolist() if schedule.steps_per_epoch > 1 else 'not needed'}")
+        fit = levenberg_marquardt(torch, problem, unknowns.pack((X - offset) @ basis.T, Q),
                                   max_iter=max_iter, ftol=ftol, verbose=verbose)
         n_iter, nfev = n_iter + fit.n_iter, nfev + fit.nfev
         X, Q, _ = problem.parts(fit.z)
-    else:
-        order = np.tile(np.arange(N), (schedule.epochs, 1))
-        W_fixed = W_start
+        if fit.status == 1 or schedule.steps_per_epoch == 1:
+            break
+        # the order again, from the trajectory the polished batch simulates
+        thetas = _trajectory(torch, layers, p0, X, Q, order, schedule)
+        order = _assign_steps(torch, X, thetas, first, second, act, has_bias, left,
+                              schedule)
+        if any(np.array_equal(order, seen) for seen in tried):
+            break
+        W = memberships(order, schedule)
+        if verbose:
+            print("fedavg: order re-assigned from the simulated trajectory")
+    W_fixed = W
     labels = np.argmax(Q, axis=1).astype(np.int64)
     with torch.no_grad():
         hard = torch.nn.functional.one_hot(torch.as_tensor(labels), K).to(torch.float64)

@@ -12,8 +12,7 @@ client visited it: this module runs ``torch.optim.SGD``'s update rule
 - soft targets ``q_i`` (one row per sample; a one-hot row is a label: the
   cross-entropy ``-sum_k q_ik log softmax(z_i)_k`` is linear in ``q_i``),
 - the membership ``w_{i,t}`` of sample ``i`` in step ``t`` (1 when the
-  client's step ``t`` used sample ``i``, 0 otherwise; relaxed to real
-  numbers while the order is unknown).
+  client's step ``t`` used sample ``i``, 0 otherwise), fixed by the order.
 
 A Levenberg-Marquardt driver over these unknowns forms the small normal
 matrix ``J^T J`` from batched Jacobian-vector and vector-Jacobian products
@@ -187,53 +186,36 @@ def simulate(torch, layers, params, X, Q, W, schedule, n_steps=None):
 
 
 class Unknowns:
-    """Packing of the unknowns (span coordinates, soft targets, memberships).
+    """Packing of the unknowns: the samples' span coordinates and soft targets.
 
-    ``x_i = offset + coords_i @ basis`` (``basis`` (r, d), ``offset`` (d,)),
-    ``q_i`` (K,) with ``sum(q_i) = 1``, and, when ``free_order``, the memberships of the steps of
-    each epoch: ``W[t] = free[t]`` for all but the last step of an epoch,
-    whose row is ``1 - sum`` of the others (each sample's weights over one
-    epoch sum to 1).
+    ``x_i = offset + coords_i @ basis`` (``basis`` (r, d), ``offset`` (d,))
+    and ``q_i`` (K,) with ``sum(q_i) = 1``.
     """
 
-    def __init__(self, schedule, basis, offset, n_classes, free_order):
+    def __init__(self, schedule, basis, offset, n_classes):
         self.schedule = schedule
         self.basis = basis
         self.offset = offset
         self.n_classes = n_classes
-        self.free_order = free_order
         n, r = schedule.n_samples, basis.shape[0]
         # targets sum to 1 (the last coordinate is 1 minus the others): the
         # cross-entropy gradient p sum(q) - q is unchanged by q + a p, a gauge
         # that would let a confident sample's label drift
         self.sizes = [n * r, n * (n_classes - 1)]
-        if free_order:
-            self.sizes.append(schedule.epochs * (schedule.steps_per_epoch - 1) * n)
         self.size = int(sum(self.sizes))
 
-    def split(self, torch, z, W_fixed=None):
+    def split(self, torch, z):
         n, r = self.schedule.n_samples, self.basis.shape[0]
-        a, b = self.sizes[0], self.sizes[0] + self.sizes[1]
+        a = self.sizes[0]
         X = self.offset + z[:a].reshape(n, r) @ self.basis
-        free = z[a:b].reshape(n, self.n_classes - 1)
+        free = z[a:].reshape(n, self.n_classes - 1)
         Q = torch.cat([free, 1.0 - free.sum(dim=1, keepdim=True)], dim=1)
-        if not self.free_order:
-            return X, Q, W_fixed
-        s = self.schedule.steps_per_epoch
-        free = z[b:].reshape(self.schedule.epochs, s - 1, n)
-        last = 1.0 - free.sum(dim=1, keepdim=True)
-        W = torch.cat([free, last], dim=1).reshape(self.schedule.n_steps, n)
-        return X, Q, W
+        return X, Q
 
-    def pack(self, coords, Q, W=None):
+    def pack(self, coords, Q):
         Q = np.asarray(Q)
         Q = Q + (1.0 - Q.sum(axis=1, keepdims=True)) / Q.shape[1]  # onto sum 1
-        parts = [np.ravel(coords), np.ravel(Q[:, :-1])]
-        if self.free_order:
-            s = self.schedule.steps_per_epoch
-            W = np.asarray(W).reshape(self.schedule.epochs, s, -1)
-            parts.append(np.ravel(W[:, :-1]))
-        return np.concatenate(parts)
+        return np.concatenate([np.ravel(coords), np.ravel(Q[:, :-1])])
 
 
 def flat_parameters(torch, params, names):
@@ -292,7 +274,7 @@ def levenberg_marquardt(torch, fun, z0, *, max_iter, ftol, chunk=64, verbose=0):
     cost at least tenfold.
 
     Returns a :class:`Fit`: ``status`` 1 the cost fell to ``ftol``, 2 no step
-    decreased the cost or three normal matrices in a row did not halve it (a
+    decreased the cost or five normal matrices in a row did not halve it (a
     stationary point, round-off or a crawl), 0 ``max_iter`` normal matrices
     were formed.
     """
@@ -302,7 +284,7 @@ def levenberg_marquardt(torch, fun, z0, *, max_iter, ftol, chunk=64, verbose=0):
     with torch.no_grad():
         r = fun(z)
     cost = 0.5 * float(r @ r)
-    lam, nfev, status, it = 1e-4, 1, 0, 0
+    lam, nfev, status, it = 1e-3, 1, 0, 0
     history = [cost]
     while it < max_iter:
         if cost <= ftol:
@@ -313,7 +295,7 @@ def levenberg_marquardt(torch, fun, z0, *, max_iter, ftol, chunk=64, verbose=0):
         D = torch.diagonal(JtJ).clone()
         D = torch.clamp(D, min=1e-12 * float(D.max()))
         improved = False
-        for _ in range(16):
+        for _ in range(20):
             step = _solve(torch, JtJ, D, lam, g)
             if step is None:
                 lam *= 10.0
@@ -322,11 +304,15 @@ def levenberg_marquardt(torch, fun, z0, *, max_iter, ftol, chunk=64, verbose=0):
                 r_new = fun(z + step)
             nfev += 1
             cost_new = 0.5 * float(r_new @ r_new)
-            if np.isfinite(cost_new) and cost_new < cost:
+            # gain ratio: the actual decrease over the linear model's
+            predicted = -float(g @ step + 0.5 * step @ (JtJ @ step))
+            rho = (cost - cost_new) / predicted if predicted > 0 else -1.0
+            if np.isfinite(cost_new) and cost_new < cost and rho > 0.1:
                 z, r, cost, improved = z + step, r_new, cost_new, True
-                lam = max(lam / 10.0, 1e-15)
+                lam = max(lam / 5.0, 1e-15) if rho > 0.75 else (
+                    lam * 2.0 if rho < 0.25 else lam)
                 break
-            lam *= 8.0
+            lam *= 6.0
         if not improved:
             status = 2
             break
@@ -349,8 +335,8 @@ def levenberg_marquardt(torch, fun, z0, *, max_iter, ftol, chunk=64, verbose=0):
         if verbose:
             print(f"  LM {it}: cost {cost:.3e}, damping {lam:.1e}, {nfev} evaluations")
         history.append(cost)
-        # a stall: three normal matrices that did not halve the cost
-        if len(history) > 4 and cost > 0.5 * history[-4] and cost > ftol:
+        # a stall: five normal matrices that did not halve the cost
+        if len(history) > 6 and cost > 0.5 * history[-6] and cost > ftol:
             status = 2
             break
     else:

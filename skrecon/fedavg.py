@@ -17,12 +17,17 @@ config) and ``N`` (the client's ``num_examples``) -- in three stages:
    :mod:`skrecon.search` with the family ``diag(sigma'(Omega_0 v + b_0))
    [A_0, A_T]`` (the output layers sent and returned, both as output
    weights), and soft labels are read off the output layer's update.
-3. *Polish.* Levenberg-Marquardt on ``(theta_T(X, q, order) - theta_T) / lr``,
-   which simulates the ``T`` local steps exactly (:mod:`skrecon._unroll`,
-   ``torch.optim.SGD``'s rule with momentum and weight decay), over the
-   samples' span coordinates, their soft targets ``q_i`` and -- for
-   mini-batches -- a relaxed membership of each sample in each step, which
-   is then rounded to the order of the steps and polished again.
+3. *Order* (mini-batches only). Each sample's steps are those whose
+   weights make its family fit the update's column space best, first on
+   the straight line from ``theta_0`` to ``theta_T``, then on the
+   trajectory the start simulates; one assignment problem per epoch turns
+   the misfits into an order.
+4. *Polish.* Levenberg-Marquardt on ``(theta_T(X, q) - theta_T) / lr``,
+   which simulates the ``T`` local steps exactly in that order
+   (:mod:`skrecon._unroll`, ``torch.optim.SGD``'s rule with momentum and
+   weight decay), over the samples' span coordinates and their soft
+   targets ``q_i``; where it stalls, the order is re-assigned from the
+   trajectory the polished batch simulates, and the polish runs again.
 
 The result is exact (the returned parameters reproduced to round-off) or
 flagged: ``found`` is all False and a ``ConvergenceWarning`` says why.
@@ -54,6 +59,8 @@ _TORCH_HINT = 'pip install "skrecon[torch]"'
 # endpoint family is approximate, so its zeros are not zeros
 _START_ACCEPT = 0.05
 _START_PASSES = 3
+# lead of the largest regressed target coordinate that makes it a label
+_LABEL_MARGIN = 0.5
 # polishes with an order re-assigned from the simulated trajectory
 _ORDER_ROUNDS = 4
 _HYPERPARAMETERS = (
@@ -275,6 +282,23 @@ def _soft_targets(torch, layers, p0, X, last_delta, W, schedule):
     return probs - signals / weight[:, None]
 
 
+def _one_hot(Q, margin=_LABEL_MARGIN):
+    """Soft targets made one-hot where their label is clear.
+
+    The regression's targets are first-order (the outputs at ``theta_0``):
+    where the largest coordinate leads the next by ``margin``, it is the
+    label and the rest is off by ~0.2 after a few epochs, which costs the
+    polish more than it helps (16 digits, E = 3: cost 5.5 from the soft
+    rows, 2e-4 from one-hot rows); a row without a clear label stays soft
+    (a wrong one-hot row stalls the polish: b = 4, 15 of 16 labels).
+    """
+    top = np.sort(Q, axis=1)
+    clear = top[:, -1] - top[:, -2] >= margin
+    out = Q.copy()
+    out[clear] = np.eye(Q.shape[1])[np.argmax(Q[clear], axis=1)]
+    return out
+
+
 def _trajectory(torch, layers, p0, X, Q, order, schedule):
     """The parameters before each local step, simulated (list of dicts)."""
     W = torch.as_tensor(memberships(order, schedule))
@@ -339,24 +363,23 @@ def _assign_steps(torch, X, thetas, first, second, act, has_bias, basis_P, sched
 
 
 class _Problem:
-    """The residual of the simulated local steps, for one set of unknowns."""
+    """The residual of the simulated local steps, for one order of the steps."""
 
-    def __init__(self, torch, layers, names, p0, pT, schedule, unknowns, W=None):
+    def __init__(self, torch, layers, names, p0, pT, schedule, unknowns, W):
         self.torch, self.layers, self.names = torch, layers, names
         self.p0, self.pT, self.schedule = p0, pT, schedule
         self.unknowns = unknowns
-        self.W = None if W is None else torch.as_tensor(W)
+        self.W = torch.as_tensor(W)
 
     def __call__(self, z):
-        X, Q, W = self.unknowns.split(self.torch, z, self.W)
-        out = simulate(self.torch, self.layers, self.p0, X, Q, W, self.schedule)
+        X, Q = self.unknowns.split(self.torch, z)
+        out = simulate(self.torch, self.layers, self.p0, X, Q, self.W, self.schedule)
         return (flat_parameters(self.torch, out, self.names) - self.pT) \
             / self.schedule.learning_rate
 
     def parts(self, z):
-        X, Q, W = self.unknowns.split(self.torch, self.torch.as_tensor(z), self.W)
-        return (X.detach().numpy(), Q.detach().numpy(),
-                None if W is None else W.detach().numpy())
+        X, Q = self.unknowns.split(self.torch, self.torch.as_tensor(z))
+        return X.detach().numpy(), Q.detach().numpy()
 
 
 def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=None,
@@ -455,9 +478,12 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
     search in it starts the samples; the polish (Gauss-Newton /
     Levenberg-Marquardt, ``J^T J`` from batched ``torch.func`` Jacobian
     products of the unrolled steps) makes them exact, with soft targets
-    whose largest coordinate is the label, and for mini-batches a relaxed
-    membership ``w_{i,t}`` of each sample in each step, rounded to the
-    closest order (one assignment problem per epoch) and polished again.
+    whose largest coordinate is the label. For mini-batches the order comes
+    first: sample ``i``'s column of the first layer's update is
+    ``sum_e (A_{t_e} u_{i,e}) * sigma'(Omega_{t_e} x_i + b_{t_e})`` over its
+    steps ``t_e``, so the steps whose weights fit it best are its steps
+    (scored on an estimated trajectory, assigned by one assignment problem
+    per epoch).
     The result is certified by the simulation itself: ``update_residual``.
 
     References
@@ -601,7 +627,7 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         order = _assign_steps(torch, start, _interpolated(p0, pT_dict, schedule.n_steps),
                               first, second, act, has_bias, left, schedule)
     W = memberships(order, schedule)
-    Q = _soft_targets(torch, layers, p0, start, last_delta, W, schedule)
+    Q = _one_hot(_soft_targets(torch, layers, p0, start, last_delta, W, schedule))
     for _ in range(_ORDER_ROUNDS if schedule.steps_per_epoch > 1 else 0):
         # the order again, from the trajectory the start simulates in it (the
         # straight line from theta_0 to theta_T misplaces a sample or two)
@@ -611,9 +637,9 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         if np.array_equal(new, order):
             break
         order, W = new, memberships(new, schedule)
-        Q = _soft_targets(torch, layers, p0, start, last_delta, W, schedule)
+        Q = _one_hot(_soft_targets(torch, layers, p0, start, last_delta, W, schedule))
     K = Q.shape[1]
-    unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K, False)
+    unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K)
     X, n_iter, nfev, tried = start, 0, 0, []
     for _ in range(_ORDER_ROUNDS):
         tried.append(order)
@@ -621,10 +647,11 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         if verbose:
             print(f"fedavg: polish over {unknowns.size} unknowns, order "
                   f"{order.tolist() if schedule.steps_per_epoch > 1 else 'not needed'}")
-        fit = levenberg_marquardt(torch, problem, unknowns.pack((X - offset) @ basis.T, Q),
-                                  max_iter=max_iter, ftol=ftol, verbose=verbose)
+        z = unknowns.pack((X - offset) @ basis.T, Q)
+        fit = levenberg_marquardt(torch, problem, z, max_iter=max_iter, ftol=ftol,
+                                  verbose=verbose)
         n_iter, nfev = n_iter + fit.n_iter, nfev + fit.nfev
-        X, Q, _ = problem.parts(fit.z)
+        X, Q = problem.parts(fit.z)
         if fit.status == 1 or schedule.steps_per_epoch == 1:
             break
         # the order again, from the trajectory the polished batch simulates

@@ -102,6 +102,23 @@ def test_full_batch_local_epochs_are_exact(digits, epochs, momentum, weight_deca
     assert res.message.startswith("The local steps simulated from the samples")
 
 
+def test_mini_batches_give_the_batch_and_the_order(digits):
+    batch, labels = digits
+    model = _model()
+    sent, returned, orders = _train(model, batch, labels, lr=0.05, batch_size=2, epochs=1)
+    res = reconstruct_update(model, sent, returned, learning_rate=0.05, n_samples=8,
+                             batch_size=2, epochs=1, random_state=0)
+    errors, match = relative_error(batch, res.samples)
+    assert np.all(match >= 0) and errors.max() < 1e-8
+    np.testing.assert_array_equal(res.labels[match], labels)
+    assert res.success and res.found.all()
+    # the steps, as sets of batch indices, in the client's order
+    back = np.empty(8, dtype=int)
+    back[match] = np.arange(8)
+    steps = [set(back[res.order[0, 2 * t:2 * t + 2]]) for t in range(4)]
+    assert steps == [set(orders[0][2 * t:2 * t + 2].tolist()) for t in range(4)]
+
+
 def test_a_polish_cut_short_is_flagged(digits):
     batch, labels = digits
     model = _model()

@@ -63,6 +63,8 @@ _START_PASSES = 3
 _LABEL_MARGIN = 0.5
 # polishes with an order re-assigned from the simulated trajectory
 _ORDER_ROUNDS = 4
+# coordinate sweeps over the epochs when assigning the steps
+_ASSIGN_SWEEPS = 5
 _HYPERPARAMETERS = (
     "learning_rate (the client's SGD learning rate, e.g. Flower's config['lr']), "
     "n_samples (the number of samples it trained on: the num_examples of its "
@@ -347,18 +349,39 @@ def _assign_steps(torch, X, thetas, first, second, act, has_bias, basis_P, sched
             B = linalg.orth(F, rcond=1e-12)
             top = np.linalg.svd(basis_P.T @ B, compute_uv=False)[0]
             cost[i, c] = np.log(max(1.0 - min(top, 1.0) ** 2, 1e-32))
-    sizes = schedule.step_sizes()
-    slots = np.repeat(np.arange(S), sizes)
-    bounds = np.cumsum([0] + sizes)
-    orders = []
+    slots = np.repeat(np.arange(S), schedule.step_sizes())
+    index = {steps: c for c, steps in enumerate(combos)}
+
+    def assign(costs):  # (N, S) -> each sample's step, b slots per step
+        rows, cols = linear_sum_assignment(costs.T[slots])  # slot -> sample
+        step = np.empty(N, dtype=int)
+        step[cols] = slots[rows]
+        return step
+
+    # each epoch on the misfits minimised over the other epochs' steps, then
+    # sweeps that re-assign one epoch with the others' steps held: the
+    # minimum alone cannot tell the epochs apart (8 digits, b = 4, E = 3:
+    # three equal orders)
+    steps = np.empty((E, N), dtype=int)
     for e in range(E):
         marginal = np.full((N, S), np.inf)
-        for c, steps in enumerate(combos):
-            marginal[:, steps[e]] = np.minimum(marginal[:, steps[e]], cost[:, c])
-        rows, cols = linear_sum_assignment(marginal.T[slots])  # slot -> sample
-        order = cols[np.argsort(rows)]
-        orders.append(np.concatenate([np.sort(order[a:b])
-                                      for a, b in zip(bounds[:-1], bounds[1:])]))
+        for c, combo in enumerate(combos):
+            marginal[:, combo[e]] = np.minimum(marginal[:, combo[e]], cost[:, c])
+        steps[e] = assign(marginal)
+    for _ in range(_ASSIGN_SWEEPS if E > 1 else 0):
+        before = steps.copy()
+        for e in range(E):
+            held = np.empty((N, S))
+            for i in range(N):
+                for s_ in range(S):
+                    combo = tuple(s_ if k == e else steps[k, i] for k in range(E))
+                    held[i, s_] = cost[i, index[combo]]
+            steps[e] = assign(held)
+        if np.array_equal(steps, before):
+            break
+    orders = []
+    for e in range(E):
+        orders.append(np.concatenate([np.flatnonzero(steps[e] == s_) for s_ in range(S)]))
     return np.array(orders)
 
 

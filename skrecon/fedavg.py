@@ -1,4 +1,4 @@
-"""FedAvg: the batch behind several local SGD steps (:ref:`theory-fedavg`).
+"""FedAvg: the batch behind several local SGD steps (:ref:`user-guide-fedavg`).
 
 In FedAvg a client runs ``T`` local steps of SGD over its ``N`` samples
 (``E`` epochs of mini-batches of ``b``, reshuffled by its own RNG) and returns

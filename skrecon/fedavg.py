@@ -61,6 +61,7 @@ _START_ACCEPT = 0.05
 _START_PASSES = 3
 # lead of the largest regressed target coordinate that makes it a label
 _LABEL_MARGIN = 0.5
+_LABEL_MARGINS = (_LABEL_MARGIN, np.inf)
 # polishes with an order re-assigned from the simulated trajectory
 _ORDER_ROUNDS = 4
 # coordinate sweeps over the epochs when assigning the steps
@@ -650,50 +651,59 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         order = _assign_steps(torch, start, _interpolated(p0, pT_dict, schedule.n_steps),
                               first, second, act, has_bias, left, schedule)
     W = memberships(order, schedule)
-    Q = _one_hot(_soft_targets(torch, layers, p0, start, last_delta, W, schedule))
+    soft = _soft_targets(torch, layers, p0, start, last_delta, W, schedule)
     for _ in range(_ORDER_ROUNDS if schedule.steps_per_epoch > 1 else 0):
         # the order again, from the trajectory the start simulates in it (the
         # straight line from theta_0 to theta_T misplaces a sample or two)
-        thetas = _trajectory(torch, layers, p0, start, Q, order, schedule)
+        thetas = _trajectory(torch, layers, p0, start, _one_hot(soft), order, schedule)
         new = _assign_steps(torch, start, thetas, first, second, act, has_bias, left,
                             schedule)
         if np.array_equal(new, order):
             break
         order, W = new, memberships(new, schedule)
-        Q = _one_hot(_soft_targets(torch, layers, p0, start, last_delta, W, schedule))
-    K = Q.shape[1]
+        soft = _soft_targets(torch, layers, p0, start, last_delta, W, schedule)
+    K = soft.shape[1]
     unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K)
-    X, n_iter, nfev, tried = start, 0, 0, []
-    for _ in range(_ORDER_ROUNDS):
-        tried.append(order)
-        problem = _Problem(torch, layers, names, p0, pT, schedule, unknowns, W)
-        if verbose:
-            print(f"fedavg: polish over {unknowns.size} unknowns, order "
-                  f"{order.tolist() if schedule.steps_per_epoch > 1 else 'not needed'}")
-        z = unknowns.pack((X - offset) @ basis.T, Q)
-        fit = levenberg_marquardt(torch, problem, z, max_iter=max_iter, ftol=ftol,
-                                  verbose=verbose)
-        n_iter, nfev = n_iter + fit.n_iter, nfev + fit.nfev
-        X, Q = problem.parts(fit.z)
-        if fit.status == 1 or schedule.steps_per_epoch == 1:
+    n_iter, nfev, best = 0, 0, None
+    # one-hot targets where the label is clear, then (if that stalls) all
+    # soft: a wrong one-hot label stalls the polish, soft rows slow it
+    for margin in _LABEL_MARGINS:
+        X, Q, tried = start, _one_hot(soft, margin), []
+        order_try, W = order, memberships(order, schedule)
+        for _ in range(_ORDER_ROUNDS):
+            tried.append(order_try)
+            problem = _Problem(torch, layers, names, p0, pT, schedule, unknowns, W)
+            if verbose:
+                print(f"fedavg: polish over {unknowns.size} unknowns, order "
+                      f"{order_try.tolist() if schedule.steps_per_epoch > 1 else 'not needed'}")
+            z = unknowns.pack((X - offset) @ basis.T, Q)
+            fit = levenberg_marquardt(torch, problem, z, max_iter=max_iter, ftol=ftol,
+                                      verbose=verbose)
+            n_iter, nfev = n_iter + fit.n_iter, nfev + fit.nfev
+            X, Q = problem.parts(fit.z)
+            if fit.status == 1 or schedule.steps_per_epoch == 1:
+                break
+            # the order again, from the trajectory the polished batch simulates
+            thetas = _trajectory(torch, layers, p0, X, Q, order_try, schedule)
+            order_try = _assign_steps(torch, X, thetas, first, second, act, has_bias,
+                                      left, schedule)
+            if any(np.array_equal(order_try, seen) for seen in tried):
+                break
+            W = memberships(order_try, schedule)
+            if verbose:
+                print("fedavg: order re-assigned from the simulated trajectory")
+        labels = np.argmax(Q, axis=1).astype(np.int64)
+        with torch.no_grad():
+            hard = torch.nn.functional.one_hot(torch.as_tensor(labels), K).to(torch.float64)
+            out = simulate(torch, layers, p0, torch.as_tensor(X), hard, torch.as_tensor(W),
+                           schedule)
+            residual = float(torch.linalg.norm(flat_parameters(torch, out, names) - pT)) \
+                / (scale * schedule.learning_rate)
+        if best is None or residual < best[0]:
+            best = (residual, X, labels, order_try, fit)
+        if residual <= tol:
             break
-        # the order again, from the trajectory the polished batch simulates
-        thetas = _trajectory(torch, layers, p0, X, Q, order, schedule)
-        order = _assign_steps(torch, X, thetas, first, second, act, has_bias, left,
-                              schedule)
-        if any(np.array_equal(order, seen) for seen in tried):
-            break
-        W = memberships(order, schedule)
-        if verbose:
-            print("fedavg: order re-assigned from the simulated trajectory")
-    W_fixed = W
-    labels = np.argmax(Q, axis=1).astype(np.int64)
-    with torch.no_grad():
-        hard = torch.nn.functional.one_hot(torch.as_tensor(labels), K).to(torch.float64)
-        out = simulate(torch, layers, p0, torch.as_tensor(X), hard,
-                       torch.as_tensor(W_fixed), schedule)
-        residual = float(torch.linalg.norm(flat_parameters(torch, out, names) - pT)) \
-            / (scale * schedule.learning_rate)
+    residual, X, labels, order, fit = best
     if residual <= tol:
         status = 1
         message = (f"The local steps simulated from the samples, labels and order "

@@ -51,7 +51,7 @@ def test_docstrings_cite_the_theory_page_not_the_design_brief():
     "it chose the\nfirst layer's weights itself, i.i.d. Gaussian",
     "**convolutional first layer**",
     "**BatchNorm in training mode**",
-    "**FedAvg with several local steps**",
+    "**FedAvg with several epochs of mini-batches**",
     "**secure aggregation**",
 ])
 def test_readme_states_the_threat_model_and_the_scope(phrase):

@@ -18,8 +18,9 @@ gradient, its weights and the next layer's weights), and
 message and replies, without network, SuperLink or Ray.
 
 Several local steps (FedAvg with local epochs or several mini-batches) are
-out of scope (:ref:`theory-requirements`): the update is then a sum of gradients taken at
-different weights. Where the batch size is known (the server set it in the
+not one gradient: the update is then a sum of gradients taken at different
+weights, and :func:`skrecon.fedavg.reconstruct_update` reconstructs it by
+simulating the steps. Where the batch size is known (the server set it in the
 config, or the client reported ``num_examples``), :func:`update_query`
 detects the common case -- an update whose rank exceeds the batch size
 (several mini-batches, or weight decay, which adds a full-rank term) -- and
@@ -41,15 +42,13 @@ from collections.abc import Mapping
 import numpy as np
 from sklearn.utils import Bunch
 
+from ._parameters import as_arrays, check_pair
 from .moments import estimate_batch_size
 from .torch import first_layer_query
 
 __all__ = ["update_query", "client_update"]
 
 _FLOWER_HINT = 'pip install "skrecon[flower]"'
-# Opacus wraps a model in a GradSampleModule whose state_dict names carry this
-# prefix; parameters saved from either the wrapper or the plain model match.
-_OPACUS_PREFIX = "_module."
 # an update less than this many times the round-off of the parameters
 # (eps ||θ|| / lr) gives a gradient with errors above 1 %: warned
 _MIN_UPDATE_DIGITS = 100
@@ -75,51 +74,6 @@ def _import_flwr():
     return flwr
 
 
-def _strip(name):
-    return name[len(_OPACUS_PREFIX):] if name.startswith(_OPACUS_PREFIX) else name
-
-
-def _as_arrays(parameters, keys, what):
-    """The parameters as float64 arrays in the order of ``keys``."""
-    if hasattr(parameters, "to_numpy_ndarrays"):  # a Flower ArrayRecord
-        names = list(parameters.keys())
-        arrays = parameters.to_numpy_ndarrays()
-        # one made from a list of arrays names them "0", "1", ...: a list
-        if names == [str(i) for i in range(len(names))]:
-            parameters = arrays
-        else:
-            parameters = dict(zip(names, arrays))
-    if isinstance(parameters, Mapping):
-        by_name = {_strip(str(k)): v for k, v in parameters.items()}
-        missing = [k for k in keys if _strip(k) not in by_name]
-        if missing:
-            raise ValueError(
-                f"{what} has no entry for the model's {missing[:3]} (it has "
-                f"{sorted(by_name)[:6]}): pass the model's state_dict names.")
-        values = [by_name[_strip(k)] for k in keys]
-    elif isinstance(parameters, (list, tuple)):
-        if len(parameters) != len(keys):
-            raise ValueError(
-                f"{what} holds {len(parameters)} arrays but the model's "
-                f"state_dict has {len(keys)} entries: Flower's NumPyClient "
-                "convention is one array per state_dict entry, in order.")
-        values = list(parameters)
-    else:
-        raise TypeError(
-            f"{what} must be a list of arrays (in state_dict order), a mapping "
-            f"of state_dict names to arrays or a Flower ArrayRecord, got "
-            f"{type(parameters).__name__}.")
-    out = []
-    for key, value in zip(keys, values):
-        if hasattr(value, "detach"):  # a torch tensor
-            value = value.detach().cpu().numpy()
-        value = np.asarray(value)
-        if not np.issubdtype(value.dtype, np.number):
-            raise ValueError(f"{what}[{key!r}] is not numeric (dtype {value.dtype}).")
-        out.append(value)
-    return out
-
-
 def _several_clients(returned):
     """Whether ``returned`` is a sequence of several clients' parameter sets
     (lists, mappings or ArrayRecords) rather than one list of arrays."""
@@ -133,7 +87,7 @@ def _several_clients(returned):
 def _aggregate(sent, clients, keys, client_weights):
     """``sent - sum_c w_c (sent - returned_c)``: the parameters after the
     (weighted) sum of the clients' one-step updates, in their dtype."""
-    arrays = [_as_arrays(r, keys, f"returned[{c}]") for c, r in enumerate(clients)]
+    arrays = [as_arrays(r, keys, f"returned[{c}]") for c, r in enumerate(clients)]
     if client_weights is None:
         weights = np.ones(len(arrays))
     else:
@@ -231,7 +185,8 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
         change (no training step) or its change is below the round-off of
         the parameters (``eps ||θ|| / lr``: a float32 model with a tiny
         learning rate), the update's rank exceeds ``batch_size``
-        (several local steps: out of scope), or the model's layers are out of
+        (several local steps: use
+        :func:`skrecon.fedavg.reconstruct_update`), or the model's layers are out of
         scope (see :func:`skrecon.torch.first_layer_query`).
 
     Warns
@@ -299,7 +254,7 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
         raise ValueError(f"batch_size must be None or a positive integer, got {batch_size!r}.")
     state = model.state_dict()
     keys = list(state)
-    sent = _as_arrays(sent, keys, "sent")
+    sent = as_arrays(sent, keys, "sent")
     if _several_clients(returned):
         returned = _aggregate(sent, returned, keys, client_weights)
     elif client_weights is not None:
@@ -307,16 +262,8 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
             "client_weights was given, but returned is one parameter set: pass the "
             "list of the clients' returned parameters to weight their updates.")
     else:
-        returned = _as_arrays(returned, keys, "returned")
-    for key, a, b in zip(keys, sent, returned):
-        shape = tuple(state[key].shape)
-        for what, value in (("sent", a), ("returned", b)):
-            if value.shape != shape:
-                raise ValueError(
-                    f"{what}[{key!r}] has shape {value.shape}, but the model's "
-                    f"{key!r} has shape {shape}.")
-            if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
-                raise ValueError(f"{what}[{key!r}] contains NaN or infinity.")
+        returned = as_arrays(returned, keys, "returned")
+    check_pair(state, keys, sent, returned)
 
     work = copy.deepcopy(model)
     params = dict(work.named_parameters())
@@ -368,8 +315,10 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
             f"The update of the first layer has rank {rank}, more than the "
             f"batch_size={batch_size} samples of one step: it is not one SGD step "
             "on one batch (several local steps over different mini-batches, as "
-            "in FedAvg, or weight decay). skrecon reconstructs one step; "
-            "multi-step local updates are out of scope.")
+            "in FedAvg, or weight decay). For several local SGD steps use "
+            "skrecon.fedavg.reconstruct_update, which simulates them given the "
+            "client's learning_rate, n_samples (num_examples), batch_size and "
+            "epochs.")
     return query
 
 

@@ -51,7 +51,7 @@ def test_docstrings_cite_the_theory_page_not_the_design_brief():
     "It need not craft anything: the current model of **any FedSGD round**",
     "**convolutional first layer**",
     "**BatchNorm in training mode**",
-    "**FedAvg with several local steps**",
+    "**FedAvg with several epochs of mini-batches**",
     "Secure aggregation of FedSGD updates is *in* scope",
 ])
 def test_readme_states_the_threat_model_and_the_scope(phrase):

@@ -198,7 +198,7 @@ def test_parameters_as_state_dicts_and_array_records(digits, server):
 
 
 # ----------------------------------------------------------------------------
-# several local steps: out of scope, detected where possible
+# several local steps: detected where possible, pointed to skrecon.fedavg
 # ----------------------------------------------------------------------------
 
 def test_several_mini_batches_are_detected_by_the_rank(digits, server):
@@ -210,8 +210,10 @@ def test_several_mini_batches_are_detected_by_the_rank(digits, server):
             r"^The update of the first layer has rank 4, more than the batch_size=2 "
             r"samples of one step: it is not one SGD step on one batch \(several "
             r"local steps over different mini-batches, as in FedAvg, or weight "
-            r"decay\)\. skrecon reconstructs one step; multi-step local updates "
-            r"are out of scope\.$")):
+            r"decay\)\. For several local SGD steps use "
+            r"skrecon\.fedavg\.reconstruct_update, which simulates them given the "
+            r"client's learning_rate, n_samples \(num_examples\), batch_size and "
+            r"epochs\.$")):
         update_query(server, sent, out.parameters, learning_rate=LR, batch_size=2)
 
 

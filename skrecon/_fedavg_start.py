@@ -1,0 +1,224 @@
+"""The start and the step order of :mod:`skrecon.fedavg` (plain functions of arrays).
+
+- :func:`span`: the samples' span from the first layer's update;
+- :func:`search_start`: the samples by the column-space search of
+  :mod:`skrecon.search` with the endpoint family (both output layers);
+- :func:`soft_targets`, :func:`one_hot`: labels from the output layer's update;
+- :func:`assign_steps`: each sample's local steps from the misfit of its
+  family at the weights before each step (:func:`interpolated` on the
+  straight line, :func:`trajectory` simulated).
+"""
+
+import itertools
+
+import numpy as np
+from scipy import linalg
+from scipy.optimize import linear_sum_assignment
+
+from ._unroll import memberships, simulate, slope
+from .moments import estimate_batch_size
+from .search import search_samples
+
+__all__ = ["LABEL_MARGIN", "assign_steps", "interpolated", "one_hot", "search_start",
+           "soft_targets", "span", "span_coordinates", "trajectory"]
+
+# misfit below which a search result counts as a sample of the start: the
+# endpoint family is approximate, so its zeros are not zeros
+_START_ACCEPT = 0.05
+_START_PASSES = 3
+# lead of the largest regressed target coordinate that makes it a label
+LABEL_MARGIN = 0.5
+# coordinate sweeps over the epochs when assigning the steps
+_ASSIGN_SWEEPS = 5
+
+
+def span(D, n_samples, dtype):
+    """Orthonormal bases of the update's row space ``(n_cols, n_samples)`` and
+    column space ``(n_rows, n_samples)``, and its numerical rank."""
+    L, s, Vt = np.linalg.svd(D, full_matrices=False)
+    floor = 10 * np.finfo(dtype).eps * s[0]
+    rank, _ = estimate_batch_size(np.append(s[s > floor], 0.0), dtype, n_rows=D.shape[0])
+    return Vt[:n_samples].T, L[:, :n_samples], int(rank)
+
+
+def search_start(D, W0, A, activation, has_bias, U, n_samples, rng):
+    """Start samples by the column-space search with the endpoint family."""
+    n = U.shape[1]
+    fixed = (U[-1], 1.0) if has_bias else None
+    # the family diag(sigma'(Omega v + b)) A depends on col(A) only; the two
+    # output layers are nearly parallel at a small learning rate, and the
+    # search's (S^T S)^{-1/2} then fails (misfit 1 at the true samples of
+    # half the batch, lr 0.05): an orthonormal basis of the same columns
+    A = linalg.orth(A)
+    P, Omega = D @ U, W0 @ U
+    V, candidates = np.empty((0, n)), []
+    for _ in range(_START_PASSES):
+        # each pass searches the column space with the samples found so far
+        # projected out: the search's own deflation, on an approximate
+        # family, keeps ending on found samples (13 of 16 in 144 starts at
+        # b = 4, lr 0.05; the 3 others in 6 starts after this projection)
+        if len(V):
+            complement = linalg.null_space(V)
+            P_pass = P @ complement @ complement.T
+        else:
+            P_pass = P
+        result = search_samples(
+            P_pass, Omega, A, activation, n_samples=n_samples - len(V),
+            random_starts=lambda k: rng.standard_normal((k, n)), fixed=fixed,
+            accept=_START_ACCEPT, max_starts=4 * (n_samples - len(V)) + 16)
+        V = np.concatenate([V, result.V])
+        candidates.extend(result.candidates)
+        if len(V) == n_samples or result.n_found == 0:
+            break
+    if len(V) < n_samples and candidates:
+        extra = np.array(candidates[:n_samples - len(V)])
+        V = np.concatenate([V, extra])
+    if len(V) < n_samples:
+        more = rng.standard_normal((n_samples - len(V), n))
+        if has_bias:
+            more += np.outer(1.0 - more @ U[-1], U[-1]) / (U[-1] @ U[-1])
+        V = np.concatenate([V, more])
+    X = V @ U.T
+    if has_bias:
+        return X[:, :-1] / X[:, -1:]
+    return X
+
+
+def span_coordinates(U, has_bias):
+    """``offset`` (d,) and ``basis`` (r, d) with ``x = offset + c @ basis``."""
+    if not has_bias:
+        return np.zeros(U.shape[0]), U.T.copy()
+    e = U[-1]
+    n = len(e)
+    Q, _ = np.linalg.qr(np.column_stack([e, np.eye(n)]))
+    T = Q[:, 1:n]
+    return U[:-1] @ (e / (e @ e)), (U[:-1] @ T).T
+
+
+def soft_targets(torch, layers, p0, X, last_delta, W, schedule):
+    """Soft targets from the output layer's update, regressed on its inputs.
+
+    The output layer's update is ``sum_i c_i (p_i - q_i) h_i^T`` (and
+    ``sum_i c_i (p_i - q_i)`` for its bias) to first order in the learning
+    rate, with ``h_i`` its input and ``p_i`` the softmax output at
+    ``theta_0``, ``c_i = sum_t W[t, i] / size_t``.
+    """
+    h = torch.as_tensor(X)
+    with torch.no_grad():
+        for kind, *rest in layers[:-1]:
+            if kind == "linear":
+                h = h @ p0[rest[0]].T + (p0[rest[1]] if rest[1] is not None else 0.0)
+            else:
+                h = rest[0](h)
+        _, w_name, b_name = layers[-1]
+        logits = h @ p0[w_name].T + (p0[b_name] if b_name is not None else 0.0)
+        probs = torch.softmax(logits, dim=1).numpy()
+    H = h.numpy()
+    dW, db = last_delta
+    if db is not None:
+        H, target = np.column_stack([H, np.ones(len(H))]), np.column_stack([dW, db])
+    else:
+        target = dW
+    signals = np.linalg.lstsq(H.T, target.T, rcond=None)[0]  # (N, K)
+    sizes = np.array(schedule.step_sizes() * schedule.epochs, dtype=float)
+    weight = (W / sizes[:, None]).sum(axis=0)
+    return probs - signals / weight[:, None]
+
+
+def one_hot(Q, margin=LABEL_MARGIN):
+    """Soft targets made one-hot where their label is clear.
+
+    The regression's targets are first-order (the outputs at ``theta_0``):
+    where the largest coordinate leads the next by ``margin``, it is the
+    label and the rest is off by ~0.2 after a few epochs, which costs the
+    polish more than it helps (16 digits, E = 3: cost 5.5 from the soft
+    rows, 2e-4 from one-hot rows); a row without a clear label stays soft
+    (a wrong one-hot row stalls the polish: b = 4, 15 of 16 labels).
+    """
+    top = np.sort(Q, axis=1)
+    clear = top[:, -1] - top[:, -2] >= margin
+    out = Q.copy()
+    out[clear] = np.eye(Q.shape[1])[np.argmax(Q[clear], axis=1)]
+    return out
+
+
+def trajectory(torch, layers, p0, X, Q, order, schedule):
+    """The parameters before each local step, simulated (list of dicts)."""
+    W = torch.as_tensor(memberships(order, schedule))
+    X, Q = torch.as_tensor(X), torch.as_tensor(Q)
+    with torch.no_grad():
+        # momentum buffers make each step depend on the whole prefix
+        return [simulate(torch, layers, p0, X, Q, W, schedule, n_steps=t)
+                for t in range(schedule.n_steps)]
+
+
+def interpolated(p0, pT, n_steps):
+    """Parameters before each step on the straight line from ``theta_0`` to ``theta_T``."""
+    return [{k: p0[k] + (t / n_steps) * (pT[k] - p0[k]) for k in p0}
+            for t in range(n_steps)]
+
+
+def assign_steps(torch, X, thetas, first, second, act, has_bias, basis_P, schedule):
+    """The order of each epoch whose steps best explain each sample.
+
+    Sample ``i``'s column of the first layer's update is
+    ``sum_e (A_{t_e} u_{i,e}) * sigma'(Omega_{t_e} x_i + b_{t_e})`` over
+    the steps ``t_e`` that used it (one per epoch): for the right steps
+    some vector of that family lies in the update's column space
+    ``basis_P``. Each combination of steps is scored by that misfit; each
+    epoch's order then follows from one assignment problem (``batch_size``
+    slots per step) on the misfits, minimised over the other epochs' steps.
+    """
+    S, E, N = schedule.steps_per_epoch, schedule.epochs, schedule.n_samples
+    Xa = np.column_stack([X, np.ones(N)]) if has_bias else X
+    slopes, outs = [], []
+    for theta in thetas:
+        Om = theta[f"{first}.weight"].numpy()
+        if has_bias:
+            Om = np.column_stack([Om, theta[f"{first}.bias"].numpy()])
+        t = torch.as_tensor(Om @ Xa.T)
+        slopes.append(slope(torch, act, t, act(t)).numpy())  # (m, N)
+        outs.append(theta[f"{second}.weight"].numpy().T)  # (m, K)
+    combos = list(itertools.product(range(S), repeat=E))
+    cost = np.empty((N, len(combos)))
+    for i in range(N):
+        for c, steps in enumerate(combos):
+            F = np.column_stack([slopes[e * S + s][:, i, None] * outs[e * S + s]
+                                 for e, s in enumerate(steps)])
+            B = linalg.orth(F, rcond=1e-12)
+            top = np.linalg.svd(basis_P.T @ B, compute_uv=False)[0]
+            cost[i, c] = np.log(max(1.0 - min(top, 1.0) ** 2, 1e-32))
+    slots = np.repeat(np.arange(S), schedule.step_sizes())
+    index = {steps: c for c, steps in enumerate(combos)}
+
+    def assign(costs):  # (N, S) -> each sample's step, b slots per step
+        rows, cols = linear_sum_assignment(costs.T[slots])  # slot -> sample
+        step = np.empty(N, dtype=int)
+        step[cols] = slots[rows]
+        return step
+
+    # each epoch on the misfits minimised over the other epochs' steps, then
+    # sweeps that re-assign one epoch with the others' steps held: the
+    # minimum alone cannot tell the epochs apart (8 digits, b = 4, E = 3:
+    # three equal orders)
+    steps = np.empty((E, N), dtype=int)
+    for e in range(E):
+        marginal = np.full((N, S), np.inf)
+        for c, combo in enumerate(combos):
+            marginal[:, combo[e]] = np.minimum(marginal[:, combo[e]], cost[:, c])
+        steps[e] = assign(marginal)
+    for _ in range(_ASSIGN_SWEEPS if E > 1 else 0):
+        before = steps.copy()
+        for e in range(E):
+            held = np.empty((N, S))
+            for i in range(N):
+                for s_ in range(S):
+                    combo = tuple(s_ if k == e else steps[k, i] for k in range(E))
+                    held[i, s_] = cost[i, index[combo]]
+            steps[e] = assign(held)
+        if np.array_equal(steps, before):
+            break
+    orders = []
+    for e in range(E):
+        orders.append(np.concatenate([np.flatnonzero(steps[e] == s_) for s_ in range(S)]))
+    return np.array(orders)

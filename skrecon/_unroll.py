@@ -1,0 +1,344 @@
+"""The client's local SGD steps, simulated exactly and differentiably (PyTorch).
+
+:mod:`skrecon.fedavg` reconstructs a batch from the parameters a client
+returns after several local steps. Its polish needs the returned parameters
+as a function of the unknown batch, and of the unknown order in which the
+client visited it: this module runs ``torch.optim.SGD``'s update rule
+(momentum, weight decay, no dampening, no Nesterov) by hand, with
+``torch.func``, so that every quantity is a differentiable function of
+
+- the samples, written in the span of the first layer's update
+  (``x_i = c_i + V_i B``, a few coordinates per sample instead of ``d``),
+- soft targets ``q_i`` (one row per sample; a one-hot row is a label: the
+  cross-entropy ``-sum_k q_ik log softmax(z_i)_k`` is linear in ``q_i``),
+- the membership ``w_{i,t}`` of sample ``i`` in step ``t`` (1 when the
+  client's step ``t`` used sample ``i``, 0 otherwise), fixed by the order.
+
+A Levenberg-Marquardt driver over these unknowns forms the small normal
+matrix ``J^T J`` from batched Jacobian-vector and vector-Jacobian products
+(forward-over-reverse and reverse-over-reverse automatic differentiation),
+never the Jacobian itself.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What the server knows of the client's local training."""
+
+    learning_rate: float
+    momentum: float
+    weight_decay: float
+    n_samples: int
+    batch_size: int
+    epochs: int
+
+    @property
+    def steps_per_epoch(self):
+        return -(-self.n_samples // self.batch_size)
+
+    @property
+    def n_steps(self):
+        return self.steps_per_epoch * self.epochs
+
+    def step_sizes(self):
+        """The number of samples of each step of one epoch (the last may be short)."""
+        sizes = [self.batch_size] * self.steps_per_epoch
+        sizes[-1] = self.n_samples - self.batch_size * (self.steps_per_epoch - 1)
+        return sizes
+
+
+def memberships(orders, schedule):
+    """0/1 membership array ``(n_steps, n_samples)`` of a list of per-epoch orders."""
+    w = np.zeros((schedule.n_steps, schedule.n_samples))
+    sizes = schedule.step_sizes()
+    t = 0
+    for order in orders:
+        start = 0
+        for size in sizes:
+            w[t, np.asarray(order[start:start + size])] = 1.0
+            start += size
+            t += 1
+    return w
+
+
+def mlp_layers(torch, model):
+    """The model as a chain of ``nn.Linear`` and element-wise activations.
+
+    Returns a list of ``("linear", weight_name, bias_name or None)`` and
+    ``("act", module)`` items, or raises ``ValueError`` naming what is not
+    an MLP layer.
+    """
+    from torch import nn
+
+    elementwise = (nn.Tanh, nn.ReLU, nn.Sigmoid, nn.LeakyReLU, nn.GELU, nn.SiLU,
+                   nn.ELU, nn.Softplus, nn.Identity)
+    layers = []
+    for name, module in model.named_modules():
+        if list(module.children()):
+            if not isinstance(module, nn.Sequential) and module is not model:
+                raise ValueError(_NOT_MLP.format(what=f"the module {name!r} "
+                                                 f"({type(module).__name__})"))
+            continue
+        prefix = f"{name}." if name else ""
+        if isinstance(module, nn.Linear):
+            layers.append(("linear", prefix + "weight",
+                           prefix + "bias" if module.bias is not None else None))
+        elif isinstance(module, elementwise):
+            layers.append(("act", module))
+        elif isinstance(module, nn.Dropout) and not module.training:
+            continue
+        else:
+            raise ValueError(_NOT_MLP.format(what=f"the module {name!r} "
+                                             f"({type(module).__name__})"))
+    if not layers or layers[0][0] != "linear" or layers[-1][0] != "linear":
+        raise ValueError(_NOT_MLP.format(what="a model that does not start and end "
+                                         "with nn.Linear"))
+    return layers
+
+
+_NOT_MLP = (
+    "skrecon.fedavg simulates the client's local steps for a multilayer "
+    "perceptron: nn.Linear layers and element-wise activations (Tanh, ReLU, "
+    "Sigmoid, LeakyReLU, GELU, SiLU, ELU, Softplus) applied in order, with a "
+    "cross-entropy loss on the last layer's outputs; {what} is out of scope.")
+
+
+def slope(torch, module, t, out):
+    """``module'(t)`` element-wise, ``out = module(t)``.
+
+    Closed forms where they are cheap; otherwise forward-mode
+    differentiation (which nests in ``jvp`` and ``vmap``).
+    """
+    from torch import nn
+    from torch.func import jvp
+
+    if isinstance(module, nn.Tanh):
+        return 1.0 - out * out
+    if isinstance(module, nn.Sigmoid):
+        return out * (1.0 - out)
+    if isinstance(module, nn.ReLU):
+        return (t > 0).to(t.dtype)
+    if isinstance(module, nn.Identity):
+        return torch.ones_like(t)
+    return jvp(module, (t,), (torch.ones_like(t),))[1]
+
+
+def step_gradient(torch, layers, params, X, Q, w, size):
+    """The gradient of ``sum_i w_i CE(f(x_i), q_i) / size``, by hand.
+
+    An explicit forward and backward pass (the chain rule written out for
+    the MLP), so that forward- and reverse-mode differentiation of the
+    local steps never differentiate through autograd itself.
+    """
+    inputs, pre = [], []
+    h = X
+    for kind, *rest in layers:
+        if kind == "linear":
+            inputs.append(h)
+            h = h @ params[rest[0]].T
+            if rest[1] is not None:
+                h = h + params[rest[1]]
+        else:
+            t = h
+            h = rest[0](h)
+            pre.append((t, h))
+    probs = torch.softmax(h, dim=1)
+    delta = (probs * Q.sum(dim=1, keepdim=True) - Q) * (w / size)[:, None]
+    grads = {}
+    for kind, *rest in reversed(layers):
+        if kind == "linear":
+            x_in = inputs.pop()
+            grads[rest[0]] = delta.T @ x_in
+            if rest[1] is not None:
+                grads[rest[1]] = delta.sum(dim=0)
+            delta = delta @ params[rest[0]]
+        else:
+            delta = delta * slope(torch, rest[0], *pre.pop())
+    return grads
+
+
+def simulate(torch, layers, params, X, Q, W, schedule, n_steps=None):
+    """The parameters after the local steps, as a dict of tensors.
+
+    ``X`` (n_samples, d), ``Q`` (n_samples, K) soft targets, ``W``
+    (n_steps, n_samples) memberships; step ``t``'s loss is
+    ``sum_i W[t, i] CE(f(x_i), q_i) / size_t`` with ``size_t`` the number of
+    samples of the step (PyTorch's mean reduction); ``n_steps`` stops after
+    that many steps (default: all). The update is
+    ``torch.optim.SGD``'s (no dampening, no Nesterov): ``d = g + wd p``,
+    ``buf = d`` at the first step and ``mu buf + d`` after, ``p -= lr buf``.
+    """
+    sizes = schedule.step_sizes() * schedule.epochs
+    lr, mu, wd = schedule.learning_rate, schedule.momentum, schedule.weight_decay
+    buffers = None
+    for t in range(schedule.n_steps if n_steps is None else n_steps):
+        g = step_gradient(torch, layers, params, X, Q, W[t], sizes[t])
+        d = {k: g[k] + wd * params[k] for k in g} if wd else g
+        if mu:
+            buffers = d if buffers is None else {k: mu * buffers[k] + d[k] for k in d}
+            d = buffers
+        params = {k: params[k] - lr * d[k] for k in params}
+    return params
+
+
+class Unknowns:
+    """Packing of the unknowns: the samples' span coordinates and soft targets.
+
+    ``x_i = offset + coords_i @ basis`` (``basis`` (r, d), ``offset`` (d,))
+    and ``q_i`` (K,) with ``sum(q_i) = 1``.
+    """
+
+    def __init__(self, schedule, basis, offset, n_classes):
+        self.schedule = schedule
+        self.basis = basis
+        self.offset = offset
+        self.n_classes = n_classes
+        n, r = schedule.n_samples, basis.shape[0]
+        # targets sum to 1 (the last coordinate is 1 minus the others): the
+        # cross-entropy gradient p sum(q) - q is unchanged by q + a p, a gauge
+        # that would let a confident sample's label drift
+        self.sizes = [n * r, n * (n_classes - 1)]
+        self.size = int(sum(self.sizes))
+
+    def split(self, torch, z):
+        n, r = self.schedule.n_samples, self.basis.shape[0]
+        a = self.sizes[0]
+        X = self.offset + z[:a].reshape(n, r) @ self.basis
+        free = z[a:].reshape(n, self.n_classes - 1)
+        Q = torch.cat([free, 1.0 - free.sum(dim=1, keepdim=True)], dim=1)
+        return X, Q
+
+    def pack(self, coords, Q):
+        Q = np.asarray(Q)
+        Q = Q + (1.0 - Q.sum(axis=1, keepdims=True)) / Q.shape[1]  # onto sum 1
+        return np.concatenate([np.ravel(coords), np.ravel(Q[:, :-1])])
+
+
+def flat_parameters(torch, params, names):
+    return torch.cat([params[k].reshape(-1) for k in names])
+
+
+def normal_equations(torch, fun, z, chunk):
+    """``(J^T J, J^T r, r)`` of ``fun`` at ``z`` without forming ``J``.
+
+    ``J`` is applied to ``chunk`` unit vectors at a time (forward-mode,
+    batched with ``vmap``) and ``J^T`` to the results (reverse mode).
+    """
+    from torch.func import jvp, vjp, vmap
+
+    r, pullback = vjp(fun, z)
+    n = z.numel()
+    JtJ = torch.empty((n, n), dtype=z.dtype)
+    eye = torch.eye(n, dtype=z.dtype)
+
+    def push(v):
+        return jvp(fun, (z,), (v,))[1]
+
+    for start in range(0, n, chunk):
+        E = eye[start:start + chunk]
+        Jv = vmap(push)(E)
+        JtJ[:, start:start + chunk] = vmap(pullback)(Jv)[0].T
+    Jtr = pullback(r)[0]
+    return 0.5 * (JtJ + JtJ.T), Jtr, r
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Outcome of :func:`levenberg_marquardt`."""
+
+    z: np.ndarray
+    cost: float
+    n_iter: int
+    nfev: int
+    status: int
+
+
+def _solve(torch, JtJ, D, lam, g):
+    try:
+        return torch.linalg.solve(JtJ + lam * torch.diag(D), -g)
+    except RuntimeError:  # singular: a larger damping
+        return None
+
+
+def levenberg_marquardt(torch, fun, z0, *, max_iter, ftol, chunk=64, verbose=0):
+    """Minimise ``||fun(z)||^2 / 2`` by Levenberg-Marquardt (Marquardt scaling).
+
+    ``J^T J`` is the expensive part (one Jacobian-vector and one
+    vector-Jacobian product per unknown); it is formed ``max_iter`` times at
+    most. Between two of them, steps reuse it with the current gradient
+    ``J^T r`` (one vector-Jacobian product: a chord step) while each cuts the
+    cost at least tenfold.
+
+    Returns a :class:`Fit`: ``status`` 1 the cost fell to ``ftol``, 2 no step
+    decreased the cost or five normal matrices in a row did not halve it (a
+    stationary point, round-off or a crawl), 0 ``max_iter`` normal matrices
+    were formed.
+    """
+    from torch.func import vjp
+
+    z = torch.as_tensor(z0, dtype=torch.float64).clone()
+    with torch.no_grad():
+        r = fun(z)
+    cost = 0.5 * float(r @ r)
+    lam, nfev, status, it = 1e-3, 1, 0, 0
+    history = [cost]
+    while it < max_iter:
+        if cost <= ftol:
+            status = 1
+            break
+        JtJ, g, _ = normal_equations(torch, fun, z, chunk)
+        it += 1
+        D = torch.diagonal(JtJ).clone()
+        D = torch.clamp(D, min=1e-12 * float(D.max()))
+        improved = False
+        for _ in range(20):
+            step = _solve(torch, JtJ, D, lam, g)
+            if step is None:
+                lam *= 10.0
+                continue
+            with torch.no_grad():
+                r_new = fun(z + step)
+            nfev += 1
+            cost_new = 0.5 * float(r_new @ r_new)
+            # gain ratio: the actual decrease over the linear model's
+            predicted = -float(g @ step + 0.5 * step @ (JtJ @ step))
+            rho = (cost - cost_new) / predicted if predicted > 0 else -1.0
+            if np.isfinite(cost_new) and cost_new < cost and rho > 0.1:
+                z, r, cost, improved = z + step, r_new, cost_new, True
+                lam = max(lam / 5.0, 1e-15) if rho > 0.75 else (
+                    lam * 2.0 if rho < 0.25 else lam)
+                break
+            lam *= 6.0
+        if not improved:
+            status = 2
+            break
+        # chord steps: the same J^T J, a fresh gradient
+        while cost > ftol:
+            _, pullback = vjp(fun, z)
+            step = _solve(torch, JtJ, D, lam, pullback(r)[0])
+            if step is None:
+                break
+            with torch.no_grad():
+                r_new = fun(z + step)
+            nfev += 1
+            cost_new = 0.5 * float(r_new @ r_new)
+            if not (np.isfinite(cost_new) and cost_new < cost):
+                break
+            fast = cost_new < 0.1 * cost
+            z, r, cost = z + step, r_new, cost_new
+            if not fast:
+                break
+        if verbose:
+            print(f"  LM {it}: cost {cost:.3e}, damping {lam:.1e}, {nfev} evaluations")
+        history.append(cost)
+        # a stall: five normal matrices that did not halve the cost
+        if len(history) > 6 and cost > 0.5 * history[-6] and cost > ftol:
+            status = 2
+            break
+    else:
+        status = 1 if cost <= ftol else 0
+    return Fit(z.detach().numpy(), cost, it, nfev, status)

@@ -1,0 +1,217 @@
+"""skrecon.fedavg: the batch behind several local SGD steps (DESIGN F11)."""
+
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from torch import nn  # noqa: E402
+
+from skrecon._unroll import (Schedule, memberships, mlp_layers,  # noqa: E402
+                             simulate)
+from skrecon.datasets import load_digits_batch  # noqa: E402
+from skrecon.fedavg import reconstruct_update  # noqa: E402
+from skrecon.metrics import relative_error  # noqa: E402
+from skrecon.torch import gaussian_reinit_  # noqa: E402
+
+LABELS = [1, 1, 5, 7, 0, 3, 3, 9]
+
+
+def _model(width=256, activation=nn.Tanh, seed=0):
+    model = nn.Sequential(nn.Linear(64, width), activation(), nn.Linear(width, 10)).double()
+    gaussian_reinit_(model, random_state=seed)
+    return model
+
+
+def _train(model, batch, labels, *, lr, batch_size, epochs, momentum=0.0,
+           weight_decay=0.0, seed=0, **options):
+    """The client's local training with torch.optim.SGD; returns sent, returned, orders."""
+    sent = [v.detach().numpy().copy() for v in model.state_dict().values()]
+    work = nn.Sequential(*[type(m)() if not isinstance(m, nn.Linear) else
+                           nn.Linear(m.in_features, m.out_features) for m in model]).double()
+    work.load_state_dict(model.state_dict())
+    opt = torch.optim.SGD(work.parameters(), lr=lr, momentum=momentum,
+                          weight_decay=weight_decay, **options)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.as_tensor(batch), torch.as_tensor(labels)
+    orders = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        orders.append(perm.numpy())
+        for start in range(0, len(x), batch_size):
+            idx = perm[start:start + batch_size]
+            opt.zero_grad()
+            nn.functional.cross_entropy(work(x[idx]), y[idx]).backward()
+            opt.step()
+    returned = [v.detach().numpy().copy() for v in work.state_dict().values()]
+    return sent, returned, orders
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_batch(labels=LABELS, random_state=0)
+
+
+# ----------------------------------------------------------------------------
+# the simulation is torch.optim.SGD
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_size, epochs, momentum, weight_decay", [
+    (8, 3, 0.0, 0.0), (3, 2, 0.9, 1e-3), (4, 2, 0.5, 0.05)])
+def test_simulation_matches_torch_sgd(digits, batch_size, epochs, momentum, weight_decay):
+    batch, labels = digits
+    model = _model(width=64)
+    sent, returned, orders = _train(model, batch, labels, lr=0.1, batch_size=batch_size,
+                                    epochs=epochs, momentum=momentum,
+                                    weight_decay=weight_decay)
+    schedule = Schedule(0.1, momentum, weight_decay, 8, batch_size, epochs)
+    keys = list(model.state_dict())
+    params = {k: torch.as_tensor(v) for k, v in zip(keys, sent)}
+    targets = nn.functional.one_hot(torch.as_tensor(labels), 10).double()
+    out = simulate(torch, mlp_layers(torch, model), params, torch.as_tensor(batch),
+                   targets, torch.as_tensor(memberships(orders, schedule)), schedule)
+    for key, expected in zip(keys, returned):
+        # float64: the same operations in another order
+        np.testing.assert_allclose(out[key].numpy(), expected, rtol=0,
+                                   atol=1e-14 * np.abs(expected).max())
+
+
+# ----------------------------------------------------------------------------
+# exact reconstruction
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("epochs, momentum, weight_decay", [(3, 0.0, 0.0), (2, 0.9, 1e-3)])
+def test_full_batch_local_epochs_are_exact(digits, epochs, momentum, weight_decay):
+    batch, labels = digits
+    model = _model()
+    sent, returned, _ = _train(model, batch, labels, lr=0.05, batch_size=8, epochs=epochs,
+                               momentum=momentum, weight_decay=weight_decay)
+    res = reconstruct_update(model, sent, returned, learning_rate=0.05, n_samples=8,
+                             batch_size=8, epochs=epochs, momentum=momentum,
+                             weight_decay=weight_decay, random_state=0)
+    assert res.samples.shape == (8, 64) and res.labels.shape == (8,)
+    assert res.order.shape == (epochs, 8)
+    errors, match = relative_error(batch, res.samples)
+    assert np.all(match >= 0)
+    assert errors.max() < 1e-8
+    np.testing.assert_array_equal(res.labels[match], labels)
+    assert res.success and res.status == 1 and res.found.all()
+    assert res.update_residual < 1e-9
+    assert res.message.startswith("The local steps simulated from the samples")
+
+
+def test_mini_batches_give_the_batch_and_the_order(digits):
+    batch, labels = digits
+    model = _model()
+    sent, returned, orders = _train(model, batch, labels, lr=0.05, batch_size=2, epochs=1)
+    res = reconstruct_update(model, sent, returned, learning_rate=0.05, n_samples=8,
+                             batch_size=2, epochs=1, random_state=0)
+    errors, match = relative_error(batch, res.samples)
+    assert np.all(match >= 0) and errors.max() < 1e-8
+    np.testing.assert_array_equal(res.labels[match], labels)
+    assert res.success and res.found.all()
+    # the steps, as sets of batch indices, in the client's order
+    back = np.empty(8, dtype=int)
+    back[match] = np.arange(8)
+    steps = [set(back[res.order[0, 2 * t:2 * t + 2]]) for t in range(4)]
+    assert steps == [set(orders[0][2 * t:2 * t + 2].tolist()) for t in range(4)]
+
+
+def test_a_polish_cut_short_is_flagged(digits):
+    batch, labels = digits
+    model = _model()
+    sent, returned, _ = _train(model, batch, labels, lr=0.05, batch_size=8, epochs=3)
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=1 normal matrices"):
+        res = reconstruct_update(model, sent, returned, learning_rate=0.05, n_samples=8,
+                                 batch_size=8, epochs=3, max_iter=1, random_state=0)
+    assert not res.success and res.status == 0
+    assert not res.found.any()
+    assert res.update_residual > 1e-9
+
+
+# ----------------------------------------------------------------------------
+# what the server must know, and what is refused
+# ----------------------------------------------------------------------------
+
+def _pair(digits):
+    batch, labels = digits
+    model = _model(width=32)
+    sent, returned, _ = _train(model, batch, labels, lr=0.1, batch_size=4, epochs=1)
+    return model, sent, returned
+
+
+def test_missing_hyperparameters_are_listed(digits):
+    model, sent, returned = _pair(digits)
+    with pytest.raises(ValueError, match=(
+            r"^reconstruct_update needs the client's local training, which the server "
+            r"must know; missing: learning_rate, n_samples, batch_size\. Pass "
+            r"learning_rate \(the client's SGD learning rate, e\.g\. Flower's "
+            r"config\['lr'\]\), n_samples \(the number of samples it trained on: the "
+            r"num_examples of its reply\)")):
+        reconstruct_update(model, sent, returned)
+    with pytest.raises(ValueError, match=r"missing: batch_size\. Pass"):
+        reconstruct_update(model, sent, returned, learning_rate=0.1, n_samples=8)
+
+
+@pytest.mark.parametrize("optimizer, name", [
+    ("adam", "'adam'"), (torch.optim.Adam, "'Adam'"), (torch.optim.RMSprop, "'RMSprop'")])
+def test_other_optimisers_are_refused(digits, optimizer, name):
+    model, sent, returned = _pair(digits)
+    with pytest.raises(ValueError, match=re.escape(
+            "skrecon.fedavg simulates the client's local steps exactly only for plain "
+            "SGD (torch.optim.SGD, optimizer='sgd') with momentum and weight_decay; "
+            f"got {name}. Adaptive optimisers")):
+        reconstruct_update(model, sent, returned, learning_rate=0.1, n_samples=8,
+                           batch_size=4, optimizer=optimizer)
+
+
+def test_nesterov_is_refused(digits):
+    model, sent, returned = _pair(digits)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    with pytest.raises(ValueError, match=r"without Nesterov momentum and without "
+                                         r"dampening; got nesterov=True, dampening=0"):
+        reconstruct_update(model, sent, returned, learning_rate=0.1, n_samples=8,
+                           batch_size=4, optimizer=opt)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"learning_rate": -0.1}, r"learning_rate must be a finite number > 0\.0, got -0\.1\."),
+    ({"momentum": 1.0}, r"momentum must be a finite number >= 0\.0 and < 1\.0, got 1\.0\."),
+    ({"batch_size": 0}, r"batch_size must be a positive integer, got 0\."),
+    ({"batch_size": 9}, r"batch_size=9 exceeds n_samples=8: a mini-batch cannot hold"),
+    ({"epochs": 1.5}, r"epochs must be a positive integer, got 1\.5\."),
+    ({"n_samples": 3, "batch_size": 3},
+     r"The first layer's update has rank 8, more than n_samples=3"),
+])
+def test_invalid_hyperparameters(digits, kwargs, message):
+    model, sent, returned = _pair(digits)
+    args = dict(learning_rate=0.1, n_samples=8, batch_size=4) | kwargs
+    with pytest.raises(ValueError, match=message):
+        reconstruct_update(model, sent, returned, **args)
+
+
+def test_models_that_are_not_mlps_are_refused(digits):
+    _, sent, returned = _pair(digits)
+    model = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.Linear(32, 10)).double()
+    with pytest.raises(ValueError, match=(
+            r"^skrecon\.fedavg simulates the client's local steps for a multilayer "
+            r"perceptron: .* the module '1' \(BatchNorm1d\) is out of scope\.$")):
+        reconstruct_update(model, sent, returned, learning_rate=0.1, n_samples=8,
+                           batch_size=4)
+    with pytest.raises(TypeError, match=r"^model must be a torch\.nn\.Module, got list\.$"):
+        reconstruct_update([1], sent, returned, learning_rate=0.1, n_samples=8,
+                           batch_size=4)
+
+
+def test_parameters_are_checked_like_update_query(digits):
+    model, sent, returned = _pair(digits)
+    with pytest.raises(ValueError, match=r"^returned holds 3 arrays but the model's "
+                                         r"state_dict has 4 entries"):
+        reconstruct_update(model, sent, returned[:3], learning_rate=0.1, n_samples=8,
+                           batch_size=4)
+    bad = [a.copy() for a in returned]
+    bad[0][0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^returned\['0\.weight'\] contains NaN"):
+        reconstruct_update(model, sent, bad, learning_rate=0.1, n_samples=8, batch_size=4)

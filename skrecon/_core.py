@@ -23,6 +23,7 @@ from .decomposition import tensor_starts
 from .refine import (RefinementResult, is_piecewise_linear, levenberg_marquardt,
                      pattern_iteration, _fit_signals, _model, _slopes)
 from ._crossings import crossing_starts
+from ._relu_patterns import ica_guesses, pattern_samples, two_slopes
 from .search import (SearchResult, _Slopes, _onto_constraint, _orth, _phis, _repeats,
                      search_samples)
 
@@ -53,6 +54,11 @@ _KINK_MARGIN = 0.01
 _EXACT_ACCEPT = 1e-10
 # searches of a noisy gradient from scratch while samples are missing
 _NOISY_ATTEMPTS = 4
+# seconds per sample of the exact-column route of a two-slope activation
+# (ReLU, leaky ReLU; DESIGN F9): before the smoothed search, and after it
+# from its guesses when it leaves samples missing
+_PATTERN_FIRST_SECONDS = 0.25
+_PATTERN_SECONDS = 1.0
 
 
 def _unit_scale(M, xp):
@@ -255,6 +261,14 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     n_rows = min(m, max(_MIN_SEARCH_ROWS, (_ROWS_PER_UNKNOWN if K <= 16
                                            else _ROWS_PER_UNKNOWN_WIDE) * (n + K)))
 
+    # the exact-column route of two-slope activations on exact gradients
+    two_slope = exact and m > n + K + 2 and two_slopes(activation) is not None
+    basis = np.asarray(host.scaled_basis)
+    n_inputs = basis.shape[0] - 1 if proj.has_bias else basis.shape[0]
+    ica = None
+    if two_slope:
+        ica = ica_guesses(basis, n_inputs, fixed, rng)
+
     def attempt():
         """One search of the batch and its joint polish, on a fresh row
         subset and fresh random starts."""
@@ -301,7 +315,18 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
         random_starts = more_starts if init in ("auto", "random") else None
 
-        if m > n + K:
+        pattern = None
+        if two_slope:
+            pattern = pattern_samples(*problem, n_samples=n_samples, basis=basis,
+                                      n_inputs=n_inputs, fixed=fixed, ica=ica,
+                                      time_limit=_PATTERN_FIRST_SECONDS * n_samples,
+                                      random_state=rng, verbose=verbose)
+            say(f"exact columns: {pattern.n_found} of {n_samples} in "
+                f"{pattern.n_trials} trials")
+        if pattern is not None and pattern.n_found == n_samples:
+            found = SearchResult(pattern.V, _misfits(pattern.V, problem, check),
+                                 np.empty((0, n)), np.empty(0), 0)
+        elif m > n + K:
             found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
                                    starts=starts, random_starts=random_starts, fixed=fixed,
                                    rows=rows if n_rows < m else None, polish_rows=check,
@@ -319,6 +344,19 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             say(f"search: {len(V)} of {n_samples} samples found in {found.n_starts} "
                 "starts; completing with the best rejected searches")
             V = _complete(V, found.candidates, n_samples, n, rng, scale, fixed)
+        if two_slope and found.n_found < n_samples:
+            pattern = pattern_samples(*problem, n_samples=n_samples, basis=basis,
+                                      n_inputs=n_inputs, fixed=fixed, guesses=V, ica=ica,
+                                      time_limit=_PATTERN_SECONDS * n_samples,
+                                      random_state=rng, verbose=verbose)
+            say(f"exact columns from the search's guesses: {pattern.n_found} of "
+                f"{n_samples} in {pattern.n_trials} trials")
+            if pattern.n_found == n_samples:
+                found = SearchResult(pattern.V, _misfits(pattern.V, problem, check),
+                                     np.empty((0, n)), np.empty(0), found.n_starts)
+                V = found.V
+            elif pattern.V is not None:
+                V = pattern.V
         V0, U0, residual = _finish(V, problem, fixed, piecewise, say)
         report("polish")
         V, U, refinement = _joint_polish(

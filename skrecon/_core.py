@@ -54,11 +54,13 @@ _KINK_MARGIN = 0.01
 _EXACT_ACCEPT = 1e-10
 # searches of a noisy gradient from scratch while samples are missing
 _NOISY_ATTEMPTS = 4
-# seconds per sample of the exact-column route of a two-slope activation
+# trials per sample of the exact-column route of a two-slope activation
 # (ReLU, leaky ReLU; DESIGN F9): before the smoothed search, and after it
-# from its guesses when it leaves samples missing
-_PATTERN_FIRST_SECONDS = 0.25
-_PATTERN_SECONDS = 1.0
+# from its guesses when it leaves samples missing (a count, not a time, so
+# that the result depends on the seed only; about 2 000 trials a second on
+# one core at B = 32 to 48)
+_PATTERN_FIRST_TRIALS = 256
+_PATTERN_TRIALS = 2048
 
 
 def _unit_scale(M, xp):
@@ -319,7 +321,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         if two_slope:
             pattern = pattern_samples(*problem, n_samples=n_samples, basis=basis,
                                       n_inputs=n_inputs, fixed=fixed, ica=ica,
-                                      time_limit=_PATTERN_FIRST_SECONDS * n_samples,
+                                      max_trials=_PATTERN_FIRST_TRIALS * n_samples,
                                       random_state=rng, verbose=verbose)
             say(f"exact columns: {pattern.n_found} of {n_samples} in "
                 f"{pattern.n_trials} trials")
@@ -347,7 +349,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         if two_slope and found.n_found < n_samples:
             pattern = pattern_samples(*problem, n_samples=n_samples, basis=basis,
                                       n_inputs=n_inputs, fixed=fixed, guesses=V, ica=ica,
-                                      time_limit=_PATTERN_SECONDS * n_samples,
+                                      max_trials=_PATTERN_TRIALS * n_samples,
                                       random_state=rng, verbose=verbose)
             say(f"exact columns from the search's guesses: {pattern.n_found} of "
                 f"{n_samples} in {pattern.n_trials} trials")

@@ -20,11 +20,15 @@ polished by one null vector over all neurons with the pattern it implies.
 Hits cost about ``activity ** len(R)`` per trial at random rows (SPEAR's
 exponential sampling, Dimitrov et al. 2024); here the rows come from the
 largest pre-activations of an approximate batch (the smoothed search's
-best guesses), where the pattern is almost surely "active", and found
-samples deflate the trials: a found sample whose pattern is constant on
-``R`` is a known null vector there, projected out (and one row fewer is
-needed). With softmax cross-entropy the signals sum to zero (``K - 1``
-unknowns); whether they do is learnt from the first hit.
+best guesses, the cocktail-party estimate of the span), where the pattern
+is almost surely "active", and each trial's rows include, for every other
+sample, one it does not activate (predicted for the guesses, exact for the
+samples found): otherwise that sample is a second null vector. Found
+samples also deflate the guesses: the unfound samples are orthogonal to
+every found ``c`` (``V C = I``), so the guesses are projected onto that
+complement (with ``B - 1`` found, the last one is exact). With softmax
+cross-entropy the signals sum to zero (``K - 1`` unknowns); whether they
+do is learnt from the first hit.
 
 The samples follow from the columns: ``V = C^{-1}`` when all are found.
 """
@@ -88,27 +92,32 @@ class _Columns:
         self.rows = rows / np.where(self.usable, self.norms, 1.0)[:, None]
 
     def trial_matrices(self, row_sets):
-        """``(T, n_unknowns - 1, n_unknowns)``: each trial's equations, the
-        found columns whose pattern is constant on its rows first (as
-        orthogonality constraints), then its rows up to the count."""
-        T, n_u = len(row_sets), self.n_unknowns
-        M = np.empty((T, n_u - 1, n_u))
-        for t, R in enumerate(row_sets):
-            known = []
-            if len(self.Z):
-                on = self.active[:, R]
-                for f in np.flatnonzero(np.all(on, axis=1)):
-                    known.append(self.Z[f])
-                if self.ratio != 1.0:
-                    for f in np.flatnonzero(~np.any(on, axis=1)):
-                        z = self.Z[f].copy()
-                        z[self.n_dims:] *= self.ratio
-                        known.append(z / np.linalg.norm(z))
-            d = min(len(known), n_u - 2)
-            if d:
-                M[t, :d] = np.array(known[:d])
-            M[t, d:] = self.rows[R[:n_u - 1 - d]]
-        return M
+        """``(T, n_unknowns - 1, n_unknowns)``: each trial's equations."""
+        return self.rows[np.asarray(row_sets)]
+
+    def cover(self, rows, pool, rng, prefer=None):
+        """Swap rows of ``rows`` (indices into ``pool``) so that every found
+        column's pattern varies on them: a found sample whose pattern is
+        constant on the rows is a second null vector (``(c_f, w_f)``
+        where it is active, ``(c_f, rho w_f)`` where not), and the trial
+        would return a mixture."""
+        if not len(self.Z):
+            return rows
+        on = self.active[:, pool]  # (n_found, len(pool))
+        for _ in range(len(rows) // 2):
+            sub = on[:, rows]
+            constant = np.all(sub, axis=1) | ~np.any(sub, axis=1)
+            if not np.any(constant):
+                break
+            f = rng.choice(np.flatnonzero(constant))
+            other = on[f] != sub[f, 0]
+            if prefer is not None and np.any(other & prefer):
+                other &= prefer  # rows the target activates
+            other = np.flatnonzero(other)
+            if not len(other):
+                break
+            rows[rng.integers(len(rows))] = rng.choice(other)
+        return rows
 
     def test(self, Z):
         """Share of the neurons on which each candidate ``(T, n_unknowns)``
@@ -147,7 +156,7 @@ class _Columns:
         return True
 
 
-def _row_sets(rng, Omega, b0, kink, guesses, targets, n_rows, n_trials, usable):
+def _row_sets(rng, Omega, b0, kink, guesses, targets, n_rows, n_trials, usable, cols):
     """Row sets of the trials.
 
     For each trial a target guess ``k`` and the neurons it activates with a
@@ -162,7 +171,8 @@ def _row_sets(rng, Omega, b0, kink, guesses, targets, n_rows, n_trials, usable):
     sets = []
     if guesses is None or not len(targets):
         for _ in range(n_trials):
-            sets.append(rng.choice(candidates, n_rows, replace=False))
+            rows = rng.choice(len(candidates), n_rows, replace=False)
+            sets.append(candidates[cols.cover(rows, candidates, rng)])
         return sets
     t = Omega[candidates] @ guesses[targets].T + (b0 - kink)  # (m', n_targets)
     on = t > 0
@@ -187,11 +197,11 @@ def _row_sets(rng, Omega, b0, kink, guesses, targets, n_rows, n_trials, usable):
             if not np.any(all_on):
                 break
             l = rng.choice(np.flatnonzero(all_on))
-            j = pool[np.argmin(t[pool, l])]
+            j = positive[np.argmin(t[positive, l])]
             if j in rows:
                 break
             rows[rng.integers(n_rows)] = j
-        sets.append(candidates[rows])
+        sets.append(candidates[cols.cover(rows, candidates, rng, on[:, k])])
     return sets
 
 
@@ -260,43 +270,79 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
     # and general are tried alternately until one of them gives a column
     modes = [_Columns(P, A, ratio, True), _Columns(P, A, ratio, False)] if K > 1 else \
         [_Columns(P, A, ratio, False)]
-    targets = np.arange(len(guesses)) if guesses is not None else np.arange(0)
+    state = {"guesses": guesses, "modes": modes,
+             "targets": np.arange(len(guesses)) if guesses is not None else np.arange(0)}
     start = time.perf_counter()
     n_trials, batch = 0, 0
+
+    def keep(cols, pattern):
+        """Polish a candidate pattern; keep the column if it is exact and new."""
+        if len(cols.Z) and np.max(np.mean(cols.active == pattern, axis=1)) > 0.998:
+            return False  # a column already found
+        z, misfit = cols.polish(pattern)
+        if misfit > accept or not cols.add(z, pattern):
+            return False
+        say(f"pattern columns: {len(cols.Z)} of {n_samples} after {n_trials} "
+            f"trials ({time.perf_counter() - start:.1f} s), misfit {misfit:.1e}")
+        state["modes"] = [cols]  # the signals' parametrisation is settled
+        targets, guesses = state["targets"], state["guesses"]
+        if guesses is not None and len(targets):
+            # the guess whose pattern agrees best is done; the others are
+            # orthogonal to every found c (V C = I)
+            t_g = Omega @ guesses[targets].T + bias_mean - kink > 0
+            agree = np.mean(t_g == cols.active[-1][:, None], axis=0)
+            targets = np.delete(targets, int(np.argmax(agree)))
+            state["guesses"] = _project_guesses(guesses, targets, cols.duals(), fixed)
+            state["targets"] = targets
+        return True
+
+    def from_guesses(cols):
+        """The pattern iteration of one column from each guess: the pattern
+        it predicts, the null vector over all neurons, the pattern that
+        vector fits best, until it repeats (exact from a guess that
+        mis-signs only a few neurons, e.g. the last sample, whose guess
+        is exact once the others are found)."""
+        found_any = False
+        for g in state["targets"].copy():
+            if len(cols.Z) >= n_samples or state["guesses"] is None:
+                break
+            pattern = Omega @ state["guesses"][g] + bias_mean - kink > 0
+            for _ in range(4):
+                z, misfit = cols.polish(pattern)
+                if misfit <= accept:
+                    found_any |= keep(cols, pattern)
+                    break
+                new = cols.test(z[None])[1][:, 0]
+                if np.array_equal(new, pattern):
+                    break
+                pattern = new
+        return found_any
+
+    refresh = True
     while n_trials < max_trials and time.perf_counter() - start < time_limit:
+        modes = state["modes"]
         cols = modes[batch % len(modes)]
         batch += 1
         if len(cols.Z) >= n_samples:
             break
         n_u = cols.n_unknowns
-        n_rows = n_u - 1
         if np.sum(cols.usable) < n_u + 2:
             break
-        sets = _row_sets(rng, Omega, bias_mean, kink, guesses, targets, n_rows, _BATCH,
-                         cols.usable)
+        if refresh and state["guesses"] is not None:
+            from_guesses(cols)
+            if len(cols.Z) >= n_samples:
+                break
+        sets = _row_sets(rng, Omega, bias_mean, kink, state["guesses"], state["targets"],
+                         n_u - 1, _BATCH, cols.usable, cols)
         M = cols.trial_matrices(sets)
-        Q = np.linalg.qr(np.swapaxes(M, 1, 2), mode="complete")[0]
-        Z = Q[:, :, -1]
+        Z = np.linalg.qr(np.swapaxes(M, 1, 2), mode="complete")[0][:, :, -1]
         n_trials += len(sets)
         share, patterns = cols.test(Z)
+        refresh = False
         for t in np.flatnonzero(share >= _FIT_SHARE):
-            if len(cols.Z) and np.max(np.mean(cols.active == patterns[:, t], axis=1)) > 0.998:
-                continue  # a column already found
-            z, misfit = cols.polish(patterns[:, t])
-            if misfit > accept:
-                continue
-            if cols.add(z, patterns[:, t]):
-                say(f"pattern columns: {len(cols.Z)} of {n_samples} after {n_trials} "
-                    f"trials ({time.perf_counter() - start:.1f} s), misfit {misfit:.1e}")
-                if len(modes) > 1:
-                    modes = [cols]  # the signals' parametrisation is settled
-                if guesses is not None and len(targets):
-                    # the guess whose pattern agrees best is done; the others
-                    # are orthogonal to every found c (V C = I)
-                    t_g = Omega @ guesses[targets].T + bias_mean - kink > 0
-                    agree = np.mean(t_g == cols.active[-1][:, None], axis=0)
-                    targets = np.delete(targets, int(np.argmax(agree)))
-                    guesses = _project_guesses(guesses, targets, cols.duals(), fixed)
+            refresh |= keep(cols, patterns[:, t])
+        refresh |= batch <= len(modes)  # each parametrisation once from the guesses
+    modes = state["modes"]
     cols = modes[0] if len(modes) == 1 else max(modes, key=lambda c: len(c.Z))
     C = cols.duals()
     C /= np.linalg.norm(C, axis=0)
@@ -384,7 +430,7 @@ class PatternResult:
 
 def pattern_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples, basis,
                     n_inputs, fixed=None, guesses=None, ica=None, accept=1e-8,
-                    time_limit=10.0, random_state=None, verbose=0):
+                    max_trials=10_000, random_state=None, verbose=0):
     """The batch from exact columns (see the module), in span coordinates.
 
     The trials' rows come from ``guesses`` (``(B, B)``, e.g. the smoothed
@@ -402,7 +448,7 @@ def pattern_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples, basis,
     C, _, active, n_trials = find_columns(
         P, Omega, A, activation, bias_mean, n_samples=n_samples,
         guesses=pool if len(pool) else None, fixed=fixed, accept=accept,
-        time_limit=time_limit, random_state=rng, verbose=verbose)
+        max_trials=max_trials, time_limit=np.inf, random_state=rng, verbose=verbose)
     V = None
     if C.shape[1] == n_samples or (C.shape[1] and guesses is not None):
         V = samples_from_columns(C, active, guesses, Omega, bias_mean, kink, fixed)

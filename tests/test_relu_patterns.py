@@ -73,9 +73,10 @@ nn = torch.nn
 
 
 @functools.lru_cache(maxsize=None)
-def _model(activation, weights, width, epochs=10, seed=0):
+def _model(activation, weights, width, epochs=5, seed=0):
     """A torch MLP 64 -> width -> 10 (float64) on digits: trained with Adam
-    (``"trained"``), at PyTorch's default init (``"default"``) or Gaussian
+    (``"trained"``: lr 3e-3, minibatches of 128, 98 % held-out accuracy at
+    width 512), at PyTorch's default init (``"default"``) or Gaussian
     (``"gaussian"``); and the 300 held-out digits and their labels."""
     from sklearn.datasets import load_digits
 
@@ -89,16 +90,21 @@ def _model(activation, weights, width, epochs=10, seed=0):
     act = nn.ReLU() if activation == "relu" else nn.LeakyReLU(0.01)
     model = nn.Sequential(nn.Linear(64, width), act, nn.Linear(width, 10)).double()
     if weights == "trained":
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         Xt, yt = torch.as_tensor(X[train]), torch.as_tensor(y[train])
         gen = torch.Generator().manual_seed(seed)
-        for _ in range(epochs):
-            order = torch.randperm(len(train), generator=gen)
-            for s in range(0, len(train), 64):
-                idx = order[s:s + 64]
-                opt.zero_grad()
-                nn.functional.cross_entropy(model(Xt[idx]), yt[idx]).backward()
-                opt.step()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small products: threads only contend
+        try:
+            for _ in range(epochs):
+                order = torch.randperm(len(train), generator=gen)
+                for s in range(0, len(train), 128):
+                    idx = order[s:s + 128]
+                    opt.zero_grad()
+                    nn.functional.cross_entropy(model(Xt[idx]), yt[idx]).backward()
+                    opt.step()
+        finally:
+            torch.set_num_threads(threads)
     elif weights == "gaussian":
         gaussian_reinit_(model, random_state=seed)
     return model, X[test], y[test]

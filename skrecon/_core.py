@@ -346,20 +346,24 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             say(f"search: {len(V)} of {n_samples} samples found in {found.n_starts} "
                 "starts; completing with the best rejected searches")
             V = _complete(V, found.candidates, n_samples, n, rng, scale, fixed)
-        if two_slope and found.n_found < n_samples:
+        V0, U0, residual = _finish(V, problem, fixed, piecewise, say)
+        if two_slope and residual > success:
+            # the smoothed search left samples missing, or accepted some
+            # inside the wrong activation cell: exact columns from its guesses
             pattern = pattern_samples(*problem, n_samples=n_samples, basis=basis,
-                                      n_inputs=n_inputs, fixed=fixed, guesses=V, ica=ica,
+                                      n_inputs=n_inputs, fixed=fixed, guesses=V0, ica=ica,
                                       max_trials=_PATTERN_TRIALS * n_samples,
                                       random_state=rng, verbose=verbose)
             say(f"exact columns from the search's guesses: {pattern.n_found} of "
                 f"{n_samples} in {pattern.n_trials} trials")
-            if pattern.n_found == n_samples:
-                found = SearchResult(pattern.V, _misfits(pattern.V, problem, check),
-                                     np.empty((0, n)), np.empty(0), found.n_starts)
-                V = found.V
-            elif pattern.V is not None:
-                V = pattern.V
-        V0, U0, residual = _finish(V, problem, fixed, piecewise, say)
+            if pattern.V is not None:
+                V1, U1, residual1 = _finish(pattern.V, problem, fixed, piecewise, say)
+                if residual1 < residual:
+                    V0, U0, residual = V1, U1, residual1
+                    if pattern.n_found == n_samples:
+                        found = SearchResult(V0, _misfits(V0, problem, check),
+                                             np.empty((0, n)), np.empty(0),
+                                             found.n_starts)
         report("polish")
         V, U, refinement = _joint_polish(
             V0, U0, residual, proj, problem, fixed, rows if n_rows < m else None,

@@ -46,6 +46,11 @@ _FIT_SHARE = 0.98
 _ROW_TOL = 1e-6
 # trials per batched QR
 _BATCH = 512
+# with at most this many samples left and no column found in _STALL
+# batches, _ENDGAME_POINTS points of the space where they lie are tried
+_ENDGAME = 4
+_STALL = 4
+_ENDGAME_POINTS = 128
 
 
 def two_slopes(activation):
@@ -144,7 +149,7 @@ class _Columns:
         """The found dual vectors in the units of ``P``: ``(B, n_found)``."""
         return np.linalg.solve(self.R, self.Z[:, :self.n_dims].T * self.gamma)
 
-    def add(self, z, active, cos_max=0.999):
+    def add(self, z, active, cos_max=1 - 1e-8):
         """Keep a new column; ``False`` for one already found."""
         c = z[:self.n_dims] / np.linalg.norm(z[:self.n_dims])
         for other in self.Z:
@@ -277,8 +282,9 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
 
     def keep(cols, pattern):
         """Polish a candidate pattern; keep the column if it is exact and new."""
-        if len(cols.Z) and np.max(np.mean(cols.active == pattern, axis=1)) > 0.998:
-            return False  # a column already found
+        if len(cols.Z) and np.any(np.all(cols.active == pattern, axis=1)):
+            return False  # a column already found (two samples' patterns
+            # can differ in one neuron of 512: compared exactly)
         z, misfit = cols.polish(pattern)
         if misfit > accept or not cols.add(z, pattern):
             return False
@@ -295,6 +301,51 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
             state["guesses"] = _project_guesses(guesses, targets, cols.duals(), fixed)
             state["targets"] = targets
         return True
+
+    def from_points(cols, points):
+        """:func:`from_guesses` for explicit points ``(k, B)``."""
+        for g in points:
+            if len(cols.Z) >= n_samples:
+                return
+            pattern = Omega @ g + bias_mean - kink > 0
+            for _ in range(4):
+                z, misfit = cols.polish(pattern)
+                if misfit <= accept:
+                    keep(cols, pattern)
+                    break
+                new = cols.test(z[None])[1][:, 0]
+                if np.array_equal(new, pattern):
+                    break
+                pattern = new
+
+    def endgame(cols):
+        """Few samples left: they lie in the complement of the found ``c``
+        (``V C = I``), a space of that many dimensions; points drawn in it
+        (onto the bias constraint) start one-column pattern iterations."""
+        left = n_samples - len(cols.Z)
+        if not len(cols.Z) or left > _ENDGAME:
+            return
+        Q = np.linalg.qr(cols.duals(), mode="complete")[0][:, len(cols.Z):]  # (B, left)
+        if left == 2 and fixed is not None:
+            # the samples left lie on a line of the bias constraint: every
+            # activation cell along it, once
+            e = Q.T @ fixed[0]
+            if np.linalg.norm(e) > 1e-12 * np.linalg.norm(fixed[0]):
+                p0 = Q @ (e * fixed[1] / (e @ e))
+                d = Q @ np.array([-e[1], e[0]])
+                slope = Omega @ d
+                ok = np.abs(slope) > 1e-14 * np.abs(slope).max()
+                cuts = np.sort(-(Omega[ok] @ p0 + bias_mean - kink) / slope[ok])
+                mids = np.concatenate([[cuts[0] - 1.0], (cuts[1:] + cuts[:-1]) / 2,
+                                       [cuts[-1] + 1.0]])
+                from_points(cols, p0[None] + mids[:, None] * d[None])
+                return
+        points = rng.standard_normal((_ENDGAME_POINTS, left)) @ Q.T
+        if fixed is not None:
+            dots = points @ fixed[0]
+            points = points[np.abs(dots) > 1e-8 * np.linalg.norm(fixed[0])]
+            points *= (fixed[1] / (points @ fixed[0]))[:, None]
+        from_points(cols, points)
 
     def from_guesses(cols):
         """The pattern iteration of one column from each guess: the pattern
@@ -318,7 +369,7 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
                 pattern = new
         return found_any
 
-    refresh = True
+    refresh, stalled = True, 0
     while n_trials < max_trials and time.perf_counter() - start < time_limit:
         modes = state["modes"]
         cols = modes[batch % len(modes)]
@@ -341,6 +392,9 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
         refresh = False
         for t in np.flatnonzero(share >= _FIT_SHARE):
             refresh |= keep(cols, patterns[:, t])
+        stalled = 0 if refresh else stalled + 1
+        if stalled and stalled % _STALL == 0:
+            endgame(cols)
         refresh |= batch <= len(modes)  # each parametrisation once from the guesses
     modes = state["modes"]
     cols = modes[0] if len(modes) == 1 else max(modes, key=lambda c: len(c.Z))
@@ -417,7 +471,7 @@ def samples_from_columns(C, active, guesses, Omega, bias_mean, kink, fixed):
         t = Omega @ V.T + bias_mean - kink > 0  # (m, B)
         agree = np.mean(t == active_of.T, axis=0)
         V[agree < 0.5] *= -1.0
-    return V
+    return V if np.all(np.isfinite(V)) else None
 
 
 class PatternResult:

@@ -23,6 +23,7 @@ from .decomposition import tensor_starts
 from .refine import (RefinementResult, is_piecewise_linear, levenberg_marquardt,
                      pattern_iteration, _fit_signals, _model, _slopes)
 from ._crossings import crossing_starts
+from ._relu_patterns import ica_guesses, pattern_samples, two_slopes
 from .search import (SearchResult, _Slopes, _onto_constraint, _orth, _phis, _repeats,
                      search_samples)
 
@@ -78,6 +79,13 @@ def min_neurons(n_samples, n_outputs):
     above)."""
     return max(_NEURONS_PER_SAMPLE * n_samples,
                _NEURONS_PER_UNKNOWN * (n_samples + n_outputs))
+# trials per sample of the exact-column route of a two-slope activation
+# (ReLU, leaky ReLU; DESIGN F9): before the smoothed search, and after it
+# from its guesses when it leaves samples missing (a count, not a time, so
+# that the result depends on the seed only; about 2 000 trials a second on
+# one core at B = 32 to 48)
+_PATTERN_FIRST_TRIALS = 256
+_PATTERN_TRIALS = 2048
 
 
 def _unit_scale(M, xp):
@@ -304,6 +312,14 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     n_rows = min(m, max(_MIN_SEARCH_ROWS, (_ROWS_PER_UNKNOWN if K <= 16
                                            else _ROWS_PER_UNKNOWN_WIDE) * (n + K)))
 
+    # the exact-column route of two-slope activations on exact gradients
+    two_slope = exact and m > n + K + 2 and two_slopes(activation) is not None
+    basis = np.asarray(host.scaled_basis)
+    n_inputs = basis.shape[0] - 1 if proj.has_bias else basis.shape[0]
+    ica = None
+    if two_slope:
+        ica = ica_guesses(basis, n_inputs, fixed, rng)
+
     def attempt():
         """One search of the batch and its joint polish, on a fresh row
         subset and fresh random starts."""
@@ -350,7 +366,18 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
         random_starts = more_starts if init in ("auto", "random") else None
 
-        if m > n + K and identifiable:
+        pattern = None
+        if two_slope and identifiable:
+            pattern = pattern_samples(*problem, n_samples=n_samples, basis=basis,
+                                      n_inputs=n_inputs, fixed=fixed, ica=ica,
+                                      max_trials=_PATTERN_FIRST_TRIALS * n_samples,
+                                      random_state=rng, verbose=verbose)
+            say(f"exact columns: {pattern.n_found} of {n_samples} in "
+                f"{pattern.n_trials} trials")
+        if pattern is not None and pattern.n_found == n_samples:
+            found = SearchResult(pattern.V, _misfits(pattern.V, problem, check),
+                                 np.empty((0, n)), np.empty(0), 0)
+        elif m > n + K and identifiable:
             found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
                                    starts=starts, random_starts=random_starts, fixed=fixed,
                                    rows=rows if n_rows < m else None, polish_rows=check,
@@ -369,6 +396,23 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
                 "starts; completing with the best rejected searches")
             V = _complete(V, found.candidates, n_samples, n, rng, scale, fixed)
         V0, U0, residual = _finish(V, problem, fixed, piecewise, say)
+        if two_slope and identifiable and residual > success:
+            # the smoothed search left samples missing, or accepted some
+            # inside the wrong activation cell: exact columns from its guesses
+            pattern = pattern_samples(*problem, n_samples=n_samples, basis=basis,
+                                      n_inputs=n_inputs, fixed=fixed, guesses=V0, ica=ica,
+                                      max_trials=_PATTERN_TRIALS * n_samples,
+                                      random_state=rng, verbose=verbose)
+            say(f"exact columns from the search's guesses: {pattern.n_found} of "
+                f"{n_samples} in {pattern.n_trials} trials")
+            if pattern.V is not None:
+                V1, U1, residual1 = _finish(pattern.V, problem, fixed, piecewise, say)
+                if residual1 < residual:
+                    V0, U0, residual = V1, U1, residual1
+                    if pattern.n_found == n_samples:
+                        found = SearchResult(V0, _misfits(V0, problem, check),
+                                             np.empty((0, n)), np.empty(0),
+                                             found.n_starts)
         report("polish")
         if not identifiable:  # guesses only: no polish (minutes, for nothing)
             return Bunch(V=V0, U=U0, found=np.zeros(n_samples, dtype=bool),

@@ -1,0 +1,142 @@
+"""The exact-column route of ReLU and leaky ReLU (skrecon/_relu_patterns.py,
+DESIGN F9): any weights -- trained, PyTorch's default init, Gaussian."""
+
+import functools
+import warnings
+
+import numpy as np
+import pytest
+
+from skrecon import GradientReconstructor
+from skrecon._relu_patterns import find_columns, samples_from_columns, two_slopes
+from skrecon.activations import get_activation
+from skrecon.clients import make_gradient_query
+from skrecon.datasets import load_digits_batch
+from skrecon.metrics import relative_error
+
+
+def test_two_slopes_of_the_piecewise_linear_activations():
+    assert two_slopes(get_activation("relu")) == (0.0, 1.0, 0.0)
+    assert two_slopes(get_activation("leaky_relu", negative_slope=0.2)) == (0.0, 1.0, 0.2)
+    assert two_slopes(get_activation("tanh")) is None
+    assert two_slopes(get_activation("elu")) is None
+
+
+def _span_problem(activation, B, m, seed):
+    """An exact cross-entropy query in an orthonormal span basis: ``P``,
+    ``Omega``, ``A`` and the true samples ``V`` (span coordinates) of a
+    ReLU-family layer with a constant bias."""
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((B, B))
+    Omega = rng.standard_normal((m, B)) / np.sqrt(B)
+    A = rng.standard_normal((m, 10))
+    U = rng.standard_normal((B, 10))
+    U -= U.mean(axis=1, keepdims=True)  # softmax cross-entropy: sums to 0
+    s1 = np.asarray(get_activation(activation).derivative(Omega @ V.T + 0.1, 1))
+    P = ((A @ U.T) * s1) @ V
+    return P, Omega, A, V
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_find_columns_gives_the_dual_of_the_batch(activation):
+    B = 8
+    P, Omega, A, V = _span_problem(activation, B, 600, seed=3)
+    rng = np.random.default_rng(0)
+    guesses = V + 0.3 * rng.standard_normal(V.shape)  # rough samples choose the rows
+    C, W, active, n_trials = find_columns(
+        P, Omega, A, get_activation(activation), 0.1, n_samples=B, guesses=guesses,
+        time_limit=60.0, random_state=rng)
+    assert C.shape == (B, B) and W.shape == (B, 10) and active.shape == (B, 600)
+    # each found c is, up to scale, a column of V^{-1}: V c = its sample's e_k
+    D = V @ C
+    D /= np.abs(D).max(axis=0)
+    assert np.allclose(np.sort(np.abs(D), axis=0)[:-1], 0.0, atol=1e-9)
+    assert sorted(np.argmax(np.abs(D), axis=0)) == list(range(B))
+    # and the samples follow from them
+    Vhat = samples_from_columns(C, active, None, Omega, 0.1, 0.0, None)
+    ratio = Vhat / V[np.argmax(np.abs(D), axis=0)]
+    assert np.allclose(ratio, ratio[:, :1], rtol=1e-8)
+    assert np.all(ratio[:, 0] > 0)  # the sign follows from the pattern
+
+
+def test_find_columns_stops_at_its_budget():
+    P, Omega, A, _ = _span_problem("relu", 8, 600, seed=3)
+    C, W, active, n_trials = find_columns(
+        P, Omega, A, get_activation("relu"), 0.1, n_samples=8, max_trials=512,
+        random_state=np.random.default_rng(0))
+    assert n_trials == 512
+    assert C.shape[1] == W.shape[0] == active.shape[0] <= 8
+
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+@functools.lru_cache(maxsize=None)
+def _model(activation, weights, width, epochs=5, seed=0):
+    """A torch MLP 64 -> width -> 10 (float64) on digits: trained with Adam
+    (``"trained"``: lr 3e-3, minibatches of 128, 98 % held-out accuracy at
+    width 512), at PyTorch's default init (``"default"``) or Gaussian
+    (``"gaussian"``); and the 300 held-out digits and their labels."""
+    from sklearn.datasets import load_digits
+
+    from skrecon.torch import gaussian_reinit_
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    perm = np.random.default_rng(seed).permutation(len(X))
+    test, train = perm[:300], perm[300:]
+    torch.manual_seed(seed)
+    act = nn.ReLU() if activation == "relu" else nn.LeakyReLU(0.01)
+    model = nn.Sequential(nn.Linear(64, width), act, nn.Linear(width, 10)).double()
+    if weights == "trained":
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        Xt, yt = torch.as_tensor(X[train]), torch.as_tensor(y[train])
+        gen = torch.Generator().manual_seed(seed)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small products: threads only contend
+        try:
+            for _ in range(epochs):
+                order = torch.randperm(len(train), generator=gen)
+                for s in range(0, len(train), 128):
+                    idx = order[s:s + 128]
+                    opt.zero_grad()
+                    nn.functional.cross_entropy(model(Xt[idx]), yt[idx]).backward()
+                    opt.step()
+        finally:
+            torch.set_num_threads(threads)
+    elif weights == "gaussian":
+        gaussian_reinit_(model, random_state=seed)
+    return model, X[test], y[test]
+
+
+def _digits_query(activation, weights, width, batch_size):
+    """The first-layer query of one client step on the first ``batch_size``
+    held-out digits."""
+    from skrecon.torch import first_layer_query
+
+    model, X, y = _model(activation, weights, width)
+    batch, labels = X[:batch_size], y[:batch_size]
+    model.zero_grad()
+    nn.functional.cross_entropy(model(torch.as_tensor(batch)),
+                                torch.as_tensor(labels)).backward()
+    return first_layer_query(model), batch, labels
+
+
+@pytest.mark.parametrize("activation, weights, width, batch_size", [
+    ("relu", "trained", 256, 8),
+    ("leaky_relu", "trained", 512, 16),
+    ("relu", "default", 512, 8),
+])
+def test_relu_batch_is_exact_at_any_weights(activation, weights, width, batch_size):
+    q, batch, labels = _digits_query(activation, weights, width, batch_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rec = GradientReconstructor(activation=activation, bias=True,
+                                    loss="cross_entropy", random_state=0)
+        rec.fit(q.grad, weights=q.weights, output_weights=q.output_weights)
+    errors, perm = relative_error(batch, rec.samples_)
+    assert np.all(perm >= 0)
+    assert np.max(errors) < 1e-6
+    assert rec.n_found_ == batch_size
+    assert np.array_equal(np.asarray(rec.labels_)[perm], labels)

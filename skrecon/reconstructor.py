@@ -20,6 +20,7 @@ from .refine import is_piecewise_linear
 from ._progress import ProgressLine
 from ._threads import blas_threads
 from .moments import MomentTensorTransformer
+from ._identifiability import moment_weights, sign_and_scale, unresolved_samples
 from ._labels import infer_labels
 from .blind import cocktail_party
 from .exceptions import BlindFitWarning, IdentifiabilityWarning
@@ -428,28 +429,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         n = V.shape[0]
         x_aug = (V @ to_host(proj.scaled_basis).T) / proj.column_scale
         samples = x_aug[:, :-1] / x_aug[:, -1:] if self.bias else x_aug
-        even = _has_even_derivative(activation)
-        sign_ok = np.full(n, bool(self.bias) or not even)
-        scale_ok = np.full(n, bool(self.bias) or not activation.scale_free)
-        if not self.bias and even:
-            # convention: each sample's coordinates sum to >= 0
-            flip = np.where(samples.sum(axis=1) < 0, -1.0, 1.0)
-            samples, U = samples * flip[:, None], U * flip[:, None]
-            warnings.warn(
-                f"The sign of each sample is not identifiable: activation "
-                f"{activation.name!r} has an even derivative and the first layer "
-                "has no bias, so (x_i, u_i) and (-x_i, -u_i) give the same "
-                "gradient. Samples are returned with non-negative coordinate sums; "
-                "sign_identified_ is False.", IdentifiabilityWarning)
-        if not self.bias and activation.scale_free:
-            norms = np.linalg.norm(samples, axis=1)
-            samples, U = samples / norms[:, None], U * norms[:, None]
-            warnings.warn(
-                f"The norm of each sample is not identifiable: activation "
-                f"{activation.name!r} has a scale-free derivative and the first "
-                "layer has no bias, so (x_i, u_i) and (c x_i, u_i / c) give the "
-                "same gradient. Samples are returned with unit norm; "
-                "scale_identified_ is False.", IdentifiabilityWarning)
+        samples, U, sign_ok, scale_ok = sign_and_scale(samples, U, activation,
+                                                       self.bias)
         # a canonical order: by the projection on a fixed direction, so that
         # it does not depend on which search (or which library) found them
         direction = np.random.default_rng(0).standard_normal(samples.shape[1])
@@ -458,7 +439,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         found, misfits = result.found[order], result.misfits[order]
         unresolved = np.zeros(n, dtype=bool)
         if not self.bias and not activation.scale_free:
-            norm_weak, unresolved = self._unresolved(activation, samples, to_host(W))
+            precision = max(1e3 * np.finfo(self.moments_._precision).eps,
+                            10 * self.moments_.noise_level_)
+            norm_weak, unresolved = unresolved_samples(activation, samples, to_host(W),
+                                                       precision)
             scale_ok &= ~norm_weak
             found = found & ~unresolved
         shown = self.moments_._shown_batch_size or n
@@ -495,7 +479,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.labels_ = (None if labels is None
                         else from_host(labels, xp, device, dtype=xp.int64))
         self.gradient_residual_ = self._gradient_residual(X, W, A)
-        self._check_moment_weights(activation, proj, samples)
+        weights = moment_weights(activation, samples, proj, order=self.order_,
+                                 bias=self.bias, bias_std=self.moments_.bias_std_,
+                                 bias_mean=self.moments_.bias_mean_)
+        self.moment_weights_ = from_host(weights, xp, device, dtype=dtype)
         if not result.identifiable:
             m, K = result.n_live_neurons, proj.A.shape[1]
             warnings.warn(
@@ -603,84 +590,6 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "model that does not match the query). Try a larger max_starts, pass "
                 "batch_size, or check activation, bias and output_weights.",
                 ConvergenceWarning)
-
-    def _unresolved(self, activation, samples, W):
-        """Samples the gradient resolves no better than its precision
-        (without a bias), warned about: ``(norm, sample)``, bool ``(B,)``.
-
-        Without a bias a sample shows only through the shape of
-        ``sigma'(t)``, ``t = W x_i`` over the neurons. Where ``sigma'`` is
-        affine in ``t`` on the sample to within 1000 x the gradient's
-        precision (or 10 x its noise level) its term is a quadratic form
-        that any rotation of the samples reproduces: neither its direction
-        nor its norm is resolved (softplus at 0.03 of unit scale in float32
-        came back at cosines down to 0.75, every row flagged found). Its norm
-        alone is unresolved where
-        scaling it, ``t sigma''(t)`` against ``sigma'(t)``, changes the
-        gradient by less (a float32 tanh sample at 1e-3 of the others' scale
-        came back 4.8 times too long).
-        """
-        t = W @ samples.T  # (m, B) pre-activations
-        slope = activation.derivative(t, 1)
-        centred_t = t - t.mean(axis=0)
-        centred_s = slope - slope.mean(axis=0)
-        with np.errstate(all="ignore"):
-            beta = np.sum(centred_t * centred_s, axis=0) / np.sum(centred_t**2, axis=0)
-            size = np.linalg.norm(slope, axis=0)
-            affine = np.linalg.norm(centred_s - np.nan_to_num(beta) * centred_t,
-                                    axis=0) / size
-            curvature = np.linalg.norm(t * activation.derivative(t, 2), axis=0) / size
-        # (sigma' = 0 on every neuron: no verdict)
-        affine, curvature = (np.nan_to_num(r, nan=np.inf) for r in (affine, curvature))
-        precision = max(1e3 * np.finfo(self.moments_._precision).eps,
-                        10 * self.moments_.noise_level_)
-        sample = affine < precision
-        norm = sample | (curvature < precision)
-        if np.any(sample):
-            warnings.warn(
-                f"Sample(s) {np.flatnonzero(sample).tolist()} are not resolved: "
-                f"activation {activation.name!r} is affine on their pre-activations "
-                f"to within the gradient's precision (relative departure "
-                f"{affine[sample].min():.2g} < {precision:.2g}), and without a bias "
-                "an affine slope leaves their direction and norm undetermined "
-                "(found_ and scale_identified_ are False for them).",
-                IdentifiabilityWarning)
-        if np.any(norm & ~sample):
-            weak = norm & ~sample
-            warnings.warn(
-                f"The norm of sample(s) {np.flatnonzero(weak).tolist()} is not "
-                f"resolved: their pre-activations are so small that activation "
-                f"{activation.name!r} is linear on them to within the gradient's "
-                f"precision (curvature ratio {curvature[weak].min():.2g} < "
-                f"{precision:.2g}), and without a bias only the curvature fixes "
-                "a norm. Their directions stand; their norms may be far off "
-                "(scale_identified_ is False for them).", IdentifiabilityWarning)
-        return norm, sample
-
-    def _check_moment_weights(self, activation, proj, samples=None):
-        """mu_order at each recovered sample (host ``samples``, by default
-        ``samples_``): a vanishing one is reported."""
-        if samples is None:
-            samples = to_host(self.samples_)
-        x_aug = np.hstack([samples, np.ones((len(samples), 1))]) if self.bias else samples
-        scaled = x_aug * proj.column_scale
-        n_in = proj.hermite_basis.shape[0]
-        tau = np.linalg.norm(scaled[:, :n_in], axis=1)
-        if self.moments_.bias_std_ > 0:
-            tau = np.sqrt(tau**2 + self.moments_.bias_std_**2)
-        tau = np.maximum(tau, 1e-12)
-        order = self.order_
-        weights = activation.mu(order, tau, self.moments_.bias_mean_) * tau ** (order - 1)
-        xp, device = get_namespace(self.samples_)
-        self.moment_weights_ = from_host(weights, xp, device, dtype=self.samples_.dtype)
-        scale = np.max(np.abs(activation.mu(1, tau, self.moments_.bias_mean_)))
-        small = np.flatnonzero(np.abs(weights) < 1e-3 * scale)
-        if small.size:
-            warnings.warn(
-                f"mu_{order} nearly vanishes at the recovered norm of sample(s) "
-                f"{small.tolist()} (activation {activation.name!r}): their weight "
-                "in the moment tensor is ~0, so the tensor step cannot see them; "
-                "check them against gradient_residual_.", IdentifiabilityWarning)
 
     def _labels(self, U, sign_known, found):
         """Labels from the host signals ``U`` (B, K), or ``None`` (with a
@@ -1023,15 +932,6 @@ def _listing(values):
     """``"1.1e-06, 2.2e-06 and 3e-05"``: values for a message."""
     text = [f"{v:.2g}" for v in values]
     return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
-
-
-def _has_even_derivative(activation):
-    """Whether ``sigma'`` is even (its declared flag, or checked on a grid)."""
-    if activation.even_derivative is not None:
-        return bool(activation.even_derivative)
-    t = np.linspace(0.05, 4.0, 40)
-    d = activation.derivative(t, 1)
-    return bool(np.allclose(d, activation.derivative(-t, 1), rtol=1e-9, atol=1e-12))
 
 
 def _r2(residual, X, xp, row_weights=None):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from skrecon import GradientReconstructor
+from skrecon._identifiability import moment_weights
 from skrecon.activations import ACTIVATIONS, Activation
 from skrecon.clients import make_gradient_query
 from skrecon.datasets import load_digits_batch
@@ -119,5 +120,9 @@ def test_a_sample_whose_moment_weight_vanishes_is_reported():
     with pytest.warns(IdentifiabilityWarning, match=re.escape(
             f"mu_3 nearly vanishes at the recovered norm of sample(s) [{weakest}] "
             "(activation 'tanh')")):
-        rec._check_moment_weights(fake, proj)
-    assert rec.moment_weights_[weakest] == 0
+        weights = moment_weights(fake, np.asarray(rec.samples_), proj, order=3,
+                                 bias=True, bias_std=rec.moments_.bias_std_,
+                                 bias_mean=rec.moments_.bias_mean_)
+    assert weights[weakest] == 0
+    np.testing.assert_allclose(np.delete(weights, weakest),
+                               np.delete(rec.moment_weights_, weakest), rtol=1e-12)

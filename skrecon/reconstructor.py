@@ -431,6 +431,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         samples = x_aug[:, :-1] / x_aug[:, -1:] if self.bias else x_aug
         samples, U, sign_ok, scale_ok = sign_and_scale(samples, U, activation,
                                                        self.bias)
+        if not self.bias:
+            _warn_constant_column(samples)
         # a canonical order: by the projection on a fixed direction, so that
         # it does not depend on which search (or which library) found them
         direction = np.random.default_rng(0).standard_normal(samples.shape[1])
@@ -932,6 +934,26 @@ def _listing(values):
     """``"1.1e-06, 2.2e-06 and 3e-05"``: values for a message."""
     text = [f"{v:.2g}" for v in values]
     return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
+
+
+def _warn_constant_column(samples):
+    """With ``bias=False``, a last coordinate of the same magnitude in every
+    recovered sample is the bias input: say so. (A bias spread like the
+    weights, as PyTorch's default init draws it, passes the check before the
+    fit; the samples then come back with a constant extra column.)"""
+    if samples.shape[0] < 2 or samples.shape[1] < 2:
+        return
+    last = np.abs(samples[:, -1])
+    scale = np.max(np.abs(samples))
+    if last.min() > 1e-3 * scale and np.ptp(last) <= 1e-6 * last.max():
+        warnings.warn(
+            f"The last coordinate of every recovered sample has the same "
+            f"magnitude ({last.max():.6g}, relative spread "
+            f"{np.ptp(last) / last.max():.1g}): it looks like the constant input "
+            "of the first layer's bias, which bias=False reads as a feature. Did "
+            "you mean bias=True? (From a GradientQuery q: GradientReconstructor("
+            "**q.estimator_params).fit(q.grad, **q.fit_params).)",
+            IdentifiabilityWarning)
 
 
 def _r2(residual, X, xp, row_weights=None):

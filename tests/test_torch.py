@@ -522,3 +522,22 @@ def test_labels_from_output_layer_refuses_meaningless_inputs(digits):
         p.grad.zero_()
     with pytest.raises(ValueError, match="The gradient of the output layer '4' is zero"):
         sktorch.labels_from_output_layer(model, batch)
+
+
+def test_a_bias_spread_like_the_weights_is_named_after_the_fit(digits):
+    """PyTorch's default init draws the bias like the weights: the check
+    before the fit cannot tell it from an input, but the samples come back
+    with a constant last coordinate, and the fit says what it is."""
+    batch, labels = digits
+    torch.manual_seed(0)
+    model = _two_layer(1024)
+    q = first_layer_query(_client_step(model, batch, labels))
+    with pytest.warns(IdentifiabilityWarning, match=re.escape(
+            "it looks like the constant input of the first layer's bias, which "
+            "bias=False reads as a feature. Did you mean bias=True?")):
+        rec = GradientReconstructor(random_state=0).fit(q.grad, **q.fit_params)
+    assert rec.samples_.shape == (len(batch), 65)
+    rec = GradientReconstructor(**q.estimator_params, random_state=0).fit(
+        q.grad, **q.fit_params)
+    errors, _ = relative_error(batch, rec.samples_)
+    assert errors.max() < 1e-6

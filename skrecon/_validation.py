@@ -97,6 +97,16 @@ def _check_bias_column(estimator, W, xp):
         "q.grad, **q.fit_params) sets it.)")
 
 
+def _transposed_hint(x_shape, a_shape):
+    """Where ``output_weights`` has as many rows as ``X`` has columns, the
+    likelier mistake is a transposed gradient: say so."""
+    if len(a_shape) == 2 and len(x_shape) == 2 and a_shape[0] == x_shape[1] != x_shape[0]:
+        return (f" X has {x_shape[1]} columns, as many as output_weights has rows: "
+                "are X and weights transposed? The gradient is (n_neurons, "
+                "n_inputs), one row per neuron, as torch's weight.grad is.")
+    return ""
+
+
 def check_query(estimator, X, weights, output_weights, *, reset, require_weights=True):
     """Validate a gradient query and return float64 arrays ``(X, W, A)``.
 
@@ -183,7 +193,7 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
                 f"output_weights has shape {np.shape(output_weights)} but the "
                 f"gradient X has shape {X.shape}: output_weights must be "
                 "(n_neurons, n_outputs) or (n_neurons,), one row per neuron."
-            )
+                + _transposed_hint(X.shape, A.shape))
         _check_finite("output_weights", A)
         if not np.any(A):
             raise ValueError(
@@ -267,7 +277,8 @@ def _check_query_xp(estimator, X, weights, output_weights, *, reset, require_wei
         raise ValueError(
             f"output_weights has shape {tuple(output_weights.shape)} but the "
             f"gradient X has shape {tuple(X.shape)}: output_weights must be "
-            "(n_neurons, n_outputs) or (n_neurons,), one row per neuron.")
+            "(n_neurons, n_outputs) or (n_neurons,), one row per neuron."
+            + _transposed_hint(tuple(X.shape), tuple(A.shape)))
     _check_finite("output_weights", A, xp)
     if not bool(xp.any(A != 0)):
         raise ValueError(

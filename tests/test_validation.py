@@ -61,3 +61,17 @@ def test_one_dimensional_x_says_reshape():
             "got shape (3,). Reshape your data: pass the first layer's weight "
             "gradient as it is shaped")):
         rec.fit(np.ones(3))
+
+
+def test_a_transposed_gradient_is_named():
+    from skrecon import GradientReconstructor
+    from skrecon.clients import make_gradient_query
+    from skrecon.datasets import load_digits_batch
+
+    batch, _ = load_digits_batch(4, random_state=0)
+    q = make_gradient_query(batch, n_neurons=300, random_state=0)
+    with pytest.raises(ValueError, match=re.escape(
+            "X has 300 columns, as many as output_weights has rows: are X and "
+            "weights transposed?")):
+        GradientReconstructor(bias=True).fit(q.grad.T, weights=q.weights.T,
+                                             output_weights=q.output_weights)

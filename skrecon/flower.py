@@ -255,7 +255,9 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
     state = model.state_dict()
     keys = list(state)
     sent = as_arrays(sent, keys, "sent")
-    if _several_clients(returned):
+    several = _several_clients(returned)
+    n_clients = len(returned) if several else 1
+    if several:
         returned = _aggregate(sent, returned, keys, client_weights)
     elif client_weights is not None:
         raise ValueError(
@@ -318,7 +320,10 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
             "in FedAvg, or weight decay). For several local SGD steps use "
             "skrecon.fedavg.reconstruct_update, which simulates them given the "
             "client's learning_rate, n_samples (num_examples), batch_size and "
-            "epochs.")
+            "epochs."
+            + (f" For an aggregate of {n_clients} clients' one-step updates, "
+               "batch_size is the total over the clients (the sum of their "
+               "num_examples)." if n_clients > 1 else ""))
     return query
 
 

@@ -144,6 +144,11 @@ def test_an_aggregate_of_clients_is_one_bigger_batch(server):
     with pytest.raises(ValueError, match=re.escape(
             "client_weights was given, but returned is one parameter set")):
         update_query(server, sent, fedavg, learning_rate=LR, client_weights=[1, 2, 3])
+    # one client's batch size for the aggregate: the error says it is the total
+    with pytest.raises(ValueError, match=re.escape(
+            "For an aggregate of 3 clients' one-step updates, batch_size is the "
+            "total over the clients (the sum of their num_examples).")):
+        update_query(server, sent, returns, learning_rate=LR, batch_size=4)
 
 
 def test_the_three_kinds_of_client_return_the_same_update(digits, server):

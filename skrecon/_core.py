@@ -71,6 +71,13 @@ _ROUNDOFF_NOISE = 100
 _FLOAT32_PRECISION = 1e-4
 _FLOAT64_PRECISION = 1e-6
 _ERROR_PER_ROOT_MISFIT = {np.dtype(np.float32): 30.0, np.dtype(np.float64): 10.0}
+# trials per sample of the exact-column route of a two-slope activation
+# (ReLU, leaky ReLU; DESIGN F9): before the smoothed search, and after it
+# from its guesses when it leaves samples missing (a count, not a time, so
+# that the result depends on the seed only; about 2 000 trials a second on
+# one core at B = 32 to 48)
+_PATTERN_FIRST_TRIALS = 256
+_PATTERN_TRIALS = 2048
 
 
 def min_neurons(n_samples, n_outputs):
@@ -79,13 +86,6 @@ def min_neurons(n_samples, n_outputs):
     above)."""
     return max(_NEURONS_PER_SAMPLE * n_samples,
                _NEURONS_PER_UNKNOWN * (n_samples + n_outputs))
-# trials per sample of the exact-column route of a two-slope activation
-# (ReLU, leaky ReLU; DESIGN F9): before the smoothed search, and after it
-# from its guesses when it leaves samples missing (a count, not a time, so
-# that the result depends on the seed only; about 2 000 trials a second on
-# one core at B = 32 to 48)
-_PATTERN_FIRST_TRIALS = 256
-_PATTERN_TRIALS = 2048
 
 
 def _unit_scale(M, xp):
@@ -317,7 +317,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     basis = np.asarray(host.scaled_basis)
     n_inputs = basis.shape[0] - 1 if proj.has_bias else basis.shape[0]
     ica = None
-    if two_slope:
+    if two_slope and identifiable:
         ica = ica_guesses(basis, n_inputs, fixed, rng)
 
     def attempt():

@@ -44,6 +44,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ._fedavg_start import (LABEL_MARGIN, assign_steps, interpolated, one_hot,
                             search_start, soft_targets, span, span_coordinates,
                             trajectory)
+from ._optional import import_optional
 from ._parameters import as_arrays, check_pair
 from ._unroll import (Schedule, Unknowns, flat_parameters,
                       levenberg_marquardt, memberships, mlp_layers, simulate)
@@ -52,7 +53,6 @@ from .exceptions import BatchSizeWarning
 
 __all__ = ["UpdateReconstruction", "reconstruct_update"]
 
-_TORCH_HINT = 'pip install "skrecon[torch]"'
 # one-hot targets where the label leads by 0.5, then all soft
 _LABEL_MARGINS = (LABEL_MARGIN, np.inf)
 # polishes with an order re-assigned from the simulated trajectory
@@ -63,16 +63,6 @@ _HYPERPARAMETERS = (
     "reply), batch_size (its mini-batch size, e.g. config['batch_size']; equal to "
     "n_samples for full-batch steps), epochs (its local epochs, e.g. "
     "config['local_epochs']), and momentum and weight_decay when it used them")
-
-
-def _import_torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - exercised without torch
-        raise ImportError(
-            "skrecon.fedavg.reconstruct_update needs PyTorch, which is not "
-            f"installed. Install the optional extra: {_TORCH_HINT}") from exc
-    return torch
 
 
 @dataclass(frozen=True)
@@ -340,7 +330,8 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
     >>> bool(errors.max() < 1e-8), res.labels[match].tolist()
     (True, [0, 2, 1])
     """
-    torch = _import_torch()
+    torch = import_optional("torch", feature="skrecon.fedavg.reconstruct_update",
+                            package="PyTorch", extra="torch")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     threads = torch.get_num_threads()

@@ -42,36 +42,21 @@ from collections.abc import Mapping
 import numpy as np
 from sklearn.utils import Bunch
 
+from ._optional import import_optional
 from ._parameters import as_arrays, check_pair
 from .moments import estimate_batch_size
 from .torch import first_layer_query
 
 __all__ = ["update_query", "client_update"]
 
-_FLOWER_HINT = 'pip install "skrecon[flower]"'
 # an update less than this many times the round-off of the parameters
 # (eps ||θ|| / lr) gives a gradient with errors above 1 %: warned
 _MIN_UPDATE_DIGITS = 100
 
 
 def _import_torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - exercised without torch
-        raise ImportError(
-            "skrecon.flower.update_query needs PyTorch, which is not installed. "
-            'Install the optional extra: pip install "skrecon[torch]"') from exc
-    return torch
-
-
-def _import_flwr():
-    try:
-        import flwr  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - exercised without flwr
-        raise ImportError(
-            "skrecon.flower.client_update needs Flower (flwr), which is not "
-            f"installed. Install the optional extra: {_FLOWER_HINT}") from exc
-    return flwr
+    return import_optional("torch", feature="skrecon.flower.update_query",
+                           package="PyTorch", extra="torch")
 
 
 def _several_clients(returned):
@@ -430,7 +415,8 @@ def client_update(client, parameters, *, config=None, node_id=1):
     >>> out.parameters, out.num_examples, out.metrics
     ([array([0.5, 0.5])], 3, {'done': 1})
     """
-    _import_flwr()
+    import_optional("flwr", feature="skrecon.flower.client_update",
+                    package="Flower (flwr)", extra="flower")
     from flwr.app import (DEFAULT_TTL, ArrayRecord, ConfigRecord, Context,
                           Message, Metadata, RecordDict)
     from flwr.common import (FitIns, MessageType, ndarrays_to_parameters,

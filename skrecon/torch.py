@@ -27,23 +27,17 @@ import warnings
 import numpy as np
 
 from ._labels import looks_like_cross_entropy
+from ._optional import import_optional
 
 __all__ = ["first_layer_query", "gaussian_reinit_", "full_model_gradient",
            "labels_from_output_layer"]
 
-_INSTALL_HINT = 'pip install "skrecon[torch]"'
-
 
 def _import_torch():
     """Import PyTorch, or raise an ImportError that says how to install it."""
-    try:
-        import torch  # absolute import: the real PyTorch, not this module
-    except ImportError as exc:  # pragma: no cover - exercised without torch
-        raise ImportError(
-            "skrecon.torch needs PyTorch, which is not installed. Install the "
-            f"optional extra: {_INSTALL_HINT}"
-        ) from exc
-    return torch
+    # an absolute import: the real PyTorch, not this module
+    return import_optional("torch", feature="skrecon.torch", package="PyTorch",
+                           extra="torch")
 
 
 def _check_module(torch, model):

@@ -146,7 +146,7 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
 
     Returns
     -------
-    query : skrecon.clients.GradientQuery
+    query : skrecon.query.GradientQuery
         As :func:`skrecon.torch.first_layer_query` returns it: ``grad``
         (ndarray of shape ``(m, d)``, or ``(m, d + 1)`` with the bias
         gradient last: ``(sent - returned) / learning_rate``), ``weights``

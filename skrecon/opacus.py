@@ -137,7 +137,7 @@ def private_step(model, batch, targets, *, noise_multiplier, max_grad_norm=1.0,
     Returns
     -------
     result : :class:`~sklearn.utils.Bunch`
-        ``query`` (:class:`~skrecon.clients.GradientQuery`,
+        ``query`` (:class:`~skrecon.query.GradientQuery`,
         :func:`skrecon.flower.update_query` of the update: ``query.grad``,
         ``query.fit_params`` ...),
         ``sent`` and ``returned`` (lists of ndarray, in ``state_dict``

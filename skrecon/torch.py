@@ -27,7 +27,9 @@ import warnings
 import numpy as np
 
 from ._labels import looks_like_cross_entropy
+from ._mlp import check_positive_float
 from ._optional import import_optional
+from .query import GradientQuery
 
 __all__ = ["first_layer_query", "gaussian_reinit_", "full_model_gradient",
            "labels_from_output_layer"]
@@ -237,7 +239,7 @@ def first_layer_query(model, *, first="auto", second="auto"):
 
     Returns
     -------
-    query : skrecon.clients.GradientQuery
+    query : skrecon.query.GradientQuery
         The query type of :func:`skrecon.clients.make_gradient_query`, so
         that ``rec.fit(q.grad, **q.fit_params)`` works for both:
 
@@ -324,8 +326,6 @@ def first_layer_query(model, *, first="auto", second="auto"):
         grad = _to_numpy(torch, torch.cat([g.detach() for g in grads], dim=1))
         W = _to_numpy(torch, torch.cat([w.detach() for w in weights], dim=1))
         A = _to_numpy(torch, lin2.weight.T)
-    from .clients import GradientQuery
-
     n_in = lin1.in_features
     bias_mode, bias_std = "none", 0.0
     if has_bias:
@@ -359,11 +359,9 @@ def _torch_seed(random_state):
 
 def _check_std(value, name, default, *, allow_zero=False):
     """A standard deviation: ``None`` means ``default``; else as the client checks it."""
-    from .clients import _check_positive_float
-
     if value is None:
         return float(default)
-    return _check_positive_float(value, name, allow_zero=allow_zero)
+    return check_positive_float(value, name, allow_zero=allow_zero)
 
 
 def gaussian_reinit_(model, *, weight_std=None, bias_std=0.5, output_std=None,

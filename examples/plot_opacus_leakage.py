@@ -13,8 +13,10 @@ guarantee?
 multiplier: the server draws a random first layer, the client takes one
 DP-SGD step with Opacus's ``PrivacyEngine``, and skrecon attacks the update.
 Next to the matched cosine, PSNR and label accuracy it reports Opacus's own
-``epsilon`` (its RDP accountant, ``delta = 1e-5``). It needs Opacus
-(``pip install "skrecon[opacus]"``).
+``epsilon`` (its RDP accountant, ``delta = 1e-5``), in the table schema of
+every skrecon leakage curve (:func:`skrecon.evaluation.leakage_curve`):
+the defence is Opacus's ``PrivacyEngine``, its ``strength`` the noise
+multiplier. It needs Opacus (``pip install "skrecon[opacus]"``).
 """
 
 # %%
@@ -33,6 +35,7 @@ from torch import nn
 from skrecon import GradientReconstructor
 from skrecon.datasets import load_digits_batch
 from skrecon.opacus import leakage_curve
+from skrecon.plotting import plot_leakage_curve
 
 batch, labels = load_digits_batch(8, random_state=0)
 model = nn.Sequential(nn.Linear(64, 2048), nn.Tanh(), nn.Linear(2048, 10)).double()
@@ -55,7 +58,7 @@ table = leakage_curve(model, batch, labels, noise_multipliers, max_grad_norm=1.0
 print(f"{'sigma':>6} {'epsilon':>9} {'cosine':>7} {'PSNR dB':>8} {'labels':>7}")
 summary = []
 for sigma in noise_multipliers:
-    rows = table["noise_multiplier"] == sigma
+    rows = table["strength"] == sigma
     eps = table["epsilon"][rows][0]
     cosine = np.nanmedian(table["cosine"][rows])
     psnr = np.nanmedian(table["psnr"][rows])
@@ -71,17 +74,25 @@ for sigma in noise_multipliers:
 # the noise on the first layer's gradient is of the order of its signal
 # (the noise is the same on each of the ``m (d + 1)`` entries, the clipped
 # signal is not), and the reconstruction falls apart.
-finite = [s for s in summary if np.isfinite(s[1])]
+# :func:`~skrecon.plotting.plot_leakage_curve` draws the median matched
+# cosine against epsilon (the band: its interquartile range over the eight
+# samples), from the rows with noise; the share of labels recovered is
+# drawn beside it from the summary above.
+noisy = {key: column[table["strength"] > 0] for key, column in table.items()}
 fig, ax = plt.subplots(figsize=(6, 3.8))
+plot_leakage_curve(noisy, metric="cosine", x="epsilon", ax=ax,
+                   label="median matched cosine")
+drawn_eps, drawn_cosine = ax.lines[0].get_data()
+finite = [s for s in summary if np.isfinite(s[1])]
 eps = np.array([s[1] for s in finite])
-ax.semilogx(eps, [s[2] for s in finite], "o-", label="median matched cosine")
-ax.semilogx(eps, [s[4] for s in finite], "s--", label="labels recovered")
+ax.plot(eps, [s[4] for s in finite], "s--", color="C1", label="labels recovered")
 right = eps.max() * 30
 ax.plot([right], [summary[0][2]], "o", color="C0")
 ax.plot([right], [summary[0][4]], "s", color="C1")
 ax.annotate("clipping only\n(epsilon = inf)", (right, summary[0][2]),
             textcoords="offset points", xytext=(-40, -35), fontsize=8)
-for sigma, e, c, _, _ in finite:
+for e, c in zip(drawn_eps, drawn_cosine):
+    sigma = noisy["strength"][noisy["epsilon"] == e][0]
     ax.annotate(f"sigma={sigma:g}", (e, c), textcoords="offset points",
                 xytext=(4, 6), fontsize=8)
 ax.set_xlabel("Opacus epsilon (RDP, delta = 1e-5), one step")

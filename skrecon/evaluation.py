@@ -11,75 +11,37 @@ seed, true sample) - that ``pandas.DataFrame(table)`` reads directly and
 :func:`skrecon.plotting.plot_leakage_curve` draws.
 """
 
-import time
-import warnings
+from functools import partial
 from numbers import Integral
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.utils.parallel import Parallel, delayed
 
+from ._harness import check_grid, empty_row, fit_quietly, run_trials, score, seeded_attack
 from .clients import make_gradient_query
-from .metrics import reconstruction_report
 from .reconstructor import GradientReconstructor
 
 __all__ = ["leakage_curve", "leakage_grid"]
 
-_COLUMNS = ("defense", "parameter", "strength", "seed", "batch_size", "sample",
-            "cosine", "relative_error", "psnr", "gradient_residual", "batch_size_found",
-            "converged", "fit_time", "status")
-# the columns that hold one value per trial, and the per-sample metrics
-_TRIAL_COLUMNS = ("gradient_residual", "batch_size_found", "converged", "fit_time",
-                  "status")
-_SAMPLE_COLUMNS = ("cosine", "relative_error", "psnr")
 
-
-def _one_trial(batch, defense, parameter, strength, seed, reconstructor,
+def _one_trial(defense, parameter, strength, seed, batch, *, reconstructor,
                query_params, data_range):
     """Query, defend, attack and score once; never raises a ValueError."""
     query = make_gradient_query(batch, random_state=seed, **query_params)
     defended = clone(defense).set_params(**{parameter: strength})
     if "random_state" in defended.get_params():
         defended.set_params(random_state=seed)
-    attack = clone(reconstructor)
-    if attack.random_state is None:
-        attack.set_params(random_state=seed)
-    n = batch.shape[0]
-    row = {"cosine": np.full(n, np.nan), "relative_error": np.full(n, np.nan),
-           "psnr": np.full(n, np.nan), "gradient_residual": np.nan,
-           "batch_size_found": -1, "converged": False, "status": "ok"}
-    start = time.perf_counter()
+    attack = seeded_attack(reconstructor, seed)
+    row = empty_row(len(batch))
     try:
         grad = defended.fit_transform(query.grad)
-        with warnings.catch_warnings():
-            # the table records the outcome; warnings of the grid's
-            # deliberately broken gradients would only be noise here
-            warnings.simplefilter("ignore")
-            attack.fit(grad, **query.fit_params)
     except ValueError as exc:
         row["status"] = f"{type(exc).__name__}: {exc}"
-    else:
-        report = reconstruction_report(batch, attack.samples_, data_range=data_range,
-                                       sign_invariant=not attack.sign_identified_.all())
-        row.update(cosine=report.cosine, relative_error=report.relative_error,
-                   psnr=report.get("psnr", row["psnr"]), gradient_residual=attack.gradient_residual_,
-                   batch_size_found=attack.batch_size_, converged=attack.converged_)
-    row["fit_time"] = time.perf_counter() - start
+        return row
+    if fit_quietly(row, attack, grad, query.fit_params):
+        labels = query.targets if query.loss == "cross_entropy" else None
+        score(row, batch, attack, labels=labels, data_range=data_range)
     return row
-
-
-def _grid(values, seeds, name):
-    """``(values, seeds)`` of a leakage grid as lists (floats, as given);
-    a clear error when either is not a non-empty sequence of numbers."""
-    try:
-        values = [float(s) for s in values]
-        seeds = list(seeds)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{name} and seeds must be sequences of numbers ({exc}).") from exc
-    if not values or not seeds:
-        raise ValueError(f"{name} and seeds must each hold at least one value.")
-    return values, seeds
 
 
 def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
@@ -129,17 +91,39 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
     table : dict of str to ndarray of shape (n_rows,)
         One row per (strength, seed, true sample), ``n_rows =
         len(strengths) * len(seeds) * batch_size``, in that nesting order.
-        Columns: ``defense`` (str, the defence's class name), ``parameter``
-        (str), ``strength`` (float), ``seed`` (int), ``batch_size`` (int,
-        the batch's rows), ``sample`` (int, row of ``batch``), ``cosine`` (matched cosine, in [-1, 1]; matched by the
-        absolute cosine when the attack cannot identify signs),
-        ``relative_error`` (``||x_hat - x|| / ||x||``), ``psnr`` (dB),
-        ``gradient_residual`` (the attack's relative gradient residual),
-        ``batch_size_found`` (int, the attack's batch size, ``-1`` when it
-        failed), ``converged`` (bool, the attack's ``converged_``), ``fit_time`` (seconds for defence and attack) and ``status``
-        (``"ok"`` or the ``ValueError`` the attack raised). A sample the
-        attack did not recover (it found fewer samples, or failed) has NaN
-        metrics. ``pandas.DataFrame(table)`` makes a data frame of it.
+        The columns, in this order (the one schema of skrecon's leakage
+        tables, :func:`skrecon.opacus.leakage_curve`'s too):
+
+        - ``defense`` (str): the defence's class name;
+        - ``parameter`` (str): the name of its strength parameter;
+        - ``strength`` (float): the parameter's value;
+        - ``epsilon``, ``delta`` (float): the privacy guarantee of a
+          DP-SGD step (:func:`skrecon.opacus.leakage_curve`); NaN here,
+          where the defence has no accountant;
+        - ``seed`` (int);
+        - ``batch_size`` (int): the batch's rows;
+        - ``sample`` (int): the row of ``batch``;
+        - ``cosine`` (float in [-1, 1]): the matched cosine, matched by the
+          absolute cosine when the attack cannot identify signs;
+        - ``relative_error`` (float): ``||x_hat - x|| / ||x||``;
+        - ``psnr`` (float, dB);
+        - ``label_correct`` (float): 1.0 when the label the attack
+          recovered for the matched sample is the true one, 0.0 when not,
+          NaN when the sample is unmatched, the attack gives no labels or
+          the loss has none (squared loss);
+        - ``gradient_residual`` (float): the attack's relative gradient
+          residual;
+        - ``batch_size_found`` (int): the attack's batch size, ``-1`` when
+          it failed;
+        - ``converged`` (bool): the attack's ``converged_``;
+        - ``fit_time`` (float, seconds): the whole trial (query, defence
+          and attack);
+        - ``status`` (str): ``"ok"``, or the ``ValueError`` that the
+          defence or the attack raised.
+
+        A sample the attack did not recover (it found fewer samples, or
+        failed) has NaN metrics. ``pandas.DataFrame(table)`` makes a data
+        frame of it.
 
     Raises
     ------
@@ -174,7 +158,7 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
         raise ValueError(
             f"batch must be a 2-D array with one sample per row, got shape {batch.shape}."
         )
-    strengths, seeds = _grid(strengths, seeds, "strengths")
+    strengths, seeds = check_grid(strengths, seeds, "strengths")
     if not all(isinstance(s, Integral) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative integers, got {seeds!r}.")
     seeds = [int(s) for s in seeds]
@@ -182,7 +166,9 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
     query_params = _check_query_params(query_params, "leakage_curve")
     reconstructor = _default_reconstructor(reconstructor, query_params)
     trials = [(defense, parameter, s, seed, batch) for s in strengths for seed in seeds]
-    return _run_trials(trials, reconstructor, query_params, data_range, n_jobs)
+    return run_trials(partial(_one_trial, reconstructor=reconstructor,
+                              query_params=query_params, data_range=data_range),
+                      trials, n_jobs)
 
 
 def _check_query_params(query_params, name):
@@ -203,35 +189,6 @@ def _default_reconstructor(reconstructor, query_params):
     return GradientReconstructor(
         activation=query_params.get("activation", "tanh"),
         bias=query_params.get("bias", "gaussian") != "none")
-
-
-def _run_trials(trials, reconstructor, query_params, data_range, n_jobs):
-    """Run ``(defense, parameter, strength, seed, batch)`` trials through
-    joblib (any backend: each trial depends on its seed alone) and stack
-    their rows into the table, in the order of ``trials``."""
-    rows = Parallel(n_jobs=n_jobs)(
-        delayed(_one_trial)(batch, defense, parameter, s, seed, reconstructor,
-                            query_params, data_range)
-        for defense, parameter, s, seed, batch in trials
-    )
-    sizes = [batch.shape[0] for *_, batch in trials]
-
-    def per_trial(values):
-        return np.repeat(values, sizes)
-
-    table = {
-        "defense": per_trial([type(t[0]).__name__ for t in trials]),
-        "parameter": per_trial([t[1] for t in trials]),
-        "strength": per_trial([t[2] for t in trials]).astype(float),
-        "seed": per_trial([t[3] for t in trials]).astype(int),
-        "batch_size": per_trial(sizes).astype(int),
-        "sample": np.concatenate([np.arange(n) for n in sizes]).astype(int),
-    }
-    for key in _SAMPLE_COLUMNS:
-        table[key] = np.concatenate([r[key] for r in rows])
-    for key in _TRIAL_COLUMNS:
-        table[key] = per_trial([r[key] for r in rows])
-    return {key: table[key] for key in _COLUMNS}
 
 
 def _check_defense(defense, parameter, strengths):
@@ -362,7 +319,7 @@ def leakage_grid(data, batch_sizes, defenses, *, reconstructor=None, seeds=(0, 1
             f"'scale', [1e-3, 1e-1])], got {defenses!r}.")
     checked = []
     for defense, parameter, strengths in defenses:
-        strengths, _ = _grid(strengths, seeds, "strengths")
+        strengths, _ = check_grid(strengths, seeds, "strengths")
         checked.append((defense, parameter, _check_defense(defense, parameter, strengths)))
     query_params = _check_query_params(query_params, "leakage_grid")
     reconstructor = _default_reconstructor(reconstructor, query_params)
@@ -371,4 +328,6 @@ def leakage_grid(data, batch_sizes, defenses, *, reconstructor=None, seeds=(0, 1
     trials = [(defense, parameter, s, int(seed), batches[int(seed), int(B)])
               for defense, parameter, strengths in checked for s in strengths
               for seed in seeds for B in sizes]
-    return _run_trials(trials, reconstructor, query_params, data_range, n_jobs)
+    return run_trials(partial(_one_trial, reconstructor=reconstructor,
+                              query_params=query_params, data_range=data_range),
+                      trials, n_jobs)

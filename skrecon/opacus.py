@@ -32,25 +32,19 @@ package.
 import copy
 import numbers
 import warnings
+from functools import partial
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.utils import Bunch
-from sklearn.utils.parallel import Parallel, delayed
 
-from .evaluation import _grid
+from ._harness import check_grid, empty_row, fit_quietly, run_trials, score, seeded_attack
 from .flower import update_query
-from .metrics import reconstruction_report
 from .reconstructor import GradientReconstructor
 from .torch import gaussian_reinit_
 
 __all__ = ["private_step", "leakage_curve"]
 
 _INSTALL_HINT = 'pip install "skrecon[opacus]"'
-
-_COLUMNS = ("noise_multiplier", "epsilon", "delta", "seed", "sample", "cosine",
-            "relative_error", "psnr", "label_correct", "gradient_residual",
-            "batch_size_found", "status")
 
 
 def _import_opacus():
@@ -250,52 +244,28 @@ def private_step(model, batch, targets, *, noise_multiplier, max_grad_norm=1.0,
                  max_grad_norm=max_grad_norm, learning_rate=learning_rate)
 
 
-def _one_trial(model, batch, targets, sigma, seed, reconstructor, step_params,
-               reinit_params, data_range):
-    """Draw the query, take the private step, attack and score once."""
+def _one_trial(defense, parameter, sigma, seed, batch, *, model, targets,
+               reconstructor, step_params, reinit_params, data_range):
+    """Draw the query, take the private step, attack and score once (the
+    harness's trial, ``defense`` and ``parameter`` are the table's names)."""
     server = gaussian_reinit_(copy.deepcopy(model), random_state=seed, **reinit_params)
     step = private_step(server, batch, targets, noise_multiplier=sigma,
                         random_state=seed, **step_params)
     q = step.query
-    n = len(batch)
-    row = {"epsilon": step.epsilon, "cosine": np.full(n, np.nan),
-           "relative_error": np.full(n, np.nan), "psnr": np.full(n, np.nan),
-           "label_correct": np.full(n, np.nan), "gradient_residual": np.nan,
-           "batch_size_found": -1, "status": "ok"}
+    row = empty_row(len(batch))
+    row.update(epsilon=step.epsilon, delta=step.delta)
     if reconstructor is None:
         if q.activation is None:
             raise ValueError(
                 "The activation between the first two layers could not be read off "
                 "the model; pass reconstructor=GradientReconstructor(activation=...).")
         attack = GradientReconstructor(activation=q.activation, bias=q.has_bias,
-                                       loss="cross_entropy", batch_size=n,
+                                       loss="cross_entropy", batch_size=len(batch),
                                        random_state=seed)
     else:
-        attack = clone(reconstructor)
-        if attack.random_state is None:
-            attack.set_params(random_state=seed)
-    try:
-        with warnings.catch_warnings():
-            # the table records the outcome; the warnings of deliberately
-            # noisy gradients would only be noise here
-            warnings.simplefilter("ignore")
-            attack.fit(q.grad, **q.fit_params)
-    except ValueError as exc:
-        row["status"] = f"{type(exc).__name__}: {exc}"
-        return row
-    report = reconstruction_report(batch, attack.samples_, data_range=data_range,
-                                   sign_invariant=not attack.sign_identified_.all())
-    perm = report.permutation
-    row.update(cosine=report.cosine, relative_error=report.relative_error,
-               psnr=report.get("psnr", row["psnr"]),
-               gradient_residual=float(attack.gradient_residual_),
-               batch_size_found=int(attack.batch_size_))
-    if attack.labels_ is not None:
-        matched = perm >= 0
-        correct = np.full(n, np.nan)
-        correct[matched] = (np.asarray(attack.labels_)[perm[matched]]
-                            == targets[matched]).astype(float)
-        row["label_correct"] = correct
+        attack = seeded_attack(reconstructor, seed)
+    if fit_quietly(row, attack, q.grad, q.fit_params):
+        score(row, batch, attack, labels=targets, data_range=data_range)
     return row
 
 
@@ -348,14 +318,15 @@ def leakage_curve(model, batch, targets, noise_multipliers, *, max_grad_norm=1.0
     table : dict of str to ndarray of shape (n_rows,)
         One row per (noise multiplier, seed, true sample), ``n_rows =
         len(noise_multipliers) * len(seeds) * batch_size``, in that nesting
-        order. Columns: ``noise_multiplier``, ``epsilon`` (Opacus's, at
-        ``delta``; ``inf`` without noise), ``delta``, ``seed``, ``sample``
-        (row of ``batch``), ``cosine`` (matched cosine), ``relative_error``,
-        ``psnr`` (dB), ``label_correct`` (1.0 when the recovered label of the
-        matched reconstruction is the true label, 0.0 when not, NaN when
-        unmatched or the attack gives no labels), ``gradient_residual``,
-        ``batch_size_found`` (-1 when the attack failed) and ``status``
-        (``"ok"`` or the attack's ``ValueError``).
+        order, with the columns of :func:`skrecon.evaluation.leakage_curve`
+        (one schema, which :func:`skrecon.plotting.plot_leakage_curve`
+        draws, against ``strength`` or ``epsilon``): ``defense`` is
+        ``"PrivacyEngine"`` (Opacus's), ``parameter`` is
+        ``"noise_multiplier"`` and ``strength`` its value; ``epsilon`` is
+        Opacus's at ``delta`` (``inf`` without noise); ``label_correct`` is
+        1.0 when the recovered label of the matched reconstruction is the
+        true label, 0.0 when not, NaN when unmatched or the attack gives no
+        labels; ``fit_time`` covers the private step and the attack.
         ``pandas.DataFrame(table)`` makes a data frame of it.
 
     Raises
@@ -394,36 +365,24 @@ def leakage_curve(model, batch, targets, noise_multipliers, *, max_grad_norm=1.0
     ...                                loss="cross_entropy", batch_size=2, max_starts=4)
     >>> table = leakage_curve(model, batch, labels, [0.0, 1.0], data_range=1.0,
     ...                       reconstructor=attack)
-    >>> table["epsilon"].round(2).tolist()
-    [inf, inf, 4.73, 4.73]
+    >>> table["strength"].tolist(), table["epsilon"].round(2).tolist()
+    ([0.0, 0.0, 1.0, 1.0], [inf, inf, 4.73, 4.73])
     >>> bool(table["relative_error"][:2].max() < 1e-6), table["label_correct"][:2].tolist()
     (True, [1.0, 1.0])
     """
     _import_opacus()
     batch = np.asarray(batch, dtype=np.float64)
     targets = np.asarray(targets)
-    sigmas, seeds = _grid(noise_multipliers, seeds, "noise_multipliers")
+    sigmas, seeds = check_grid(noise_multipliers, seeds, "noise_multipliers")
     for s in sigmas:
         _check_nonnegative(s, "each noise multiplier")
     seeds = [_check_seed(s, "each seed") for s in seeds]
     step_params = dict(max_grad_norm=max_grad_norm, learning_rate=learning_rate,
                        delta=delta, accountant=accountant)
     reinit_params = dict(weight_std=weight_std, bias_std=bias_std)
-    trials = [(s, seed) for s in sigmas for seed in seeds]
-    rows = Parallel(n_jobs=n_jobs)(
-        delayed(_one_trial)(model, batch, targets, s, seed, reconstructor,
-                            step_params, reinit_params, data_range)
-        for s, seed in trials)
-    n = len(batch)
-    table = {
-        "noise_multiplier": np.repeat([s for s, _ in trials], n),
-        "epsilon": np.repeat([r["epsilon"] for r in rows], n),
-        "delta": np.full(n * len(trials), float(delta)),
-        "seed": np.repeat([seed for _, seed in trials], n),
-        "sample": np.tile(np.arange(n), len(trials)),
-    }
-    for key in ("cosine", "relative_error", "psnr", "label_correct"):
-        table[key] = np.concatenate([r[key] for r in rows])
-    for key in ("gradient_residual", "batch_size_found", "status"):
-        table[key] = np.repeat([r[key] for r in rows], n)
-    return {key: table[key] for key in _COLUMNS}
+    trial = partial(_one_trial, model=model, targets=targets, reconstructor=reconstructor,
+                    step_params=step_params, reinit_params=reinit_params,
+                    data_range=data_range)
+    trials = [("PrivacyEngine", "noise_multiplier", s, seed, batch)
+              for s in sigmas for seed in seeds]
+    return run_trials(trial, trials, n_jobs)

@@ -354,31 +354,39 @@ _LEAKAGE_METRICS = {
 }
 
 
-def plot_leakage_curve(table, *, metric="relative_error", ax=None, label=None,
-                       log_strength=True):
+def plot_leakage_curve(table, *, metric="relative_error", x="strength", ax=None,
+                       label=None, log_strength=True):
     """Draw a leakage curve: a reconstruction metric against defence strength.
 
     The line is the median of ``metric`` over every seed and true sample at
     each strength, the band the interquartile range. A sample the attack did
     not recover (NaN metric) counts as the worst possible value (relative
     error ``inf``, cosine ``-1``, PSNR ``-inf``), so failures pull the median
-    the right way instead of vanishing.
+    the right way instead of vanishing. It draws the tables of
+    :func:`skrecon.evaluation.leakage_curve`,
+    :func:`skrecon.evaluation.leakage_grid` (one defence and batch size at a
+    time) and :func:`skrecon.opacus.leakage_curve`: they share one schema.
 
     Parameters
     ----------
     table : dict of str to array-like
-        The table of :func:`skrecon.evaluation.leakage_curve` (or a
-        ``pandas.DataFrame`` with its columns ``strength``, ``parameter``,
-        ``defense`` and ``metric``).
+        A leakage table (or a ``pandas.DataFrame`` with its columns
+        ``strength``, ``parameter``, ``defense``, ``metric``, and
+        ``epsilon`` and ``delta`` with ``x="epsilon"``).
     metric : {"relative_error", "cosine", "psnr"}, default="relative_error"
         The column on the y axis (log scale for the relative error).
+    x : {"strength", "epsilon"}, default="strength"
+        The column on the x axis: the defence's strength (for DP-SGD, the
+        noise multiplier), or the DP guarantee ``epsilon`` of an Opacus
+        table (every value finite: leave out the rows without noise, whose
+        ``epsilon`` is ``inf``).
     ax : matplotlib Axes, default=None
         Axes to draw into; ``None`` makes a new
         :class:`~matplotlib.figure.Figure` (not registered with pyplot).
     label : str, default=None
         Legend label of the curve; ``None`` uses the defence's name.
     log_strength : bool, default=True
-        Log scale on the x axis (needs positive strengths).
+        Log scale on the x axis (needs positive values of ``x``).
 
     Returns
     -------
@@ -390,10 +398,10 @@ def plot_leakage_curve(table, *, metric="relative_error", ax=None, label=None,
     ImportError
         If matplotlib is not installed.
     ValueError
-        If ``metric`` is unknown, ``table`` lacks a needed column, its columns
-        differ in length or are empty, a strength is not finite (or not
-        positive with ``log_strength``), or no value can be drawn on the log
-        axis of the relative error.
+        If ``metric`` or ``x`` is unknown, ``table`` lacks a needed column,
+        its columns differ in length or are empty, a value of ``x`` is not
+        finite (or not positive with ``log_strength``), or no value can be
+        drawn on the log axis of the relative error.
 
     Examples
     --------
@@ -411,24 +419,38 @@ def plot_leakage_curve(table, *, metric="relative_error", ax=None, label=None,
         raise ValueError(
             f"metric must be one of {sorted(_LEAKAGE_METRICS)}, got {metric!r}."
         )
-    missing = [c for c in ("strength", "defense", "parameter", metric) if c not in table]
+    if x not in ("strength", "epsilon"):
+        raise ValueError(f"x must be 'strength' or 'epsilon', got {x!r}.")
+    needed = ("strength", "defense", "parameter", metric) + (
+        ("epsilon", "delta") if x == "epsilon" else ())
+    missing = [c for c in needed if c not in table]
     if missing:
         raise ValueError(
             f"table lacks the column(s) {missing}: pass the table returned by "
-            "skrecon.evaluation.leakage_curve."
+            "skrecon.evaluation.leakage_curve or skrecon.opacus.leakage_curve."
         )
-    strength = np.asarray(table["strength"], dtype=np.float64)
+    strength = np.asarray(table[x], dtype=np.float64)
     values = np.asarray(table[metric], dtype=np.float64)
     if strength.ndim != 1 or strength.size == 0 or values.shape != strength.shape:
         raise ValueError(
             f"table's columns must be 1-D and of one length, with at least one row; "
-            f"got strength {strength.shape} and {metric} {values.shape}.")
+            f"got {x} {strength.shape} and {metric} {values.shape}.")
+    if x == "epsilon" and np.any(np.isnan(strength)):
+        raise ValueError(
+            "table's epsilon column contains NaN: the defence has no privacy "
+            "accountant (only skrecon.opacus.leakage_curve fills epsilon); draw "
+            "against x='strength'.")
+    if x == "epsilon" and np.any(np.isinf(strength)):
+        raise ValueError(
+            "table's epsilon column contains inf (a DP-SGD step without noise: "
+            "clipping alone guarantees nothing); draw the rows with strength > 0, "
+            "or against x='strength'.")
     if not np.all(np.isfinite(strength)):
-        raise ValueError("table's strength column contains NaN or inf.")
+        raise ValueError(f"table's {x} column contains NaN or inf.")
     if log_strength and np.any(strength <= 0):
         raise ValueError(
-            "A log strength axis needs positive strengths; pass log_strength=False "
-            "to draw zero or negative strengths.")
+            f"A log {x} axis needs positive values; pass log_strength=False "
+            f"to draw zero or negative values of {x}.")
     ylabel, log_y = _LEAKAGE_METRICS[metric]
     if log_y and not np.any(np.isfinite(values) & (values > 0)):
         raise ValueError(
@@ -456,7 +478,11 @@ def plot_leakage_curve(table, *, metric="relative_error", ax=None, label=None,
         ax.set_xscale("log")
     if log_y:
         ax.set_yscale("log")
-    ax.set_xlabel(f"{name} {parameter}")
+    if x == "epsilon":
+        deltas = np.unique(np.asarray(table["delta"], dtype=np.float64))
+        ax.set_xlabel(f"epsilon (delta = {', '.join(f'{d:g}' for d in deltas)})")
+    else:
+        ax.set_xlabel(f"{name} {parameter}")
     ax.set_ylabel(ylabel)
     ax.legend(loc="best", fontsize="small")
     return fig

@@ -10,9 +10,10 @@ from skrecon.datasets import load_digits_batch
 from skrecon.defenses import GaussianGradientNoise, TopKPruning
 from skrecon.evaluation import leakage_curve
 
-COLUMNS = ["defense", "parameter", "strength", "seed", "batch_size", "sample", "cosine",
-           "relative_error", "psnr", "gradient_residual", "batch_size_found",
-           "converged", "fit_time", "status"]
+# the one schema of the leakage tables (skrecon.opacus.leakage_curve's too)
+COLUMNS = ["defense", "parameter", "strength", "epsilon", "delta", "seed", "batch_size",
+           "sample", "cosine", "relative_error", "psnr", "label_correct",
+           "gradient_residual", "batch_size_found", "converged", "fit_time", "status"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,10 @@ def test_table_is_tidy(noise_table):
     assert set(noise_table["defense"]) == {"GaussianGradientNoise"}
     assert set(noise_table["status"]) == {"ok"}
     assert np.all(noise_table["batch_size_found"] == 3)
+    # no accountant for a gradient defence, no labels with the squared loss
+    for key in ("epsilon", "delta", "label_correct"):
+        assert noise_table[key].dtype == float and np.all(np.isnan(noise_table[key]))
+    assert noise_table["converged"].dtype == bool and np.all(noise_table["fit_time"] > 0)
 
 
 def test_error_grows_with_the_noise(noise_table):
@@ -135,3 +140,30 @@ def test_plot_leakage_curve_refuses_what_it_cannot_draw(noise_table):
     assert plot_leakage_curve(zero, log_strength=False).axes[0].get_xscale() == "linear"
     with pytest.raises(ValueError, match="strength column contains NaN"):
         plot_leakage_curve(dict(noise_table, strength=np.full(18, np.nan)))
+
+
+def test_labels_are_scored_under_the_cross_entropy_loss(batch3):
+    table = leakage_curve(batch3, GaussianGradientNoise(relative=True), "scale", [1e-10],
+                          seeds=[0], query_params={"n_neurons": 2000, "n_outputs": 10,
+                                                   "loss": "cross_entropy"})
+    assert list(table["status"]) == ["ok"] * 3
+    assert np.max(table["relative_error"]) < 1e-6
+    assert table["label_correct"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_label_correct_follows_the_matching(batch3):
+    from types import SimpleNamespace
+
+    from skrecon._harness import empty_row, score
+
+    # the attack returns the samples in another order, one label wrong and
+    # one sample missing
+    fitted = SimpleNamespace(samples_=batch3[[2, 0]], labels_=np.array([5, 1]),
+                             sign_identified_=np.ones(2, bool), gradient_residual_=0.0,
+                             batch_size_=2, converged_=True)
+    row = score(empty_row(3), batch3, fitted, labels=np.array([1, 4, 5]))
+    np.testing.assert_array_equal(row["label_correct"], [1.0, np.nan, 1.0])
+    row = score(empty_row(3), batch3, fitted, labels=np.array([2, 4, 5]))
+    np.testing.assert_array_equal(row["label_correct"], [0.0, np.nan, 1.0])
+    assert row["relative_error"][1] != row["relative_error"][1]  # NaN: unmatched
+    assert row["batch_size_found"] == 2 and row["converged"] is True

@@ -1,5 +1,7 @@
 """The Opacus adapter: DP-SGD updates and leakage against epsilon (issue 16)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -113,27 +115,75 @@ def test_the_noise_has_the_dp_sgd_scale(digits, server):
     assert np.std(noise) == pytest.approx(sigma * clip / len(batch), rel=0.02)
 
 
-def test_leakage_curve_against_epsilon(digits):
+# the one schema of the leakage tables (skrecon.evaluation.leakage_curve's too)
+COLUMNS = ["defense", "parameter", "strength", "epsilon", "delta", "seed", "batch_size",
+           "sample", "cosine", "relative_error", "psnr", "label_correct",
+           "gradient_residual", "batch_size_found", "converged", "fit_time", "status"]
+
+
+@pytest.fixture(scope="module")
+def dp_table(digits):
     batch, labels = digits
     # a bounded search: with sigma = 1 the attack finds nothing and would
     # try its default number of starts (32) before saying so; the exact
     # gradient of sigma = 0 needs one start per sample
     attack = GradientReconstructor(activation="tanh", bias=True, loss="cross_entropy",
                                    batch_size=4, n_init=1, max_starts=4, max_iter=20)
-    table = leakage_curve(_make_model(), batch, labels, [0.0, 1.0], seeds=[0],
-                          max_grad_norm=0.05, data_range=1.0, reconstructor=attack)
-    assert len(table["sample"]) == 8
-    assert table["epsilon"][0] == np.inf
-    assert table["epsilon"][4] == pytest.approx(4.7285, abs=1e-3)
+    return leakage_curve(_make_model(), batch, labels, [0.0, 0.1, 1.0], seeds=[0],
+                         max_grad_norm=0.05, data_range=1.0, reconstructor=attack)
+
+
+def test_leakage_curve_against_epsilon(dp_table):
+    table = dp_table
+    assert list(table) == COLUMNS
+    assert all(v.shape == (12,) for v in table.values())
+    assert set(table["defense"]) == {"PrivacyEngine"}
+    assert set(table["parameter"]) == {"noise_multiplier"}
+    assert table["strength"].tolist() == [0.0] * 4 + [0.1] * 4 + [1.0] * 4
+    assert table["sample"].tolist() == [0, 1, 2, 3] * 3
+    assert np.all(table["batch_size"] == 4) and np.all(table["seed"] == 0)
+    assert np.all(table["epsilon"][:4] == np.inf)
+    assert table["epsilon"][8] == pytest.approx(4.7285, abs=1e-3)
     assert np.all(table["delta"] == 1e-5)
-    assert list(table["status"]) == ["ok"] * 8
+    assert list(table["status"]) == ["ok"] * 12
     exact = slice(0, 4)
     assert np.max(table["relative_error"][exact]) <= 1e-6
     assert np.all(table["label_correct"][exact] == 1.0)
     assert np.all(table["psnr"][exact] > 100)
+    assert np.all(table["batch_size_found"] == 4) and table["converged"].dtype == bool
     # sigma = 1 (epsilon 4.7): nothing of the batch is left (measured:
     # median matched cosine 0.1)
-    assert np.median(table["cosine"][4:]) < 0.5
+    assert np.median(table["cosine"][8:]) < 0.5
+
+
+def test_plot_draws_the_opacus_curve(dp_table):
+    pytest.importorskip("matplotlib")
+    from skrecon.plotting import plot_leakage_curve
+
+    table = dp_table
+    ax = plot_leakage_curve(table, metric="cosine", log_strength=False).axes[0]
+    assert ax.get_xlabel() == "PrivacyEngine noise_multiplier"
+    x, y = ax.lines[0].get_data()
+    assert x.tolist() == [0.0, 0.1, 1.0]
+    for level, median in zip(x, y):  # the median of the 4 samples (the upper one)
+        cos = np.sort(table["cosine"][table["strength"] == level])
+        assert median == cos[2]
+    assert y[0] == pytest.approx(1.0, abs=1e-12)
+
+    noisy = {k: v[table["strength"] > 0] for k, v in table.items()}
+    ax = plot_leakage_curve(noisy, metric="cosine", x="epsilon").axes[0]
+    assert ax.get_xlabel() == "epsilon (delta = 1e-05)" and ax.get_xscale() == "log"
+    x, _ = ax.lines[0].get_data()
+    np.testing.assert_array_equal(x, np.unique(noisy["epsilon"]))
+    assert x[0] == pytest.approx(4.7285, abs=1e-3) and x[1] > x[0]
+    with pytest.raises(ValueError, match=re.escape(
+            "table's epsilon column contains inf (a DP-SGD step without noise: "
+            "clipping alone guarantees nothing); draw the rows with strength > 0, "
+            "or against x='strength'.")):
+        plot_leakage_curve(table, x="epsilon")
+    with pytest.raises(ValueError, match=re.escape(
+            "A log strength axis needs positive values; pass log_strength=False")):
+        plot_leakage_curve(table)
 
 
 def test_errors(digits, server):

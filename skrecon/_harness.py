@@ -23,12 +23,12 @@ __all__ = ["COLUMNS", "check_grid", "seeded_attack", "empty_row", "fit_quietly",
            "run_trials"]
 
 COLUMNS = ("defense", "parameter", "strength", "epsilon", "delta", "seed", "batch_size",
-           "sample", "cosine", "relative_error", "psnr", "label_correct",
+           "sample", "cosine", "relative_error", "psnr", "label_correct", "found",
            "gradient_residual", "batch_size_found", "converged", "fit_time", "status")
 """The table's columns, in order (see :func:`skrecon.evaluation.leakage_curve`)."""
 
 # one value per true sample, and one per trial (repeated over its samples)
-_SAMPLE_COLUMNS = ("cosine", "relative_error", "psnr", "label_correct")
+_SAMPLE_COLUMNS = ("cosine", "relative_error", "psnr", "label_correct", "found")
 _TRIAL_COLUMNS = ("epsilon", "delta", "gradient_residual", "batch_size_found",
                   "converged", "fit_time", "status")
 
@@ -61,7 +61,8 @@ def empty_row(batch_size):
     ``delta``), status ``"ok"``."""
     nan = np.full(batch_size, np.nan)
     return {"cosine": nan.copy(), "relative_error": nan.copy(), "psnr": nan.copy(),
-            "label_correct": nan.copy(), "epsilon": np.nan, "delta": np.nan,
+            "label_correct": nan.copy(), "found": np.zeros(batch_size, bool),
+            "epsilon": np.nan, "delta": np.nan,
             "gradient_residual": np.nan, "batch_size_found": -1, "converged": False,
             "fit_time": np.nan, "status": "ok"}
 
@@ -83,8 +84,9 @@ def fit_quietly(row, reconstructor, grad, fit_params):
 def score(row, batch, reconstructor, *, labels=None, data_range=None):
     """Match every true sample to a recovered one (Hungarian, by the absolute
     cosine when the attack cannot identify signs) and fill the row's
-    metrics; ``label_correct`` only when ``labels`` and the attack's
-    ``labels_`` are both known."""
+    metrics; ``found`` is the attack's ``found_`` flag of the matched
+    reconstruction (False when unmatched); ``label_correct`` only when
+    ``labels`` and the attack's ``labels_`` are both known."""
     report = reconstruction_report(batch, reconstructor.samples_, data_range=data_range,
                                    sign_invariant=not reconstructor.sign_identified_.all())
     row.update(cosine=report.cosine, relative_error=report.relative_error,
@@ -92,9 +94,12 @@ def score(row, batch, reconstructor, *, labels=None, data_range=None):
                gradient_residual=float(reconstructor.gradient_residual_),
                batch_size_found=int(reconstructor.batch_size_),
                converged=bool(reconstructor.converged_))
+    perm = report.permutation
+    matched = perm >= 0
+    found = np.zeros(len(batch), bool)
+    found[matched] = np.asarray(reconstructor.found_, dtype=bool)[perm[matched]]
+    row["found"] = found
     if labels is not None and reconstructor.labels_ is not None:
-        perm = report.permutation
-        matched = perm >= 0
         correct = np.full(len(batch), np.nan)
         correct[matched] = (np.asarray(reconstructor.labels_)[perm[matched]]
                             == np.asarray(labels)[matched]).astype(float)

@@ -399,6 +399,7 @@ def _reconstruct(args):
     arrays = {
         "samples": rec.samples_,
         "sample_coefficients": rec.sample_coefficients_,
+        "found": rec.found_,
         "gradient_residual": np.array(rec.gradient_residual_),
         "sign_identified": rec.sign_identified_,
         "scale_identified": rec.scale_identified_,
@@ -519,8 +520,9 @@ def _build_parser():
         description="Read a gradient query from an .npz file (keys grad and "
                     "weights, optionally output_weights; never pickles), "
                     "reconstruct the batch and write an .npz with samples, "
-                    "sample_coefficients, gradient_residual, sign_identified, "
-                    "scale_identified (and labels when identifiable).",
+                    "sample_coefficients, found, gradient_residual, "
+                    "sign_identified, scale_identified (the estimator's "
+                    "attributes of these names) and labels when identifiable.",
     )
     recon.add_argument("input", metavar="INPUT.npz", help="the query file")
     recon.add_argument("--output", metavar="OUT.npz", default=None,

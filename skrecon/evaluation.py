@@ -111,6 +111,8 @@ def leakage_curve(batch, defense, parameter, strengths, *, reconstructor=None,
           recovered for the matched sample is the true one, 0.0 when not,
           NaN when the sample is unmatched, the attack gives no labels or
           the loss has none (squared loss);
+        - ``found`` (bool): the attack's ``found_`` flag of the matched
+          reconstruction (False when the sample is unmatched);
         - ``gradient_residual`` (float): the attack's relative gradient
           residual;
         - ``batch_size_found`` (int): the attack's batch size, ``-1`` when

@@ -106,8 +106,9 @@ def test_make_query_then_reconstruct(capsys, tmp_path):
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and out[-1].startswith("reconstructed 2 samples")
     with np.load(result, allow_pickle=False) as data:
-        assert {"samples", "sample_coefficients", "gradient_residual",
+        assert {"samples", "sample_coefficients", "found", "gradient_residual",
                 "sign_identified", "scale_identified"} <= set(data.files)
+        assert data["found"].dtype == bool and data["found"].tolist() == [True, True]
         errors, permutation = relative_error(samples, data["samples"])
         assert sorted(permutation) == [0, 1]
         assert np.all(errors <= 1e-6)

@@ -12,7 +12,7 @@ from skrecon.evaluation import leakage_curve
 
 # the one schema of the leakage tables (skrecon.opacus.leakage_curve's too)
 COLUMNS = ["defense", "parameter", "strength", "epsilon", "delta", "seed", "batch_size",
-           "sample", "cosine", "relative_error", "psnr", "label_correct",
+           "sample", "cosine", "relative_error", "psnr", "label_correct", "found",
            "gradient_residual", "batch_size_found", "converged", "fit_time", "status"]
 
 
@@ -38,6 +38,9 @@ def test_table_is_tidy(noise_table):
     assert set(noise_table["defense"]) == {"GaussianGradientNoise"}
     assert set(noise_table["status"]) == {"ok"}
     assert np.all(noise_table["batch_size_found"] == 3)
+    assert noise_table["found"].dtype == bool
+    # a found row is exact to the noise; 1e-8 noise: every sample found
+    assert np.all(noise_table["found"][:6])
     # no accountant for a gradient defence, no labels with the squared loss
     for key in ("epsilon", "delta", "label_correct"):
         assert noise_table[key].dtype == float and np.all(np.isnan(noise_table[key]))
@@ -160,10 +163,13 @@ def test_label_correct_follows_the_matching(batch3):
     # one sample missing
     fitted = SimpleNamespace(samples_=batch3[[2, 0]], labels_=np.array([5, 1]),
                              sign_identified_=np.ones(2, bool), gradient_residual_=0.0,
-                             batch_size_=2, converged_=True)
+                             batch_size_=2, converged_=True,
+                             found_=np.array([True, False]))
     row = score(empty_row(3), batch3, fitted, labels=np.array([1, 4, 5]))
     np.testing.assert_array_equal(row["label_correct"], [1.0, np.nan, 1.0])
     row = score(empty_row(3), batch3, fitted, labels=np.array([2, 4, 5]))
     np.testing.assert_array_equal(row["label_correct"], [0.0, np.nan, 1.0])
     assert row["relative_error"][1] != row["relative_error"][1]  # NaN: unmatched
     assert row["batch_size_found"] == 2 and row["converged"] is True
+    # found_ of the matched reconstruction: sample 2 is row 0, sample 0 row 1
+    np.testing.assert_array_equal(row["found"], [False, False, True])

@@ -117,7 +117,7 @@ def test_the_noise_has_the_dp_sgd_scale(digits, server):
 
 # the one schema of the leakage tables (skrecon.evaluation.leakage_curve's too)
 COLUMNS = ["defense", "parameter", "strength", "epsilon", "delta", "seed", "batch_size",
-           "sample", "cosine", "relative_error", "psnr", "label_correct",
+           "sample", "cosine", "relative_error", "psnr", "label_correct", "found",
            "gradient_residual", "batch_size_found", "converged", "fit_time", "status"]
 
 
@@ -150,6 +150,7 @@ def test_leakage_curve_against_epsilon(dp_table):
     assert np.max(table["relative_error"][exact]) <= 1e-6
     assert np.all(table["label_correct"][exact] == 1.0)
     assert np.all(table["psnr"][exact] > 100)
+    assert table["found"][exact].all() and not table["found"][8:].any()
     assert np.all(table["batch_size_found"] == 4) and table["converged"].dtype == bool
     # sigma = 1 (epsilon 4.7): nothing of the batch is left (measured:
     # median matched cosine 0.1)

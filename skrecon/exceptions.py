@@ -7,7 +7,7 @@ from the modules that issue them (``skrecon.moments.BatchSizeWarning``, ...).
 """
 
 __all__ = ["BatchSizeWarning", "BlindFitWarning", "IdentifiabilityWarning",
-           "NonGaussianWeightsWarning"]
+           "NonGaussianWeightsWarning", "UnknownActivationWarning"]
 
 class BatchSizeWarning(UserWarning):
     """The batch size read off the gradient is uncertain or was reduced.
@@ -103,4 +103,32 @@ class IdentifiabilityWarning(UserWarning):
     True
     >>> rec.sign_identified_
     array([False, False])
+    """
+
+class UnknownActivationWarning(UserWarning):
+    """The activation of a model's first layer could not be identified.
+
+    Issued by :func:`skrecon.torch.first_layer_query` (and so by
+    :func:`skrecon.flower.update_query`) when neither an activation module
+    between the first two ``nn.Linear`` layers nor the forward pass itself
+    shows one of skrecon's activations. The query's ``activation`` is then
+    ``None`` and ``q.estimator_params`` has no ``"activation"``: pass
+    ``GradientReconstructor(activation=...)`` yourself, or the
+    reconstructor's default (``"tanh"``) is used.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import pytest
+    >>> torch = pytest.importorskip("torch")
+    >>> from skrecon.exceptions import UnknownActivationWarning
+    >>> from skrecon.torch import first_layer_query
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Hardtanh(),
+    ...                             torch.nn.Linear(8, 2)).double()
+    >>> model(torch.ones(3, 4, dtype=torch.float64)).sum().backward()
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     q = first_layer_query(model)
+    >>> [w.category.__name__ for w in caught], q.activation
+    (['UnknownActivationWarning'], None)
     """

@@ -29,6 +29,8 @@ import numpy as np
 from ._labels import looks_like_cross_entropy
 from ._mlp import check_positive_float
 from ._optional import import_optional
+from .activations import ACTIVATIONS, get_activation
+from .exceptions import UnknownActivationWarning
 from .query import GradientQuery
 
 __all__ = ["first_layer_query", "gaussian_reinit_", "full_model_gradient",
@@ -160,9 +162,12 @@ def _activation_name(module):
     if isinstance(module, nn.GELU):
         return "gelu" if module.approximate == "none" else None
     if isinstance(module, nn.LeakyReLU):
-        return "leaky_relu" if module.negative_slope == 0.01 else None
+        slope = float(module.negative_slope)
+        return "leaky_relu" if slope == 0.01 else get_activation(
+            "leaky_relu", negative_slope=slope)
     if isinstance(module, nn.ELU):
-        return "elu" if module.alpha == 1.0 else None
+        alpha = float(module.alpha)
+        return "elu" if alpha == 1.0 else get_activation("elu", alpha=alpha)
     if isinstance(module, nn.Softplus):
         return "softplus" if module.beta == 1 else None
     return None
@@ -195,6 +200,99 @@ def _check_between(between):
         if activation is None:
             activation = _activation_name(mod)
     return activation
+
+
+class _Probed(Exception):
+    """Stops the probing forward pass at the second layer's input."""
+
+
+# The probe's pre-activations: at least this many values, evenly in
+# [-_PROBE_RANGE, _PROBE_RANGE], where every pair of skrecon's activations
+# differs by at least 0.038 (relative to 1 + |h|) and torch's float32
+# functions match skrecon's to 1e-6
+_PROBE_POINTS = 256
+_PROBE_RANGE = 4.0
+_PROBE_ULPS = 64
+
+
+def _probe(torch, model, lin1, lin2):
+    """What the forward pass does between the two layers, measured.
+
+    Runs ``model`` on rows of zeros, replaces the first layer's output by
+    a grid of known pre-activations ``z`` (a forward hook) and catches the
+    second layer's input ``h`` (a pre-hook that stops the pass there, so no
+    later layer runs), without gradients and with the CPU random state
+    restored. Returns ``(z, h)`` as float64 arrays, or ``(None, reason)``
+    when the forward pass does not take such rows or does not lead from
+    the first layer's output to the second layer's input elementwise."""
+    m = lin1.out_features
+    rows = -(-_PROBE_POINTS // m)
+    z = np.linspace(-_PROBE_RANGE, _PROBE_RANGE, rows * m).reshape(rows, m)
+    weight = lin1.weight
+    caught = {}
+
+    def replace(module, args, output):
+        return torch.as_tensor(z, dtype=output.dtype, device=output.device)
+
+    def catch(module, args):
+        caught["h"] = args[0]
+        raise _Probed
+
+    hooks = [lin1.register_forward_hook(replace), lin2.register_forward_pre_hook(catch)]
+    x = torch.zeros(rows, lin1.in_features, dtype=weight.dtype, device=weight.device)
+    devices = [weight.device] if weight.device.type == "cuda" else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            model(x)
+    except _Probed:
+        pass
+    except Exception as exc:  # noqa: BLE001 - any model's forward may refuse the rows
+        return None, (f"the forward pass on rows of {lin1.in_features} inputs raised "
+                      f"{type(exc).__name__}: {exc}")
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if "h" not in caught:
+        return None, "the forward pass did not reach the second layer"
+    h = caught["h"]
+    if not isinstance(h, torch.Tensor) or tuple(h.shape) != z.shape:
+        return None, ("the second layer's input is not the first layer's output "
+                      "transformed elementwise (another shape)")
+    return z, h.detach().to("cpu", torch.float64).numpy()
+
+
+def _deviation(activation, z, h):
+    """Largest ``|h - act(z)| / (1 + |h|)``."""
+    with np.errstate(all="ignore"):
+        expected = np.asarray(activation(z), dtype=np.float64)
+    return float(np.max(np.abs(h - expected) / (1.0 + np.abs(h))))
+
+
+def _identify(torch, model, lin1, lin2, from_module):
+    """The activation between the two layers and, when there is none,
+    why: the module's when the forward pass applies it, else the one
+    activation of skrecon's table that the forward pass applies (a
+    functional ``torch.relu``, ``F.gelu``, ``x.tanh()`` ...)."""
+    z, h = _probe(torch, model, lin1, lin2)
+    if z is None:
+        return from_module, None if from_module is not None else (
+            f"no activation module lies between them, and {h}")
+    tol = _PROBE_ULPS * float(torch.finfo(lin1.weight.dtype).eps)
+    if from_module is not None and _deviation(get_activation(from_module), z, h) <= tol:
+        return from_module, None
+    deviations = {name: _deviation(act, z, h) for name, act in ACTIVATIONS.items()}
+    matches = [name for name, dev in deviations.items() if dev <= tol]
+    if len(matches) == 1:
+        return matches[0], None
+    if matches:
+        return None, (f"the forward pass between them matches several of skrecon's "
+                      f"activations ({matches}) in {lin1.weight.dtype}")
+    nearest = min(deviations, key=deviations.get)
+    return None, (
+        f"the forward pass between them applies none of skrecon's activations "
+        f"(measured on {z.size} pre-activations in [-{_PROBE_RANGE:g}, "
+        f"{_PROBE_RANGE:g}]: the nearest, {nearest!r}, is off by "
+        f"{deviations[nearest]:.2g})")
 
 
 def _to_numpy(torch, tensor):
@@ -254,10 +352,17 @@ def first_layer_query(model, *, first="auto", second="auto"):
           ``GradientReconstructor(bias=...)``); ``bias`` is ``"none"``,
           ``"zero"`` (every bias 0) or ``"gaussian"``.
         - ``layer_names``: the two layers' module names ``(first, second)``.
-        - ``activation``: the skrecon name of the activation module found
-          between the two layers (``"tanh"``, ``"relu"``, ...), or ``None``
-          when there is none (e.g. a functional ``torch.tanh`` in
-          ``forward``) or it has non-default parameters.
+        - ``activation``: the activation the forward pass applies between
+          the two layers, as skrecon names it (``"tanh"``, ``"relu"``, ...;
+          an :class:`~skrecon.activations.Activation` for a leaky ReLU or
+          ELU with another slope or alpha): the activation module found
+          there, or, for a functional one (``torch.relu``, ``F.gelu``,
+          ``x.tanh()`` in ``forward``), the one of
+          :data:`~skrecon.activations.ACTIVATIONS` that the forward pass is
+          measured to apply (see Notes). ``None``, with an
+          :class:`~skrecon.exceptions.UnknownActivationWarning`, when it is
+          none of them (e.g. ``nn.GELU(approximate="tanh")``) or cannot be
+          measured.
         - ``weight_std``, ``bias_std``: the standard deviations of the first
           layer's weights and bias, as read off them.
 
@@ -289,11 +394,20 @@ def first_layer_query(model, *, first="auto", second="auto"):
     Layers are found in ``named_modules()`` order, which is the order in
     which they were registered: the forward order for ``nn.Sequential`` and
     for modules that create their layers in the order they use them.
-    Otherwise name them with ``first`` and ``second``. What the forward pass
-    does between the two layers cannot be inspected; the gradient model of
+    Otherwise name them with ``first`` and ``second``. The gradient model of
     :ref:`theory-model` (``g_j = sum_i (a_j . u_i) sigma'(w_j . x_i + b_j) x_i``)
-    needs one elementwise activation there, and anything above the second
-    layer (depth, losses, reductions) is allowed.
+    needs one elementwise activation between the two layers, and anything
+    above the second layer (depth, losses, reductions) is allowed.
+
+    The activation is measured: the model runs once on rows of zeros, without
+    gradients and with the CPU random state restored; a hook replaces the
+    first layer's output by 256 known pre-activations in ``[-4, 4]``, another
+    catches the second layer's input and stops the pass there (no later layer
+    runs). The activation whose values match to 64 units of round-off of the
+    model's dtype is the one the forward pass applies (every two of skrecon's
+    activations differ by at least 0.038 there). A forward pass that does not
+    take rows of ``in_features`` inputs leaves the activation module's
+    name, if any.
 
     Examples
     --------
@@ -313,7 +427,16 @@ def first_layer_query(model, *, first="auto", second="auto"):
     torch = _import_torch()
     _check_module(torch, model)
     (name1, lin1), (name2, lin2), between = _find_layers(model, first, second)
-    activation = _check_between(between)
+    activation, reason = _identify(torch, model, lin1, lin2, _check_between(between))
+    if activation is None:
+        warnings.warn(
+            f"The activation between the layers {name1!r} and {name2!r} could not be "
+            f"identified: {reason}. The query's activation is None and "
+            "q.estimator_params has no 'activation', so "
+            "GradientReconstructor(**q.estimator_params) would use its default, "
+            "'tanh'. Pass GradientReconstructor(activation=...) with the model's "
+            f"activation: one of {sorted(ACTIVATIONS)} or an "
+            "skrecon.activations.Activation.", UnknownActivationWarning, stacklevel=2)
     label1 = name1 or "model"
     weight_grad = _grad(label1, lin1.weight, "weight")
     grads = [weight_grad]

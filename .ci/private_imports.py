@@ -50,7 +50,8 @@ def crossings():
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                     and node.value.id in aliases and _private(node.attr)
                     and aliases[node.value.id] != here):
-                found.append((path.name, node.lineno, aliases[node.value.id], node.attr))
+                source = aliases[node.value.id]
+                found.append((path.name, node.lineno, source, node.attr))
     return sorted(set(found))
 
 

@@ -19,8 +19,8 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from .metrics import reconstruction_report
 
-__all__ = ["COLUMNS", "check_grid", "seeded_attack", "empty_row", "fit_quietly", "score",
-           "run_trials"]
+__all__ = ["COLUMNS", "check_grid", "seeded_attack", "empty_row", "fit_quietly",
+           "score", "run_trials"]
 
 COLUMNS = ("defense", "parameter", "strength", "epsilon", "delta", "seed", "batch_size",
            "sample", "cosine", "relative_error", "psnr", "label_correct", "found",
@@ -87,8 +87,9 @@ def score(row, batch, reconstructor, *, labels=None, data_range=None):
     metrics; ``found`` is the attack's ``found_`` flag of the matched
     reconstruction (False when unmatched); ``label_correct`` only when
     ``labels`` and the attack's ``labels_`` are both known."""
+    signs_known = bool(np.all(reconstructor.sign_identified_))
     report = reconstruction_report(batch, reconstructor.samples_, data_range=data_range,
-                                   sign_invariant=not reconstructor.sign_identified_.all())
+                                   sign_invariant=not signs_known)
     row.update(cosine=report.cosine, relative_error=report.relative_error,
                psnr=report.get("psnr", row["psnr"]),
                gradient_residual=float(reconstructor.gradient_residual_),

@@ -8,7 +8,9 @@ through the defence, and a :class:`~skrecon.GradientReconstructor` attacks
 it. Every true sample is then matched to its reconstruction (Hungarian
 algorithm) and scored. The result is a tidy table - one row per (strength,
 seed, true sample) - that ``pandas.DataFrame(table)`` reads directly and
-:func:`skrecon.plotting.plot_leakage_curve` draws.
+:func:`skrecon.plotting.plot_leakage_curve` draws. The trials run through
+skrecon's one leakage harness, which :func:`skrecon.opacus.leakage_curve`
+feeds with its DP-SGD trial: every leakage table has the same columns.
 """
 
 from functools import partial
@@ -17,7 +19,8 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import clone
 
-from ._harness import check_grid, empty_row, fit_quietly, run_trials, score, seeded_attack
+from ._harness import (check_grid, empty_row, fit_quietly, run_trials, score,
+                       seeded_attack)
 from .clients import make_gradient_query
 from .reconstructor import GradientReconstructor
 

@@ -37,7 +37,8 @@ from functools import partial
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._harness import check_grid, empty_row, fit_quietly, run_trials, score, seeded_attack
+from ._harness import (check_grid, empty_row, fit_quietly, run_trials, score,
+                       seeded_attack)
 from .flower import update_query
 from .reconstructor import GradientReconstructor
 from .torch import gaussian_reinit_

@@ -23,7 +23,8 @@ def test_the_script_sees_a_crossing(tmp_path, monkeypatch):
         "    from skrecon.a import _helper as h\n    return a._helper, h\n")
     (tmp_path / "c.py").write_text("from ._mlp import forward\n")
     monkeypatch.setattr(module, "ROOT", tmp_path)
-    assert module.crossings() == [("b.py", 1, "a", "_helper"), ("b.py", 6, "a", "_helper"),
+    assert module.crossings() == [("b.py", 1, "a", "_helper"),
+                                  ("b.py", 6, "a", "_helper"),
                                   ("b.py", 7, "a", "_helper")]
 
 

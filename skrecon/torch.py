@@ -221,8 +221,8 @@ def _probe(torch, model, lin1, lin2):
     Runs ``model`` on rows of zeros, replaces the first layer's output by
     a grid of known pre-activations ``z`` (a forward hook) and catches the
     second layer's input ``h`` (a pre-hook that stops the pass there, so no
-    later layer runs), without gradients and with the CPU random state
-    restored. Returns ``(z, h)`` as float64 arrays, or ``(None, reason)``
+    later layer runs), without gradients, with the CPU random state and the
+    model's buffers (e.g. a BatchNorm's running statistics) restored. Returns ``(z, h)`` as float64 arrays, or ``(None, reason)``
     when the forward pass does not take such rows or does not lead from
     the first layer's output to the second layer's input elementwise."""
     m = lin1.out_features
@@ -241,6 +241,7 @@ def _probe(torch, model, lin1, lin2):
     hooks = [lin1.register_forward_hook(replace), lin2.register_forward_pre_hook(catch)]
     x = torch.zeros(rows, lin1.in_features, dtype=weight.dtype, device=weight.device)
     devices = [weight.device] if weight.device.type == "cuda" else []
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             model(x)
@@ -252,6 +253,9 @@ def _probe(torch, model, lin1, lin2):
     finally:
         for hook in hooks:
             hook.remove()
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
     if "h" not in caught:
         return None, "the forward pass did not reach the second layer"
     h = caught["h"]
@@ -400,7 +404,8 @@ def first_layer_query(model, *, first="auto", second="auto"):
     above the second layer (depth, losses, reductions) is allowed.
 
     The activation is measured: the model runs once on rows of zeros, without
-    gradients and with the CPU random state restored; a hook replaces the
+    gradients, with the CPU random state and the model's buffers restored; a
+    hook replaces the
     first layer's output by 256 known pre-activations in ``[-4, 4]``, another
     catches the second layer's input and stops the pass there (no later layer
     runs). The activation whose values match to 64 units of round-off of the

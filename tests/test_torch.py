@@ -380,6 +380,27 @@ def test_a_functional_activation_is_measured(dtype):
         assert torch.equal(torch.get_rng_state(), rng_before)
 
 
+def test_the_probe_leaves_the_model_as_it_was():
+    # a BatchNorm without parameters before the first layer, in train mode:
+    # the probing pass must not move its running statistics
+    model = nn.Sequential(nn.BatchNorm1d(64, affine=False), nn.Linear(64, 16),
+                          nn.Dropout(0.3), nn.Linear(16, 10)).double()
+    model[2].p = 0.0  # (a dropout between the layers must be off)
+    model.eval()
+    _small_step(model)
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = first_layer_query(model)
+    assert q.activation == "identity"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert model.training
+
+
 def test_an_activation_that_cannot_be_identified_warns_at_query_time():
     clamp = _small_step(_Functional(lambda t: t.clamp(-1, 1)).double())
     with pytest.warns(UnknownActivationWarning, match=re.escape(_UNKNOWN.format(

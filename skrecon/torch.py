@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 
 from ._labels import looks_like_cross_entropy
+from ._activation_probe import identify_activation
 from ._mlp import check_positive_float
 from ._optional import import_optional
 from .activations import ACTIVATIONS, get_activation
@@ -202,103 +203,6 @@ def _check_between(between):
     return activation
 
 
-class _Probed(Exception):
-    """Stops the probing forward pass at the second layer's input."""
-
-
-# The probe's pre-activations: at least this many values, evenly in
-# [-_PROBE_RANGE, _PROBE_RANGE], where every pair of skrecon's activations
-# differs by at least 0.038 (relative to 1 + |h|) and torch's float32
-# functions match skrecon's to 1e-6
-_PROBE_POINTS = 256
-_PROBE_RANGE = 4.0
-_PROBE_ULPS = 64
-
-
-def _probe(torch, model, lin1, lin2):
-    """What the forward pass does between the two layers, measured.
-
-    Runs ``model`` on rows of zeros, replaces the first layer's output by
-    a grid of known pre-activations ``z`` (a forward hook) and catches the
-    second layer's input ``h`` (a pre-hook that stops the pass there, so no
-    later layer runs), without gradients, with the CPU random state and the
-    model's buffers (e.g. a BatchNorm's running statistics) restored. Returns ``(z, h)`` as float64 arrays, or ``(None, reason)``
-    when the forward pass does not take such rows or does not lead from
-    the first layer's output to the second layer's input elementwise."""
-    m = lin1.out_features
-    rows = -(-_PROBE_POINTS // m)
-    z = np.linspace(-_PROBE_RANGE, _PROBE_RANGE, rows * m).reshape(rows, m)
-    weight = lin1.weight
-    caught = {}
-
-    def replace(module, args, output):
-        return torch.as_tensor(z, dtype=output.dtype, device=output.device)
-
-    def catch(module, args):
-        caught["h"] = args[0]
-        raise _Probed
-
-    hooks = [lin1.register_forward_hook(replace), lin2.register_forward_pre_hook(catch)]
-    x = torch.zeros(rows, lin1.in_features, dtype=weight.dtype, device=weight.device)
-    devices = [weight.device] if weight.device.type == "cuda" else []
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            model(x)
-    except _Probed:
-        pass
-    except Exception as exc:  # noqa: BLE001 - any model's forward may refuse the rows
-        return None, (f"the forward pass on rows of {lin1.in_features} inputs raised "
-                      f"{type(exc).__name__}: {exc}")
-    finally:
-        for hook in hooks:
-            hook.remove()
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
-    if "h" not in caught:
-        return None, "the forward pass did not reach the second layer"
-    h = caught["h"]
-    if not isinstance(h, torch.Tensor) or tuple(h.shape) != z.shape:
-        return None, ("the second layer's input is not the first layer's output "
-                      "transformed elementwise (another shape)")
-    return z, h.detach().to("cpu", torch.float64).numpy()
-
-
-def _deviation(activation, z, h):
-    """Largest ``|h - act(z)| / (1 + |h|)``."""
-    with np.errstate(all="ignore"):
-        expected = np.asarray(activation(z), dtype=np.float64)
-    return float(np.max(np.abs(h - expected) / (1.0 + np.abs(h))))
-
-
-def _identify(torch, model, lin1, lin2, from_module):
-    """The activation between the two layers and, when there is none,
-    why: the module's when the forward pass applies it, else the one
-    activation of skrecon's table that the forward pass applies (a
-    functional ``torch.relu``, ``F.gelu``, ``x.tanh()`` ...)."""
-    z, h = _probe(torch, model, lin1, lin2)
-    if z is None:
-        return from_module, None if from_module is not None else (
-            f"no activation module lies between them, and {h}")
-    tol = _PROBE_ULPS * float(torch.finfo(lin1.weight.dtype).eps)
-    if from_module is not None and _deviation(get_activation(from_module), z, h) <= tol:
-        return from_module, None
-    deviations = {name: _deviation(act, z, h) for name, act in ACTIVATIONS.items()}
-    matches = [name for name, dev in deviations.items() if dev <= tol]
-    if len(matches) == 1:
-        return matches[0], None
-    if matches:
-        return None, (f"the forward pass between them matches several of skrecon's "
-                      f"activations ({matches}) in {lin1.weight.dtype}")
-    nearest = min(deviations, key=deviations.get)
-    return None, (
-        f"the forward pass between them applies none of skrecon's activations "
-        f"(measured on {z.size} pre-activations in [-{_PROBE_RANGE:g}, "
-        f"{_PROBE_RANGE:g}]: the nearest, {nearest!r}, is off by "
-        f"{deviations[nearest]:.2g})")
-
-
 def _to_numpy(torch, tensor):
     """A float32/float64 NumPy copy of a tensor, on the host."""
     t = tensor.detach()
@@ -432,7 +336,8 @@ def first_layer_query(model, *, first="auto", second="auto"):
     torch = _import_torch()
     _check_module(torch, model)
     (name1, lin1), (name2, lin2), between = _find_layers(model, first, second)
-    activation, reason = _identify(torch, model, lin1, lin2, _check_between(between))
+    activation, reason = identify_activation(torch, model, lin1, lin2,
+                                             _check_between(between))
     if activation is None:
         warnings.warn(
             f"The activation between the layers {name1!r} and {name2!r} could not be "

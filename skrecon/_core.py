@@ -20,8 +20,9 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from .decomposition import tensor_starts
+from ._gradient_model import model_from_slopes, signals_from_slopes, slopes_at
 from .refine import (RefinementResult, is_piecewise_linear, levenberg_marquardt,
-                     pattern_iteration, _fit_signals, _model, _slopes)
+                     pattern_iteration)
 from ._crossings import crossing_starts
 from ._relu_patterns import ica_guesses, pattern_samples, two_slopes
 from .search import (SearchResult, _Slopes, _onto_constraint, _orth, _phis, _repeats,
@@ -122,7 +123,7 @@ def _signals(s1, V, P, A):
     """
     n, K = V.shape[0], A.shape[1]
     if n * K <= _JOINT_SIGNALS_MAX or V.shape[0] != V.shape[1]:
-        return _fit_signals(s1, V, P, A, ridge=0.0)
+        return signals_from_slopes(s1, V, P, A, ridge=0.0)
     C = np.linalg.solve(V.T, P.T).T  # P V^{-1}
     U = np.empty((n, K))
     for i in range(n):
@@ -133,8 +134,8 @@ def _signals(s1, V, P, A):
 def _relative_residual(V, U, P, Omega, A, activation, bias_mean, s1=None):
     """``||P - P_hat|| / ||P||`` (``s1``: the slopes of ``V``, if known)."""
     if s1 is None:
-        s1 = _slopes(Omega, V, activation, bias_mean)
-    return float(np.linalg.norm(P - _model(s1, V, U, A)) / np.linalg.norm(P))
+        s1 = slopes_at(Omega, V, activation, bias_mean)
+    return float(np.linalg.norm(P - model_from_slopes(s1, V, U, A)) / np.linalg.norm(P))
 
 
 def _residual_off_kinks(V, U, P, Omega, A, activation, bias_mean):
@@ -496,7 +497,7 @@ def _finish(V, problem, fixed, piecewise, say):
         finish = pattern_iteration(V, P, Omega, A, activation, b0, fixed=fixed)
         say(f"pattern iteration: relative residual {finish.relative_residual:.2e}")
         return finish.V, finish.U, finish.relative_residual
-    s1 = _slopes(Omega, V, activation, b0)
+    s1 = slopes_at(Omega, V, activation, b0)
     U = _signals(s1, V, P, A)
     return V, U, _relative_residual(V, U, P, Omega, A, activation, b0, s1)
 

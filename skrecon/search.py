@@ -59,8 +59,9 @@ from scipy.special import expit
 from sklearn.utils.parallel import Parallel, delayed
 
 from ._threads import blas_threads
-from .refine import (_check_finite_and_activation, _derivative, is_piecewise_linear,
-                     lm_driver)
+from ._gradient_model import check_finite_and_activation, derivative
+from ._lm import lm_driver
+from .refine import is_piecewise_linear
 
 __all__ = ["column_space_misfit", "search_samples", "SearchResult"]
 
@@ -106,8 +107,8 @@ class _Slopes:
         """``(sigma'(t), sigma''(t))``; ``sigma''`` is ``None`` unless
         ``second``."""
         if self.jumps is None:
-            return (_derivative(self.activation, t, 1),
-                    _derivative(self.activation, t, 2) if second else None)
+            return (derivative(self.activation, t, 1),
+                    derivative(self.activation, t, 2) if second else None)
         s1 = np.full_like(t, self.base)
         s2 = np.zeros_like(t) if second else None
         for kink, jump in self.jumps:
@@ -210,7 +211,7 @@ def _check_problem(P, Omega, A, activation):
         raise ValueError(
             f"A must be a 2-D array with one row per neuron ({P.shape[0]}, K), "
             f"got {A.shape}.")
-    _check_finite_and_activation(activation, P=P, Omega=Omega, A=A)
+    check_finite_and_activation(activation, P=P, Omega=Omega, A=A)
     return P, Omega, A
 
 
@@ -271,7 +272,7 @@ def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
     v = np.asarray(v, dtype=float)
     if v.shape != (Omega.shape[1],):
         raise ValueError(f"v must have shape ({Omega.shape[1]},), got {v.shape}.")
-    _check_finite_and_activation(activation, v=v, Q=Q, Omega=Omega, A=A)
+    check_finite_and_activation(activation, v=v, Q=Q, Omega=Omega, A=A)
     if not np.allclose(Q.T @ Q, np.eye(Q.shape[1]), atol=1e-8):
         raise ValueError("Q must have orthonormal columns (e.g. np.linalg.qr(P)[0]); "
                          "its columns are not orthonormal.")

@@ -390,8 +390,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         # the query is validated: the moment step takes it with the input's
         # dtype (for its attributes); the moment tensor now for init="tensor",
         # for "auto" when the core's starts need it
-        proj = moments._fit_checked(X_checked, W, A, tensor=self.init == "tensor",
-                                    input_dtype=self._input_dtype)
+        proj, span = moments._fit_checked(X_checked, W, A, tensor=self.init == "tensor",
+                                          input_dtype=self._input_dtype)
         self.moments_ = moments
         self.order_ = moments.order_
         n = moments.n_components_
@@ -412,14 +412,14 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             result = reconstruct_in_span(
                 proj, activation, n_samples=n, init=self.init, moments=moments,
                 n_init=self.n_init, max_starts=self.max_starts, max_iter=self.max_iter,
-                tol=self.tol, precision=moments._precision,
-                noise_level=moments.noise_level_, n_resolved=moments._shown_batch_size,
+                tol=self.tol, precision=span.precision,
+                noise_level=span.noise_level, n_resolved=span.shown_batch_size,
                 random_state=np.random.default_rng(seed),
                 n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0), progress=progress)
-        self._store_result(result, proj, activation, X_checked, W, A)
+        self._store_result(result, proj, span, activation, X_checked, W, A)
         return self
 
-    def _store_result(self, result, proj, activation, X, W, A):
+    def _store_result(self, result, proj, span, activation, X, W, A):
         """Samples in input coordinates, identifiability, diagnostics.
 
         ``B``-sized work on the host; the fitted arrays are stored in the
@@ -441,13 +441,13 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         found, misfits = result.found[order], result.misfits[order]
         unresolved = np.zeros(n, dtype=bool)
         if not self.bias and not activation.scale_free:
-            precision = max(1e3 * np.finfo(self.moments_._precision).eps,
+            precision = max(1e3 * np.finfo(span.precision).eps,
                             10 * self.moments_.noise_level_)
             norm_weak, unresolved = unresolved_samples(activation, samples, to_host(W),
                                                        precision)
             scale_ok &= ~norm_weak
             found = found & ~unresolved
-        shown = self.moments_._shown_batch_size or n
+        shown = span.shown_batch_size or n
         below_spectrum = shown > n
         if below_spectrum:
             # fewer samples than the spectrum shows: none is a sample of this
@@ -455,7 +455,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             # to 0.12 at 6 of 8 digits, all flagged found; the
             # BatchSizeWarning says so)
             found = np.zeros_like(found)
-        if self.moments_._full_column_rank:
+        if span.full_column_rank:
             # a gradient of full column rank without a white-noise bulk: the
             # batch may have as many samples as columns, or more, and then
             # no row is a sample of it, whatever its misfit (d = 8, B = 12:
@@ -505,10 +505,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             share = np.linalg.norm(U, axis=1) / max(np.max(np.linalg.norm(U, axis=1)),
                                                     np.finfo(float).tiny)
             rows = np.flatnonzero(weak)
-            single = np.dtype(self.moments_._precision) == np.float32
+            single = np.dtype(span.precision) == np.float32
             warnings.warn(
                 f"Rows {rows.tolist()} of samples_ fit the "
-                f"{np.dtype(self.moments_._precision).name} gradient to its "
+                f"{np.dtype(span.precision).name} gradient to its "
                 "round-off, but their misfits do not bound their errors by "
                 f"{result.stated_precision:.0e}".replace("e-0", "e-") + " (found_ is False there"
                 + ("; such float32 rows were measured at 5e-5 to 2e-2). " if single
@@ -534,7 +534,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                     f"{self.gradient_residual_:.3g}): the samples are approximate, "
                     "and found_ is False for all of them. More starts do not help; "
                     "a less noisy gradient or a wider layer does.", ConvergenceWarning)
-            elif self.moments_._full_column_rank:
+            elif span.full_column_rank:
                 warnings.warn(
                     f"No row of samples_ is flagged found (relative gradient "
                     f"residual {self.gradient_residual_:.3g}): the gradient has full "

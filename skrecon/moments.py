@@ -479,6 +479,17 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                                         dtype=getattr(proj.xp, self._input_dtype.name))
         return True
 
+    def _tensor_for_starts(self, proj, tensor="auto"):
+        """``(T, T0, order, weight_std)`` for the search's starts: the host
+        moment tensor, its order-0 moments, its order and the weights' std,
+        the tensor computed now (:meth:`_fit_tensor`) if it was not; ``None``
+        when ``tensor="auto"`` declines it. Bound to its projection, this is
+        the callable the functional core gets (it never sees the estimator)."""
+        if self._moment_tensor_host is None and not self._fit_tensor(proj, tensor):
+            return None
+        return (self._moment_tensor_host, self._lower_moments[0], self.order_,
+                self.weight_std_)
+
     def transform(self, X):
         """Coordinates of gradient rows in the span.
 

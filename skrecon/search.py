@@ -561,13 +561,13 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                         ("bias_mean", bias_mean)):
         if value is not None and not (isinstance(value, Real) and np.isfinite(value)):
             raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    n_samples = n_dims if n_samples is None else int(n_samples)
+    batch_size = n_dims if n_samples is None else int(n_samples)
     n_init = int(n_init)
-    max_starts = 4 * n_samples + 16 if max_starts is None else int(max_starts)
-    if not 1 <= n_samples <= n_dims or n_init < 1 or max_starts < 1:
+    max_starts = 4 * batch_size + 16 if max_starts is None else int(max_starts)
+    if not 1 <= batch_size <= n_dims or n_init < 1 or max_starts < 1:
         raise ValueError(
             f"n_samples must lie in [1, {n_dims}] and n_init, max_starts be at "
-            f"least 1; got {n_samples}, {n_init} and {max_starts}.")
+            f"least 1; got {batch_size}, {n_init} and {max_starts}.")
     if starts is not None and np.ndim(starts) != 2 or (
             starts is not None and np.shape(starts)[1] != n_dims):
         raise ValueError(
@@ -615,7 +615,7 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     # starts: ReLU from the tensor's 8 factors in rounds of 2 found 4 of 8).
     k = n_init
     again = []
-    while len(found) < n_samples and n_starts < max_starts:
+    while len(found) < batch_size and n_starts < max_starts:
         k = min(k, max_starts - n_starts)
         if len(again) + len(queue) < k and random_starts is not None:
             more = np.asarray(random_starts(k - len(again) - len(queue)), dtype=float)
@@ -645,13 +645,13 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                 if number >= n_again and _repeats(v, found[n_before:], cos_dup):
                     again.append(start)
                 continue
-            if phi < accept and len(found) < n_samples:
+            if phi < accept and len(found) < batch_size:
                 found.append(v)
                 # a smooth search at round-off on its rows is a sample on
                 # every row (its misfit there comes at the end, for all at once)
                 settled.append(not piecewise and phi < _ROUND_OFF)
                 if verbose:
-                    print(f"search: sample {len(found)}/{n_samples} found "
+                    print(f"search: sample {len(found)}/{batch_size} found "
                           f"(misfit {phi:.2e}, start {n_starts})")
             else:
                 rejected.append((phi, v))
@@ -677,9 +677,9 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         k = int(np.clip(2 * (len(found) - n_before), 1, n_init))
         if verbose:
             print(f"search: round {round_no}, {n_starts} starts, "
-                  f"{len(found)}/{n_samples} found")
+                  f"{len(found)}/{batch_size} found")
         if progress is not None:
-            progress("search", len(found), n_samples)
+            progress("search", len(found), batch_size)
     V = np.array(found).reshape(-1, n_dims)
     misfits = np.array(misfits)
     later = np.flatnonzero(np.isnan(misfits))

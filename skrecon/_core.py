@@ -25,8 +25,8 @@ from .refine import (RefinementResult, is_piecewise_linear, levenberg_marquardt,
                      pattern_iteration)
 from ._crossings import crossing_starts
 from ._relu_patterns import ica_guesses, pattern_samples, two_slopes
-from .search import (SearchResult, _Slopes, _onto_constraint, _orth, _phis, _repeats,
-                     search_samples)
+from ._misfit import Slopes, is_repeat, onto_constraint, orth, sample_misfits
+from .search import SearchResult, search_samples
 
 # rows of the searches: for a few outputs, a thousand or 64 per unknown of
 # one sample's column-space condition (B + K), whichever is more (fewer rows
@@ -338,8 +338,8 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
 
         starts = np.empty((0, n))
         if init == "auto" and piecewise and K == 1:
-            starts = crossing_starts(P, Omega, A, _Slopes(activation), b0, fixed,
-                                     n_samples=batch_size, rows=rows, Q=_orth(P[rows]),
+            starts = crossing_starts(P, Omega, A, Slopes(activation), b0, fixed,
+                                     n_samples=batch_size, rows=rows, Q=orth(P[rows]),
                                      accept=final_accept, noise_level=noise_level,
                                      random_state=rng)
             say(f"starts: {len(starts)} samples from differences of neighbouring "
@@ -555,7 +555,7 @@ def _misfits(V, problem, rows):
     ``None``)."""
     P, Omega, A, activation, b0 = problem
     keep = slice(None) if rows is None else rows
-    return _phis(V, _orth(P[keep]), Omega[keep], A[keep], _Slopes(activation), b0)
+    return sample_misfits(V, orth(P[keep]), Omega[keep], A[keep], Slopes(activation), b0)
 
 
 def _complete(V, candidates, batch_size, n, rng, scale, fixed):
@@ -568,8 +568,8 @@ def _complete(V, candidates, batch_size, n, rng, scale, fixed):
     for c in candidates:
         if len(rows) == batch_size:
             break
-        if np.linalg.norm(c) <= 10 * typical and not _repeats(c, rows, 0.999):
+        if np.linalg.norm(c) <= 10 * typical and not is_repeat(c, rows, 0.999):
             rows.append(c)
     while len(rows) < batch_size:
-        rows.append(_onto_constraint(rng.standard_normal(n) * (scale / np.sqrt(n)), fixed))
+        rows.append(onto_constraint(rng.standard_normal(n) * (scale / np.sqrt(n)), fixed))
     return np.array(rows)

@@ -1,8 +1,9 @@
-"""The functional core: from a query in span coordinates to the batch.
+"""The search of the batch in span coordinates: the first half of the core.
 
 One plain function, :func:`reconstruct_in_span`, holds the orchestration
-that :class:`~skrecon.GradientReconstructor` calls after validating its
-input and fitting the span:
+that the functional core (:func:`skrecon._batch.reconstruct_batch`) runs on
+a projected query; it takes arrays, hyper-parameters and, for the moment
+tensor's starts, a callable, and never sees an estimator:
 
     starts (moment-tensor factors, then random directions)
       -> per-sample column-space search with deflation (:mod:`skrecon.search`)

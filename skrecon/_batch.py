@@ -63,8 +63,6 @@ class ReconstructionResult:
     labels : array of int64, shape (batch_size,), or None
     loss : {"cross_entropy", "squared"} or None
         The loss whose signals were read (``loss_``).
-    n_unlike_labels : int
-        Signals that do not look like softmax cross-entropy.
     gradient_residual : float
         ``||X - X_hat||_F / ||X||_F``.
     moment_weights : array of shape (batch_size,)
@@ -87,7 +85,6 @@ class ReconstructionResult:
     converged: bool
     labels: object
     loss: object
-    n_unlike_labels: int
     gradient_residual: float
     moment_weights: object
     warnings: tuple
@@ -176,8 +173,11 @@ def reconstruct_batch(X, W, A, proj, span, activation, *, bias, order, bias_std,
     auto_batch_size : bool, default=True
         Whether the batch size was read off the spectrum (for the remedy a
         warning gives).
-    init, moment_tensor, n_init, max_starts, max_iter, tol, n_jobs, verbose, progress
+    init, moment_tensor, n_init, max_starts, max_iter, tol, n_jobs, progress
         As :func:`skrecon._core.reconstruct_in_span`.
+    verbose : int, default=0
+        As :func:`skrecon._core.reconstruct_in_span`; also one line on the
+        loss ``"auto"`` inferred, when positive.
     random_state : numpy.random.Generator
         Source of every random draw.
 
@@ -210,6 +210,14 @@ def reconstruct_batch(X, W, A, proj, span, activation, *, bias, order, bias_std,
     n_found = int(np.sum(found))
     labels, loss_, n_unlike, n_ambiguous = infer_labels(ident.U, loss,
                                                         ident.sign_identified, found)
+    K = proj.A.shape[1]
+    if verbose and loss == "auto":
+        print("[GradientReconstructor] loss='auto': inferred "
+              + ("softmax cross-entropy, labels read off the signals"
+                 if loss_ == "cross_entropy" else
+                 f"no cross-entropy ({n_unlike} of {n} signals "
+                 f"unlike it{', fewer than 3 outputs' if K < 3 else ''}); "
+                 "labels_ is None"))
     messages += [(IdentifiabilityWarning, text) for text in label_messages(
         loss, loss_, labels, n_unlike, n_ambiguous, len(ident.U), ident.U.shape[1])]
     residual = gradient_residual(X, W, A, samples, signals, activation, bias)
@@ -217,7 +225,6 @@ def reconstruct_batch(X, W, A, proj, span, activation, *, bias, order, bias_std,
                                     bias=bias, bias_std=bias_std,
                                     bias_mean=proj.bias_mean)
     messages += [(IdentifiabilityWarning, text) for text in texts]
-    K = proj.A.shape[1]
     messages += verdict_warnings(search, ident, span, activation, n_outputs=K,
                                  gradient_residual=residual,
                                  auto_batch_size=auto_batch_size, max_iter=max_iter,
@@ -233,6 +240,6 @@ def reconstruct_batch(X, W, A, proj, span, activation, *, bias, order, bias_std,
         converged=bool(refinement.converged) and n_found == n,
         labels=(None if labels is None
                 else from_host(labels, xp, device, dtype=xp.int64)),
-        loss=loss_, n_unlike_labels=n_unlike, gradient_residual=residual,
+        loss=loss_, gradient_residual=residual,
         moment_weights=from_host(weights, xp, device, dtype=dtype),
         warnings=tuple(messages))

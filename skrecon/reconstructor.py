@@ -424,14 +424,6 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.loss_ = result.loss
         self.gradient_residual_ = result.gradient_residual
         self.moment_weights_ = result.moment_weights
-        if self.verbose >= 2 and self.loss == "auto":
-            K = result.signals.shape[1]
-            print("[GradientReconstructor] loss='auto': inferred "
-                  + ("softmax cross-entropy, labels read off the signals"
-                     if self.loss_ == "cross_entropy" else
-                     f"no cross-entropy ({result.n_unlike_labels} of {n} signals "
-                     f"unlike it{', fewer than 3 outputs' if K < 3 else ''}); "
-                     "labels_ is None"))
         for category, message in result.warnings:
             warnings.warn(message, category)
         return self

@@ -1,8 +1,9 @@
-"""The functional core: from a query in span coordinates to the batch.
+"""The search of the batch in span coordinates: the first half of the core.
 
 One plain function, :func:`reconstruct_in_span`, holds the orchestration
-that :class:`~skrecon.GradientReconstructor` calls after validating its
-input and fitting the span:
+that the functional core (:func:`skrecon._batch.reconstruct_batch`) runs on
+a projected query; it takes arrays, hyper-parameters and, for the moment
+tensor's starts, a callable, and never sees an estimator:
 
     starts (moment-tensor factors, then random directions)
       -> per-sample column-space search with deflation (:mod:`skrecon.search`)
@@ -20,12 +21,13 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from .decomposition import tensor_starts
+from ._gradient_model import model_from_slopes, signals_from_slopes, slopes_at
 from .refine import (RefinementResult, is_piecewise_linear, levenberg_marquardt,
-                     pattern_iteration, _fit_signals, _model, _slopes)
+                     pattern_iteration)
 from ._crossings import crossing_starts
 from ._relu_patterns import ica_guesses, pattern_samples, two_slopes
-from .search import (SearchResult, _Slopes, _onto_constraint, _orth, _phis, _repeats,
-                     search_samples)
+from ._misfit import Slopes, is_repeat, onto_constraint, orth, sample_misfits
+from .search import SearchResult, search_samples
 
 # rows of the searches: for a few outputs, a thousand or 64 per unknown of
 # one sample's column-space condition (B + K), whichever is more (fewer rows
@@ -80,12 +82,12 @@ _PATTERN_FIRST_TRIALS = 256
 _PATTERN_TRIALS = 2048
 
 
-def min_neurons(n_samples, n_outputs):
-    """Live neurons the search needs for ``n_samples`` samples and
+def min_neurons(batch_size, n_outputs):
+    """Live neurons the search needs for ``batch_size`` samples and
     ``n_outputs`` outputs: ``max(5 B, 2 (B + K))`` (measured frontier, see
     above)."""
-    return max(_NEURONS_PER_SAMPLE * n_samples,
-               _NEURONS_PER_UNKNOWN * (n_samples + n_outputs))
+    return max(_NEURONS_PER_SAMPLE * batch_size,
+               _NEURONS_PER_UNKNOWN * (batch_size + n_outputs))
 
 
 def _unit_scale(M, xp):
@@ -122,7 +124,7 @@ def _signals(s1, V, P, A):
     """
     n, K = V.shape[0], A.shape[1]
     if n * K <= _JOINT_SIGNALS_MAX or V.shape[0] != V.shape[1]:
-        return _fit_signals(s1, V, P, A, ridge=0.0)
+        return signals_from_slopes(s1, V, P, A, ridge=0.0)
     C = np.linalg.solve(V.T, P.T).T  # P V^{-1}
     U = np.empty((n, K))
     for i in range(n):
@@ -133,8 +135,8 @@ def _signals(s1, V, P, A):
 def _relative_residual(V, U, P, Omega, A, activation, bias_mean, s1=None):
     """``||P - P_hat|| / ||P||`` (``s1``: the slopes of ``V``, if known)."""
     if s1 is None:
-        s1 = _slopes(Omega, V, activation, bias_mean)
-    return float(np.linalg.norm(P - _model(s1, V, U, A)) / np.linalg.norm(P))
+        s1 = slopes_at(Omega, V, activation, bias_mean)
+    return float(np.linalg.norm(P - model_from_slopes(s1, V, U, A)) / np.linalg.norm(P))
 
 
 def _residual_off_kinks(V, U, P, Omega, A, activation, bias_mean):
@@ -160,8 +162,9 @@ def _residual_off_kinks(V, U, P, Omega, A, activation, bias_mean):
     return _relative_residual(V, U, P[off], Omega[off], A[off], activation, bias_mean)
 
 
-def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=None,
-                        n_init=1, max_starts=None, max_iter=200, tol=1e-13,
+def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
+                        moment_tensor=None, n_init=1, max_starts=None, max_iter=200,
+                        tol=1e-13,
                         precision=np.float64, noise_level=0.0, n_resolved=None,
                         random_state=None, n_jobs=None, verbose=0, progress=None):
     """The batch in span coordinates, from a projected query.
@@ -171,14 +174,20 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     proj : _Projection
         The query in span coordinates (``MomentTensorTransformer._fit``).
     activation : Activation
-    n_samples : int
+    batch_size : int
         Samples in the batch (``B``, the span's dimension).
     init : {"auto", "tensor", "random"}, default="auto"
         Starts of the search: the moment tensor's factors first (``"tensor"``
-        and ``"auto"`` when ``moments`` holds a tensor), then random
+        and ``"auto"`` when ``moment_tensor`` gives a tensor), then random
         directions (``"random"`` and ``"auto"``).
-    moments : MomentTensorTransformer or None
-        The fitted moment step (its tensor, lower moments, order, weight std).
+    moment_tensor : callable or None
+        ``moment_tensor(tensor)`` returns ``(T, T0, order, weight_std)``:
+        the moment tensor (host, ``(B, K, n_bias_orders) + (B,) * (order -
+        1)``), its order-0 moments, its order and the weights' std, computed
+        now if need be (``tensor``: ``"auto"`` or ``True``, as
+        :meth:`MomentTensorTransformer._fit_tensor`), or ``None`` where there
+        is none; it may raise ``ValueError`` (a singular regression: no
+        starts from the tensor). ``None``: no tensor.
     n_init, max_starts
         Starts per round, and in all (see :func:`skrecon.search.search_samples`).
     max_iter : int, default=200
@@ -191,7 +200,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         Relative in-span noise of the gradient (``noise_level_``).
     n_resolved : int or None, default=None
         Samples the spectrum shows, where a ``batch_size`` given differs
-        from it: when fewer than ``n_samples``, the acceptance level is set
+        from it: when fewer than ``batch_size``, the acceptance level is set
         by the span's conditioning over that many directions, not by the
         noise directions beyond (which accepted rows fitting the noise).
     random_state : numpy.random.Generator
@@ -225,7 +234,6 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     # gradient and the output weights to unit size: the searches do not
     # depend on scale, but sums of squares of a gradient scaled by 1e-170
     # underflow (and of 1e160 overflow); the signals are scaled back at the end
-    tensor_proj = proj  # (the moment tensor keeps the gradient's units)
     p_unit, a_unit = _unit_scale(proj.P, proj.xp), _unit_scale(proj.A, proj.xp)
     if p_unit != 1.0 or a_unit != 1.0:
         proj = replace(proj, P=proj.P * p_unit, A=proj.A * a_unit)
@@ -263,14 +271,14 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         """The moment tensor's factors as starts (the tensor computed now
         if the moment step did not), or none."""
         try:
-            if moments is None or (moments._moment_tensor_host is None and not
-                                   moments._fit_tensor(tensor_proj, "auto" if init == "auto"
-                                                       else True)):
+            tensor = (None if moment_tensor is None
+                      else moment_tensor("auto" if init == "auto" else True))
+            if tensor is None:
                 return np.empty((0, n))
+            T, T0, order, weight_std = tensor
             with np.errstate(all="ignore"):
-                factors, cp_error = tensor_starts(
-                    moments._moment_tensor_host, moments._lower_moments[0], activation,
-                    moments.order_, moments.weight_std_, rng, fixed=fixed)
+                factors, cp_error = tensor_starts(T, T0, activation, order, weight_std, rng,
+                                                  fixed=fixed)
         except (np.linalg.LinAlgError, ValueError) as exc:
             # a degenerate tensor (a gradient scaled to 1e-300, constant
             # weights, a layer of a few neurons) gives no starts; the random
@@ -279,7 +287,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             return np.empty((0, n))
         factors = factors[np.all(np.isfinite(factors), axis=1)]
         say(f"starts: {len(factors)} from the moment tensor (order "
-            f"{moments.order_}, CP relative error {cp_error:.2e})")
+            f"{order}, CP relative error {cp_error:.2e})")
         return factors
 
     rtol = max(tol, 10 * np.finfo(precision).eps)
@@ -331,8 +339,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
         starts = np.empty((0, n))
         if init == "auto" and piecewise and K == 1:
-            starts = crossing_starts(P, Omega, A, _Slopes(activation), b0, fixed,
-                                     n_samples=n_samples, rows=rows, Q=_orth(P[rows]),
+            starts = crossing_starts(P, Omega, A, Slopes(activation), b0, fixed,
+                                     n_samples=batch_size, rows=rows, Q=orth(P[rows]),
                                      accept=final_accept, noise_level=noise_level,
                                      random_state=rng)
             say(f"starts: {len(starts)} samples from differences of neighbouring "
@@ -355,8 +363,8 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
         def more_starts(k):
             """Random directions; with a late tensor, its factors instead once
-            ``n_samples`` random starts have been searched."""
-            if state["tensor_due"] and state["random"] >= n_samples:
+            ``batch_size`` random starts have been searched."""
+            if state["tensor_due"] and state["random"] >= batch_size:
                 state["tensor_due"] = False
                 factors = tensor_factors()
                 if len(factors):
@@ -368,17 +376,17 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
 
         pattern = None
         if two_slope and identifiable:
-            pattern = pattern_samples(*problem, n_samples=n_samples, basis=basis,
+            pattern = pattern_samples(*problem, n_samples=batch_size, basis=basis,
                                       n_inputs=n_inputs, fixed=fixed, ica=ica,
-                                      max_trials=_PATTERN_FIRST_TRIALS * n_samples,
+                                      max_trials=_PATTERN_FIRST_TRIALS * batch_size,
                                       random_state=rng, verbose=verbose)
-            say(f"exact columns: {pattern.n_found} of {n_samples} in "
+            say(f"exact columns: {pattern.n_found} of {batch_size} in "
                 f"{pattern.n_trials} trials")
-        if pattern is not None and pattern.n_found == n_samples:
+        if pattern is not None and pattern.n_found == batch_size:
             found = SearchResult(pattern.V, _misfits(pattern.V, problem, check),
                                  np.empty((0, n)), np.empty(0), 0)
         elif m > n + K and identifiable:
-            found = search_samples(P, Omega, A, activation, b0, n_samples=n_samples,
+            found = search_samples(P, Omega, A, activation, b0, n_samples=batch_size,
                                    starts=starts, random_starts=random_starts, fixed=fixed,
                                    rows=rows if n_rows < m else None, polish_rows=check,
                                    accept=accept, exact_accept=final_accept, n_init=n_init,
@@ -391,43 +399,43 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
             found = SearchResult(np.empty((0, n)), np.empty(0), np.empty((0, n)),
                                  np.empty(0), 0)
         V = found.V
-        if len(V) < n_samples:
-            say(f"search: {len(V)} of {n_samples} samples found in {found.n_starts} "
+        if len(V) < batch_size:
+            say(f"search: {len(V)} of {batch_size} samples found in {found.n_starts} "
                 "starts; completing with the best rejected searches")
-            V = _complete(V, found.candidates, n_samples, n, rng, scale, fixed)
+            V = _complete(V, found.candidates, batch_size, n, rng, scale, fixed)
         V0, U0, residual = _finish(V, problem, fixed, piecewise, say)
         if two_slope and identifiable and residual > success:
             # the smoothed search left samples missing, or accepted some
             # inside the wrong activation cell: exact columns from its guesses
-            pattern = pattern_samples(*problem, n_samples=n_samples, basis=basis,
+            pattern = pattern_samples(*problem, n_samples=batch_size, basis=basis,
                                       n_inputs=n_inputs, fixed=fixed, guesses=V0, ica=ica,
-                                      max_trials=_PATTERN_TRIALS * n_samples,
+                                      max_trials=_PATTERN_TRIALS * batch_size,
                                       random_state=rng, verbose=verbose)
             say(f"exact columns from the search's guesses: {pattern.n_found} of "
-                f"{n_samples} in {pattern.n_trials} trials")
+                f"{batch_size} in {pattern.n_trials} trials")
             if pattern.V is not None:
                 V1, U1, residual1 = _finish(pattern.V, problem, fixed, piecewise, say)
                 if residual1 < residual:
                     V0, U0, residual = V1, U1, residual1
-                    if pattern.n_found == n_samples:
+                    if pattern.n_found == batch_size:
                         found = SearchResult(V0, _misfits(V0, problem, check),
                                              np.empty((0, n)), np.empty(0),
                                              found.n_starts)
         report("polish")
         if not identifiable:  # guesses only: no polish (minutes, for nothing)
-            return Bunch(V=V0, U=U0, found=np.zeros(n_samples, dtype=bool),
+            return Bunch(V=V0, U=U0, found=np.zeros(batch_size, dtype=bool),
                          misfits=_misfits(V0, problem, check), n_starts=0, n_found=0,
                          refinement=RefinementResult(V0, U0, residual, 0, -3))
         V, U, refinement = _joint_polish(
             V0, U0, residual, proj, problem, fixed, rows if n_rows < m else None,
-            all_found=found.n_found == n_samples, rtol=rtol, ftol=ftol, success=success,
+            all_found=found.n_found == batch_size, rtol=rtol, ftol=ftol, success=success,
             noise_level=noise_level, max_iter=max_iter, verbose=verbose, say=say,
             report=report)
         if V is found.V:  # the search's samples, unchanged: their misfits stand
             misfits = found.misfits
         else:
             misfits = _misfits(V, problem, check)
-        if V is not V0 and 0 < found.n_found < n_samples:
+        if V is not V0 and 0 < found.n_found < batch_size:
             # a polish of guesses beside found samples can lower the residual
             # by moving the found ones off (tanh, 7 of 8 found from the
             # tensor's starts: none left): the samples are kept, not the fit
@@ -461,17 +469,17 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         if best is None or (result.refinement.relative_residual
                             < best.refinement.relative_residual):
             best = result
-        if result.n_found == n_samples:
+        if result.n_found == batch_size:
             break
         if number + 1 < n_attempts:
-            say(f"attempt {number + 1}: {result.n_found} of {n_samples} samples "
+            say(f"attempt {number + 1}: {result.n_found} of {batch_size} samples "
                 f"found, relative residual {result.refinement.relative_residual:.2e}; "
                 "searching again")
     V, U, found_rows, misfits, refinement = (best.V, best.U, best.found, best.misfits,
                                              best.refinement)
     if not identifiable:
         found_rows[:] = False
-    say(f"done: {int(np.sum(found_rows))} of {n_samples} samples with misfit below "
+    say(f"done: {int(np.sum(found_rows))} of {batch_size} samples with misfit below "
         f"{row_accept:.1e}; relative residual {refinement.relative_residual:.2e}")
     attempt_label[0] = ""
     report("done", 1, 1)
@@ -496,7 +504,7 @@ def _finish(V, problem, fixed, piecewise, say):
         finish = pattern_iteration(V, P, Omega, A, activation, b0, fixed=fixed)
         say(f"pattern iteration: relative residual {finish.relative_residual:.2e}")
         return finish.V, finish.U, finish.relative_residual
-    s1 = _slopes(Omega, V, activation, b0)
+    s1 = slopes_at(Omega, V, activation, b0)
     U = _signals(s1, V, P, A)
     return V, U, _relative_residual(V, U, P, Omega, A, activation, b0, s1)
 
@@ -548,21 +556,21 @@ def _misfits(V, problem, rows):
     ``None``)."""
     P, Omega, A, activation, b0 = problem
     keep = slice(None) if rows is None else rows
-    return _phis(V, _orth(P[keep]), Omega[keep], A[keep], _Slopes(activation), b0)
+    return sample_misfits(V, orth(P[keep]), Omega[keep], A[keep], Slopes(activation), b0)
 
 
-def _complete(V, candidates, n_samples, n, rng, scale, fixed):
-    """Fill up to ``n_samples`` rows with distinct rejected searches, then
+def _complete(V, candidates, batch_size, n, rng, scale, fixed):
+    """Fill up to ``batch_size`` rows with distinct rejected searches, then
     random directions (best guesses, flagged as not found). A search that
     ran off to more than ten times the samples' typical norm (tanh
     saturates: the misfit flattens far out) is no guess."""
     rows = list(V)
     typical = float(np.median(np.linalg.norm(V, axis=1))) if len(V) else scale
     for c in candidates:
-        if len(rows) == n_samples:
+        if len(rows) == batch_size:
             break
-        if np.linalg.norm(c) <= 10 * typical and not _repeats(c, rows, 0.999):
+        if np.linalg.norm(c) <= 10 * typical and not is_repeat(c, rows, 0.999):
             rows.append(c)
-    while len(rows) < n_samples:
-        rows.append(_onto_constraint(rng.standard_normal(n) * (scale / np.sqrt(n)), fixed))
+    while len(rows) < batch_size:
+        rows.append(onto_constraint(rng.standard_normal(n) * (scale / np.sqrt(n)), fixed))
     return np.array(rows)

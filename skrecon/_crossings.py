@@ -33,7 +33,7 @@ References
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from .search import _DUPLICATE_ANGLE_PIECEWISE, _repeats
+from ._misfit import DUPLICATE_ANGLE_PIECEWISE, is_repeat
 
 __all__ = []
 
@@ -135,9 +135,9 @@ def crossing_starts(P, Omega, A, slopes, bias_mean, fixed, *, n_samples, rows,
     with np.errstate(invalid="ignore", divide="ignore"):
         misfit = np.sum(residual ** 2, axis=0) / np.sum(Y ** 2, axis=0)
     starts = []
-    cos_dup = np.cos(np.radians(_DUPLICATE_ANGLE_PIECEWISE))
+    cos_dup = np.cos(np.radians(DUPLICATE_ANGLE_PIECEWISE))
     for v in V[misfit < accept]:
-        if not _repeats(v, starts, cos_dup):
+        if not is_repeat(v, starts, cos_dup):
             starts.append(v / np.linalg.norm(v))
     if not starts:
         return np.empty((0, n))

@@ -16,6 +16,9 @@ from math import comb, factorial
 
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss, hermeval
+from scipy import linalg
+
+from ._array_api import from_host, get_namespace, is_numpy_namespace, to_host
 
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
 _N_HERMITE_NODES = 120
@@ -170,3 +173,82 @@ def coefficients_to_tensor(coef, n_dims, degree):
         for perm in set(permutations(index)):
             tensor[(slice(None),) + perm] = value
     return tensor
+
+
+def hermite_regression(Z, P, R, degree, max_features):
+    """Coefficient tensors ``T_0 ... T_degree`` of ``p_j`` on Hermite features.
+
+    The model is ``p_j = sum_o R_jo h_o(z_j)`` with known regressors ``R``
+    (the output weights, times Hermite polynomials of a Gaussian bias when
+    there is one). Returns a list whose entry ``k`` has shape
+    ``(B, n_regressors) + (B,) * k`` with ``T_k[:, o] = E[d^k h_o]``: the
+    known regressors enter the design, so no division by a small output
+    weight occurs. When ``n_regressors * n_features`` exceeds
+    ``max_features`` (or ``m / 2``), the response ``p_j (x) R_j`` is
+    regressed on the features instead (its tensors then carry
+    ``E[R R^T] u_i`` in the second mode); when even ``n_features`` does, the
+    top degree is a plain average of the residual of the lower-degree
+    regression.
+    """
+    xp, device = get_namespace(Z)
+    m, n_dims = Z.shape
+    n_resp = P.shape[1]
+    K = R.shape[1]
+    n_feat = n_hermite_features(n_dims, degree)
+    Phi = hermite_features(Z, degree, xp)
+    if K * n_feat <= max_features and m >= 2 * K * n_feat:
+        design = xp.reshape(Phi[:, None, :] * R[:, :, None], (m, K * n_feat))
+        coef = to_host(_normal_lstsq(design, P, xp))  # (K * F, B)
+        coef = coef.reshape(K, n_feat, n_resp).transpose(1, 2, 0)  # (F, B, K)
+    else:
+        Y = xp.reshape(P[:, :, None] * R[:, None, :], (m, n_resp * K))
+        if n_feat <= max_features and m >= 2 * n_feat:
+            coef = to_host(_normal_lstsq(Phi, Y, xp))
+        else:
+            n_low = n_hermite_features(n_dims, degree - 1)
+            low = _normal_lstsq(Phi[:, :n_low], Y, xp)
+            resid = Y - Phi[:, :n_low] @ low
+            top = to_host(Phi[:, n_low:].T @ resid) / m  # = T[alpha], i.e. coef * alpha!
+            idx = hermite_multi_indices(n_dims, degree)[n_low:]
+            fact = np.array([np.prod([factorial(i.count(q)) for q in set(i)])
+                             for i in idx], dtype=float)
+            coef = np.vstack([to_host(low), top / fact[:, None]])
+        coef = coef.reshape(n_feat, n_resp, K)
+    # from here on B-sized: the host builds the symmetric tensors
+    flat = coef.reshape(n_feat, n_resp * K)
+    tensors = []
+    for k in range(degree + 1):
+        t = coefficients_to_tensor(flat, n_dims, k) if k else flat[:1].T
+        t = t.reshape((n_resp, K) + (n_dims,) * k)
+        tensors.append(t)
+    return tensors
+
+
+def bias_regressors(A, z_bias, n_bias_orders):
+    """Known regressors ``R = A (x) [He_0(z_b), ..., He_L(z_b)] / l!``.
+
+    With a Gaussian bias the gradient row depends on the bias too; expanding
+    that dependence in Hermite polynomials of the standardised bias
+    ``z_b`` gives ``L + 1`` moment tensors ``E[d_b^l d^p h]`` (``l <= L``)
+    that share the samples as components: more slices for the
+    decomposition, and the bias's variance explained rather than left as
+    noise. Returns ``(m, K * (L + 1))``, ordered ``(output, l)``.
+    """
+    if z_bias is None:
+        return A
+    xp, device = get_namespace(A, z_bias)
+    he = [xp.ones_like(z_bias), z_bias]
+    for n in range(2, n_bias_orders):
+        he.append(z_bias * he[n - 1] - (n - 1) * he[n - 2])
+    he = xp.stack(he[:n_bias_orders], axis=1)
+    he = he / from_host([factorial(n) for n in range(n_bias_orders)], xp, device)
+    return xp.reshape(A[:, :, None] * he[:, None, :], (A.shape[0], -1))
+
+
+def _normal_lstsq(design, Y, xp):
+    """Least squares through the normal equations (Hermite features of a
+    Gaussian are nearly orthonormal, so the Gram matrix is well conditioned)."""
+    gram = design.T @ design
+    if is_numpy_namespace(xp):
+        return linalg.solve(gram, design.T @ Y, assume_a="pos")
+    return xp.linalg.solve(gram, design.T @ Y)

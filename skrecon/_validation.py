@@ -1,12 +1,14 @@
 """Validation of gradient queries: the gradient, the weights, the output weights."""
 
 import sys
+from numbers import Real
 
 import numpy as np
 from scipy import sparse
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
-from ._array_api import (get_namespace, is_numpy_like, namespace_name_of, to_host)
+from ._array_api import (from_host, get_namespace, is_numpy_like, namespace_name,
+                         namespace_name_of, to_host)
 
 def one_row_prefix(n_rows):
     """The words that open a batch-size error on a one-row gradient: one
@@ -16,7 +18,7 @@ def one_row_prefix(n_rows):
             "mixes any number of samples). " if n_rows == 1 else "")
 
 
-_ROUTING_HINT = (
+ROUTING_HINT = (
     "Inside a Pipeline, GridSearchCV or cross_val_score, enable metadata "
     "routing with sklearn.set_config(enable_metadata_routing=True) and pass "
     "weights=... (and output_weights=...) to fit."
@@ -160,7 +162,7 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
             raise ValueError(
                 f"{type(estimator).__name__}.fit needs the query's first-layer "
                 "weights: call fit(X, weights=W) with W of the shape of X. "
-                + _ROUTING_HINT
+                + ROUTING_HINT
             )
         return X, None, None
     _check_dense("weights", weights)
@@ -253,7 +255,7 @@ def _check_query_xp(estimator, X, weights, output_weights, *, reset, require_wei
             raise ValueError(
                 f"{type(estimator).__name__}.fit needs the query's first-layer "
                 "weights: call fit(X, weights=W) with W of the shape of X. "
-                + _ROUTING_HINT)
+                + ROUTING_HINT)
         return X, None, None
     if not xp.isdtype(weights.dtype, ("real floating", "integral")):
         raise ValueError(f"weights must be a real numeric array, got dtype {weights.dtype}.")
@@ -365,3 +367,36 @@ def check_fitted_namespace(estimator, X, fitted):
         raise ValueError(
             f"{type(estimator).__name__} was fitted on another device than X's: "
             f"{exc}") from None
+
+
+def check_activation_namespace(activation, xp, device):
+    """Evaluate ``sigma'`` and ``sigma''`` on three points of the input's
+    namespace: an activation that cannot run there fails before any work."""
+    probe = from_host([-1.0, 0.0, 1.0], xp, device)
+    lib = namespace_name(xp)
+    hint = (" A custom activation must evaluate in its argument's namespace (e.g. "
+            "with array_api_compat.array_namespace(t)): the host calls it on NumPy "
+            "arrays, the refinement on the input's.")
+    try:
+        values = [activation.derivative(probe, order) for order in (1, 2)]
+    except Exception as exc:
+        raise TypeError(
+            f"Activation {activation.name!r} cannot be evaluated on {lib} arrays: "
+            f"{exc}{hint}") from exc
+    for value in values:
+        if namespace_name_of(value) != lib or getattr(value, "shape", None) != (3,):
+            raise TypeError(
+                f"Activation {activation.name!r} returned a {type(value).__name__} "
+                f"for {lib} input, not a {lib} array of the input's shape.{hint}")
+
+
+def check_row_weights(sample_weight, X, xp):
+    """``sample_weight`` checked (one finite non-negative value per
+    row), as a column of ``X``'s namespace and device; ``None`` stays."""
+    if sample_weight is None:
+        return None
+    if not isinstance(sample_weight, Real):  # (a number weighs all rows alike)
+        sample_weight = to_host(sample_weight)
+    w = _check_sample_weight(sample_weight, np.empty((X.shape[0], 0)),
+                             dtype=np.float64, ensure_non_negative=True)
+    return from_host(w[:, None], xp, get_namespace(X)[1], dtype=X.dtype)

@@ -33,9 +33,8 @@ from sklearn.decomposition import FastICA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from ._validation import one_row_prefix
-from .exceptions import BatchSizeWarning, BlindFitWarning
-from .moments import estimate_batch_size
+from ._span import svd_span
+from .exceptions import BlindFitWarning
 
 __all__ = ["cocktail_party", "CocktailPartyResult", "BlindFitWarning"]
 
@@ -83,43 +82,6 @@ class CocktailPartyResult:
     n_iter: int
     converged: bool
     contrast: float
-
-
-def _precision(X):
-    """float32 for float64 data that float32 holds exactly, else float64."""
-    return (np.dtype(np.float32) if np.array_equal(X, X.astype(np.float32))
-            else np.dtype(np.float64))
-
-
-def _span(X, batch_size):
-    """``(basis (n_cols, B), B, gap)``: the gradient's top right singular
-    vectors and the batch size, read off the spectrum for ``"auto"``."""
-    m, n_cols = X.shape
-    _, s, vt = np.linalg.svd(X, full_matrices=False)
-    precision = _precision(X)
-    rank = int(np.sum(s > 10 * s[0] * np.finfo(precision).eps))
-    if batch_size == "auto":
-        if rank == m and m < n_cols:
-            raise ValueError(
-                f"{one_row_prefix(m)}"
-                f"The gradient has as many independent rows as neurons ({m}, "
-                f"shape {X.shape}): the batch size cannot be read off. Pass "
-                "batch_size, or query a layer with more neurons than samples.")
-        B, gap = estimate_batch_size(s, precision, n_rows=m)
-    else:
-        B = int(batch_size)
-        if B > len(s):
-            raise ValueError(
-                f"batch_size={B} exceeds the rank a gradient of shape {X.shape} "
-                f"can have ({len(s)}).")
-        if B > rank:
-            warnings.warn(
-                f"batch_size={B} exceeds the numerical rank {rank} of the "
-                f"gradient: only {rank} samples can be separated. Separating "
-                f"{rank} samples.", BatchSizeWarning)
-            B = rank
-        gap = float(s[B - 1] / s[B]) if B < len(s) and s[B] > 0 else np.inf
-    return vt[:B].T, B, gap
 
 
 # E[log cosh(nu)] for nu ~ N(0, 1): the Gaussian reference of FastICA's
@@ -278,7 +240,7 @@ def cocktail_party(X, *, bias=False, batch_size="auto", n_init=1, max_iter=1000,
     if not (isinstance(n_init, Integral) and not isinstance(n_init, bool)
             and n_init >= 1):
         raise ValueError(f"n_init must be a positive integer, got {n_init!r}.")
-    basis, B, gap = _span(X, batch_size)
+    basis, B, gap = svd_span(X, batch_size)
     if B == 1 and d == 1:  # one sample, one coordinate: nothing to separate
         signals, n_iter, converged, contrast = basis, 0, True, 0.0
     else:

@@ -1,27 +1,24 @@
 """GradientReconstructor: the batch from one gradient query."""
 
 import warnings
+from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
-from ._array_api import (frobenius_norm, from_host, get_namespace, host_state,
-                         namespace_name, namespace_name_of, to_host)
-from ._validation import (_ROUTING_HINT, check_coefficients, check_fitted_namespace,
-                          check_query, transform_namespace)
+from ._array_api import from_host, get_namespace, host_state, to_host
+from ._validation import (ROUTING_HINT, check_activation_namespace,
+                          check_coefficients, check_fitted_namespace, check_query,
+                          check_row_weights, transform_namespace)
 from .activations import Activation, get_activation
-from ._core import min_neurons, reconstruct_in_span
-from .refine import is_piecewise_linear
+from ._batch import augmented, model_gradient, r2_of_residual, reconstruct_batch
 from ._progress import ProgressLine
 from ._threads import blas_threads
 from .moments import MomentTensorTransformer
-from ._identifiability import moment_weights, sign_and_scale, unresolved_samples
-from ._labels import infer_labels
 from .blind import cocktail_party
 from .exceptions import BlindFitWarning, IdentifiabilityWarning
 
@@ -30,8 +27,6 @@ __all__ = ["GradientReconstructor", "IdentifiabilityWarning"]
 # gradients with at most this many columns are reconstructed with one BLAS
 # thread (see GradientReconstructor._fit)
 _ONE_THREAD_MAX_COLUMNS = 512
-# rows per block of the gradient residual
-_RESIDUAL_ROWS = 2048
 
 
 
@@ -369,7 +364,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 "layer's gradient passed?)."
             )
         activation = get_activation(self.activation)
-        _check_activation_namespace(activation, xp, device)
+        check_activation_namespace(activation, xp, device)
         moments = (MomentTensorTransformer() if self.moments is None
                    else clone(self.moments))
         moments.set_params(activation=activation, bias=self.bias,
@@ -390,8 +385,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         # the query is validated: the moment step takes it with the input's
         # dtype (for its attributes); the moment tensor now for init="tensor",
         # for "auto" when the core's starts need it
-        proj = moments._fit_checked(X_checked, W, A, tensor=self.init == "tensor",
-                                    input_dtype=self._input_dtype)
+        proj, span = moments._fit_checked(X_checked, W, A, tensor=self.init == "tensor",
+                                          input_dtype=self._input_dtype)
         self.moments_ = moments
         self.order_ = moments.order_
         n = moments.n_components_
@@ -404,268 +399,43 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             f"noise level {moments.noise_level_:.2e}, order {moments.order_}")
         if progress is not None:
             progress("span", 1, 1)
-        # the core is B-sized (products of m x B matrices, B x B solves):
-        # one BLAS thread, also for wide gradients, whose span took the
-        # machine's threads (two threads on 64 x 64 SVDs: 50 times slower on
-        # a loaded two-core machine)
-        with blas_threads(1):
-            result = reconstruct_in_span(
-                proj, activation, n_samples=n, init=self.init, moments=moments,
-                n_init=self.n_init, max_starts=self.max_starts, max_iter=self.max_iter,
-                tol=self.tol, precision=moments._precision,
-                noise_level=moments.noise_level_, n_resolved=moments._shown_batch_size,
-                random_state=np.random.default_rng(seed),
-                n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0), progress=progress)
-        self._store_result(result, proj, activation, X_checked, W, A)
-        return self
-
-    def _store_result(self, result, proj, activation, X, W, A):
-        """Samples in input coordinates, identifiability, diagnostics.
-
-        ``B``-sized work on the host; the fitted arrays are stored in the
-        input's namespace, on its device.
-        """
-        V, U = result.V, result.U
-        n = V.shape[0]
-        x_aug = (V @ to_host(proj.scaled_basis).T) / proj.column_scale
-        samples = x_aug[:, :-1] / x_aug[:, -1:] if self.bias else x_aug
-        samples, U, sign_ok, scale_ok = sign_and_scale(samples, U, activation,
-                                                       self.bias)
-        if not self.bias:
-            _warn_constant_column(samples)
-        # a canonical order: by the projection on a fixed direction, so that
-        # it does not depend on which search (or which library) found them
-        direction = np.random.default_rng(0).standard_normal(samples.shape[1])
-        order = np.argsort(-(samples @ direction), kind="stable")
-        samples, U = samples[order], U[order]
-        found, misfits = result.found[order], result.misfits[order]
-        unresolved = np.zeros(n, dtype=bool)
-        if not self.bias and not activation.scale_free:
-            precision = max(1e3 * np.finfo(self.moments_._precision).eps,
-                            10 * self.moments_.noise_level_)
-            norm_weak, unresolved = unresolved_samples(activation, samples, to_host(W),
-                                                       precision)
-            scale_ok &= ~norm_weak
-            found = found & ~unresolved
-        shown = self.moments_._shown_batch_size or n
-        below_spectrum = shown > n
-        if below_spectrum:
-            # fewer samples than the spectrum shows: none is a sample of this
-            # gradient, whatever its misfit in the truncated span (errors up
-            # to 0.12 at 6 of 8 digits, all flagged found; the
-            # BatchSizeWarning says so)
-            found = np.zeros_like(found)
-        if self.moments_._full_column_rank:
-            # a gradient of full column rank without a white-noise bulk: the
-            # batch may have as many samples as columns, or more, and then
-            # no row is a sample of it, whatever its misfit (d = 8, B = 12:
-            # two of three rows flagged found, both wrong; the warnings say so)
-            found = np.zeros_like(found)
-        xp, device = get_namespace(X)
-        dtype = getattr(xp, self._input_dtype.name)
-        self.samples_ = from_host(samples, xp, device, dtype=dtype)
-        self.sample_coefficients_ = from_host(U, xp, device, dtype=dtype)
-        self.batch_size_ = n
-        self.sign_identified_ = from_host(sign_ok, xp, device, dtype=xp.bool)
-        self.scale_identified_ = from_host(scale_ok, xp, device, dtype=xp.bool)
-        self.found_ = from_host(found, xp, device, dtype=xp.bool)
-        self.n_found_ = int(np.sum(found))
-        self.sample_misfits_ = from_host(misfits, xp, device, dtype=dtype)
-        self.n_starts_ = int(result.n_starts)
+        result = reconstruct_batch(
+            X_checked, W, A, proj, span, activation, bias=self.bias, order=moments.order_,
+            bias_std=moments.bias_std_, input_dtype=self._input_dtype, loss=self.loss,
+            auto_batch_size=self.batch_size == "auto", init=self.init,
+            moment_tensor=partial(moments._tensor_for_starts, proj), n_init=self.n_init,
+            max_starts=self.max_starts, max_iter=self.max_iter, tol=self.tol,
+            random_state=np.random.default_rng(seed), n_jobs=self.n_jobs,
+            verbose=max(self.verbose - 1, 0), progress=progress)
+        self.samples_ = result.samples
+        self.sample_coefficients_ = result.signals
+        self.batch_size_ = result.batch_size
+        self.sign_identified_ = result.sign_identified
+        self.scale_identified_ = result.scale_identified
+        self.found_ = result.found
+        self.n_found_ = result.n_found
+        self.sample_misfits_ = result.misfits
+        self.n_starts_ = result.n_starts
         self.solver_ = "column_space_search"
-        refinement = result.refinement
-        self.n_iter_ = refinement.n_iter
-        self.converged_ = bool(refinement.converged) and self.n_found_ == n
-        self.refinement_ = refinement
-        labels = self._labels(U, sign_ok, found)
-        self.labels_ = (None if labels is None
-                        else from_host(labels, xp, device, dtype=xp.int64))
-        self.gradient_residual_ = self._gradient_residual(X, W, A)
-        weights = moment_weights(activation, samples, proj, order=self.order_,
-                                 bias=self.bias, bias_std=self.moments_.bias_std_,
-                                 bias_mean=self.moments_.bias_mean_)
-        self.moment_weights_ = from_host(weights, xp, device, dtype=dtype)
-        if not result.identifiable:
-            m, K = result.n_live_neurons, proj.A.shape[1]
-            warnings.warn(
-                f"The layer has {m} neurons (with a nonzero output weight) for {n} "
-                f"samples with {K} output(s): the column-space search finds samples "
-                f"from about max(5 B, 2 (B + K)) = {min_neurons(n, K)} neurons "
-                "(measured at trained weights, tanh: batches of 16 / 32 / 48 exact "
-                "from 72 / 144 / 240 neurons, none found at 64 / 128 / 224), so it was "
-                "not run: "
-                "samples_ holds guesses and found_ is all False. Query a layer of at "
-                f"least {min_neurons(n, K)} neurons, or a smaller batch.",
-                IdentifiabilityWarning)
-            return  # (nothing was searched: the other verdicts do not apply)
-        weak = (~found & ~unresolved & (misfits < result.fit_accept)
-                if result.accept < result.fit_accept and not below_spectrum
-                else np.zeros(n, dtype=bool))
-        if np.any(weak):
-            share = np.linalg.norm(U, axis=1) / max(np.max(np.linalg.norm(U, axis=1)),
-                                                    np.finfo(float).tiny)
-            rows = np.flatnonzero(weak)
-            single = np.dtype(self.moments_._precision) == np.float32
-            warnings.warn(
-                f"Rows {rows.tolist()} of samples_ fit the "
-                f"{np.dtype(self.moments_._precision).name} gradient to its "
-                "round-off, but their misfits do not bound their errors by "
-                f"{result.stated_precision:.0e}".replace("e-0", "e-") + " (found_ is False there"
-                + ("; such float32 rows were measured at 5e-5 to 2e-2). " if single
-                   else "). ")
-                + f"Their per-sample signals are {_listing(share[rows])} of the "
-                "largest one's: a sample the model already fits almost perfectly "
-                "(softmax close to its one-hot label) sends almost no gradient, and "
-                "its share sits at the round-off of the others'"
-                + ("; a float32 parameter update (theta - theta') / lr carries more "
-                   "round-off still. A float64 model's gradient recovers them."
-                   if single else "."), IdentifiabilityWarning)
-        if (self.n_found_ < min(n, shown)
-                and not below_spectrum and np.any(~found & ~unresolved & ~weak)):
-            # (rows the activation cannot resolve, or whose signal is at the
-            # round-off, were warned about above)
-            missing = np.flatnonzero(~found & ~unresolved & ~weak).tolist()
-            if result.n_searched_found == n and is_piecewise_linear(activation):
-                # every search succeeded; the exact finish did not confirm them
-                warnings.warn(
-                    f"The searches found all {n} samples, but the pattern iteration "
-                    f"of the piecewise-linear activation did not fit the gradient "
-                    f"to its noise level (relative gradient residual "
-                    f"{self.gradient_residual_:.3g}): the samples are approximate, "
-                    "and found_ is False for all of them. More starts do not help; "
-                    "a less noisy gradient or a wider layer does.", ConvergenceWarning)
-            elif self.moments_._full_column_rank:
-                warnings.warn(
-                    f"No row of samples_ is flagged found (relative gradient "
-                    f"residual {self.gradient_residual_:.3g}): the gradient has full "
-                    "column rank (see the BatchSizeWarning), so the batch may have "
-                    "at least as many samples as the gradient's columns, and then "
-                    "neither more starts nor a wider layer can recover it.",
-                    ConvergenceWarning)
-            else:
-                dependent = ""
-                if self.batch_size == "auto" and self.moments_.noise_level_ < 1e-8:
-                    # an exact gradient's rank is the batch's rank, which is
-                    # the batch size only for linearly independent samples
-                    dependent = (
-                        f" The gradient's spectrum falls to round-off after {n} "
-                        f"values: if the batch has more than {n} samples, they are "
-                        f"linearly dependent (of rank {n}, e.g. images with pixels "
-                        "blank in every sample), no sample satisfies the "
-                        "column-space condition, and neither more starts nor a "
-                        "wider layer recovers them.")
-                if self.n_found_ == 0 and self.n_starts_ >= n:
-                    # the layer is wide enough (the branch above): searches, at
-                    # least one a sample, that find no sample at all point at the
-                    # model, not at width or starts
-                    # (a wrong activation: 0 of 8 digits in 48 searches, residual
-                    # 0.2-0.7, for sigmoid, GELU, ReLU or softplus on tanh)
-                    activation_name = getattr(activation, "name", activation)
-                    warnings.warn(
-                        f"None of {n} samples was found in {self.n_starts_} searches "
-                        f"(relative gradient residual {self.gradient_residual_:.3g}), "
-                        f"although {result.n_live_neurons} neurons are enough for "
-                        f"{n} samples: most likely the model does not match the gradient. Check "
-                        f"activation (here {activation_name!r}), bias and "
-                        "output_weights (and loss); only when they are right can more "
-                        "starts (max_starts) help." + dependent + " samples_ are best "
-                        "guesses (found_ is all False).", ConvergenceWarning)
-                else:
-                    warnings.warn(
-                        f"Only {self.n_found_} of {n} samples were found in "
-                        f"{self.n_starts_} searches (relative gradient residual "
-                        f"{self.gradient_residual_:.3g}); rows {missing} of samples_ are "
-                        "best guesses (found_ is False there). Increase max_starts (with "
-                        "init='auto' or 'random': init='tensor' tries the tensor's factors "
-                        "only), or query a wider layer." + dependent, ConvergenceWarning)
-        elif refinement.status == 0:
-            # (a polish that stops without descent is judged by its residual
-            # below: at the noise level it is the least-squares fit of a noisy
-            # gradient -- 4 digits at 1e-8 relative noise stopped so at 1.0e-8
-            # with one BLAS thread on the Nehalem kernel)
-            warnings.warn(
-                f"The joint polish did not converge in {self.max_iter} iterations "
-                f"(relative gradient residual {self.gradient_residual_:.3g}); "
-                "increase max_iter.", ConvergenceWarning)
-        elif self.gradient_residual_ > max(1e-6, 30 * self.moments_.noise_level_):
-            warnings.warn(
-                f"The refinement stopped at a relative gradient residual of "
-                f"{self.gradient_residual_:.3g}, far above the gradient's estimated "
-                f"noise level {self.moments_.noise_level_:.3g}: the batch does not "
-                "explain the gradient (a local minimum, a wrong batch size, or a "
-                "model that does not match the query). Try a larger max_starts, pass "
-                "batch_size, or check activation, bias and output_weights.",
-                ConvergenceWarning)
-
-    def _labels(self, U, sign_known, found):
-        """Labels from the host signals ``U`` (B, K), or ``None`` (with a
-        warning saying why, where cross-entropy labels could have been
-        read); sets ``loss_``. ``sign_known``: the rows whose sign the first
-        layer identifies (they share the gradient's global scale); ``found``:
-        the rows ``loss="auto"`` decides on."""
-        labels, self.loss_, n_unlike, n_ambiguous = infer_labels(U, self.loss, sign_known,
-                                                                 found)
-        K = U.shape[1]
-        if self.verbose >= 2 and self.loss == "auto":
-            print("[GradientReconstructor] loss='auto': inferred "
-                  + ("softmax cross-entropy, labels read off the signals"
-                     if self.loss_ == "cross_entropy" else
-                     f"no cross-entropy ({n_unlike} of {len(U)} signals unlike it"
-                     f"{', fewer than 3 outputs' if K < 3 else ''}); "
-                     "labels_ is None"))
-        if labels is None and self.loss == "auto" and K >= 3 and len(U):
-            warnings.warn(
-                f"labels_ is None: {n_unlike} of {len(U)} recovered signals do not "
-                "look like softmax cross-entropy (coordinates summing to ~0, one of "
-                "them carrying half of their absolute sum). Either the loss is not "
-                "cross-entropy (pass loss='squared' to say so), or the net is "
-                "deeper than two layers, whose first-layer signals are not the "
-                "output's: read the labels through the output layer with "
-                "skrecon.torch.labels_from_output_layer(model, rec.samples_). "
-                "loss='cross_entropy' reads guesses anyway.", IdentifiabilityWarning)
-        if labels is not None and n_unlike:
-            warnings.warn(
-                f"{n_unlike} of {len(U)} recovered signals do not look like "
-                "softmax cross-entropy (coordinates summing to ~0, one of them "
-                "carrying half of their absolute sum): their labels are guesses "
-                "(the coordinate of odd sign, or of largest magnitude). Check "
-                "loss, or gradient_residual_.", IdentifiabilityWarning)
-        if labels is not None and n_ambiguous:
-            warnings.warn(
-                f"{n_ambiguous} of {len(U)} samples are confidently misclassified "
-                "by the model (two signal coordinates of equal magnitude) and "
-                "their sign is not identified (no bias): their label is one of "
-                "the two, a guess.", IdentifiabilityWarning)
-        return labels
+        self.n_iter_ = result.n_iter
+        self.converged_ = result.converged
+        self.refinement_ = result.refinement
+        self.labels_ = result.labels
+        self.loss_ = result.loss
+        self.gradient_residual_ = result.gradient_residual
+        self.moment_weights_ = result.moment_weights
+        for category, message in result.warnings:
+            warnings.warn(message, category)
+        return self
 
     def _augmented(self, samples):
         """``[samples, 1]`` with a bias, else ``samples`` (their namespace)."""
-        if not self.bias:
-            return samples
-        xp, device = get_namespace(samples)
-        ones = xp.ones((samples.shape[0], 1), dtype=samples.dtype, device=device)
-        return xp.concat([samples, ones], axis=1)
-
-    def _gradient_residual(self, X, W, A):
-        """``||X - model|| / ||X||``, block of rows by block of rows: no
-        ``(m, n)`` temporary (the blocks stay in cache)."""
-        xp, _ = get_namespace(X)
-        norm, m = 0.0, X.shape[0]
-        for start in range(0, m, _RESIDUAL_ROWS):
-            rows = slice(start, min(start + _RESIDUAL_ROWS, m))
-            block = frobenius_norm(X[rows, :] - self._model_gradient(W[rows, :], A[rows, :]),
-                                   xp)
-            norm = float(np.hypot(norm, block))
-        return norm / frobenius_norm(X, xp)
+        return augmented(samples, self.bias)
 
     def _model_gradient(self, W, A):
         """Gradient predicted by the fitted batch at weights ``W`` (float64)."""
-        xp, _ = get_namespace(self.samples_)
-        activation = get_activation(self.activation)
-        x_aug = self._augmented(xp.astype(self.samples_, xp.float64))
-        s1 = activation.derivative(W @ x_aug.T, 1)  # (m, B)
-        U = xp.astype(self.sample_coefficients_, xp.float64)
-        return ((A @ U.T) * s1) @ x_aug
+        return model_gradient(self.samples_, self.sample_coefficients_, W, A,
+                              get_activation(self.activation), self.bias)
 
     def transform(self, X):
         """Least-squares coefficients of gradient rows on the recovered samples.
@@ -805,31 +575,19 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             # a blind fit has no signals, hence no gradient model: the
             # fraction of X's variance in the span of the recovered samples
             X = check_query(self, X, None, None, reset=False)[0]
-            return _r2(X - self.inverse_transform(self.transform(X)), X, xp,
-                       self._row_weights(sample_weight, X, xp))
+            return r2_of_residual(X - self.inverse_transform(self.transform(X)), X, xp,
+                       check_row_weights(sample_weight, X, xp))
         if weights is None:
             raise ValueError(
                 "GradientReconstructor.score needs the held-out neurons' "
-                "weights: call score(X, weights=W). " + _ROUTING_HINT)
+                "weights: call score(X, weights=W). " + ROUTING_HINT)
         X, W, A = check_query(self, X, weights, output_weights, reset=False)
         if A.shape[1] != self.sample_coefficients_.shape[1]:
             raise ValueError(
                 f"output_weights has {A.shape[1]} columns but the estimator was "
                 f"fitted with {self.sample_coefficients_.shape[1]} outputs.")
-        return _r2(X - self._model_gradient(W, A), X, xp,
-                   self._row_weights(sample_weight, X, xp))
-
-    @staticmethod
-    def _row_weights(sample_weight, X, xp):
-        """``sample_weight`` checked (one finite non-negative value per
-        row), as a column of ``X``'s namespace and device; ``None`` stays."""
-        if sample_weight is None:
-            return None
-        if not isinstance(sample_weight, Real):  # (a number weighs all rows alike)
-            sample_weight = to_host(sample_weight)
-        w = _check_sample_weight(sample_weight, np.empty((X.shape[0], 0)),
-                                 dtype=np.float64, ensure_non_negative=True)
-        return from_host(w[:, None], xp, get_namespace(X)[1], dtype=X.dtype)
+        return r2_of_residual(X - self._model_gradient(W, A), X, xp,
+                   check_row_weights(sample_weight, X, xp))
 
     def __getstate__(self):
         # fitted arrays are pickled as NumPy arrays: an estimator fitted on
@@ -881,7 +639,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             + ("fixes scale and sign by the bias column." if self.bias else
                "without a bias identifies neither sign nor scale.")
             + " Pass weights=W (the first-layer weights the server chose) for "
-            "the exact reconstruction. " + _ROUTING_HINT
+            "the exact reconstruction. " + ROUTING_HINT
             + (f" It used bias, batch_size, n_init (FastICA runs) and "
                f"random_state; {', '.join(unused)} apply to the exact "
                "reconstruction only and were not used." if unused else ""),
@@ -911,72 +669,3 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.converged_ = result.converged
         self.solver_ = "cocktail_party"
         return self
-
-
-def _check_activation_namespace(activation, xp, device):
-    """Evaluate ``sigma'`` and ``sigma''`` on three points of the input's
-    namespace: an activation that cannot run there fails before any work."""
-    probe = from_host([-1.0, 0.0, 1.0], xp, device)
-    lib = namespace_name(xp)
-    hint = (" A custom activation must evaluate in its argument's namespace (e.g. "
-            "with array_api_compat.array_namespace(t)): the host calls it on NumPy "
-            "arrays, the refinement on the input's.")
-    try:
-        values = [activation.derivative(probe, order) for order in (1, 2)]
-    except Exception as exc:
-        raise TypeError(
-            f"Activation {activation.name!r} cannot be evaluated on {lib} arrays: "
-            f"{exc}{hint}") from exc
-    for value in values:
-        if namespace_name_of(value) != lib or getattr(value, "shape", None) != (3,):
-            raise TypeError(
-                f"Activation {activation.name!r} returned a {type(value).__name__} "
-                f"for {lib} input, not a {lib} array of the input's shape.{hint}")
-
-
-def _listing(values):
-    """``"1.1e-06, 2.2e-06 and 3e-05"``: values for a message."""
-    text = [f"{v:.2g}" for v in values]
-    return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
-
-
-def _warn_constant_column(samples):
-    """With ``bias=False``, a last coordinate of the same magnitude in every
-    recovered sample is the bias input: say so. (A bias spread like the
-    weights, as PyTorch's default init draws it, passes the check before the
-    fit; the samples then come back with a constant extra column.)"""
-    if samples.shape[0] < 2 or samples.shape[1] < 2:
-        return
-    last = np.abs(samples[:, -1])
-    scale = np.max(np.abs(samples))
-    if last.min() > 1e-3 * scale and np.ptp(last) <= 1e-6 * last.max():
-        warnings.warn(
-            f"The last coordinate of every recovered sample has the same "
-            f"magnitude ({last.max():.6g}, relative spread "
-            f"{np.ptp(last) / last.max():.1g}): it looks like the constant input "
-            "of the first layer's bias, which bias=False reads as a feature. Did "
-            "you mean bias=True? (From a GradientQuery q: GradientReconstructor("
-            "**q.estimator_params).fit(q.grad, **q.fit_params).)",
-            IdentifiabilityWarning)
-
-
-def _r2(residual, X, xp, row_weights=None):
-    """``1 - ||residual||^2 / ||X - mean(X)||^2`` (norms that neither
-    underflow nor overflow), rows weighted by ``row_weights`` (a column, or
-    ``None``); with no variance to explain (one neuron) 1.0 for a fit exact
-    to round-off (residual below 1e-12 of ``||X||``) and 0.0 otherwise, as
-    scikit-learn's ``r2_score(force_finite=True)`` does for exact
-    predictions."""
-    if row_weights is None:
-        mean = xp.mean(X, axis=0)
-    else:
-        mean = xp.sum(row_weights * X, axis=0) / xp.sum(row_weights)
-        root = xp.sqrt(row_weights)
-        residual, X = residual * root, X * root
-        mean = mean * root
-    residual_norm = frobenius_norm(residual, xp)
-    total = frobenius_norm(X - mean, xp)
-    if total == 0:
-        return 1.0 if residual_norm <= 1e-12 * frobenius_norm(X, xp) else 0.0
-    ratio = residual_norm / total
-    return 1.0 - ratio * ratio if ratio < 1e150 else -np.inf

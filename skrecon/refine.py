@@ -21,54 +21,16 @@ host, where the damped systems are solved by LAPACK.
 import numpy as np
 from scipy import linalg
 
-from ._array_api import as_namespace, elementwise_namespace, get_namespace, to_host
+from ._array_api import get_namespace, to_host
+from ._gradient_model import (check_finite_and_activation, derivative, flush_subnormal,
+                              model_from_slopes, on_device, pre_activations,
+                              signals_from_slopes, slopes_at)
+from ._lm import lm_driver
 
 __all__ = ["gradient_model", "fit_signals", "levenberg_marquardt", "lm_driver",
            "pattern_iteration", "RefinementResult"]
 
 _CHUNK = 8192
-_FLUSH = 1e-100  # squares of smaller numbers are subnormal
-
-
-def _pre(Omega, V, bias_mean):
-    return Omega @ V.T + bias_mean  # (m, B)
-
-
-def _derivative(activation, t, order):
-    """``sigma^(order)(t)`` with subnormal values flushed to zero.
-
-    Saturated units (tanh'' at |t| ~ 100) give tiny floats whose products
-    in the normal equations are subnormal, which slows BLAS down by orders
-    of magnitude and carries no information.
-    """
-    return _flush(activation.derivative(t, order))
-
-
-def _flush(d):
-    xp = elementwise_namespace(d)
-    if xp is np:
-        d[np.abs(d) < _FLUSH] = 0.0
-        return d
-    return xp.where(xp.abs(d) < _FLUSH, xp.zeros_like(d), d)
-
-
-def _on_device(P, *host):
-    """``(xp, arrays)``: the host arrays ``host`` moved to ``P``'s namespace."""
-    xp, device = get_namespace(P)
-    return xp, [as_namespace(a, xp, device, dtype=xp.float64) for a in host]
-
-
-def _check_finite_and_activation(activation, **arrays):
-    """A ValueError naming the first of ``arrays`` that holds NaN or inf,
-    or saying that ``activation`` is not an Activation."""
-    for name, M in arrays.items():
-        xp, _ = get_namespace(M)
-        if not bool(xp.all(xp.isfinite(M))):
-            raise ValueError(f"{name} holds NaN or inf.")
-    if not callable(getattr(activation, "derivative", None)):
-        raise ValueError(
-            f"activation must be an Activation (skrecon.activations."
-            f"get_activation), got {activation!r}.")
 
 
 def _check_fit(activation, V, U, Omega, A, P=None, fixed=None):
@@ -95,7 +57,7 @@ def _check_fit(activation, V, U, Omega, A, P=None, fixed=None):
         arrays["U"] = U
     if P is not None:
         arrays["P"] = P
-    _check_finite_and_activation(activation, **arrays)
+    check_finite_and_activation(activation, **arrays)
     if P is not None:
         xp, _ = get_namespace(P)
         if not bool(xp.any(P != 0)):
@@ -147,20 +109,9 @@ def gradient_model(V, U, Omega, A, activation, bias_mean=0.0):
     >>> gradient_model(V, U, Omega, A, get_activation("tanh")).shape
     (500, 2)
     """
-    _, (V, U) = _on_device(Omega, V, U)
+    _, (V, U) = on_device(Omega, V, U)
     _check_fit(activation, V, U, Omega, A)
-    return _model(_slopes(Omega, V, activation, bias_mean), V, U, A)
-
-
-def _slopes(Omega, V, activation, bias_mean):
-    """``sigma'(Omega V^T + b0)`` (``(m, B)``): shared by a signal fit and the
-    model of the same samples."""
-    return _derivative(activation, _pre(Omega, V, bias_mean), 1)
-
-
-def _model(s1, V, U, A):
-    """:func:`gradient_model` from the slopes ``s1`` of ``V``."""
-    return ((A @ U.T) * s1) @ V
+    return model_from_slopes(slopes_at(Omega, V, activation, bias_mean), V, U, A)
 
 
 def fit_signals(V, P, Omega, A, activation, bias_mean=0.0, ridge=1e-12):
@@ -201,29 +152,11 @@ def fit_signals(V, P, Omega, A, activation, bias_mean=0.0, ridge=1e-12):
     >>> bool(np.allclose(fit_signals(V, P, Omega, A, tanh), U))
     True
     """
-    _, (Vx,) = _on_device(P, V)
+    _, (Vx,) = on_device(P, V)
     _check_fit(activation, Vx, None, Omega, A, P)
     if not ridge >= 0:
         raise ValueError(f"ridge must be non-negative, got {ridge!r}.")
-    return _fit_signals(_slopes(Omega, Vx, activation, bias_mean), Vx, P, A, ridge)
-
-
-def _fit_signals(s1, V, P, A, ridge):
-    """:func:`fit_signals` from the slopes ``s1`` of ``V`` (``V`` in ``P``'s
-    namespace)."""
-    n_samples = V.shape[0]
-    K = A.shape[1]
-    xp, _ = get_namespace(P)
-    # normal matrix over (i, k) x (i', k'): (v_i . v_i') sum_j a_jk a_jk' s1_ij s1_i'j
-    sa = s1[:, :, None] * A[:, None, :]  # (m, B, K)
-    sa2 = xp.reshape(sa, (A.shape[0], n_samples * K))
-    normal = to_host(sa2.T @ sa2).reshape(n_samples, K, n_samples, K)
-    rhs = to_host(xp.sum(sa * (P @ V.T)[:, :, None], axis=0)).reshape(-1)
-    V = to_host(V)
-    normal *= (V @ V.T)[:, None, :, None]
-    normal = normal.reshape(n_samples * K, -1)
-    normal[np.diag_indices_from(normal)] += ridge * np.trace(normal) / len(normal)
-    return _solve_spd(normal, rhs).reshape(n_samples, K)
+    return signals_from_slopes(slopes_at(Omega, Vx, activation, bias_mean), Vx, P, A, ridge)
 
 
 class RefinementResult:
@@ -297,7 +230,7 @@ def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
     K = A.shape[1]
     width = n_dims + K
     n_par = n_samples * width
-    xp, (Vx, Ux) = _on_device(P, V, U)
+    xp, (Vx, Ux) = on_device(P, V, U)
     # sums over neurons, accumulated on P's device
     jtj_alpha = 0.0  # (n_par, n_par)
     s2_beta_alpha = 0.0  # (B, B * width): [k, (i, :)] = sum_j beta_kj alpha_ij
@@ -309,14 +242,14 @@ def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
         stop = min(start + _CHUNK, P.shape[0])  # the Array API has no slices past the end
         om, a, p = (M[start:stop, :] for M in (Omega, A, P))
         mc = p.shape[0]
-        t = _pre(om, Vx, bias_mean)
-        s1 = _derivative(activation, t, 1)
-        s2 = _derivative(activation, t, 2)
+        t = pre_activations(om, Vx, bias_mean)
+        s1 = derivative(activation, t, 1)
+        s2 = derivative(activation, t, 2)
         c = a @ Ux.T  # (mc, B)
         beta = c * s1
         r = p - beta @ Vx  # residual (mc, n_dims)
         cost = cost + xp.sum(r * r)  # stays on the device until the end
-        alpha = _flush(xp.concat([(c * s2)[:, :, None] * om[:, None, :],
+        alpha = flush_subnormal(xp.concat([(c * s2)[:, :, None] * om[:, None, :],
                                   s1[:, :, None] * a[:, None, :]], axis=2))
         flat = xp.reshape(alpha, (mc, n_par))
         jtj_alpha = jtj_alpha + flat.T @ flat
@@ -347,42 +280,15 @@ def _normal_equations(V, U, P, Omega, A, activation, bias_mean):
     return jtj.reshape(n_par, n_par), grad.reshape(-1), cost
 
 
-def _solve_spd(matrix, rhs):
-    """Solve a symmetric positive (semi-)definite system, Jacobi-scaled.
-
-    Cholesky on the diagonally scaled matrix (the samples' and the signals'
-    parameters differ in scale by orders of magnitude); least squares if
-    the factorisation fails.
-    """
-    d = np.sqrt(np.maximum(np.diag(matrix), np.finfo(float).tiny))
-    scaled = matrix / d[:, None] / d[None, :]
-    try:
-        factor = linalg.cho_factor(scaled, check_finite=False)
-        return linalg.cho_solve(factor, rhs / d, check_finite=False) / d
-    except linalg.LinAlgError:
-        return linalg.lstsq(scaled, rhs / d, check_finite=False)[0] / d
-
-
 def _cost(V, U, P, Omega, A, activation, bias_mean):
-    xp, (V, U) = _on_device(P, V, U)
+    xp, (V, U) = on_device(P, V, U)
     total = 0.0
     for start in range(0, P.shape[0], _CHUNK):
         sl = slice(start, min(start + _CHUNK, P.shape[0]))
-        r = P[sl, :] - _model(_slopes(Omega[sl, :], V, activation, bias_mean), V, U,
+        r = P[sl, :] - model_from_slopes(slopes_at(Omega[sl, :], V, activation, bias_mean), V, U,
                               A[sl, :])
         total += 0.5 * float(xp.sum(r * r))
     return total
-
-
-_MAX_DAMPING = 1e16
-
-
-def _next_damping(damping, nu, gain):
-    """Nielsen's update of the Levenberg-Marquardt damping ``(damping, nu)``
-    after a step of gain ratio ``gain`` (accepted when positive)."""
-    if gain > 0:
-        return damping * max(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3), 2.0
-    return damping * nu, 2.0 * nu
 
 
 def _constraint_basis(n_dims, n_outputs, n_samples, fixed):
@@ -398,120 +304,6 @@ def _constraint_basis(n_dims, n_outputs, n_samples, fixed):
     q = linalg.null_space(e[None, :])  # (n_dims, n_dims - 1)
     block = linalg.block_diag(q, np.eye(n_outputs))
     return linalg.block_diag(*([block] * n_samples))
-
-
-def lm_driver(x0, normal_equations, cost, *, max_iter=100, atol=0.0, ftol=1e-15,
-              xtol=1e-13, verbose=0, label="LM", scale=1.0, callback=None):
-    """Levenberg-Marquardt iterations on a parameter vector (one loop for every fit).
-
-    Parameters
-    ----------
-    x0 : ndarray of shape (n_par,)
-        Starting parameters.
-    normal_equations : callable
-        ``normal_equations(x)`` returns ``(J^T J, -J^T r, cost)`` at ``x``
-        (``r`` the residual, ``cost = ||r||^2 / 2``), or ``None`` where the
-        model cannot be evaluated.
-    cost : callable
-        ``cost(x)``: ``||r||^2 / 2`` alone (``inf`` where undefined).
-    max_iter : int, default=100
-        Maximum number of steps (accepted or rejected).
-    atol : float, default=0.0
-        Stop when the cost is at most this.
-    ftol, xtol : float
-        Stop when an accepted step decreases the cost by a relative amount
-        below ``ftol`` (or the undamped model predicts less: a minimum), or
-        is below ``xtol`` relative to ``|x| + scale``.
-    verbose : int, default=0
-        Print one line per step, prefixed by ``label``, when positive.
-    scale : float, default=1.0
-        Reference size of the parameters for ``xtol`` (the iterate ``x`` may
-        be a step from a base point, starting at 0).
-    callback : callable or None, default=None
-        ``callback(n_iter, max_iter)`` after each step (a progress line).
-
-    Returns
-    -------
-    x : ndarray of shape (n_par,)
-    cost : float
-    n_iter : int
-    status : int
-        As :class:`RefinementResult`: 1 step below ``xtol``, 2 decrease below
-        ``ftol``, 3 cost below ``atol``, 0 ``max_iter`` reached, -1 no
-        descent (the damping grew without bound, or the start is undefined).
-
-    References
-    ----------
-    .. [1] H. B. Nielsen, "Damping parameter in Marquardt's method",
-       IMM-REP-1999-05, DTU, 1999.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skrecon.refine import lm_driver
-    >>> def residual(x):  # Rosenbrock as least squares
-    ...     return np.array([10 * (x[1] - x[0] ** 2), 1 - x[0]])
-    >>> def normal_equations(x):
-    ...     J = np.array([[-20 * x[0], 10.0], [-1.0, 0.0]])
-    ...     r = residual(x)
-    ...     return J.T @ J, -J.T @ r, 0.5 * r @ r
-    >>> x, c, n_iter, status = lm_driver(np.array([-1.2, 1.0]), normal_equations,
-    ...                                  lambda x: 0.5 * residual(x) @ residual(x),
-    ...                                  atol=1e-30)
-    >>> np.round(x, 8), status > 0
-    (array([1., 1.]), True)
-    """
-    x = np.array(x0, dtype=float)
-    current = normal_equations(x)
-    if current is None:
-        return x, np.inf, 0, -1
-    jtj, grad, c = current
-    damping, nu, status, n_iter = 1e-3, 2.0, 0, 0
-    for n_iter in range(1, max_iter + 1):
-        if c <= atol:
-            status = 3
-            break
-        diag = np.diag(jtj).copy()
-        diag = np.maximum(diag, 1e-12 * max(diag.max(), np.finfo(float).tiny))
-        step = _solve_spd(jtj + damping * np.diag(diag), grad)
-        x_new = x + step
-        new_c = cost(x_new) if np.all(np.isfinite(step)) else np.inf
-        predicted = float(step @ grad) - 0.5 * float(step @ (jtj @ step))
-        gain = (c - new_c) / predicted if predicted > 0 else -1.0
-        if verbose:
-            print(f"{label} {n_iter:3d}: cost {new_c:.3e} damping {damping:.2e} "
-                  f"gain {gain:+.2f}")
-        if callback is not None:
-            callback(n_iter, max_iter)
-        if predicted <= ftol * c and damping <= 1e-3:
-            # the undamped model predicts no relative decrease: a minimum
-            # (rejected steps there would only raise the damping)
-            status = 2
-            break
-        if np.isfinite(new_c) and gain > 0:
-            rel_decrease = (c - new_c) / max(c, 1e-300)
-            rel_step = np.linalg.norm(step) / (np.linalg.norm(x) + scale)
-            updated = normal_equations(x_new)
-            if updated is None:
-                break
-            x = x_new
-            jtj, grad, c = updated
-            damping, nu = _next_damping(damping, nu, gain)
-            if c <= atol:
-                status = 3
-                break
-            if rel_step < xtol:
-                status = 1
-                break
-            if rel_decrease < ftol:
-                status = 2
-                break
-        else:
-            damping, nu = _next_damping(damping, nu, gain)
-            if damping > _MAX_DAMPING:
-                status = -1
-                break
-    return x, c, n_iter, status
 
 
 def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
@@ -662,7 +454,7 @@ def _pattern_step(V, P, Omega, A, activation, bias_mean, fixed, margin):
     """One margin-trimmed pattern step; ``None`` when the design is rank deficient."""
     n_samples, n_dims = V.shape
     K = A.shape[1]
-    t = _pre(Omega, V, bias_mean)
+    t = pre_activations(Omega, V, bias_mean)
     scale = np.linalg.norm(Omega, axis=1)[:, None] * np.linalg.norm(V, axis=1)[None, :]
     distance = np.full(t.shape, np.inf)
     for kink in activation.kinks:
@@ -670,7 +462,7 @@ def _pattern_step(V, P, Omega, A, activation, bias_mean, fixed, margin):
     keep = np.all(distance > margin * scale, axis=1)
     if keep.sum() < n_samples * K:
         return None
-    pattern = _derivative(activation, t[keep], 1)
+    pattern = derivative(activation, t[keep], 1)
     design = (pattern[:, :, None] * A[keep][:, None, :]).reshape(-1, n_samples * K)
     Y, _, rank, _ = linalg.lstsq(design, P[keep], check_finite=False)
     if rank < n_samples * K:
@@ -758,10 +550,10 @@ def pattern_iteration(V, P, Omega, A, activation, bias_mean=0.0, *, fixed=None,
     p_norm = float(np.linalg.norm(P))
 
     def evaluate(V):
-        _, (Vx,) = _on_device(P, V)
-        s1 = _slopes(Omega, Vx, activation, bias_mean)
-        U = _fit_signals(s1, Vx, P, A, ridge=1e-12)
-        return float(np.linalg.norm(P - _model(s1, Vx, U, A))) / p_norm, U
+        _, (Vx,) = on_device(P, V)
+        s1 = slopes_at(Omega, Vx, activation, bias_mean)
+        U = signals_from_slopes(s1, Vx, P, A, ridge=1e-12)
+        return float(np.linalg.norm(P - model_from_slopes(s1, Vx, U, A))) / p_norm, U
 
     res, U = evaluate(V)
     best = (res, V, U)

@@ -55,12 +55,15 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy import linalg
-from scipy.special import expit
 from sklearn.utils.parallel import Parallel, delayed
 
 from ._threads import blas_threads
-from .refine import (_check_finite_and_activation, _derivative, is_piecewise_linear,
-                     lm_driver)
+from ._gradient_model import check_finite_and_activation
+from ._misfit import (DUPLICATE_ANGLE, DUPLICATE_ANGLE_PIECEWISE, Slopes,
+                      best_signal, is_repeat, misfit_and_jacobian, onto_constraint,
+                      orth, sample_misfit, sample_misfits)
+from ._lm import lm_driver
+from .refine import is_piecewise_linear
 
 __all__ = ["column_space_misfit", "search_samples", "SearchResult"]
 
@@ -72,101 +75,8 @@ _FINE_WIDTHS = (0.001, 0.0003)
 # LM evaluations per start (per stage for the homotopy) and for the polish
 _SEARCH_ITER = 40
 _POLISH_ITER = 20
-# a start that ends within this angle (degrees) of a sample found is a
-# repeat (deflation removed that zero, so only an inexact sample's remnant
-# can draw a search back: wider for the smoothed piecewise-linear search)
-_DUPLICATE_ANGLE = 0.05
-_DUPLICATE_ANGLE_PIECEWISE = 0.5
 # a misfit this small is float64 round-off: the sample is exact
 _ROUND_OFF = 1e-24
-
-
-class _Slopes:
-    """``sigma'`` and ``sigma''`` of an activation, smoothed at its kinks.
-
-    ``width=0`` is the activation itself. For a piecewise-linear activation
-    and ``width > 0`` each jump of ``sigma'`` becomes a logistic step of that
-    width (in pre-activation units), whose derivative is the smoothed
-    ``sigma''``.
-    """
-
-    def __init__(self, activation, width=0.0):
-        self.activation = activation
-        self.width = float(width)
-        self.jumps = None
-        if width > 0:
-            kinks = np.sort(np.asarray(activation.kinks, dtype=float))
-            left = np.array([kinks[0] - 1.0])
-            self.base = float(activation.derivative(left, 1)[0])
-            self.jumps = [(k, float(activation.derivative(np.array([k + 1e-9]), 1)[0]
-                                    - activation.derivative(np.array([k - 1e-9]), 1)[0]))
-                          for k in kinks]
-
-    def __call__(self, t, second=True):
-        """``(sigma'(t), sigma''(t))``; ``sigma''`` is ``None`` unless
-        ``second``."""
-        if self.jumps is None:
-            return (_derivative(self.activation, t, 1),
-                    _derivative(self.activation, t, 2) if second else None)
-        s1 = np.full_like(t, self.base)
-        s2 = np.zeros_like(t) if second else None
-        for kink, jump in self.jumps:
-            step = expit((t - kink) / self.width)
-            s1 += jump * step
-            if second:
-                s2 += (jump / self.width) * step * (1.0 - step)
-        return s1, s2
-
-
-def _best_signal(v, Q, Omega, A, slopes, bias_mean):
-    """The signal ``u`` (``(K,)``) whose ``S(v) u`` is closest in angle to
-    ``col(Q)``, scaled so that ``||S(v) u|| = 1``; ``None`` where ``S(v)``
-    is singular.
-
-    It solves ``(S^T Q Q^T S) u = mu (S^T S) u``: with ``S^T S = L L^T``,
-    ``u = L^{-T} w`` with ``w`` the top right singular vector of
-    ``Q^T S L^{-T}``.
-    """
-    if A.shape[1] == 1:
-        y = A[:, 0] * slopes(Omega @ v + bias_mean, second=False)[0]
-        norm = float(np.sqrt(y @ y))
-        return np.array([1.0 / norm]) if norm > 0 and np.isfinite(norm) else None
-    S = slopes(Omega @ v + bias_mean, second=False)[0][:, None] * A
-    try:
-        L = linalg.cholesky(S.T @ S, lower=True, check_finite=False)
-        M = linalg.solve_triangular(L, (Q.T @ S).T, lower=True, check_finite=False).T
-        w = np.linalg.svd(M, full_matrices=False)[2][0]
-        u = linalg.solve_triangular(L, w, lower=True, trans="T", check_finite=False)
-    except (linalg.LinAlgError, ValueError):
-        return None
-    return u if np.all(np.isfinite(u)) else None
-
-
-def _misfit(v, u, Q, Omega, A, slopes, bias_mean, jacobian=True):
-    """Residual ``r = (I - Q Q^T) g``, ``g = S(v) u / ||S(v) u||`` (``(m,)``),
-    and its Jacobian in ``(v, u)`` (``(m, n_dims + K)``).
-
-    The residual is scale-free in ``u`` (its Jacobian is zero along ``u``);
-    for ``K = 1`` the ``u`` columns are unused. Returns ``None`` where
-    ``S(v) u`` vanishes (every unit saturated).
-    """
-    t = Omega @ v + bias_mean
-    s1, s2 = slopes(t, second=jacobian)
-    Au = A @ u
-    y = s1 * Au
-    norm = float(np.sqrt(y @ y))
-    if not norm > 0 or not np.isfinite(norm):
-        return None
-    g = y / norm
-    r = g - Q @ (Q.T @ g)
-    if not jacobian:
-        return r, None
-    J = (s2 * Au / norm)[:, None] * Omega
-    if A.shape[1] > 1:
-        J = np.hstack([J, (s1 / norm)[:, None] * A])
-    J -= np.outer(g, g @ J)
-    J -= Q @ (Q.T @ J)
-    return r, J
 
 
 def _normal_equations(v, Q, Omega, Omega_t, a, slopes, bias_mean):
@@ -174,7 +84,7 @@ def _normal_equations(v, Q, Omega, Omega_t, a, slopes, bias_mean):
     one output in the tangent coordinates ``Omega_t = Omega T``, or
     ``None`` where ``S(v)`` vanishes.
 
-    :func:`_misfit`'s Jacobian is ``J = (I - Q Q^T) M`` with ``M = (I - g
+    :func:`skrecon._misfit.misfit_and_jacobian`'s Jacobian is ``J = (I - Q Q^T) M`` with ``M = (I - g
     g^T) J0``, ``J0 = diag(sigma'' a / ||y||) Omega_t``; with ``c = J0^T g``
     and ``H = Q^T M = Q^T J0 - (Q^T g) c^T`` its normal equations are
     ``J^T J = J0^T J0 - c c^T - H^T H`` and ``J^T r = J0^T r - (g.r) c``
@@ -210,7 +120,7 @@ def _check_problem(P, Omega, A, activation):
         raise ValueError(
             f"A must be a 2-D array with one row per neuron ({P.shape[0]}, K), "
             f"got {A.shape}.")
-    _check_finite_and_activation(activation, P=P, Omega=Omega, A=A)
+    check_finite_and_activation(activation, P=P, Omega=Omega, A=A)
     return P, Omega, A
 
 
@@ -271,34 +181,11 @@ def column_space_misfit(v, Q, Omega, A, activation, bias_mean=0.0):
     v = np.asarray(v, dtype=float)
     if v.shape != (Omega.shape[1],):
         raise ValueError(f"v must have shape ({Omega.shape[1]},), got {v.shape}.")
-    _check_finite_and_activation(activation, v=v, Q=Q, Omega=Omega, A=A)
+    check_finite_and_activation(activation, v=v, Q=Q, Omega=Omega, A=A)
     if not np.allclose(Q.T @ Q, np.eye(Q.shape[1]), atol=1e-8):
         raise ValueError("Q must have orthonormal columns (e.g. np.linalg.qr(P)[0]); "
                          "its columns are not orthonormal.")
-    return _phi(v, Q, Omega, A, _Slopes(activation), bias_mean)
-
-
-def _phis(V, Q, Omega, A, slopes, bias_mean):
-    """:func:`_phi` of every row of ``V`` (one product for all, one output)."""
-    if A.shape[1] > 1:
-        return np.array([_phi(v, Q, Omega, A, slopes, bias_mean) for v in V])
-    Y = slopes(Omega @ V.T + bias_mean, second=False)[0] * A
-    norms = np.sqrt(np.sum(Y * Y, axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        G = Y / norms
-    R = G - Q @ (Q.T @ G)
-    phi = np.sum(R * R, axis=0)
-    return np.where((norms > 0) & np.isfinite(phi), phi, 1.0)
-
-
-def _phi(v, Q, Omega, A, slopes, bias_mean):
-    """:func:`column_space_misfit` of checked arrays (the engine's own calls)."""
-    # one output: the signal is a scale, and the misfit does not depend on it
-    u = (np.ones(1) if A.shape[1] == 1
-         else _best_signal(v, Q, Omega, A, slopes, bias_mean))
-    out = None if u is None else _misfit(v, u, Q, Omega, A, slopes, bias_mean,
-                                         jacobian=False)
-    return 1.0 if out is None else float(out[0] @ out[0])
+    return sample_misfit(v, Q, Omega, A, Slopes(activation), bias_mean)
 
 
 def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter,
@@ -316,8 +203,8 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
     (a sample read off the gradient, e.g. by :mod:`skrecon._crossings`,
     needs no homotopy).
     """
-    exact = _Slopes(activation)
-    u = _best_signal(v, Q, Omega, A, exact, bias_mean)
+    exact = Slopes(activation)
+    u = best_signal(v, Q, Omega, A, exact, bias_mean)
     if u is None:
         return v, np.inf
     # a scale-free activation (ReLU) without a constraint leaves the norm
@@ -327,7 +214,7 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
                  and tangent.shape[0] == tangent.shape[1])
     start_norm = float(np.linalg.norm(v))
     if tangent.shape[1] == 0 or skip_below > 0:
-        out = _misfit(v, u, Q, Omega, A, exact, bias_mean, jacobian=False)
+        out = misfit_and_jacobian(v, u, Q, Omega, A, exact, bias_mean, jacobian=False)
         phi = np.inf if out is None else float(out[0] @ out[0])
         if tangent.shape[1] == 0 or phi < skip_below:
             # B = 1 with a bias (the constraint is the sample), or a start
@@ -341,7 +228,7 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
         h = width * float(np.std(Omega @ v + bias_mean))
         if width > 0 and not (np.isfinite(h) and h > 0):
             return v, np.inf
-        slopes = _Slopes(activation, h)
+        slopes = Slopes(activation, h)
         v0, u0 = v, u
 
         def unpack(x, v0=v0, u0=u0):
@@ -351,7 +238,7 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
             if not wide:
                 return _normal_equations(unpack(x)[0], Q, Omega, Omega_t, A[:, 0],
                                          slopes, bias_mean)
-            out = _misfit(*unpack(x), Q, Omega, A, slopes, bias_mean)
+            out = misfit_and_jacobian(*unpack(x), Q, Omega, A, slopes, bias_mean)
             if out is None:
                 return None
             r, J = out
@@ -360,7 +247,7 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
             return J.T @ J, -(J.T @ r), 0.5 * float(r @ r)
 
         def cost(x, slopes=slopes):
-            out = _misfit(*unpack(x), Q, Omega, A, slopes, bias_mean, jacobian=False)
+            out = misfit_and_jacobian(*unpack(x), Q, Omega, A, slopes, bias_mean, jacobian=False)
             return np.inf if out is None else 0.5 * float(out[0] @ out[0])
 
         x0 = np.zeros(n_free + (A.shape[1] if wide else 0))
@@ -376,31 +263,12 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
     return v, phi
 
 
-def _orth(M):
-    """Orthonormal basis of ``col(M)`` (``M`` tall, of full column rank).
-
-    CholeskyQR2 (two Cholesky-QR passes: orthogonal to round-off for
-    condition numbers up to ~1e7), several times faster than Householder QR
-    on tall thin matrices; Householder QR where a Cholesky factor fails.
-    """
-    Q = M
-    try:
-        for _ in range(2):
-            R = linalg.cholesky(Q.T @ Q, lower=False, check_finite=False)
-            Q = linalg.solve_triangular(R, Q.T, trans="T", check_finite=False).T
-    except linalg.LinAlgError:
-        return np.linalg.qr(M)[0]
-    if not np.all(np.isfinite(Q)):
-        return np.linalg.qr(M)[0]
-    return Q
-
-
 def _deflated_basis(P, found):
     """``orth(P N)`` with ``N`` a basis of the complement of ``span(found)``."""
     if not found:
-        return _orth(P)
+        return orth(P)
     N = linalg.null_space(np.array(found))
-    return _orth(P @ N)
+    return orth(P @ N)
 
 
 class SearchResult:
@@ -455,14 +323,6 @@ def _tangent(n_dims, fixed):
     if fixed is None:
         return np.eye(n_dims)
     return linalg.null_space(np.asarray(fixed[0], dtype=float)[None, :])
-
-
-def _onto_constraint(v, fixed):
-    """``v`` (one sample) moved onto ``e . v = c`` along ``e``."""
-    if fixed is None:
-        return v
-    e, c = np.asarray(fixed[0], dtype=float), float(fixed[1])
-    return v + (c - v @ e) * e / (e @ e)
 
 
 def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
@@ -560,13 +420,13 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                         ("bias_mean", bias_mean)):
         if value is not None and not (isinstance(value, Real) and np.isfinite(value)):
             raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    n_samples = n_dims if n_samples is None else int(n_samples)
+    batch_size = n_dims if n_samples is None else int(n_samples)
     n_init = int(n_init)
-    max_starts = 4 * n_samples + 16 if max_starts is None else int(max_starts)
-    if not 1 <= n_samples <= n_dims or n_init < 1 or max_starts < 1:
+    max_starts = 4 * batch_size + 16 if max_starts is None else int(max_starts)
+    if not 1 <= batch_size <= n_dims or n_init < 1 or max_starts < 1:
         raise ValueError(
             f"n_samples must lie in [1, {n_dims}] and n_init, max_starts be at "
-            f"least 1; got {n_samples}, {n_init} and {max_starts}.")
+            f"least 1; got {batch_size}, {n_init} and {max_starts}.")
     if starts is not None and np.ndim(starts) != 2 or (
             starts is not None and np.shape(starts)[1] != n_dims):
         raise ValueError(
@@ -602,8 +462,8 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     repeats = []
     Q_keep = None
     n_starts, round_no = 0, 0
-    cos_dup = np.cos(np.radians(_DUPLICATE_ANGLE_PIECEWISE if piecewise
-                                else _DUPLICATE_ANGLE))
+    cos_dup = np.cos(np.radians(DUPLICATE_ANGLE_PIECEWISE if piecewise
+                                else DUPLICATE_ANGLE))
     # A round's starts all see the same deflated basis; when they keep
     # landing on one sample (a dominant basin) the rounds shrink, down to
     # one start (sequential deflation), and grow back as they pay off. The
@@ -614,7 +474,7 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     # starts: ReLU from the tensor's 8 factors in rounds of 2 found 4 of 8).
     k = n_init
     again = []
-    while len(found) < n_samples and n_starts < max_starts:
+    while len(found) < batch_size and n_starts < max_starts:
         k = min(k, max_starts - n_starts)
         if len(again) + len(queue) < k and random_starts is not None:
             more = np.asarray(random_starts(k - len(again) - len(queue)), dtype=float)
@@ -627,7 +487,7 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         batch, queue = batch + queue[:k - n_again], queue[k - n_again:]
         if not batch:
             break
-        batch = [_onto_constraint(v, fixed) for v in batch]
+        batch = [onto_constraint(v, fixed) for v in batch]
         Q = _deflated_basis(P_sub, found)
         with blas_threads(1):
             results = Parallel(n_jobs=n_jobs)(
@@ -640,24 +500,24 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         for number, (start, (v, phi)) in enumerate(zip(batch, results)):
             if not (np.isfinite(phi) and np.all(np.isfinite(v))):
                 continue
-            if _repeats(v, found, cos_dup) or _repeats(v, repeats, cos_dup):
-                if number >= n_again and _repeats(v, found[n_before:], cos_dup):
+            if is_repeat(v, found, cos_dup) or is_repeat(v, repeats, cos_dup):
+                if number >= n_again and is_repeat(v, found[n_before:], cos_dup):
                     again.append(start)
                 continue
-            if phi < accept and len(found) < n_samples:
+            if phi < accept and len(found) < batch_size:
                 found.append(v)
                 # a smooth search at round-off on its rows is a sample on
                 # every row (its misfit there comes at the end, for all at once)
                 settled.append(not piecewise and phi < _ROUND_OFF)
                 if verbose:
-                    print(f"search: sample {len(found)}/{n_samples} found "
+                    print(f"search: sample {len(found)}/{batch_size} found "
                           f"(misfit {phi:.2e}, start {n_starts})")
             else:
                 rejected.append((phi, v))
         # the new samples, polished on all rows before they deflate the next
         # round (an inexact sample would leave part of its zero behind)
         if Q_keep is None and len(found) > n_before:
-            Q_keep = _orth(P_keep)  # the undeflated basis, once
+            Q_keep = orth(P_keep)  # the undeflated basis, once
         new, new_misfits = _polish(found[n_before:], settled, Q_keep, Omega_keep, A_keep,
                                    activation, polish_stages, bias_mean, tangent, n_jobs)
         searched = found[n_before:]
@@ -666,7 +526,7 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         for v, phi, before in zip(new, new_misfits, searched):
             # with a noisy gradient a deflated zero can lie between two
             # samples, and the undeflated polish take it to one found before
-            if _repeats(v, found, cos_dup):
+            if is_repeat(v, found, cos_dup):
                 repeats.append(before)
                 if verbose:
                     print("search: a sample found polished into an earlier one; dropped")
@@ -676,14 +536,14 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         k = int(np.clip(2 * (len(found) - n_before), 1, n_init))
         if verbose:
             print(f"search: round {round_no}, {n_starts} starts, "
-                  f"{len(found)}/{n_samples} found")
+                  f"{len(found)}/{batch_size} found")
         if progress is not None:
-            progress("search", len(found), n_samples)
+            progress("search", len(found), batch_size)
     V = np.array(found).reshape(-1, n_dims)
     misfits = np.array(misfits)
     later = np.flatnonzero(np.isnan(misfits))
     if later.size:
-        misfits[later] = _phis(V[later], Q_keep, Omega_keep, A_keep, _Slopes(activation),
+        misfits[later] = sample_misfits(V[later], Q_keep, Omega_keep, A_keep, Slopes(activation),
                                bias_mean)
     rejected.sort(key=lambda pair: pair[0])
     candidates = np.array([v for _, v in rejected]).reshape(-1, n_dims)
@@ -715,15 +575,6 @@ def _check_rows(rows, name, m, n_dims, A):
     return rows
 
 
-def _repeats(v, found, cos_min):
-    """Whether ``v`` lies within the duplicate angle of a sample in ``found``."""
-    if not found:
-        return False
-    F = np.array(found)
-    cos = np.abs(F @ v) / (np.linalg.norm(F, axis=1) * np.linalg.norm(v))
-    return bool(np.max(cos) > cos_min)
-
-
 def _polish(found, settled, Q, Omega, A, activation, stages, bias_mean, tangent, n_jobs):
     """Each sample refined on the polish's neurons with their undeflated
     basis ``Q`` (at the search's finest smoothing widths), and its misfit
@@ -731,8 +582,8 @@ def _polish(found, settled, Q, Omega, A, activation, stages, bias_mean, tangent,
     they are, with a NaN misfit (computed later)."""
     if not found:
         return np.empty((0, Omega.shape[1])), []
-    slopes = _Slopes(activation)
-    misfits = np.array([np.nan if done else _phi(v, Q, Omega, A, slopes, bias_mean)
+    slopes = Slopes(activation)
+    misfits = np.array([np.nan if done else sample_misfit(v, Q, Omega, A, slopes, bias_mean)
                         for v, done in zip(found, settled)])
     # a sample at round-off already (an exact gradient) needs no polish
     todo = np.flatnonzero(~(misfits < _ROUND_OFF) & ~np.asarray(settled, dtype=bool))
@@ -745,5 +596,5 @@ def _polish(found, settled, Q, Omega, A, activation, stages, bias_mean, tangent,
     for i, (v, _) in zip(todo, results):
         if np.all(np.isfinite(v)):
             V[i] = v
-            misfits[i] = _phi(v, Q, Omega, A, slopes, bias_mean)
+            misfits[i] = sample_misfit(v, Q, Omega, A, slopes, bias_mean)
     return V, list(misfits)

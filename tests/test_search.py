@@ -8,8 +8,8 @@ from scipy.optimize import linear_sum_assignment
 
 from skrecon.activations import get_activation
 from skrecon.refine import gradient_model, lm_driver, pattern_iteration
-from skrecon.search import (_best_signal, _deflated_basis, _misfit, _orth, _Slopes,
-                            column_space_misfit, search_samples)
+from skrecon._misfit import Slopes, best_signal, misfit_and_jacobian, orth
+from skrecon.search import _deflated_basis, column_space_misfit, search_samples
 
 
 def _problem(activation="tanh", m=4000, B=4, K=1, seed=0, bias=True, spread=1.0):
@@ -37,7 +37,7 @@ def _matched_cosines(found, V):
 
 def test_misfit_vanishes_exactly_at_each_sample_and_not_elsewhere():
     V, U, Omega, A, P, act, _ = _problem()
-    Q = _orth(P)
+    Q = orth(P)
     misfits = [column_space_misfit(v, Q, Omega, A, act) for v in V]
     assert max(misfits) < 1e-25
     rng = np.random.default_rng(5)
@@ -49,16 +49,16 @@ def test_misfit_vanishes_exactly_at_each_sample_and_not_elsewhere():
 @pytest.mark.parametrize("K", [1, 3])
 def test_misfit_jacobian_matches_finite_differences(K):
     V, U, Omega, A, P, act, _ = _problem(K=K, m=500)
-    Q = _orth(P)
-    slopes = _Slopes(act)
+    Q = orth(P)
+    slopes = Slopes(act)
     v, u = V[0] + 0.1, U[0] + 0.2
-    r, J = _misfit(v, u, Q, Omega, A, slopes, 0.0)
+    r, J = misfit_and_jacobian(v, u, Q, Omega, A, slopes, 0.0)
     assert J.shape == (500, 4 + (K if K > 1 else 0))
     h = 1e-6
     x = np.concatenate([v, u])
 
     def residual(x):
-        return _misfit(x[:4], x[4:], Q, Omega, A, slopes, 0.0, jacobian=False)[0]
+        return misfit_and_jacobian(x[:4], x[4:], Q, Omega, A, slopes, 0.0, jacobian=False)[0]
 
     fd = np.column_stack([(residual(x + h * e) - residual(x - h * e)) / (2 * h)
                           for e in np.eye(len(x))])
@@ -69,8 +69,8 @@ def test_misfit_jacobian_matches_finite_differences(K):
 
 def test_best_signal_minimises_the_misfit():
     V, U, Omega, A, P, act, _ = _problem(K=3, m=800)
-    Q = _orth(P)
-    u = _best_signal(V[1], Q, Omega, A, _Slopes(act), 0.0)
+    Q = orth(P)
+    u = best_signal(V[1], Q, Omega, A, Slopes(act), 0.0)
     np.testing.assert_allclose(u / np.linalg.norm(u),
                                np.sign(u @ U[1]) * U[1] / np.linalg.norm(U[1]), atol=1e-10)
 
@@ -209,7 +209,7 @@ def test_search_samples_says_what_is_wrong(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         search_samples(**args)
     with pytest.raises(ValueError, match=re.escape("v must have shape (4,), got (3,).")):
-        column_space_misfit(np.ones(3), _orth(P), Omega, A, act)
+        column_space_misfit(np.ones(3), orth(P), Omega, A, act)
     with pytest.raises(ValueError, match=re.escape("Q must have orthonormal columns")):
         column_space_misfit(np.ones(4), P, Omega, A, act)
 
@@ -225,8 +225,8 @@ def test_crossing_starts_are_the_samples(activation):
     from skrecon._crossings import crossing_starts
     V, U, Omega, A, P, act, fixed = _problem(activation, m=6000, B=6, seed=1)
     rows = np.arange(0, len(P), 3)
-    starts = crossing_starts(P, Omega, A, _Slopes(act), 0.0, fixed, n_samples=6,
-                             rows=rows, Q=_orth(P[rows]), accept=1e-10,
+    starts = crossing_starts(P, Omega, A, Slopes(act), 0.0, fixed, n_samples=6,
+                             rows=rows, Q=orth(P[rows]), accept=1e-10,
                              random_state=np.random.default_rng(0))
     assert starts.shape == (6, 6)
     distance = np.linalg.norm(starts[:, None, :] - V[None, :, :], axis=2)
@@ -240,8 +240,8 @@ def test_crossing_starts_keep_only_zeros_of_the_misfit():
     V, U, Omega, A, P, act, fixed = _problem("relu", m=3000, B=4, seed=1)
     _, _, _, _, P_other, _, _ = _problem("relu", m=3000, B=4, seed=2)
     rows = np.arange(len(P))
-    starts = crossing_starts(P, Omega, A, _Slopes(act), 0.0, fixed, n_samples=4,
-                             rows=rows, Q=_orth(P_other), accept=1e-10,
+    starts = crossing_starts(P, Omega, A, Slopes(act), 0.0, fixed, n_samples=4,
+                             rows=rows, Q=orth(P_other), accept=1e-10,
                              random_state=np.random.default_rng(0))
     assert starts.shape == (0, 4)
 

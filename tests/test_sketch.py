@@ -2,7 +2,7 @@
 
 Each test compares the sketched span with the full factorisation (QR and
 SVD of the whole gradient) that gradients with fewer live columns than
-``moments._SKETCH_MIN_COLUMNS`` get, on the same query.
+``_span._SKETCH_MIN_COLUMNS`` get, on the same query.
 """
 
 import warnings
@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from skrecon import GradientReconstructor, MomentTensorTransformer, moments
+from skrecon import GradientReconstructor, MomentTensorTransformer, _span
 from skrecon.clients import make_gradient_query
 from skrecon.datasets import load_sample_image_patches
 from skrecon.metrics import relative_error
@@ -25,7 +25,7 @@ def _query(B=8, m=2000, patch=10, **kwargs):
 
 def _fit(q, full=False, monkeypatch=None, **params):
     if full:
-        monkeypatch.setattr(moments, "_SKETCH_MIN_COLUMNS", 10**9)
+        monkeypatch.setattr(_span, "_SKETCH_MIN_COLUMNS", 10**9)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -49,7 +49,7 @@ def test_sketched_span_matches_the_full_factorisation(monkeypatch):
     full = _fit(q, full=True, monkeypatch=monkeypatch)
     assert sketch.n_components_ == full.n_components_ == 8
     # the sketch reports its leading values only; the full spectrum all 301
-    assert sketch.singular_values_.shape == (moments._SKETCH_COLUMNS,)
+    assert sketch.singular_values_.shape == (_span._SKETCH_COLUMNS,)
     assert full.singular_values_.shape == (301,)
     np.testing.assert_allclose(sketch.singular_values_[:8], full.singular_values_[:8],
                                rtol=1e-11)
@@ -66,7 +66,7 @@ def test_sketched_span_matches_the_full_factorisation(monkeypatch):
 def test_given_batch_size_sketches_beyond_it(monkeypatch):
     _, q = _query()
     sketch = _fit(q, n_components=8)
-    assert sketch.singular_values_.shape == (8 + moments._SKETCH_SPARE,)
+    assert sketch.singular_values_.shape == (8 + _span._SKETCH_SPARE,)
     full = _fit(q, full=True, monkeypatch=monkeypatch, n_components=8)
     assert _angle(sketch.components_, full.components_) < 1e-9
 
@@ -78,7 +78,7 @@ def test_batch_beyond_the_first_sketch_doubles_it():
         warnings.simplefilter("ignore")  # the span only: no moment tensor
         sketch = MomentTensorTransformer(bias=True).fit(q.grad)
     assert sketch.n_components_ == 100
-    assert sketch.singular_values_.shape == (2 * moments._SKETCH_COLUMNS,)
+    assert sketch.singular_values_.shape == (2 * _span._SKETCH_COLUMNS,)
     assert sketch.singular_values_[100] < 1e-13 * sketch.singular_values_[0]
 
 
@@ -100,7 +100,7 @@ def test_reconstruction_from_the_sketched_span_is_exact():
     batch, q = _query(B=16, m=4000)
     rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
     err, perm = relative_error(batch, rec.samples_)
-    assert rec.moments_.singular_values_.shape == (moments._SKETCH_COLUMNS,)
+    assert rec.moments_.singular_values_.shape == (_span._SKETCH_COLUMNS,)
     assert np.all(perm >= 0) and rec.n_found_ == 16
     assert err.max() < 1e-10
 

@@ -85,14 +85,20 @@ def search_start(D, W0, A, activation, has_bias, U, n_samples, rng):
 
 
 def span_coordinates(U, has_bias):
-    """``offset`` (d,) and ``basis`` (r, d) with ``x = offset + c @ basis``."""
+    """The samples' coordinates in the span: ``v = offset + c @ basis``.
+
+    ``U`` (n_inputs [+ 1], r) is the orthonormal basis of the span (bias
+    input last); a sample's input (with its constant 1) is ``U v``. Returns
+    ``offset`` (r,) and ``basis`` (r - 1, r) with orthonormal rows (with a
+    bias: every ``v`` then has ``U[-1] @ v = 1``), or ``0`` and the identity
+    (without: ``v = c``).
+    """
+    r = U.shape[1]
     if not has_bias:
-        return np.zeros(U.shape[0]), U.T.copy()
+        return np.zeros(r), np.eye(r)
     e = U[-1]
-    n = len(e)
-    Q, _ = np.linalg.qr(np.column_stack([e, np.eye(n)]))
-    T = Q[:, 1:n]
-    return U[:-1] @ (e / (e @ e)), (U[:-1] @ T).T
+    Q, _ = np.linalg.qr(np.column_stack([e, np.eye(r)]))
+    return e / (e @ e), Q[:, 1:r].T.copy()
 
 
 def soft_targets(torch, layers, p0, X, last_delta, W, schedule):

@@ -174,23 +174,53 @@ def _decay_factor(schedule):
 
 
 class _Problem:
-    """The residual of the simulated local steps, for one order of the steps."""
+    """The residual of the simulated local steps, for one order of the steps.
 
-    def __init__(self, torch, layers, names, p0, pT, schedule, unknowns, W):
-        self.torch, self.layers, self.names = torch, layers, names
-        self.p0, self.pT, self.schedule = p0, pT, schedule
-        self.unknowns = unknowns
+    The first layer runs in the samples' span coordinates: with ``U``
+    (n_inputs [+ 1], r) orthonormal and every input ``(x_i, 1) = U v_i``,
+    every first-layer update lies in ``R^m (x) span(U)``, so ``[W, b] U``
+    (m, r) is all the steps see of that layer and all they change; the part
+    of its rows outside the span is the same on both sides (``c theta_0``'s).
+    The simulation and its Jacobian carry ``m r`` numbers for that layer
+    instead of ``m (n_inputs + 1)`` (r = N = 16 of 65 for the digits).
+    """
+
+    def __init__(self, torch, layers, names, p0, pT, U, schedule, unknowns, W):
+        _, weight, bias = layers[0]
+        U = torch.as_tensor(U)
+
+        def first_layer(p):  # [W, b] U, under the weight's name
+            M = p[weight] if bias is None else torch.column_stack([p[weight], p[bias]])
+            return M @ U
+
+        rest = [k for k in names if k not in (weight, bias)]
+        self.torch, self.schedule, self.unknowns = torch, schedule, unknowns
+        self.names = [weight] + rest
+        self.layers = [("linear", weight, None)] + list(layers[1:])
+        self.p0 = {weight: first_layer(p0), **{k: p0[k] for k in rest}}
+        self.pT = flat_parameters(
+            torch, {weight: first_layer(pT), **{k: pT[k] for k in rest}}, self.names)
+        self.U, self.has_bias = U, bias is not None
         self.W = torch.as_tensor(W)
 
     def __call__(self, z):
-        X, Q = self.unknowns.split(self.torch, z)
-        out = simulate(self.torch, self.layers, self.p0, X, Q, self.W, self.schedule)
+        V, Q = self.unknowns.split(self.torch, z)
+        out = simulate(self.torch, self.layers, self.p0, V, Q, self.W, self.schedule)
         return (flat_parameters(self.torch, out, self.names) - self.pT) \
             / self.schedule.learning_rate
 
+    def pack(self, X, Q):
+        """The unknowns of samples ``X`` (in the span) and soft targets ``Q``."""
+        Xa = np.column_stack([X, np.ones(len(X))]) if self.has_bias else X
+        V = Xa @ self.U.numpy()
+        offset, basis = self.unknowns.offset.numpy(), self.unknowns.basis.numpy()
+        return self.unknowns.pack((V - offset) @ basis.T, Q)
+
     def parts(self, z):
-        X, Q = self.unknowns.split(self.torch, self.torch.as_tensor(z))
-        return X.detach().numpy(), Q.detach().numpy()
+        """Samples ``X`` (n_samples, n_inputs) and soft targets of the unknowns."""
+        V, Q = self.unknowns.split(self.torch, self.torch.as_tensor(z))
+        X = (V @ self.U.T).detach().numpy()
+        return (X[:, :-1] if self.has_bias else X), Q.detach().numpy()
 
 
 def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=None,
@@ -236,7 +266,7 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
         no Nesterov, no dampening) is simulated; anything else raises.
     max_iter : int, default=30
         Bound on the normal matrices ``J^T J`` each polish forms (each costs
-        one Jacobian-vector and one vector-Jacobian product per unknown).
+        one Jacobian-vector product of the simulated steps per unknown).
     tol : float, default=1e-9
         ``update_residual`` at or below which the result is exact and every
         row ``found``.
@@ -422,7 +452,8 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
 
     names = [k for k, _ in model.named_parameters()]
     p0 = {k: torch.as_tensor(by_name[k]) for k in names}
-    pT = flat_parameters(torch, {k: torch.as_tensor(by_name_T[k]) for k in names}, names)
+    pT_dict = {k: torch.as_tensor(by_name_T[k]) for k in names}
+    pT = flat_parameters(torch, pT_dict, names)
     last_w, last_b = layers[-1][1], layers[-1][2]
     last_delta = ((c * by_name[last_w] - by_name_T[last_w]) / schedule.learning_rate,
                   None if last_b is None else
@@ -435,7 +466,6 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
     if schedule.steps_per_epoch == 1:
         order = np.tile(np.arange(N), (schedule.epochs, 1))
     else:
-        pT_dict = {k: torch.as_tensor(by_name_T[k]) for k in names}
         order = assign_steps(torch, start, interpolated(p0, pT_dict, schedule.n_steps),
                               first, second, act, has_bias, left, schedule)
     W = memberships(order, schedule)
@@ -460,11 +490,11 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         order_try, W = order, memberships(order, schedule)
         for _ in range(_ORDER_ROUNDS):
             tried.append(order_try)
-            problem = _Problem(torch, layers, names, p0, pT, schedule, unknowns, W)
+            problem = _Problem(torch, layers, names, p0, pT_dict, U, schedule, unknowns, W)
             if verbose:
                 print(f"fedavg: polish over {unknowns.size} unknowns, order "
                       f"{order_try.tolist() if schedule.steps_per_epoch > 1 else 'not needed'}")
-            z = unknowns.pack((X - offset) @ basis.T, Q)
+            z = problem.pack(X, Q)
             fit = levenberg_marquardt(torch, problem, z, max_iter=max_iter, ftol=ftol,
                                       verbose=verbose)
             n_iter, nfev = n_iter + fit.n_iter, nfev + fit.nfev

@@ -35,15 +35,16 @@ PyTorch is needed (``pip install "skrecon[torch]"``); it is imported when
 the function is called.
 """
 
+import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._fedavg_start import (LABEL_MARGIN, assign_steps, interpolated, one_hot,
-                            search_start, soft_targets, span, span_coordinates,
-                            trajectory)
+from ._fedavg_start import (assign_steps, interpolated, one_hot,
+                            refined_start, search_start, soft_targets, span,
+                            span_coordinates, trajectory)
 from ._optional import import_optional
 from ._parameters import as_arrays, check_pair
 from ._unroll import (Schedule, Unknowns, flat_parameters,
@@ -53,8 +54,6 @@ from .exceptions import BatchSizeWarning
 
 __all__ = ["UpdateReconstruction", "reconstruct_update"]
 
-# one-hot targets where the label leads by 0.5, then all soft
-_LABEL_MARGINS = (LABEL_MARGIN, np.inf)
 # polishes with an order re-assigned from the simulated trajectory
 _ORDER_ROUNDS = 4
 _HYPERPARAMETERS = (
@@ -448,7 +447,11 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
             BatchSizeWarning, stacklevel=2)
     if verbose:
         print(f"fedavg: span of {N} samples, {schedule.n_steps} local steps")
-    start = search_start(D, W0, A, get_activation(query.activation), has_bias, U, N, rng)
+    activation = get_activation(query.activation)
+    tic = time.perf_counter()
+    start = search_start(D, W0, A, activation, has_bias, U, N, rng)
+    if verbose:
+        print(f"fedavg: start by the column-space search ({time.perf_counter() - tic:.1f} s)")
 
     names = [k for k, _ in model.named_parameters()]
     p0 = {k: torch.as_tensor(by_name[k]) for k in names}
@@ -480,13 +483,16 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
             break
         order, W = new, memberships(new, schedule)
         soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
+    X0, order, soft, targets = refined_start(
+        torch, layers, p0, start, soft, order, first, second, activation, has_bias, U,
+        D @ U, left, last_delta, schedule, verbose)
     K = soft.shape[1]
     unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K)
     n_iter, nfev, best = 0, 0, None
     # one-hot targets where the label is clear, then (if that stalls) all
     # soft: a wrong one-hot label stalls the polish, soft rows slow it
-    for margin in _LABEL_MARGINS:
-        X, Q, tried = start, one_hot(soft, margin), []
+    for Q0 in (targets, soft):
+        X, Q, tried = X0, Q0, []
         order_try, W = order, memberships(order, schedule)
         for _ in range(_ORDER_ROUNDS):
             tried.append(order_try)
@@ -539,5 +545,5 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
     found = np.full(N, status == 1)
     return UpdateReconstruction(
         samples=X, labels=labels, found=found, update_residual=residual, order=order,
-        start_samples=start, n_iter=n_iter, nfev=nfev, status=status, message=message,
+        start_samples=X0, n_iter=n_iter, nfev=nfev, status=status, message=message,
         success=status == 1)

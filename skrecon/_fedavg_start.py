@@ -246,7 +246,7 @@ def assign_steps(torch, X, thetas, first, second, act, has_bias, basis_P, schedu
     return np.array(orders)
 
 
-def _sample_fit(v0, T, Om, As, L, activation):
+def _sample_fit(v0, T, Om, As, L, activation, fit=True):
     """Refit one sample: ``(v, x, misfit before, misfit after)``.
 
     ``Om``, ``As``: the first layer (in the span) and the output layer before
@@ -286,13 +286,15 @@ def _sample_fit(v0, T, Om, As, L, activation):
     x0 = np.concatenate([np.zeros(n_free), u0 / np.linalg.norm(F @ u0)])
     r0 = residual(x0)
     before = float(r0 @ r0)
-    fit = least_squares(residual, x0, jac=lambda x: residual(x, jacobian=True),
+    if not fit:  # the misfit at the start only
+        return v0, x0, before, before
+    out = least_squares(residual, x0, jac=lambda x: residual(x, jacobian=True),
                         method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15,
                         max_nfev=100 * len(x0))
-    after = float(fit.fun @ fit.fun) if np.all(np.isfinite(fit.fun)) else np.inf
+    after = float(out.fun @ out.fun) if np.all(np.isfinite(out.fun)) else np.inf
     if not after < before:
         return v0, x0, before, before
-    return v0 + T @ fit.x[:n_free], fit.x, before, after
+    return v0 + T @ out.x[:n_free], out.x, before, after
 
 
 def refit_samples(X, thetas, order, first, second, activation, has_bias, U, P,
@@ -349,7 +351,7 @@ def refit_samples(X, thetas, order, first, second, activation, has_bias, U, P,
         steps = np.flatnonzero(W[:, i])
         families.append((steps, [Omegas[t] for t in steps], [outputs[t] for t in steps]))
         before[i] = _sample_fit(V[i], T, families[i][1], families[i][2], L_full,
-                                activation)[2]
+                                activation, fit=False)[2]
     settled, done = [], []
     for i in np.argsort(before, kind="stable"):
         steps, Om, As = families[i]

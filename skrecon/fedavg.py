@@ -7,7 +7,7 @@ gradients taken at ``T`` different weights, and
 :func:`skrecon.flower.update_query` refuses it. :func:`reconstruct_update`
 reconstructs it anyway, from what the server knows -- the parameters it sent
 and those it got back, the learning rate, the batch size, the epochs (Flower's
-config) and ``N`` (the client's ``num_examples``) -- in three stages:
+config) and ``N`` (the client's ``num_examples``) -- in five stages:
 
 1. *Span.* Every row of the first layer's part of
    ``Delta = (c theta_0 - theta_T) / lr`` lies in ``span{(x_i, 1)}``
@@ -22,12 +22,18 @@ config) and ``N`` (the client's ``num_examples``) -- in three stages:
    the straight line from ``theta_0`` to ``theta_T``, then on the
    trajectory the start simulates; one assignment problem per epoch turns
    the misfits into an order.
-4. *Polish.* Levenberg-Marquardt on ``(theta_T(X, q) - theta_T) / lr``,
+4. *Refit.* On the trajectory the batch simulates in that order, each
+   sample is fitted alone to the column space with the family of its own
+   steps (the samples already exact deflated), its label is read off the
+   fitted signal (``p - q`` up to scale), and the order is assigned again;
+   a few rounds make most batches exact already.
+5. *Polish.* Levenberg-Marquardt on ``(theta_T(X, q) - theta_T) / lr``,
    which simulates the ``T`` local steps exactly in that order
    (:mod:`skrecon._unroll`, ``torch.optim.SGD``'s rule with momentum and
-   weight decay), over the samples' span coordinates and their soft
-   targets ``q_i``; where it stalls, the order is re-assigned from the
-   trajectory the polished batch simulates, and the polish runs again.
+   weight decay, the first layer in the samples' span coordinates), over
+   the samples' span coordinates and their soft targets ``q_i``; where it
+   stalls, the order is re-assigned from the trajectory the polished batch
+   simulates, and the polish runs again.
 
 The result is exact (the returned parameters reproduced to round-off) or
 flagged: ``found`` is all False and a ``ConvergenceWarning`` says why.
@@ -47,6 +53,7 @@ from ._fedavg_start import (assign_steps, interpolated, one_hot,
                             span_coordinates, trajectory)
 from ._optional import import_optional
 from ._parameters import as_arrays, check_pair
+from ._threads import blas_threads
 from ._unroll import (Schedule, Unknowns, flat_parameters,
                       levenberg_marquardt, memberships, mlp_layers, simulate)
 from .activations import get_activation
@@ -91,10 +98,11 @@ class UpdateReconstruction:
         step: the order inside a mini-batch does not change the update and
         is not identifiable). With full-batch steps every row is ``0 .. N-1``.
     start_samples : ndarray of shape (n_samples, n_inputs)
-        The start of the polish (the column-space search), rows as in
-        ``samples``.
+        The start of the polish (the column-space search, refitted with
+        each sample's steps), rows as in ``samples``.
     n_iter : int
-        Normal matrices ``J^T J`` formed by the polish (its costly unit).
+        Normal matrices ``J^T J`` formed by the polish (its costly unit; 0
+        when the refitted start is exact already).
     nfev : int
         Simulations of the local steps run by the polish.
     status : int
@@ -323,7 +331,11 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
     ``sum_e (A_{t_e} u_{i,e}) * sigma'(Omega_{t_e} x_i + b_{t_e})`` over its
     steps ``t_e``, so the steps whose weights fit it best are its steps
     (scored on an estimated trajectory, assigned by one assignment problem
-    per epoch).
+    per epoch). With the order, the same column is fitted for each sample
+    alone on the simulated trajectory (the family of its own steps, the
+    samples already exact deflated from the column space); its signal
+    ``u_{i,e}`` is ``p_i - q_i`` up to scale, which names the label. A few
+    such rounds bring most batches to round-off before the polish.
     The result is certified by the simulation itself: ``update_residual``.
 
     References
@@ -365,12 +377,15 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     threads = torch.get_num_threads()
     # the unrolled steps are many small tensor operations: one thread is
-    # faster than several (4x under load on two cores), and never slower here
+    # faster than several (4x under load on two cores), and never slower here;
+    # so are the refits' small SVDs (1024 x 30: 1.5 ms with one BLAS thread,
+    # 13-60 ms with two under load)
     torch.set_num_threads(1)
     try:
-        return _reconstruct(torch, model, sent, returned, learning_rate, n_samples,
-                            batch_size, epochs, momentum, weight_decay, optimizer,
-                            max_iter, tol, random_state, verbose)
+        with blas_threads(1):
+            return _reconstruct(torch, model, sent, returned, learning_rate, n_samples,
+                                batch_size, epochs, momentum, weight_decay, optimizer,
+                                max_iter, tol, random_state, verbose)
     finally:
         torch.set_num_threads(threads)
 

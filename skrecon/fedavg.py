@@ -459,7 +459,7 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
             f"The first layer's update shows {rank} samples, fewer than "
             f"n_samples={N}: two samples are identical, or num_examples is larger "
             "than the samples trained on; the extra rows are not identifiable.",
-            BatchSizeWarning, stacklevel=2)
+            BatchSizeWarning, stacklevel=3)
     if verbose:
         print(f"fedavg: span of {N} samples, {schedule.n_steps} local steps")
     activation = get_activation(query.activation)
@@ -556,7 +556,7 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         message = (f"The simulated local steps miss the returned parameters by a "
                    f"relative residual of {residual:.2g} > tol={tol:g}: {why}. No "
                    "sample is certified; the rows are best guesses.")
-        warnings.warn(message, ConvergenceWarning, stacklevel=2)
+        warnings.warn(message, ConvergenceWarning, stacklevel=3)
     found = np.full(N, status == 1)
     return UpdateReconstruction(
         samples=X, labels=labels, found=found, update_residual=residual, order=order,

@@ -11,7 +11,7 @@ from torch import nn  # noqa: E402
 
 from skrecon import _fedavg_start  # noqa: E402
 from skrecon._unroll import (Schedule, memberships, mlp_layers,  # noqa: E402
-                             simulate)
+                             normal_equations, simulate)
 from skrecon.activations import get_activation  # noqa: E402
 from skrecon.datasets import load_digits_batch  # noqa: E402
 from skrecon.fedavg import reconstruct_update  # noqa: E402
@@ -119,6 +119,22 @@ def test_mini_batches_give_the_batch_and_the_order(digits):
     back[match] = np.arange(8)
     steps = [set(back[res.order[0, 2 * t:2 * t + 2]]) for t in range(4)]
     assert steps == [set(orders[0][2 * t:2 * t + 2].tolist()) for t in range(4)]
+
+
+@pytest.mark.parametrize("max_bytes", [0, 2 ** 20])
+def test_normal_equations_match_the_jacobian(max_bytes):
+    # stored forward-mode Jacobian (2 ** 20 bytes) or jvp + vjp products (0)
+    A = torch.as_tensor(np.random.default_rng(0).standard_normal((7, 5)))
+
+    def fun(z):
+        return torch.tanh(A @ z) * (A @ (z * z))
+
+    z = torch.linspace(-1.0, 1.0, 5, dtype=torch.float64)
+    JtJ, Jtr, r = normal_equations(torch, fun, z, chunk=2, max_bytes=max_bytes)
+    J = torch.autograd.functional.jacobian(fun, z)
+    np.testing.assert_allclose(r.numpy(), fun(z).numpy(), rtol=1e-15)
+    np.testing.assert_allclose(JtJ.numpy(), (J.T @ J).numpy(), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(Jtr.numpy(), (J.T @ r).numpy(), rtol=1e-13, atol=1e-13)
 
 
 def _refit_case(digits, perturb):

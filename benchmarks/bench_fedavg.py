@@ -9,17 +9,21 @@ parameters. ``skrecon.fedavg.reconstruct_update`` gets the sent and returned
 parameters and the hyperparameters. Each row: time, samples certified
 (``found``), worst relative error (Hungarian-matched), labels right, the steps
 recovered (each step's set of samples, in order; ``-`` for full batch), the
-update residual and the status.
+update residual and the status. Seed ``s`` draws the digits with ``s``, the
+client's shuffle with ``s + 1`` and the search's starts with ``s``.
 
 Run::
 
     python benchmarks/bench_fedavg.py                        # N = 16, the issue's table
     python benchmarks/bench_fedavg.py --activations tanh --models gaussian --lrs 0.05
     python benchmarks/bench_fedavg.py --frontier             # N = 32 and 48 rows
+    python benchmarks/bench_fedavg.py --activations tanh --models gaussian --lrs 0.05 \
+        --configs 4x1 --seeds 0 1 2
 """
 
 import argparse
 import copy
+import itertools
 import os
 import sys
 import time
@@ -61,14 +65,14 @@ def make_model(activation, trained, width=1024):
     return model
 
 
-def client(model, batch, labels, lr, b, epochs):
+def client(model, batch, labels, lr, b, epochs, seed=0):
     import torch
     from torch import nn
 
     work = copy.deepcopy(model)
     sent = [v.detach().numpy().copy() for v in work.state_dict().values()]
     opt = torch.optim.SGD(work.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(seed + 1)
     x, y = torch.as_tensor(batch), torch.as_tensor(labels)
     orders = []
     for _ in range(epochs):
@@ -88,19 +92,19 @@ def steps_of(order, b, back=None):
     return [set(order[s:s + b].tolist()) for s in range(0, len(order), b)]
 
 
-def run(model, n, lr, b, epochs, max_iter):
+def run(model, n, lr, b, epochs, max_iter, seed=0):
     from skrecon.datasets import load_digits_batch
     from skrecon.fedavg import reconstruct_update
     from skrecon.metrics import relative_error
 
-    batch, labels = load_digits_batch(n, random_state=0)
-    sent, returned, orders = client(model, batch, labels, lr, b, epochs)
+    batch, labels = load_digits_batch(n, random_state=seed)
+    sent, returned, orders = client(model, batch, labels, lr, b, epochs, seed)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = reconstruct_update(model, sent, returned, learning_rate=lr, n_samples=n,
                                  batch_size=b, epochs=epochs, max_iter=max_iter,
-                                 random_state=0)
+                                 random_state=seed)
     elapsed = time.perf_counter() - start
     errors, match = relative_error(batch, res.samples)
     worst = float(errors.max()) if np.all(match >= 0) else np.inf
@@ -126,6 +130,9 @@ def main(argv=None):
                    help="b x E at N = 16, e.g. 16x3 4x1")
     p.add_argument("--frontier", action="store_true",
                    help="instead: N = 32 and 48 (b = N, E = 3 and b = N/4, E = 1, lr 0.05)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="seed s: digits drawn with s, the client's shuffle with s + 1, "
+                        "the search's starts with s")
     p.add_argument("--max-iter", type=int, default=30)
     args = p.parse_args(argv)
     import torch
@@ -134,7 +141,7 @@ def main(argv=None):
     start = time.perf_counter()
     _print_header("bench_fedavg.py")
     rows = []
-    header = ["act", "model", "N", "b", "E", "lr", "time (s)", "found", "worst err",
+    header = ["act", "model", "N", "b", "E", "lr", "seed", "time (s)", "found", "worst err",
               "labels", "order", "residual", "status"]
     for activation in args.activations:
         for kind in args.models:
@@ -144,13 +151,13 @@ def main(argv=None):
             else:
                 cases = [(16, lr, int(c.split("x")[0]), int(c.split("x")[1]))
                          for lr in args.lrs for c in args.configs]
-            for n, lr, b, epochs in cases:
-                row = [activation, kind, str(n), str(b), str(epochs), f"{lr:g}"] + run(
-                    model, n, lr, b, epochs, args.max_iter)
+            for (n, lr, b, epochs), seed in itertools.product(cases, args.seeds):
+                row = [activation, kind, str(n), str(b), str(epochs), f"{lr:g}",
+                       str(seed)] + run(model, n, lr, b, epochs, args.max_iter, seed)
                 rows.append(row)
                 print("  ".join(row), flush=True)
     print()
-    _print_table(header, rows, ["<", "<"] + [">"] * 11)
+    _print_table(header, rows, ["<", "<"] + [">"] * 12)
     _print_footer(start)
 
 

@@ -8,16 +8,16 @@ client visited it: this module runs ``torch.optim.SGD``'s update rule
 ``torch.func``, so that every quantity is a differentiable function of
 
 - the samples, written in the span of the first layer's update
-  (``x_i = c_i + V_i B``, a few coordinates per sample instead of ``d``),
+  (``v_i = c + coords_i B``, a few coordinates per sample instead of ``d``),
 - soft targets ``q_i`` (one row per sample; a one-hot row is a label: the
   cross-entropy ``-sum_k q_ik log softmax(z_i)_k`` is linear in ``q_i``),
 - the membership ``w_{i,t}`` of sample ``i`` in step ``t`` (1 when the
   client's step ``t`` used sample ``i``, 0 otherwise), fixed by the order.
 
 A Levenberg-Marquardt driver over these unknowns forms the small normal
-matrix ``J^T J`` from batched Jacobian-vector and vector-Jacobian products
-(forward-over-reverse and reverse-over-reverse automatic differentiation),
-never the Jacobian itself.
+matrix ``J^T J`` from batched Jacobian-vector products (forward-mode
+automatic differentiation of the hand-written backward pass), and from
+vector-Jacobian products where the Jacobian itself would not fit in memory.
 """
 
 from dataclasses import dataclass
@@ -188,8 +188,9 @@ def simulate(torch, layers, params, X, Q, W, schedule, n_steps=None):
 class Unknowns:
     """Packing of the unknowns: the samples' span coordinates and soft targets.
 
-    ``x_i = offset + coords_i @ basis`` (``basis`` (r, d), ``offset`` (d,))
-    and ``q_i`` (K,) with ``sum(q_i) = 1``.
+    ``v_i = offset + coords_i @ basis`` (``basis`` (r, n), ``offset`` (n,)):
+    the sample's input in the ``n`` coordinates of the span (or in the input
+    space itself), and ``q_i`` (K,) with ``sum(q_i) = 1``.
     """
 
     def __init__(self, schedule, basis, offset, n_classes):
@@ -222,27 +223,41 @@ def flat_parameters(torch, params, names):
     return torch.cat([params[k].reshape(-1) for k in names])
 
 
-def normal_equations(torch, fun, z, chunk):
-    """``(J^T J, J^T r, r)`` of ``fun`` at ``z`` without forming ``J``.
+# the Jacobian is formed (forward mode only, then one matrix product) when
+# it fits in this many bytes; beyond, J^T J comes from Jacobian-vector and
+# vector-Jacobian products without it (twice the differentiation work)
+JACOBIAN_BYTES = 2 ** 30
 
-    ``J`` is applied to ``chunk`` unit vectors at a time (forward-mode,
-    batched with ``vmap``) and ``J^T`` to the results (reverse mode).
+
+def normal_equations(torch, fun, z, chunk, max_bytes=JACOBIAN_BYTES):
+    """``(J^T J, J^T r, r)`` of ``fun`` at ``z``.
+
+    ``J`` is applied to ``chunk`` unit vectors at a time (forward mode,
+    batched with ``vmap``). When ``J`` fits in ``max_bytes`` its columns are
+    kept and ``J^T J`` is one matrix product; otherwise ``J^T`` is applied
+    to each batch of columns (reverse mode) and ``J`` is never stored.
     """
     from torch.func import jvp, vjp, vmap
-
-    r, pullback = vjp(fun, z)
-    n = z.numel()
-    JtJ = torch.empty((n, n), dtype=z.dtype)
-    eye = torch.eye(n, dtype=z.dtype)
 
     def push(v):
         return jvp(fun, (z,), (v,))[1]
 
-    for start in range(0, n, chunk):
-        E = eye[start:start + chunk]
-        Jv = vmap(push)(E)
-        JtJ[:, start:start + chunk] = vmap(pullback)(Jv)[0].T
-    Jtr = pullback(r)[0]
+    n = z.numel()
+    eye = torch.eye(n, dtype=z.dtype)
+    with torch.no_grad():
+        r = fun(z)
+    if n * r.numel() * r.element_size() <= max_bytes:
+        Jt = torch.empty((n, r.numel()), dtype=z.dtype)
+        for start in range(0, n, chunk):
+            Jt[start:start + chunk] = vmap(push)(eye[start:start + chunk])
+        JtJ, Jtr = Jt @ Jt.T, Jt @ r
+    else:
+        r, pullback = vjp(fun, z)
+        JtJ = torch.empty((n, n), dtype=z.dtype)
+        for start in range(0, n, chunk):
+            Jv = vmap(push)(eye[start:start + chunk])
+            JtJ[:, start:start + chunk] = vmap(pullback)(Jv)[0].T
+        Jtr = pullback(r)[0]
     return 0.5 * (JtJ + JtJ.T), Jtr, r
 
 
@@ -264,11 +279,11 @@ def _solve(torch, JtJ, D, lam, g):
         return None
 
 
-def levenberg_marquardt(torch, fun, z0, *, max_iter, ftol, chunk=64, verbose=0):
+def levenberg_marquardt(torch, fun, z0, *, max_iter, ftol, chunk=16, verbose=0):
     """Minimise ``||fun(z)||^2 / 2`` by Levenberg-Marquardt (Marquardt scaling).
 
-    ``J^T J`` is the expensive part (one Jacobian-vector and one
-    vector-Jacobian product per unknown); it is formed ``max_iter`` times at
+    ``J^T J`` is the expensive part (one Jacobian-vector product per
+    unknown, see :func:`normal_equations`); it is formed ``max_iter`` times at
     most. Between two of them, steps reuse it with the current gradient
     ``J^T r`` (one vector-Jacobian product: a chord step) while each cuts the
     cost at least tenfold.

@@ -7,7 +7,7 @@ gradients taken at ``T`` different weights, and
 :func:`skrecon.flower.update_query` refuses it. :func:`reconstruct_update`
 reconstructs it anyway, from what the server knows -- the parameters it sent
 and those it got back, the learning rate, the batch size, the epochs (Flower's
-config) and ``N`` (the client's ``num_examples``) -- in three stages:
+config) and ``N`` (the client's ``num_examples``) -- in five stages:
 
 1. *Span.* Every row of the first layer's part of
    ``Delta = (c theta_0 - theta_T) / lr`` lies in ``span{(x_i, 1)}``
@@ -22,12 +22,18 @@ config) and ``N`` (the client's ``num_examples``) -- in three stages:
    the straight line from ``theta_0`` to ``theta_T``, then on the
    trajectory the start simulates; one assignment problem per epoch turns
    the misfits into an order.
-4. *Polish.* Levenberg-Marquardt on ``(theta_T(X, q) - theta_T) / lr``,
+4. *Refit.* On the trajectory the batch simulates in that order, each
+   sample is fitted alone to the column space with the family of its own
+   steps (the samples already exact deflated), its label is read off the
+   fitted signal (``p - q`` up to scale), and the order is assigned again;
+   a few rounds make most batches exact already.
+5. *Polish.* Levenberg-Marquardt on ``(theta_T(X, q) - theta_T) / lr``,
    which simulates the ``T`` local steps exactly in that order
    (:mod:`skrecon._unroll`, ``torch.optim.SGD``'s rule with momentum and
-   weight decay), over the samples' span coordinates and their soft
-   targets ``q_i``; where it stalls, the order is re-assigned from the
-   trajectory the polished batch simulates, and the polish runs again.
+   weight decay, the first layer in the samples' span coordinates), over
+   the samples' span coordinates and their soft targets ``q_i``; where it
+   stalls, the order is re-assigned from the trajectory the polished batch
+   simulates, and the polish runs again.
 
 The result is exact (the returned parameters reproduced to round-off) or
 flagged: ``found`` is all False and a ``ConvergenceWarning`` says why.
@@ -35,17 +41,19 @@ PyTorch is needed (``pip install "skrecon[torch]"``); it is imported when
 the function is called.
 """
 
+import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._fedavg_start import (LABEL_MARGIN, assign_steps, interpolated, one_hot,
-                            search_start, soft_targets, span, span_coordinates,
-                            trajectory)
+from ._fedavg_start import (assign_steps, interpolated, one_hot,
+                            refined_start, search_start, soft_targets, span,
+                            span_coordinates, trajectory)
 from ._optional import import_optional
 from ._parameters import as_arrays, check_pair
+from ._threads import blas_threads
 from ._unroll import (Schedule, Unknowns, flat_parameters,
                       levenberg_marquardt, memberships, mlp_layers, simulate)
 from .activations import get_activation
@@ -53,8 +61,6 @@ from .exceptions import BatchSizeWarning
 
 __all__ = ["UpdateReconstruction", "reconstruct_update"]
 
-# one-hot targets where the label leads by 0.5, then all soft
-_LABEL_MARGINS = (LABEL_MARGIN, np.inf)
 # polishes with an order re-assigned from the simulated trajectory
 _ORDER_ROUNDS = 4
 _HYPERPARAMETERS = (
@@ -92,10 +98,11 @@ class UpdateReconstruction:
         step: the order inside a mini-batch does not change the update and
         is not identifiable). With full-batch steps every row is ``0 .. N-1``.
     start_samples : ndarray of shape (n_samples, n_inputs)
-        The start of the polish (the column-space search), rows as in
-        ``samples``.
+        The start of the polish (the column-space search, refitted with
+        each sample's steps), rows as in ``samples``.
     n_iter : int
-        Normal matrices ``J^T J`` formed by the polish (its costly unit).
+        Normal matrices ``J^T J`` formed by the polish (its costly unit; 0
+        when the refitted start is exact already).
     nfev : int
         Simulations of the local steps run by the polish.
     status : int
@@ -174,23 +181,53 @@ def _decay_factor(schedule):
 
 
 class _Problem:
-    """The residual of the simulated local steps, for one order of the steps."""
+    """The residual of the simulated local steps, for one order of the steps.
 
-    def __init__(self, torch, layers, names, p0, pT, schedule, unknowns, W):
-        self.torch, self.layers, self.names = torch, layers, names
-        self.p0, self.pT, self.schedule = p0, pT, schedule
-        self.unknowns = unknowns
+    The first layer runs in the samples' span coordinates: with ``U``
+    (n_inputs [+ 1], r) orthonormal and every input ``(x_i, 1) = U v_i``,
+    every first-layer update lies in ``R^m (x) span(U)``, so ``[W, b] U``
+    (m, r) is all the steps see of that layer and all they change; the part
+    of its rows outside the span is the same on both sides (``c theta_0``'s).
+    The simulation and its Jacobian carry ``m r`` numbers for that layer
+    instead of ``m (n_inputs + 1)`` (r = N = 16 of 65 for the digits).
+    """
+
+    def __init__(self, torch, layers, names, p0, pT, U, schedule, unknowns, W):
+        _, weight, bias = layers[0]
+        U = torch.as_tensor(U)
+
+        def first_layer(p):  # [W, b] U, under the weight's name
+            M = p[weight] if bias is None else torch.column_stack([p[weight], p[bias]])
+            return M @ U
+
+        rest = [k for k in names if k not in (weight, bias)]
+        self.torch, self.schedule, self.unknowns = torch, schedule, unknowns
+        self.names = [weight] + rest
+        self.layers = [("linear", weight, None)] + list(layers[1:])
+        self.p0 = {weight: first_layer(p0), **{k: p0[k] for k in rest}}
+        self.pT = flat_parameters(
+            torch, {weight: first_layer(pT), **{k: pT[k] for k in rest}}, self.names)
+        self.U, self.has_bias = U, bias is not None
         self.W = torch.as_tensor(W)
 
     def __call__(self, z):
-        X, Q = self.unknowns.split(self.torch, z)
-        out = simulate(self.torch, self.layers, self.p0, X, Q, self.W, self.schedule)
+        V, Q = self.unknowns.split(self.torch, z)
+        out = simulate(self.torch, self.layers, self.p0, V, Q, self.W, self.schedule)
         return (flat_parameters(self.torch, out, self.names) - self.pT) \
             / self.schedule.learning_rate
 
+    def pack(self, X, Q):
+        """The unknowns of samples ``X`` (in the span) and soft targets ``Q``."""
+        Xa = np.column_stack([X, np.ones(len(X))]) if self.has_bias else X
+        V = Xa @ self.U.numpy()
+        offset, basis = self.unknowns.offset.numpy(), self.unknowns.basis.numpy()
+        return self.unknowns.pack((V - offset) @ basis.T, Q)
+
     def parts(self, z):
-        X, Q = self.unknowns.split(self.torch, self.torch.as_tensor(z))
-        return X.detach().numpy(), Q.detach().numpy()
+        """Samples ``X`` (n_samples, n_inputs) and soft targets of the unknowns."""
+        V, Q = self.unknowns.split(self.torch, self.torch.as_tensor(z))
+        X = (V @ self.U.T).detach().numpy()
+        return (X[:, :-1] if self.has_bias else X), Q.detach().numpy()
 
 
 def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=None,
@@ -236,7 +273,7 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
         no Nesterov, no dampening) is simulated; anything else raises.
     max_iter : int, default=30
         Bound on the normal matrices ``J^T J`` each polish forms (each costs
-        one Jacobian-vector and one vector-Jacobian product per unknown).
+        one Jacobian-vector product of the simulated steps per unknown).
     tol : float, default=1e-9
         ``update_residual`` at or below which the result is exact and every
         row ``found``.
@@ -294,7 +331,11 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
     ``sum_e (A_{t_e} u_{i,e}) * sigma'(Omega_{t_e} x_i + b_{t_e})`` over its
     steps ``t_e``, so the steps whose weights fit it best are its steps
     (scored on an estimated trajectory, assigned by one assignment problem
-    per epoch).
+    per epoch). With the order, the same column is fitted for each sample
+    alone on the simulated trajectory (the family of its own steps, the
+    samples already exact deflated from the column space); its signal
+    ``u_{i,e}`` is ``p_i - q_i`` up to scale, which names the label. A few
+    such rounds bring most batches to round-off before the polish.
     The result is certified by the simulation itself: ``update_residual``.
 
     References
@@ -336,12 +377,15 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     threads = torch.get_num_threads()
     # the unrolled steps are many small tensor operations: one thread is
-    # faster than several (4x under load on two cores), and never slower here
+    # faster than several (4x under load on two cores), and never slower here;
+    # so are the refits' small SVDs (1024 x 30: 1.5 ms with one BLAS thread,
+    # 13-60 ms with two under load)
     torch.set_num_threads(1)
     try:
-        return _reconstruct(torch, model, sent, returned, learning_rate, n_samples,
-                            batch_size, epochs, momentum, weight_decay, optimizer,
-                            max_iter, tol, random_state, verbose)
+        with blas_threads(1):
+            return _reconstruct(torch, model, sent, returned, learning_rate, n_samples,
+                                batch_size, epochs, momentum, weight_decay, optimizer,
+                                max_iter, tol, random_state, verbose)
     finally:
         torch.set_num_threads(threads)
 
@@ -415,14 +459,19 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
             f"The first layer's update shows {rank} samples, fewer than "
             f"n_samples={N}: two samples are identical, or num_examples is larger "
             "than the samples trained on; the extra rows are not identifiable.",
-            BatchSizeWarning, stacklevel=2)
+            BatchSizeWarning, stacklevel=3)
     if verbose:
         print(f"fedavg: span of {N} samples, {schedule.n_steps} local steps")
-    start = search_start(D, W0, A, get_activation(query.activation), has_bias, U, N, rng)
+    activation = get_activation(query.activation)
+    tic = time.perf_counter()
+    start = search_start(D, W0, A, activation, has_bias, U, N, rng)
+    if verbose:
+        print(f"fedavg: start by the column-space search ({time.perf_counter() - tic:.1f} s)")
 
     names = [k for k, _ in model.named_parameters()]
     p0 = {k: torch.as_tensor(by_name[k]) for k in names}
-    pT = flat_parameters(torch, {k: torch.as_tensor(by_name_T[k]) for k in names}, names)
+    pT_dict = {k: torch.as_tensor(by_name_T[k]) for k in names}
+    pT = flat_parameters(torch, pT_dict, names)
     last_w, last_b = layers[-1][1], layers[-1][2]
     last_delta = ((c * by_name[last_w] - by_name_T[last_w]) / schedule.learning_rate,
                   None if last_b is None else
@@ -435,7 +484,6 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
     if schedule.steps_per_epoch == 1:
         order = np.tile(np.arange(N), (schedule.epochs, 1))
     else:
-        pT_dict = {k: torch.as_tensor(by_name_T[k]) for k in names}
         order = assign_steps(torch, start, interpolated(p0, pT_dict, schedule.n_steps),
                               first, second, act, has_bias, left, schedule)
     W = memberships(order, schedule)
@@ -450,21 +498,24 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
             break
         order, W = new, memberships(new, schedule)
         soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
+    X0, order, soft, targets = refined_start(
+        torch, layers, p0, start, soft, order, first, second, activation, has_bias, U,
+        D @ U, left, last_delta, schedule, verbose)
     K = soft.shape[1]
     unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K)
     n_iter, nfev, best = 0, 0, None
     # one-hot targets where the label is clear, then (if that stalls) all
     # soft: a wrong one-hot label stalls the polish, soft rows slow it
-    for margin in _LABEL_MARGINS:
-        X, Q, tried = start, one_hot(soft, margin), []
+    for Q0 in (targets, soft):
+        X, Q, tried = X0, Q0, []
         order_try, W = order, memberships(order, schedule)
         for _ in range(_ORDER_ROUNDS):
             tried.append(order_try)
-            problem = _Problem(torch, layers, names, p0, pT, schedule, unknowns, W)
+            problem = _Problem(torch, layers, names, p0, pT_dict, U, schedule, unknowns, W)
             if verbose:
                 print(f"fedavg: polish over {unknowns.size} unknowns, order "
                       f"{order_try.tolist() if schedule.steps_per_epoch > 1 else 'not needed'}")
-            z = unknowns.pack((X - offset) @ basis.T, Q)
+            z = problem.pack(X, Q)
             fit = levenberg_marquardt(torch, problem, z, max_iter=max_iter, ftol=ftol,
                                       verbose=verbose)
             n_iter, nfev = n_iter + fit.n_iter, nfev + fit.nfev
@@ -505,9 +556,9 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         message = (f"The simulated local steps miss the returned parameters by a "
                    f"relative residual of {residual:.2g} > tol={tol:g}: {why}. No "
                    "sample is certified; the rows are best guesses.")
-        warnings.warn(message, ConvergenceWarning, stacklevel=2)
+        warnings.warn(message, ConvergenceWarning, stacklevel=3)
     found = np.full(N, status == 1)
     return UpdateReconstruction(
         samples=X, labels=labels, found=found, update_residual=residual, order=order,
-        start_samples=start, n_iter=n_iter, nfev=nfev, status=status, message=message,
+        start_samples=X0, n_iter=n_iter, nfev=nfev, status=status, message=message,
         success=status == 1)

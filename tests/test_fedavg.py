@@ -9,8 +9,10 @@ torch = pytest.importorskip("torch")
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from torch import nn  # noqa: E402
 
+from skrecon import _fedavg_start  # noqa: E402
 from skrecon._unroll import (Schedule, memberships, mlp_layers,  # noqa: E402
-                             simulate)
+                             normal_equations, simulate)
+from skrecon.activations import get_activation  # noqa: E402
 from skrecon.datasets import load_digits_batch  # noqa: E402
 from skrecon.fedavg import reconstruct_update  # noqa: E402
 from skrecon.metrics import relative_error  # noqa: E402
@@ -119,7 +121,79 @@ def test_mini_batches_give_the_batch_and_the_order(digits):
     assert steps == [set(orders[0][2 * t:2 * t + 2].tolist()) for t in range(4)]
 
 
-def test_a_polish_cut_short_is_flagged(digits):
+@pytest.mark.parametrize("max_bytes", [0, 2 ** 20])
+def test_normal_equations_match_the_jacobian(max_bytes):
+    # stored forward-mode Jacobian (2 ** 20 bytes) or jvp + vjp products (0)
+    A = torch.as_tensor(np.random.default_rng(0).standard_normal((7, 5)))
+
+    def fun(z):
+        return torch.tanh(A @ z) * (A @ (z * z))
+
+    z = torch.linspace(-1.0, 1.0, 5, dtype=torch.float64)
+    JtJ, Jtr, r = normal_equations(torch, fun, z, chunk=2, max_bytes=max_bytes)
+    J = torch.autograd.functional.jacobian(fun, z)
+    np.testing.assert_allclose(r.numpy(), fun(z).numpy(), rtol=1e-15)
+    np.testing.assert_allclose(JtJ.numpy(), (J.T @ J).numpy(), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(Jtr.numpy(), (J.T @ r).numpy(), rtol=1e-13, atol=1e-13)
+
+
+def _refit_case(digits, perturb):
+    """A mini-batch round (b = 2, E = 1), its true trajectory, and a start
+    ``perturb(batch, rng)`` moved into the span; returns what refit_samples
+    takes and the truth."""
+    batch, labels = digits
+    model = _model()
+    sent, returned, orders = _train(model, batch, labels, lr=0.05, batch_size=2, epochs=1)
+    schedule = Schedule(0.05, 0.0, 0.0, 8, 2, 1)
+    layers = mlp_layers(torch, model)
+    keys = list(model.state_dict())
+    p0 = {k: torch.as_tensor(v) for k, v in zip(keys, sent)}
+    pT = dict(zip(keys, returned))
+    D = np.column_stack([sent[0] - pT["0.weight"], sent[1] - pT["0.bias"]]) / 0.05
+    U, _, rank = _fedavg_start.span(D, 8, np.float64)
+    assert rank == 8
+    thetas = _fedavg_start.trajectory(torch, layers, p0, batch, np.eye(10)[labels],
+                                      np.array(orders), schedule)
+    X = perturb(batch, np.random.default_rng(0))
+    Xa = np.column_stack([X, np.ones(8)]) @ U @ U.T  # into the span
+    start = Xa[:, :-1] / Xa[:, -1:]
+    return (start, thetas, np.array(orders), "0", "2", get_activation("tanh"), True, U,
+            D @ U, schedule, "2.bias"), batch, labels
+
+
+def test_refit_on_the_true_trajectory_gives_each_sample_and_its_label(digits):
+    args, batch, labels = _refit_case(
+        digits, lambda X, rng: X + 1e-3 * rng.standard_normal(X.shape))
+    X, before, after, label_misfit = _fedavg_start.refit_samples(*args)
+    assert X.shape == (8, 64) and before.shape == after.shape == (8,)
+    assert label_misfit.shape == (8, 10)
+    errors, match = relative_error(batch, X)
+    assert np.all(match >= 0) and errors.max() < 1e-8
+    assert np.all(after < 1e-20) and np.all(before > 1e-12)
+    np.testing.assert_array_equal(np.argmin(label_misfit, axis=1)[match], labels)
+
+
+def test_refit_does_not_put_two_rows_on_one_sample(digits):
+    # rows 0 and 1 both start near sample 0: the first to fit it is
+    # deflated, and the other cannot end on it
+    def twins(X, rng):
+        out = X + 1e-3 * rng.standard_normal(X.shape)
+        out[1] = X[0] + 1e-3 * rng.standard_normal(X.shape[1])
+        return out
+
+    args, batch, labels = _refit_case(digits, twins)
+    X, _, _, _ = _fedavg_start.refit_samples(*args)
+    gaps = np.linalg.norm(X[:, None] - X[None], axis=2) / np.linalg.norm(X, axis=1)
+    np.fill_diagonal(gaps, np.inf)
+    assert gaps.min() > 1e-6
+    on_zero = np.linalg.norm(X - batch[0], axis=1) / np.linalg.norm(batch[0])
+    assert np.sum(on_zero < 1e-8) == 1
+
+
+def test_a_polish_cut_short_is_flagged(digits, monkeypatch):
+    # without the refit rounds the polish starts from the search (worst
+    # error ~1e-2) and needs several normal matrices: one is not enough
+    monkeypatch.setattr(_fedavg_start, "_REFIT_ROUNDS", 0)
     batch, labels = digits
     model = _model()
     sent, returned, _ = _train(model, batch, labels, lr=0.05, batch_size=8, epochs=3)

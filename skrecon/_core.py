@@ -163,7 +163,8 @@ def _residual_off_kinks(V, U, P, Omega, A, activation, bias_mean):
 def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=None,
                         n_init=1, max_starts=None, max_iter=200, tol=1e-13,
                         precision=np.float64, noise_level=0.0, n_resolved=None,
-                        random_state=None, n_jobs=None, verbose=0, progress=None):
+                        random_state=None, n_jobs=None, verbose=0, progress=None,
+                        known_roundoff=False):
     """The batch in span coordinates, from a projected query.
 
     Parameters
@@ -189,6 +190,10 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
         The gradient's precision (its round-off bounds the residual).
     noise_level : float, default=0.0
         Relative in-span noise of the gradient (``noise_level_``).
+    known_roundoff : bool, default=False
+        Whether the in-span noise is a known round-off (a parameter
+        update's, :mod:`skrecon._roundoff`): rows are then held to the
+        dtype's per-row precision, as for a gradient exact to its round-off.
     n_resolved : int or None, default=None
         Samples the spectrum shows, where a ``batch_size`` given differs
         from it: when fewer than ``n_samples``, the acceptance level is set
@@ -289,7 +294,7 @@ def reconstruct_in_span(proj, activation, *, n_samples, init="auto", moments=Non
     # trained net's confident samples, whose signal is a few eps of the
     # gradient: errors up to 5e-2, flagged found); found rows must be within
     # _FLOAT32_PRECISION (float64: _FLOAT64_PRECISION)
-    roundoff = noise_level <= _ROUNDOFF_NOISE * np.finfo(precision).eps
+    roundoff = known_roundoff or noise_level <= _ROUNDOFF_NOISE * np.finfo(precision).eps
     exact = final_accept <= _EXACT_ACCEPT
     row_accept, stated = final_accept, None
     if roundoff:

@@ -35,6 +35,7 @@ works without them.
 """
 
 import copy
+import dataclasses
 import time
 import warnings
 from collections.abc import Mapping
@@ -44,7 +45,7 @@ from sklearn.utils import Bunch
 
 from ._optional import import_optional
 from ._parameters import as_arrays, check_pair
-from .moments import estimate_batch_size
+from ._roundoff import batch_size_above_floor, noise_floor, rounding_std
 from .torch import first_layer_query
 
 __all__ = ["update_query", "client_update"]
@@ -57,6 +58,38 @@ _MIN_UPDATE_DIGITS = 100
 def _import_torch():
     return import_optional("torch", feature="skrecon.flower.update_query",
                            package="PyTorch", extra="torch")
+
+
+def _update_roundoff(state, keys, sent, clients, returned, client_weights):
+    """Each parameter's round-off in the update ``sent - returned`` (std per
+    entry, float64 arrays in ``keys`` order): every client rounded its
+    ``θ' = θ - lr g`` to the coarsest dtype among the model's and the arrays'
+    (:func:`skrecon._roundoff.rounding_std`), a weighted sum of clients adds
+    their roundings (weights squared), and an aggregate stored back in that
+    dtype one more. The subtraction itself is exact (float64)."""
+    if client_weights is None or len(clients) == 1:
+        weights = np.ones(len(clients))
+    else:
+        weights = np.asarray(client_weights, dtype=np.float64)
+    out = []
+    for k, key in enumerate(keys):
+        arrays = [client[k] for client in clients] + [sent[k], returned[k]]
+        if not all(np.issubdtype(a.dtype, np.floating) for a in arrays):
+            out.append(np.zeros(np.shape(returned[k])))
+            continue
+        names = [np.dtype(a.dtype) for a in arrays]
+        try:  # the model's own dtype (a torch dtype NumPy may not know)
+            names.append(np.dtype(str(state[key].dtype).replace("torch.", "")))
+        except TypeError:
+            pass
+        dtype = max((d for d in names if np.issubdtype(d, np.floating)),
+                    key=lambda d: np.finfo(d).eps)
+        variance = sum((w * rounding_std(client[k], dtype)) ** 2
+                       for w, client in zip(weights, clients))
+        if len(clients) > 1:
+            variance = variance + rounding_std(returned[k], dtype) ** 2
+        out.append(np.sqrt(variance))
+    return out
 
 
 def _several_clients(returned):
@@ -243,6 +276,7 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
     several = _several_clients(returned)
     n_clients = len(returned) if several else 1
     if several:
+        clients = [as_arrays(r, keys, f"returned[{c}]") for c, r in enumerate(returned)]
         returned = _aggregate(sent, returned, keys, client_weights)
     elif client_weights is not None:
         raise ValueError(
@@ -250,7 +284,10 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
             "list of the clients' returned parameters to weight their updates.")
     else:
         returned = as_arrays(returned, keys, "returned")
+        clients = [returned]
     check_pair(state, keys, sent, returned)
+    # each entry's round-off (std, float64), before the learning rate
+    std = _update_roundoff(state, keys, sent, clients, returned, client_weights)
 
     work = copy.deepcopy(model)
     params = dict(work.named_parameters())
@@ -263,6 +300,13 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
                 diff = (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
                 p.grad = torch.as_tensor(diff / float(learning_rate)).to(p.dtype)
     query = first_layer_query(work, first=first, second=second)
+    with torch.no_grad():  # the round-off, laid out as the query's gradient
+        for key, sigma in zip(keys, std):
+            if key in params:
+                params[key].grad = torch.as_tensor(sigma / float(learning_rate)).to(
+                    params[key].dtype)
+    query = dataclasses.replace(query, noise_std=np.asarray(
+        first_layer_query(work, first=first, second=second).grad, dtype=np.float64))
     grad = query.grad
     if not np.any(grad):
         raise ValueError(
@@ -295,8 +339,10 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
             "reconstruction larger ones (float32 at lr 1e-4: 3 % in the gradient, "
             "0.3 in the samples). Use a float64 model or a larger learning rate.",
             UserWarning, stacklevel=2)
-    rank, _ = estimate_batch_size(np.append(sv[sv > roundoff], 0.0), dtype,
-                                  n_rows=grad.shape[0])
+    # the rank: the singular values above the floor of the known round-off
+    # (the bound eps ||θ||_F / lr above is 30 times that floor: 64 -> 1024,
+    # float32, lr 0.1)
+    rank, _, _ = batch_size_above_floor(sv, 1, "round-off", noise_floor(query.noise_std))
     if batch_size is not None and rank > batch_size:
         raise ValueError(
             f"The update of the first layer has rank {rank}, more than the "

@@ -31,6 +31,7 @@ from ._validation import (check_coefficients, check_query, one_row_prefix,
                           transform_namespace)
 from .activations import Activation, get_activation, select_tensor_order
 from ._sketch import sketched_span
+from ._roundoff import batch_size_above_floor, check_noise_std, noise_floor
 from ._threads import blas_threads
 from .exceptions import BatchSizeWarning, BlindFitWarning, NonGaussianWeightsWarning
 
@@ -673,7 +674,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
     __metadata_request__fit = {"weights": True, "output_weights": True}
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, weights=None, output_weights=None):
+    def fit(self, X, y=None, *, weights=None, output_weights=None, noise_std=None):
         """Compute the span and the moment tensor of a gradient query.
 
         Parameters
@@ -692,6 +693,12 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
             The neurons' outgoing weights; ``None`` means all ones. Needs
             ``weights``.
+        noise_std : float or array-like of the shape of ``X``, default=None
+            The known standard deviation of each gradient entry's error, in
+            the gradient's units: a parameter update's round-off, which
+            :func:`skrecon.flower.update_query` puts in ``fit_params``. The
+            batch size is then the number of singular values above that
+            noise's floor. ``None``: read off the spectrum alone.
 
         Returns
         -------
@@ -719,11 +726,11 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         (4, 3, True)
         """
         if weights is None:
-            return self._fit_span(X, output_weights)
-        self._fit(X, weights, output_weights)
+            return self._fit_span(X, output_weights, noise_std)
+        self._fit(X, weights, output_weights, noise_std=noise_std)
         return self
 
-    def _fit(self, X, weights, output_weights, tensor=True):
+    def _fit(self, X, weights, output_weights, tensor=True, noise_std=None):
         """Fit and return the projected query (kept out of the fitted state).
 
         ``tensor=False`` stops after the span and the projection: the
@@ -733,9 +740,10 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         Jennrich's starts are poor and the regression costs ``O(m F^2)``).
         """
         X, W, A = check_query(self, X, weights, output_weights, reset=True)
-        return self._fit_checked(X, W, A, tensor)
+        return self._fit_checked(X, W, A, tensor,
+                                 noise_std=check_noise_std(noise_std, X.shape))
 
-    def _fit_checked(self, X, W, A, tensor=True, input_dtype=None):
+    def _fit_checked(self, X, W, A, tensor=True, input_dtype=None, noise_std=None):
         """:meth:`_fit` on a query that :func:`check_query` has validated
         (float64 arrays of one namespace): the reconstructor, which has
         checked it already, passes its input's dtype (the dtype of the
@@ -756,6 +764,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         m, n_cols = X.shape
 
         xp, device = get_namespace(X)
+        self._noise_floor = None if noise_std is None else noise_floor(noise_std)
         basis, sv, B, gap = self._span(X, xp, device)
 
         # Scale each column by its weight's std, so that the weights become
@@ -978,6 +987,8 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                     "Query a layer with many more neurons than samples."
                 )
             B, gap, how = _estimate_batch_size(sv, self._precision, m)
+            if getattr(self, "_noise_floor", None) is not None:  # known round-off
+                B, gap, how = batch_size_above_floor(sv, B, how, self._noise_floor)
             if how == "round-off":
                 _warn_guessed_batch_size(sv, B)
             # every distinct column independent, and no white-noise bulk
@@ -1042,6 +1053,9 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             )
             B = n_rank
         shown, shown_gap = estimate_batch_size(sv, self._precision, n_rows=m)
+        if getattr(self, "_noise_floor", None) is not None:  # known round-off
+            shown, shown_gap, _ = batch_size_above_floor(sv, shown, "round-off",
+                                                         self._noise_floor)
         gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
         if B < shown and shown_gap >= 100:
             self._shown_batch_size = shown
@@ -1161,7 +1175,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                     "scaled_components_", "hermite_components_", "moment_tensor_",
                     "_moment_tensor_host", "_lower_moments")
 
-    def _fit_span(self, X, output_weights):
+    def _fit_span(self, X, output_weights, noise_std=None):
         """:meth:`fit` without weights: the span of the batch only."""
 
         if output_weights is not None:
@@ -1180,6 +1194,8 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             "spectral_gap_, noise_level_). The moment tensor (moment_tensor_, "
             "order_, the weight statistics) needs the first-layer weights: pass "
             "weights=W.", BlindFitWarning)
+        noise_std = check_noise_std(noise_std, X.shape)
+        self._noise_floor = None if noise_std is None else noise_floor(noise_std)
         basis, sv, B, gap = self._span(X, xp, device)
         for name in self._TENSOR_ONLY:
             self.__dict__.pop(name, None)

@@ -22,7 +22,7 @@ from ._progress import ProgressLine
 from ._threads import blas_threads
 from .moments import MomentTensorTransformer
 from ._identifiability import moment_weights, sign_and_scale, unresolved_samples
-from ._labels import infer_labels
+from ._labels import found_signals, infer_labels
 from .blind import cocktail_party
 from .exceptions import BlindFitWarning, IdentifiabilityWarning
 
@@ -497,7 +497,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.n_iter_ = refinement.n_iter
         self.converged_ = bool(refinement.converged) and self.n_found_ == n
         self.refinement_ = refinement
-        labels = self._labels(U, sign_ok, found)
+        labels = self._labels(found_signals(U, found, V[order], proj, activation),
+                              sign_ok, found)
         self.labels_ = (None if labels is None
                         else from_host(labels, xp, device, dtype=xp.int64))
         self.gradient_residual_ = self._gradient_residual(X, W, A)

@@ -29,10 +29,12 @@ def test_found_rows_get_their_exact_signals_back():
     found = np.array([True, True, True, False, True, False])
     # the joint least-squares signals of a partial batch: contaminated
     noisy = U + 0.3 * rng.standard_normal(U.shape) * np.abs(U).max(axis=1, keepdims=True)
+    noisy[1] *= -1  # a found row whose least-squares sign came out wrong
     Vfit = V.copy()
     Vfit[~found] = rng.standard_normal((2, V.shape[1]))  # the rows not found: guesses
     out = found_signals(noisy, found, Vfit, proj, get_activation("tanh"))
     cos = np.sum(out * U, axis=1) / np.linalg.norm(out, axis=1) / np.linalg.norm(U, axis=1)
+    # one cross-entropy sign for all (the wrong row's corrected)
     np.testing.assert_allclose(cos[found], 1.0, atol=1e-10)  # measured 1 - 2e-16
     np.testing.assert_array_equal(out[~found], noisy[~found])  # untouched
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), np.linalg.norm(noisy, axis=1))

@@ -671,7 +671,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
 
     # The query's weights are row-aligned metadata, requested by default
     # (routed by Pipeline, GridSearchCV ... under enable_metadata_routing).
-    __metadata_request__fit = {"weights": True, "output_weights": True}
+    __metadata_request__fit = {"weights": True, "output_weights": True, "noise_std": True}
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, weights=None, output_weights=None, noise_std=None):

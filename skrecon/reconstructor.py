@@ -291,7 +291,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    __metadata_request__fit = {"weights": True, "output_weights": True}
+    __metadata_request__fit = {"weights": True, "output_weights": True, "noise_std": True}
     # sample_weight requested too: Pipeline.score with routing passes
     # sample_weight=None, which the router rejects for a score without it
     # (scikit-learn 1.9), and every search over a defence scored NaN

@@ -21,7 +21,7 @@ Run::
 
     python benchmarks/bench_trained.py                               # the whole table
     python benchmarks/bench_trained.py --activations tanh --widths 1024 --batch-sizes 32
-    python benchmarks/bench_trained.py --patches                      # 32x32x3 patches
+    python benchmarks/bench_trained.py --patches --batch-sizes 16 32  # 32x32x3 patches
     python benchmarks/bench_trained.py --aggregate    # 16 clients x 8 patches, B = 128
 """
 
@@ -154,8 +154,10 @@ def digits_cell(activation, width, batch_size, dtype, *, epochs=50, seed=0):
 
 
 def patches_cell(width, batch_size, dtype, *, epochs=20, n_train=2000, seed=0):
-    """32x32x3 patches, labelled by their source photograph and quadrant
-    (8 classes), a ``3072 -> width -> 8`` tanh net."""
+    """32x32x3 patches of scikit-learn's sample images, labelled by the
+    octant of their mean colour (8 classes), a ``3072 -> width -> 8`` tanh
+    net trained ``epochs`` epochs on 2 000 of them; a held-out batch. The
+    row's last column is :func:`saturation`."""
     from skrecon.datasets import load_sample_image_patches
     x = load_sample_image_patches(n_train + 500, random_state=seed)
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
@@ -167,7 +169,21 @@ def patches_cell(width, batch_size, dtype, *, epochs=20, n_train=2000, seed=0):
                   n_classes=8, seed=seed)
     pick = n_train + np.random.default_rng(seed).choice(500, batch_size, replace=False)
     q = query(model, x[pick], y[pick])
-    return attack(q, x[pick], y[pick], TOLERANCE[dtype])
+    r = attack(q, x[pick], y[pick], TOLERANCE[dtype])
+    r["saturated"] = saturation(model, x[pick])
+    return r
+
+
+def saturation(model, batch, level=0.01):
+    """Share of the batch's samples with most of their neurons saturated
+    (``tanh' < level`` on more than half of the first layer), and of all
+    neuron-sample pairs so saturated: ``"samples / pairs"`` in per cent."""
+    import torch
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        z = model[0](torch.as_tensor(batch, dtype=dtype)).double().numpy()
+    flat = 1 - np.tanh(z) ** 2 < level
+    return f"{100 * np.mean(flat.mean(axis=1) > 0.5):.0f} / {100 * flat.mean():.0f}"
 
 
 def aggregate_cell(n_clients=16, per_client=8, width=2048, dtype="float64", seed=0):
@@ -220,9 +236,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--activations", nargs="+", default=ACTIVATIONS)
     p.add_argument("--widths", type=int, nargs="+", default=[256, 1024])
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 48])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                   help="default 16 32 48 (digits), 32 (--patches)")
     p.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs: default 50 (digits), 20 (--patches)")
     p.add_argument("--patches", action="store_true",
                    help="the 32x32x3 patch net (H = 1024, B = 32) instead of digits")
     p.add_argument("--aggregate", action="store_true",
@@ -237,16 +255,22 @@ def main(argv=None):
         print(" | ".join(rows[-1]), flush=True)
     elif args.patches:
         for dtype in args.dtypes:
-            r = patches_cell(1024, 32, dtype)
-            rows.append(_row(["patches", dtype, "1024", "32"], r))
-            print(" | ".join(rows[-1]), flush=True)
+            for batch_size in args.batch_sizes or [32]:
+                r = patches_cell(1024, batch_size, dtype, epochs=args.epochs or 20)
+                rows.append(_row(["patches", dtype, "1024", str(batch_size)], r)
+                            + [r["saturated"]])
+                print(" | ".join(rows[-1]), flush=True)
+        _print_table(["data", "dtype", "H", "B"] + HEADER + ["saturated % (samples / pairs)"],
+                     rows, ["<", "<", ">", ">"] + [">"] * 6 + ["<", ">"])
+        _print_footer(start)
+        return
     else:
         for dtype in args.dtypes:
             for activation in args.activations:
                 for width in args.widths:
-                    for batch_size in args.batch_sizes:
+                    for batch_size in args.batch_sizes or [16, 32, 48]:
                         r = digits_cell(activation, width, batch_size, dtype,
-                                        epochs=args.epochs)
+                                        epochs=args.epochs or 50)
                         rows.append(_row([activation, dtype, str(width), str(batch_size)],
                                          r))
                         print(" | ".join(rows[-1]), flush=True)

@@ -21,7 +21,7 @@ import numpy as np
 from ._array_api import frobenius_norm, from_host, get_namespace
 from ._core import min_neurons, reconstruct_in_span
 from ._identifiability import identify, label_messages, moment_weights, verdict_warnings
-from ._labels import infer_labels
+from ._labels import found_signals, infer_labels
 from ._threads import blas_threads
 from .exceptions import IdentifiabilityWarning
 from .refine import RefinementResult
@@ -148,7 +148,7 @@ def reconstruct_batch(X, W, A, proj, span, activation, *, bias, order, bias_std,
                       input_dtype, loss="auto", auto_batch_size=True, init="auto",
                       moment_tensor=None, n_init=1, max_starts=None, max_iter=200,
                       tol=1e-13, random_state=None, n_jobs=None, verbose=0,
-                      progress=None):
+                      progress=None, known_roundoff=False):
     """The batch from a projected gradient query.
 
     Parameters
@@ -175,6 +175,8 @@ def reconstruct_batch(X, W, A, proj, span, activation, *, bias, order, bias_std,
         warning gives).
     init, moment_tensor, n_init, max_starts, max_iter, tol, n_jobs, progress
         As :func:`skrecon._core.reconstruct_in_span`.
+    known_roundoff : bool, default=False
+        As :func:`skrecon._core.reconstruct_in_span`.
     verbose : int, default=0
         As :func:`skrecon._core.reconstruct_in_span`; also one line on the
         loss ``"auto"`` inferred, when positive.
@@ -196,7 +198,7 @@ def reconstruct_batch(X, W, A, proj, span, activation, *, bias, order, bias_std,
             n_init=n_init, max_starts=max_starts, max_iter=max_iter, tol=tol,
             precision=span.precision, noise_level=span.noise_level,
             n_resolved=span.shown_batch_size, random_state=random_state, n_jobs=n_jobs,
-            verbose=verbose, progress=progress)
+            verbose=verbose, progress=progress, known_roundoff=known_roundoff)
     # B-sized work on the host; the arrays returned in the input's
     # namespace, on its device
     ident = identify(search.V, search.U, search.found, search.misfits, proj, span,
@@ -208,8 +210,9 @@ def reconstruct_batch(X, W, A, proj, span, activation, *, bias, order, bias_std,
     signals = from_host(ident.U, xp, device, dtype=dtype)
     found = ident.found
     n_found = int(np.sum(found))
-    labels, loss_, n_unlike, n_ambiguous = infer_labels(ident.U, loss,
-                                                        ident.sign_identified, found)
+    labels, loss_, n_unlike, n_ambiguous = infer_labels(
+        found_signals(ident.U, found, ident.V, proj, activation), loss,
+        ident.sign_identified, found)
     K = proj.A.shape[1]
     if verbose and loss == "auto":
         print("[GradientReconstructor] loss='auto': inferred "

@@ -166,7 +166,8 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
                         moment_tensor=None, n_init=1, max_starts=None, max_iter=200,
                         tol=1e-13,
                         precision=np.float64, noise_level=0.0, n_resolved=None,
-                        random_state=None, n_jobs=None, verbose=0, progress=None):
+                        random_state=None, n_jobs=None, verbose=0, progress=None,
+                        known_roundoff=False):
     """The batch in span coordinates, from a projected query.
 
     Parameters
@@ -198,6 +199,10 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
         The gradient's precision (its round-off bounds the residual).
     noise_level : float, default=0.0
         Relative in-span noise of the gradient (``noise_level_``).
+    known_roundoff : bool, default=False
+        Whether the in-span noise is a known round-off (a parameter
+        update's, :mod:`skrecon._roundoff`): rows are then held to the
+        dtype's per-row precision, as for a gradient exact to its round-off.
     n_resolved : int or None, default=None
         Samples the spectrum shows, where a ``batch_size`` given differs
         from it: when fewer than ``batch_size``, the acceptance level is set
@@ -297,7 +302,7 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
     # trained net's confident samples, whose signal is a few eps of the
     # gradient: errors up to 5e-2, flagged found); found rows must be within
     # _FLOAT32_PRECISION (float64: _FLOAT64_PRECISION)
-    roundoff = noise_level <= _ROUNDOFF_NOISE * np.finfo(precision).eps
+    roundoff = known_roundoff or noise_level <= _ROUNDOFF_NOISE * np.finfo(precision).eps
     exact = final_accept <= _EXACT_ACCEPT
     row_accept, stated = final_accept, None
     if roundoff:

@@ -171,7 +171,8 @@ def identify(V, U, found, misfits, proj, span, activation, W, *, bias):
     Returns
     -------
     identified : Bunch
-        ``samples`` ``(B, n_inputs)`` and ``U`` in a canonical order
+        ``samples`` ``(B, n_inputs)``, ``U`` and ``V`` (the search's span
+        coordinates) in a canonical order
         (decreasing projection on a fixed pseudo-random direction, so that
         it depends neither on the search nor on the library);
         ``sign_identified``, ``scale_identified``, ``found``, ``unresolved``
@@ -213,7 +214,8 @@ def identify(V, U, found, misfits, proj, span, activation, W, *, bias):
         # no row is a sample of it, whatever its misfit (d = 8, B = 12:
         # two of three rows flagged found, both wrong; the warnings say so)
         found = np.zeros_like(found)
-    return Bunch(samples=samples, U=U, sign_identified=sign_ok, scale_identified=scale_ok,
+    return Bunch(samples=samples, U=U, V=V[order], sign_identified=sign_ok,
+                 scale_identified=scale_ok,
                  found=found, misfits=misfits, unresolved=unresolved,
                  below_spectrum=below_spectrum, messages=messages)
 

@@ -27,6 +27,7 @@ from scipy import linalg
 
 from ._array_api import (column_sum_squares, from_host, is_numpy_namespace,
                          namespace_name, to_host)
+from ._roundoff import batch_size_above_floor
 from ._sketch import sketched_span
 from ._validation import one_row_prefix
 from .exceptions import BatchSizeWarning
@@ -358,7 +359,7 @@ def distinct_columns(X, R, columns, xp, device):
     return np.flatnonzero(~repeated)
 
 
-def fit_span(X, batch_size, xp, device):
+def fit_span(X, batch_size, xp, device, noise_floor=None):
     """The batch's span from the gradient's spectrum.
 
     Parameters
@@ -370,6 +371,10 @@ def fit_span(X, batch_size, xp, device):
         (:func:`estimate_batch_size`).
     xp, device
         The namespace and device of ``X``.
+    noise_floor : float or None, default=None
+        The largest singular value a known noise (a parameter update's
+        round-off, :mod:`skrecon._roundoff`) can give: the batch size is then
+        the count of singular values above it. ``None``: the spectrum alone.
 
     Returns
     -------
@@ -430,7 +435,8 @@ def fit_span(X, batch_size, xp, device):
             sv = to_host(xp.linalg.svdvals(
                 xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
     B, gap, shown, full_column_rank = _read_batch_size(sv, X.shape, len(live),
-                                                       batch_size, precision)
+                                                       batch_size, precision,
+                                                       noise_floor)
     if gap < 10 and batch_size == "auto" and not full_column_rank:
         warnings.warn(
             f"The singular values of the gradient show no clear gap "
@@ -488,7 +494,7 @@ def _sketched_span(columns, batch_size, precision, xp, device):
     # nonzero column is reported as live
     return vectors, sv, np.arange(n)
 
-def _read_batch_size(sv, shape, n_live, batch_size, precision):
+def _read_batch_size(sv, shape, n_live, batch_size, precision, noise_floor=None):
     """``(B, gap, shown, full_column_rank)`` from the spectrum, or a clear
     error where the gradient cannot identify the batch. ``shown``: the
     batch size the spectrum decisively shows, where a given one differs
@@ -508,6 +514,8 @@ def _read_batch_size(sv, shape, n_live, batch_size, precision):
                 "Query a layer with many more neurons than samples."
             )
         B, gap, how = _estimate_batch_size(sv, precision, m)
+        if noise_floor is not None:  # known round-off
+            B, gap, how = batch_size_above_floor(sv, B, how, noise_floor)
         if how == "round-off":
             _warn_guessed_batch_size(sv, B)
         # every distinct column independent, and no white-noise bulk
@@ -572,6 +580,8 @@ def _read_batch_size(sv, shape, n_live, batch_size, precision):
         )
         B = n_rank
     shown, shown_gap = estimate_batch_size(sv, precision, n_rows=m)
+    if noise_floor is not None:  # known round-off
+        shown, shown_gap, _ = batch_size_above_floor(sv, shown, "round-off", noise_floor)
     gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
     if B < shown and shown_gap >= 100:
         shown_batch_size = shown

@@ -23,6 +23,7 @@ from ._array_api import (column_sum_squares, from_host, get_namespace, host_stat
                          is_numpy_namespace, to_host)
 from ._validation import check_coefficients, check_query, transform_namespace
 from .activations import Activation, get_activation, select_tensor_order
+from ._roundoff import check_noise_std, noise_floor
 from ._span import estimate_batch_size, fit_span
 from ._threads import blas_threads
 from .exceptions import BatchSizeWarning, BlindFitWarning, NonGaussianWeightsWarning
@@ -300,10 +301,10 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
 
     # The query's weights are row-aligned metadata, requested by default
     # (routed by Pipeline, GridSearchCV ... under enable_metadata_routing).
-    __metadata_request__fit = {"weights": True, "output_weights": True}
+    __metadata_request__fit = {"weights": True, "output_weights": True, "noise_std": True}
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, weights=None, output_weights=None):
+    def fit(self, X, y=None, *, weights=None, output_weights=None, noise_std=None):
         """Compute the span and the moment tensor of a gradient query.
 
         Parameters
@@ -322,6 +323,12 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
             The neurons' outgoing weights; ``None`` means all ones. Needs
             ``weights``.
+        noise_std : float or array-like of the shape of ``X``, default=None
+            The known standard deviation of each gradient entry's error, in
+            the gradient's units: a parameter update's round-off, which
+            :func:`skrecon.flower.update_query` puts in ``fit_params``. The
+            batch size is then the number of singular values above that
+            noise's floor. ``None``: read off the spectrum alone.
 
         Returns
         -------
@@ -349,11 +356,11 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         (4, 3, True)
         """
         if weights is None:
-            return self._fit_span(X, output_weights)
-        self._fit(X, weights, output_weights)
+            return self._fit_span(X, output_weights, noise_std)
+        self._fit(X, weights, output_weights, noise_std=noise_std)
         return self
 
-    def _fit(self, X, weights, output_weights, tensor=True):
+    def _fit(self, X, weights, output_weights, tensor=True, noise_std=None):
         """Fit and return the projected query (kept out of the fitted state).
 
         ``tensor=False`` stops after the span and the projection: the
@@ -363,9 +370,10 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         Jennrich's starts are poor and the regression costs ``O(m F^2)``).
         """
         X, W, A = check_query(self, X, weights, output_weights, reset=True)
-        return self._fit_checked(X, W, A, tensor)[0]
+        return self._fit_checked(X, W, A, tensor,
+                                 noise_std=check_noise_std(noise_std, X.shape))[0]
 
-    def _fit_checked(self, X, W, A, tensor=True, input_dtype=None):
+    def _fit_checked(self, X, W, A, tensor=True, input_dtype=None, noise_std=None):
         """:meth:`_fit` on a query that :func:`check_query` has validated
         (float64 arrays of one namespace): the reconstructor, which has
         checked it already, passes its input's dtype (the dtype of the
@@ -386,7 +394,8 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         m, n_cols = X.shape
 
         xp, device = get_namespace(X)
-        span = fit_span(X, self.n_components, xp, device)
+        floor = None if noise_std is None else noise_floor(noise_std)
+        span = fit_span(X, self.n_components, xp, device, noise_floor=floor)
         basis, sv, B, gap = span.basis, span.singular_values, span.batch_size, span.gap
 
         # Scale each column by its weight's std, so that the weights become
@@ -580,7 +589,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                     "scaled_components_", "hermite_components_", "moment_tensor_",
                     "_moment_tensor_host", "_lower_moments")
 
-    def _fit_span(self, X, output_weights):
+    def _fit_span(self, X, output_weights, noise_std=None):
         """:meth:`fit` without weights: the span of the batch only."""
 
         if output_weights is not None:
@@ -599,7 +608,9 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
             "spectral_gap_, noise_level_). The moment tensor (moment_tensor_, "
             "order_, the weight statistics) needs the first-layer weights: pass "
             "weights=W.", BlindFitWarning)
-        span = fit_span(X, self.n_components, xp, device)
+        noise_std = check_noise_std(noise_std, X.shape)
+        floor = None if noise_std is None else noise_floor(noise_std)
+        span = fit_span(X, self.n_components, xp, device, noise_floor=floor)
         basis, sv, B, gap = span.basis, span.singular_values, span.batch_size, span.gap
         for name in self._TENSOR_ONLY:
             self.__dict__.pop(name, None)

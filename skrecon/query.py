@@ -81,6 +81,11 @@ class GradientQuery:
     layer_names : tuple of (str, str) or None
         Read off a PyTorch model: the module names of the first layer and of
         the next ``nn.Linear`` (``("0", "2")`` in an ``nn.Sequential``).
+    noise_std : ndarray of the shape of ``grad``, or None
+        The known standard deviation of each entry of ``grad``'s error
+        (float64, the gradient's units): the round-off of a parameter
+        update, set by :func:`skrecon.flower.update_query`; in
+        ``fit_params`` when not ``None``.
 
     See Also
     --------
@@ -118,6 +123,7 @@ class GradientQuery:
     dp_clip_norm: float = None
     dp_noise_multiplier: float = 0.0
     layer_names: tuple = None
+    noise_std: np.ndarray = None
 
     @property
     def batch_size(self):
@@ -139,10 +145,14 @@ class GradientQuery:
     def fit_params(self):
         """The reconstructor's fit metadata (dict).
 
-        ``{"weights": ..., "output_weights": ...}``, so that
-        ``rec.fit(q.grad, **q.fit_params)`` passes both.
+        ``{"weights": ..., "output_weights": ...}``, and ``"noise_std"``
+        where it is known (a parameter update's round-off), so that
+        ``rec.fit(q.grad, **q.fit_params)`` passes them all.
         """
-        return {"weights": self.weights, "output_weights": self.output_weights}
+        params = {"weights": self.weights, "output_weights": self.output_weights}
+        if self.noise_std is not None:
+            params["noise_std"] = self.noise_std
+        return params
 
     @property
     def estimator_params(self):

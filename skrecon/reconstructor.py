@@ -17,6 +17,7 @@ from ._validation import (ROUTING_HINT, check_activation_namespace,
 from .activations import Activation, get_activation
 from ._batch import augmented, model_gradient, r2_of_residual, reconstruct_batch
 from ._progress import ProgressLine
+from ._roundoff import check_noise_std, is_known_roundoff
 from ._threads import blas_threads
 from .moments import MomentTensorTransformer
 from .blind import cocktail_party
@@ -285,7 +286,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    __metadata_request__fit = {"weights": True, "output_weights": True}
+    __metadata_request__fit = {"weights": True, "output_weights": True, "noise_std": True}
     # sample_weight requested too: Pipeline.score with routing passes
     # sample_weight=None, which the router rejects for a score without it
     # (scikit-learn 1.9), and every search over a defence scored NaN
@@ -293,7 +294,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                                  "sample_weight": True}
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None, *, weights=None, output_weights=None):
+    def fit(self, X, y=None, *, weights=None, output_weights=None, noise_std=None):
         """Reconstruct the batch from a gradient query.
 
         Parameters
@@ -314,6 +315,16 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         output_weights : array-like of shape (n_neurons, n_outputs) or (n_neurons,), default=None
             Each neuron's outgoing weights; ``None`` means all ones. Needs
             ``weights``.
+        noise_std : float or array-like of the shape of ``X``, default=None
+            The known standard deviation of each gradient entry's error, in
+            the gradient's units: the round-off of a parameter update
+            ``(θ - θ') / lr``, which :func:`skrecon.flower.update_query` puts
+            in ``fit_params`` (``eps |θ| / lr``, far above a gradient's own
+            round-off). The batch size is then the number of singular values
+            above that noise's floor, and where the gradient's noise is that
+            round-off, ``found_`` holds rows to the dtype's per-row
+            precision. Needs ``weights``. ``None``: both are read off the
+            spectrum alone.
 
         Returns
         -------
@@ -343,16 +354,21 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         (3, True)
         """
         if weights is None:
+            if noise_std is not None:
+                raise ValueError(
+                    "noise_std was given without weights: the blind fit does not "
+                    "use it. Pass weights=W too, or drop noise_std.")
             return self._fit_blind(X, output_weights)
         if self.verbose == 1:
             line = ProgressLine()
             try:
-                return self._fit(X, weights, output_weights, progress=line)
+                return self._fit(X, weights, output_weights, progress=line,
+                                 noise_std=noise_std)
             finally:
                 line.close()
-        return self._fit(X, weights, output_weights)
+        return self._fit(X, weights, output_weights, noise_std=noise_std)
 
-    def _fit(self, X, weights, output_weights, progress=None):
+    def _fit(self, X, weights, output_weights, progress=None, noise_std=None):
         """:meth:`fit`, with ``progress(stage, done, total)`` called at each
         stage and search round (the command line's progress bar)."""
         X_checked, W, A = check_query(self, X, weights, output_weights, reset=True)
@@ -378,15 +394,18 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         # one); wide gradients (image patches) keep the machine's threads.
         limits = 1 if X_checked.shape[1] <= _ONE_THREAD_MAX_COLUMNS else None
         with blas_threads(limits):
-            return self._reconstruct(X_checked, W, A, activation, moments, progress)
+            return self._reconstruct(X_checked, W, A, activation, moments, progress,
+                                     check_noise_std(noise_std, X_checked.shape))
 
-    def _reconstruct(self, X_checked, W, A, activation, moments, progress):
+    def _reconstruct(self, X_checked, W, A, activation, moments, progress,
+                     noise_std=None):
         """The span, the functional core, the fitted attributes."""
         # the query is validated: the moment step takes it with the input's
         # dtype (for its attributes); the moment tensor now for init="tensor",
         # for "auto" when the core's starts need it
         proj, span = moments._fit_checked(X_checked, W, A, tensor=self.init == "tensor",
-                                          input_dtype=self._input_dtype)
+                                          input_dtype=self._input_dtype,
+                                          noise_std=noise_std)
         self.moments_ = moments
         self.order_ = moments.order_
         n = moments.n_components_
@@ -406,7 +425,9 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             moment_tensor=partial(moments._tensor_for_starts, proj), n_init=self.n_init,
             max_starts=self.max_starts, max_iter=self.max_iter, tol=self.tol,
             random_state=np.random.default_rng(seed), n_jobs=self.n_jobs,
-            verbose=max(self.verbose - 1, 0), progress=progress)
+            verbose=max(self.verbose - 1, 0), progress=progress,
+            known_roundoff=is_known_roundoff(noise_std, span.singular_values, n,
+                                             span.noise_level))
         self.samples_ = result.samples
         self.sample_coefficients_ = result.signals
         self.batch_size_ = result.batch_size

@@ -28,7 +28,7 @@ def test_the_script_sees_a_crossing(tmp_path, monkeypatch):
                                   ("b.py", 7, "a", "_helper")]
 
 
-def test_no_private_name_crosses_into_the_query_adapters_and_harness():
-    modules = {"clients.py", "query.py", "_mlp.py", "torch.py", "opacus.py",
-               "evaluation.py", "_harness.py", "plotting.py", "_activation_probe.py"}
-    assert [c for c in _crossings() if c[0] in modules] == []
+def test_no_private_name_crosses_modules():
+    # every module's private names stay its own (15 crossed before the
+    # layout of issue 24); a new crossing fails here with its place
+    assert _crossings() == []

@@ -18,7 +18,11 @@ in-span noise is that round-off is held to the dtype's per-row precision
 (:func:`is_known_roundoff`).
 """
 
+import warnings
+
 import numpy as np
+
+from .exceptions import BatchSizeWarning
 
 # a singular value counts as a sample when it stands this many times above
 # the noise floor sqrt(max_j sum_i s_ij^2) + sqrt(max_i sum_j s_ij^2): the
@@ -103,7 +107,44 @@ def noise_floor(noise_std):
                  + np.sqrt(np.max(np.sum(squares, axis=1))))
 
 
-def batch_size_above_floor(singular_values, batch_size, how, floor):
+def count_above_floor(singular_values, floor):
+    """The number of singular values (at least 1) that noise of the known
+    floor cannot reach: those above ``_ABOVE_FLOOR * floor``."""
+    s = np.asarray(singular_values, dtype=np.float64)
+    return max(1, int(np.sum(s > _ABOVE_FLOOR * floor)))
+
+
+def _implausible_floor(s, floor, count, batch_size, how, precision):
+    """Why the spectrum contradicts a known noise floor (``None`` if it does
+    not): a floor below the gradient's own round-off; a floor far above
+    the singular values it leaves out (noise of that level would fill the
+    spectrum up to it: zero noise_std on an exact query read 46 samples
+    for 4, a thousandfold one 1 across a 1e13 gap); or a floor that cuts
+    through a flat bulk above it (a noise_std a tenth of a float32 update's
+    round-off read 50 samples for 8)."""
+    roundoff = 10 * np.finfo(precision).eps * s[0]
+    if _ABOVE_FLOOR * floor < roundoff:
+        return (f"The floor of noise_std ({floor:.3g}) lies below the gradient's "
+                f"own {np.dtype(precision).name} round-off ({roundoff:.3g}): it "
+                "cannot be the error of its entries.")
+    if count < len(s) and np.median(s[count:]) < 1e-2 * floor:
+        return (f"The floor of noise_std ({floor:.3g}) lies far above the "
+                f"singular values below it (median {np.median(s[count:]):.3g}): noise "
+                "of that level would fill the spectrum up to its floor, so "
+                "noise_std overstates the gradient's error.")
+    # (only against a round-off reading: other noise, DP-SGD's, lifts more
+    # values above the round-off floor than the spectrum's noise threshold)
+    if (how == "round-off" and count > batch_size
+            and (count == len(s) or s[count - 1] < 1.5 * s[count])):
+        return (f"The floor of noise_std ({floor:.3g}) cuts through a flat bulk "
+                f"of singular values ({count} above it, s_{count} / s_{count + 1} "
+                f"= {s[count - 1] / s[count] if count < len(s) else np.inf:.3g}): "
+                "noise_std understates the gradient's error.")
+    return None
+
+
+def batch_size_above_floor(singular_values, batch_size, how, floor,
+                           precision=np.float64):
     """The batch size the spectrum shows above a known noise floor.
 
     Every singular value above ``_ABOVE_FLOOR * floor`` is a sample (noise
@@ -116,6 +157,11 @@ def batch_size_above_floor(singular_values, batch_size, how, floor):
     other noise -- DP-SGD's -- lifts more values above the round-off
     floor).
 
+    A floor the spectrum contradicts (below the gradient's round-off, far
+    above the values it leaves out, or cutting a flat bulk) is set aside
+    with a :class:`~skrecon.exceptions.BatchSizeWarning`, and the
+    spectrum's reading stands.
+
     Returns
     -------
     batch_size : int
@@ -125,8 +171,16 @@ def batch_size_above_floor(singular_values, batch_size, how, floor):
         ``"round-off"`` when the floor decided, else ``how``.
     """
     s = np.asarray(singular_values, dtype=np.float64)
-    count = max(1, int(np.sum(s > _ABOVE_FLOOR * floor)))
-    if how == "round-off" or count <= batch_size:
+    count = count_above_floor(s, floor)
+    doubt = _implausible_floor(s, floor, count, batch_size, how, precision)
+    if doubt is not None:
+        warnings.warn(
+            f"{doubt} The batch size is read off the spectrum alone "
+            f"({batch_size}); pass noise_std only for a parameter update's "
+            "round-off (skrecon.flower.update_query's GradientQuery.noise_std), "
+            "or batch_size if you know it.", BatchSizeWarning, stacklevel=2)
+        count = batch_size
+    elif how == "round-off" or count <= batch_size:
         batch_size, how = count, "round-off"
     if batch_size < len(s) and s[batch_size] > 0:
         gap = float(s[batch_size - 1] / s[batch_size])

@@ -515,7 +515,7 @@ def _read_batch_size(sv, shape, n_live, batch_size, precision, noise_floor=None)
             )
         B, gap, how = _estimate_batch_size(sv, precision, m)
         if noise_floor is not None:  # known round-off
-            B, gap, how = batch_size_above_floor(sv, B, how, noise_floor)
+            B, gap, how = batch_size_above_floor(sv, B, how, noise_floor, precision)
         if how == "round-off":
             _warn_guessed_batch_size(sv, B)
         # every distinct column independent, and no white-noise bulk
@@ -581,7 +581,10 @@ def _read_batch_size(sv, shape, n_live, batch_size, precision, noise_floor=None)
         B = n_rank
     shown, shown_gap = estimate_batch_size(sv, precision, n_rows=m)
     if noise_floor is not None:  # known round-off
-        shown, shown_gap, _ = batch_size_above_floor(sv, shown, "round-off", noise_floor)
+        with warnings.catch_warnings():  # (said once, for B)
+            warnings.simplefilter("ignore", BatchSizeWarning)
+            shown, shown_gap, _ = batch_size_above_floor(sv, shown, "round-off",
+                                                         noise_floor, precision)
     gap = float(sv[B - 1] / sv[B]) if B < len(sv) and sv[B] > 0 else np.inf
     if B < shown and shown_gap >= 100:
         shown_batch_size = shown

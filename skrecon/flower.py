@@ -44,8 +44,9 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from ._optional import import_optional
+from .exceptions import BatchSizeWarning
 from ._parameters import as_arrays, check_pair
-from ._roundoff import batch_size_above_floor, noise_floor, rounding_std
+from ._roundoff import count_above_floor, noise_floor, rounding_std
 from .torch import first_layer_query
 
 __all__ = ["update_query", "client_update"]
@@ -353,7 +354,17 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
     # the rank: the singular values above the floor of the known round-off
     # (the bound eps ||θ||_F / lr above is 30 times that floor: 64 -> 1024,
     # float32, lr 0.1)
-    rank, _, _ = batch_size_above_floor(sv, 1, "round-off", noise_floor(query.noise_std))
+    rank = count_above_floor(sv, noise_floor(query.noise_std))
+    if batch_size is None and rank >= min(grad.shape):
+        warnings.warn(
+            f"The update of the first layer has full rank ({rank}, shape "
+            f"{grad.shape}) above the round-off of its parameters: either the "
+            f"batch has at least {rank} samples, or the update is not one plain "
+            "SGD step on one batch (weight decay, momentum, DP-SGD noise, several local "
+            "steps). "
+            "Pass batch_size (num_examples) to check it; for several local steps "
+            "use skrecon.fedavg.reconstruct_update. Rows flagged found_ then fit "
+            "the update only to its noise level.", BatchSizeWarning, stacklevel=2)
     if batch_size is not None and rank > batch_size:
         raise ValueError(
             f"The update of the first layer has rank {rank}, more than the "

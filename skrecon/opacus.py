@@ -39,6 +39,7 @@ from sklearn.utils import Bunch
 
 from ._harness import (check_grid, empty_row, fit_quietly, run_trials, score,
                        seeded_attack)
+from .exceptions import BatchSizeWarning
 from .flower import update_query
 from .reconstructor import GradientReconstructor
 from .torch import gaussian_reinit_
@@ -239,7 +240,11 @@ def private_step(model, batch, targets, *, noise_multiplier, max_grad_norm=1.0,
                 f"Opacus's {accountant!r} accountant cannot compute epsilon for "
                 f"noise_multiplier={noise_multiplier} ({type(exc).__name__}: "
                 f"{exc}); use accountant='rdp'.") from exc
-    query = update_query(model, sent, returned, learning_rate=learning_rate)
+    with warnings.catch_warnings():
+        # (DP-SGD's noise makes the update full rank: known here, not a doubt)
+        warnings.filterwarnings("ignore", "The update of the first layer has full rank",
+                                BatchSizeWarning)
+        query = update_query(model, sent, returned, learning_rate=learning_rate)
     return Bunch(query=query, sent=sent, returned=returned, epsilon=epsilon,
                  delta=delta, noise_multiplier=noise_multiplier,
                  max_grad_norm=max_grad_norm, learning_rate=learning_rate)

@@ -399,6 +399,9 @@ def plot_leakage_curve(table, *, metric="relative_error", x="strength", ax=None,
         If matplotlib is not installed.
     ValueError
         If ``metric`` or ``x`` is unknown, ``table`` lacks a needed column,
+        holds more than one defence, parameter or batch size (a
+        :func:`~skrecon.evaluation.leakage_grid` table: select one), has a
+        psnr column that is NaN throughout (no ``data_range``),
         its columns differ in length or are empty, a value of ``x`` is not
         finite (or not positive with ``log_strength``), or no value can be
         drawn on the log axis of the relative error.
@@ -451,6 +454,20 @@ def plot_leakage_curve(table, *, metric="relative_error", x="strength", ax=None,
         raise ValueError(
             f"A log {x} axis needs positive values; pass log_strength=False "
             f"to draw zero or negative values of {x}.")
+    for column in ("defense", "parameter", "batch_size"):
+        kinds = np.unique(np.asarray(table[column])) if column in table else ()
+        if len(kinds) > 1:
+            raise ValueError(
+                f"table holds {len(kinds)} values of {column} "
+                f"({', '.join(map(str, kinds[:4]))}{', ...' if len(kinds) > 4 else ''}): "
+                "a leakage curve is one defence, one parameter and one batch size. "
+                f"Select the rows of one {column} (e.g. table[...] where "
+                f"table[{column!r}] == value) and draw each on the same ax.")
+    if metric == "psnr" and np.all(np.isnan(values)):
+        raise ValueError(
+            "table's psnr column is NaN in every row: the table was made "
+            "without data_range (pass data_range to leakage_curve or "
+            "leakage_grid, e.g. 16.0 for digits), or draw metric='relative_error'.")
     ylabel, log_y = _LEAKAGE_METRICS[metric]
     if log_y and not np.any(np.isfinite(values) & (values > 0)):
         raise ValueError(

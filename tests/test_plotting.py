@@ -10,7 +10,7 @@ pytest.importorskip("matplotlib")
 from matplotlib.figure import Figure  # noqa: E402
 
 from skrecon.metrics import match_samples  # noqa: E402
-from skrecon.plotting import plot_reconstruction  # noqa: E402
+from skrecon.plotting import plot_leakage_curve, plot_reconstruction  # noqa: E402
 
 
 @pytest.fixture
@@ -125,3 +125,18 @@ def test_missing_matplotlib_gives_install_hint(batch, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r'pip install "skrecon\[plot\]"'):
         plot_reconstruction(batch, batch)
+
+
+def test_leakage_curve_refuses_a_grid_of_several_defences():
+    table = {"defense": np.array(["GaussianGradientNoise", "GlobalNormClipping"]),
+             "parameter": np.array(["scale", "max_norm"]),
+             "strength": np.array([1e-3, 1.0]), "relative_error": np.array([0.1, 0.2])}
+    with pytest.raises(ValueError, match=r"^table holds 2 values of defense \(Gaussian"
+                                         r"GradientNoise, GlobalNormClipping\): a leakage "
+                                         r"curve is one defence"):
+        plot_leakage_curve(table)
+    table["defense"] = np.repeat("GaussianGradientNoise", 2)
+    table["parameter"] = np.repeat("scale", 2)
+    table["psnr"] = np.full(2, np.nan)
+    with pytest.raises(ValueError, match=r"^table's psnr column is NaN in every row"):
+        plot_leakage_curve(table, metric="psnr")

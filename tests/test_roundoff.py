@@ -10,7 +10,8 @@ from skrecon import GradientReconstructor, MomentTensorTransformer
 from skrecon._roundoff import (batch_size_above_floor, check_noise_std,
                                is_known_roundoff, noise_floor, rounding_std)
 from skrecon.datasets import load_digits_batch
-from skrecon.exceptions import IdentifiabilityWarning
+from skrecon.clients import make_gradient_query
+from skrecon.exceptions import BatchSizeWarning, IdentifiabilityWarning
 from skrecon.metrics import relative_error
 from skrecon.moments import estimate_batch_size
 
@@ -164,3 +165,38 @@ def test_an_aggregate_adds_its_clients_roundings():
     expected = np.sqrt((0.25 * rounding_std(w0[0])) ** 2 + (0.75 * rounding_std(w0[1])) ** 2
                        + rounding_std(agg) ** 2) / 0.5
     np.testing.assert_allclose(q.noise_std[:, :8], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("noise_std, reason", [
+    (0.0, "lies below the gradient's own float64 round-off"),
+    (1e-30, "lies below the gradient's own float64 round-off"),
+    (1e3, "lies far above the singular values below it"),
+    (1e-3, "lies far above the singular values below it"),
+])
+def test_a_noise_std_the_spectrum_contradicts_is_set_aside(noise_std, reason):
+    # an exact float64 query: zero noise_std read 46 samples for 4, a
+    # thousandfold one 1 across a 1e13 gap, both silently
+    batch, _ = load_digits_batch(4, random_state=0)
+    q = make_gradient_query(batch, n_neurons=1000, bias="gaussian", random_state=0)
+    with pytest.warns(BatchSizeWarning, match=reason):
+        mt = MomentTensorTransformer(bias=True).fit(q.grad, **q.fit_params,
+                                                    noise_std=noise_std)
+    assert mt.n_components_ == 4
+
+
+@pytest.mark.parametrize("factor", [0.1])
+def test_an_understated_noise_std_is_set_aside(factor):
+    # a tenth of a float32 update's round-off cut through its bulk: 50 read for 8
+    q, batch = _float32_update(0.1, n_samples=8)
+    params = dict(q.fit_params, noise_std=q.noise_std * factor)
+    with pytest.warns(BatchSizeWarning, match="noise_std understates|below the "
+                      "gradient's own float32 round-off"):
+        mt = MomentTensorTransformer(bias=True).fit(q.grad, **params)
+    assert mt.n_components_ == 8
+
+
+def test_a_float16_gradient_is_refused():
+    batch, _ = load_digits_batch(4, random_state=0)
+    q = make_gradient_query(batch, n_neurons=300, bias="gaussian", random_state=0)
+    with pytest.raises(ValueError, match=r"^The gradient X is float16: its round-off"):
+        GradientReconstructor(bias=True).fit(q.grad.astype(np.float16), **q.fit_params)

@@ -101,8 +101,12 @@ def _effective_dtype(X, xp):
         with np.errstate(over="ignore"):  # beyond float32's range: not exact
             return bool(xp.all(M == xp.astype(xp.astype(M, xp.float32), xp.float64)))
 
-    # a float64 gradient shows it in its first rows: the whole only when they pass
-    if exact_in_float32(X[:64, ...]) and exact_in_float32(X):
+    # a float64 gradient shows it in its first rows: the whole only when they
+    # pass, block by block (two copies of the whole of a 8192 x 12289
+    # gradient took 1.1 GiB)
+    if exact_in_float32(X[:64, ...]) and all(
+            exact_in_float32(X[start:start + 1024, ...])
+            for start in range(64, X.shape[0], 1024)):
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 
@@ -881,7 +885,14 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         else:
             columns = X
         vectors, sv, live = None, None, None
-        if min(X.shape[0], len(nonzero)) >= _SKETCH_MIN_COLUMNS:
+        shape = X.shape
+        # a gradient streamed over chunks of neurons (skrecon._streaming):
+        # its span, spectrum and shape as a whole, X only a subset of its rows
+        streamed = self.__dict__.pop("_streamed_span", None)
+        if streamed is not None:
+            nonzero, vectors, sv, shape = streamed
+            live = nonzero
+        elif min(X.shape[0], len(nonzero)) >= _SKETCH_MIN_COLUMNS:
             # a wide gradient: its span from a random sketch (two thin
             # products), unless its spectrum shows no round-off floor
             vectors, sv, live = self._sketched_span(columns, xp, device)
@@ -900,7 +911,7 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                 # factorisation of the tall gradient
                 sv = to_host(xp.linalg.svdvals(
                     xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
-        B, gap = self._batch_size(sv, X.shape, len(live))
+        B, gap = self._batch_size(sv, shape, len(live))
         if gap < 10 and self.n_components == "auto" and not self._full_column_rank:
             warnings.warn(
                 f"The singular values of the gradient show no clear gap "

@@ -450,6 +450,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self._stream.update(*(None if a is None else to_host(a)
                               for a in (X_chunk, W_chunk, A_chunk)), float_dtype_of(X))
         self.n_neurons_seen_ = self._stream.n_seen
+        del X_chunk, W_chunk, A_chunk  # (float64 copies of the chunk)
         if reconstruct and self._stream.blind:
             self._fit_blind(self._stream.rows()[0], None)
         elif reconstruct:

@@ -31,8 +31,9 @@ __all__ = ["GradientReconstructor", "IdentifiabilityWarning"]
 # gradients with at most this many columns are reconstructed with one BLAS
 # thread (see GradientReconstructor._fit)
 _ONE_THREAD_MAX_COLUMNS = 512
-# rows per block of the gradient residual
-_RESIDUAL_ROWS = 2048
+# entries per block of rows of the gradient residual (2048 rows of 1024
+# columns; a 2048-row block of 12 289 columns took 0.35 GiB)
+_RESIDUAL_ENTRIES = 2048 * 1024
 
 
 
@@ -212,6 +213,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         weight in the moment tensor, at its recovered norm ``tau_i``.
     n_features_in_ : int
         Number of columns of the gradient seen in :meth:`fit`.
+    n_neurons_seen_ : int
+        Neurons (gradient rows) received by :meth:`partial_fit` since the
+        stream started; only :meth:`partial_fit` sets it (:meth:`fit`
+        removes it).
 
     See Also
     --------
@@ -754,8 +759,9 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         ``(m, n)`` temporary (the blocks stay in cache)."""
         xp, _ = get_namespace(X)
         norm, m = 0.0, X.shape[0]
-        for start in range(0, m, _RESIDUAL_ROWS):
-            rows = slice(start, min(start + _RESIDUAL_ROWS, m))
+        step = max(1, _RESIDUAL_ENTRIES // X.shape[1])
+        for start in range(0, m, step):
+            rows = slice(start, min(start + step, m))
             block = frobenius_norm(X[rows, :] - self._model_gradient(W[rows, :], A[rows, :]),
                                    xp)
             norm = float(np.hypot(norm, block))

@@ -99,7 +99,13 @@ class _IncrementalSpan:
         # directions outside the dictionary: E's singular values, when E
         # may hold more than round-off (its Frobenius norm bounds them)
         e_norm = float(np.linalg.norm(E))
-        if e_norm > _NEW_DIRECTION * floor * s_ref:
+        if q >= self.max_components and e_norm > _NEW_DIRECTION * floor * s_ref:
+            # no room: only whether a direction above round-off is left out
+            # (E's largest singular value is at least ||E||_F / sqrt(rank))
+            largest = e_norm / np.sqrt(min(E.shape)) / s_ref
+            if largest > _NEW_DIRECTION * floor:
+                self.truncated = max(self.truncated, largest)
+        elif e_norm > _NEW_DIRECTION * floor * s_ref:
             # the factorisations on one BLAS thread (as in skrecon._sketch:
             # two threads on a loaded two-core machine, 12.7 s for this SVD
             # of a 1024 x 433 block, 0.1 s on one)

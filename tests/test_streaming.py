@@ -152,11 +152,13 @@ def test_truncated_spectrum_warns():
     noisy = q.grad + 1e-3 * np.abs(q.grad).max() * np.random.default_rng(0).standard_normal(
         q.grad.shape)
     stream = NeuronStream(65, random_state=0, max_components=20)
-    stream.update(noisy, q.weights, q.output_weights, np.float64)
+    for rows in _chunks(500, [250, 250]):  # the second one into a full dictionary
+        stream.update(noisy[rows], q.weights[rows], q.output_weights[rows], np.float64)
+    assert stream.span.truncated > 1e-6
     with pytest.warns(BatchSizeWarning, match="no round-off floor within the 20 "
                       "directions kept of its 65 columns"):
         live, vectors, sv, shape = stream.spectrum()
-    assert vectors.shape == (65, 20) and shape == (500, 65)
+    assert vectors.shape == (65, 20) and shape == (500, 65) and len(sv) == 20
 
 
 def test_row_sample_is_uniform_and_independent_of_chunking():

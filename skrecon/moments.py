@@ -105,7 +105,7 @@ def _effective_dtype(X, xp):
     # pass, block by block (two copies of the whole of a 8192 x 12289
     # gradient took 1.1 GiB)
     if exact_in_float32(X[:64, ...]) and all(
-            exact_in_float32(X[start:start + 1024, ...])
+            exact_in_float32(X[start:min(start + 1024, X.shape[0]), ...])
             for start in range(64, X.shape[0], 1024)):
         return np.dtype(np.float32)
     return np.dtype(np.float64)

@@ -27,6 +27,7 @@ Examples
 --------
     python benchmarks/bench_overcomplete.py
     python benchmarks/bench_overcomplete.py --cases cancer --max-iter 100
+    python benchmarks/bench_overcomplete.py --cases digits --batch-sizes 96
 """
 
 import argparse
@@ -135,13 +136,16 @@ def main(argv=None):
     p.add_argument("--rows", type=int, default=4000,
                    help="neurons of the joint polish (a random subset)")
     p.add_argument("--max-iter", type=int, default=200)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                   help="only the rows of these batch sizes (default: every row)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     _print_header("bench_overcomplete.py")
     print(f"width {args.width}, joint polish on {args.rows} neurons, at most "
           f"{args.max_iter} steps; recovered = true samples matched within the "
           "relative error given\n")
-    rows = [run_case(name, B, args) for name in args.cases for B in CASES[name]]
+    rows = [run_case(name, B, args) for name in args.cases for B in CASES[name]
+            if args.batch_sizes is None or B in args.batch_sizes]
     print()
     _print_table(["data", "d", "B", "rank", "auto B", "auto found", "auto <=1e-6",
                   "auto s", "auto warnings", "joint <=1e-6", "joint <=1e-2",

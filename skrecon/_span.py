@@ -93,7 +93,11 @@ def effective_dtype(X, xp):
             return bool(xp.all(M == xp.astype(xp.astype(M, xp.float32), xp.float64)))
 
     # a float64 gradient shows it in its first rows: the whole only when they pass
-    if exact_in_float32(X[:64, ...]) and exact_in_float32(X):
+    # (block by block: two copies of the whole of a 8192 x 12289 gradient
+    # took 1.1 GiB)
+    if exact_in_float32(X[:64, ...]) and all(
+            exact_in_float32(X[start:min(start + 1024, X.shape[0]), ...])
+            for start in range(64, X.shape[0], 1024)):
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 
@@ -359,7 +363,7 @@ def distinct_columns(X, R, columns, xp, device):
     return np.flatnonzero(~repeated)
 
 
-def fit_span(X, batch_size, xp, device, noise_floor=None):
+def fit_span(X, batch_size, xp, device, noise_floor=None, streamed=None):
     """The batch's span from the gradient's spectrum.
 
     Parameters
@@ -375,6 +379,11 @@ def fit_span(X, batch_size, xp, device, noise_floor=None):
         The largest singular value a known noise (a parameter update's
         round-off, :mod:`skrecon._roundoff`) can give: the batch size is then
         the count of singular values above it. ``None``: the spectrum alone.
+    streamed : tuple or None, default=None
+        ``(live, vectors, singular_values, shape)`` of a gradient streamed
+        over chunks of neurons (:meth:`skrecon._streaming.NeuronStream.spectrum`):
+        its span, spectrum and shape as a whole, ``X`` only a subset of its
+        rows. ``None``: the span of ``X``.
 
     Returns
     -------
@@ -415,7 +424,13 @@ def fit_span(X, batch_size, xp, device, noise_floor=None):
     else:
         columns = X
     vectors, sv, live = None, None, None
-    if min(X.shape[0], len(nonzero)) >= _SKETCH_MIN_COLUMNS:
+    shape = X.shape
+    if streamed is not None:
+        # a gradient streamed over chunks of neurons (skrecon._streaming):
+        # its span, spectrum and shape as a whole, X a subset of its rows
+        nonzero, vectors, sv, shape = streamed
+        live = nonzero
+    elif min(X.shape[0], len(nonzero)) >= _SKETCH_MIN_COLUMNS:
         # a wide gradient: its span from a random sketch (two thin
         # products), unless its spectrum shows no round-off floor
         vectors, sv, live = _sketched_span(columns, batch_size, precision, xp, device)
@@ -434,7 +449,7 @@ def fit_span(X, batch_size, xp, device, noise_floor=None):
             # factorisation of the tall gradient
             sv = to_host(xp.linalg.svdvals(
                 xp.take(R, from_host(live, xp, device, dtype=xp.int64), axis=1)))
-    B, gap, shown, full_column_rank = _read_batch_size(sv, X.shape, len(live),
+    B, gap, shown, full_column_rank = _read_batch_size(sv, shape, len(live),
                                                        batch_size, precision,
                                                        noise_floor)
     if gap < 10 and batch_size == "auto" and not full_column_rank:

@@ -155,7 +155,8 @@ def check_query(estimator, X, weights, output_weights, *, reset, require_weights
         ensure_all_finite=False, ensure_min_samples=1,
     )
     _check_finite("The gradient X", X)
-    largest = float(np.max(np.abs(X))) if X.size else 0.0
+    # (no |X| temporary: a copy of the whole gradient, 0.75 GiB at 8192 x 12289)
+    largest = float(max(np.max(X), -np.min(X))) if X.size else 0.0
     if 0 < largest < np.finfo(X.dtype).tiny:
         raise ValueError(
             f"The gradient X is subnormal: its largest entry {largest:.3g} is below "

@@ -373,7 +373,8 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         return self._fit_checked(X, W, A, tensor,
                                  noise_std=check_noise_std(noise_std, X.shape))[0]
 
-    def _fit_checked(self, X, W, A, tensor=True, input_dtype=None, noise_std=None):
+    def _fit_checked(self, X, W, A, tensor=True, input_dtype=None, noise_std=None,
+                     streamed=None):
         """:meth:`_fit` on a query that :func:`check_query` has validated
         (float64 arrays of one namespace): the reconstructor, which has
         checked it already, passes its input's dtype (the dtype of the
@@ -395,7 +396,8 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
 
         xp, device = get_namespace(X)
         floor = None if noise_std is None else noise_floor(noise_std)
-        span = fit_span(X, self.n_components, xp, device, noise_floor=floor)
+        span = fit_span(X, self.n_components, xp, device, noise_floor=floor,
+                        streamed=streamed)
         basis, sv, B, gap = span.basis, span.singular_values, span.batch_size, span.gap
 
         # Scale each column by its weight's std, so that the weights become

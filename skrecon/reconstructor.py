@@ -13,13 +13,14 @@ from sklearn.utils.validation import check_is_fitted
 from ._array_api import from_host, get_namespace, host_state, to_host
 from ._validation import (ROUTING_HINT, check_activation_namespace,
                           check_coefficients, check_fitted_namespace, check_query,
-                          check_row_weights, transform_namespace)
+                          check_row_weights, float_dtype_of, transform_namespace)
 from .activations import Activation, get_activation
 from ._batch import augmented, model_gradient, r2_of_residual, reconstruct_batch
 from ._progress import ProgressLine
 from ._roundoff import check_noise_std, is_known_roundoff
 from ._threads import blas_threads
 from .moments import MomentTensorTransformer
+from ._streaming import NeuronStream
 from .blind import cocktail_party
 from .exceptions import BlindFitWarning, IdentifiabilityWarning
 
@@ -207,6 +208,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         weight in the moment tensor, at its recovered norm ``tau_i``.
     n_features_in_ : int
         Number of columns of the gradient seen in :meth:`fit`.
+    n_neurons_seen_ : int
+        Neurons (gradient rows) received by :meth:`partial_fit` since the
+        stream started; only :meth:`partial_fit` sets it (:meth:`fit`
+        removes it).
 
     See Also
     --------
@@ -287,6 +292,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     __metadata_request__fit = {"weights": True, "output_weights": True, "noise_std": True}
+    __metadata_request__partial_fit = {"weights": True, "output_weights": True}
     # sample_weight requested too: Pipeline.score with routing passes
     # sample_weight=None, which the router rejects for a score without it
     # (scikit-learn 1.9), and every search over a defence scored NaN
@@ -353,6 +359,9 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         >>> rec.batch_size_, bool(rec.gradient_residual_ < 1e-10)
         (3, True)
         """
+        # a fit starts over: the chunks partial_fit received are dropped
+        self._stream = None
+        self.__dict__.pop("n_neurons_seen_", None)
         if weights is None:
             if noise_std is not None:
                 raise ValueError(
@@ -368,9 +377,107 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                 line.close()
         return self._fit(X, weights, output_weights, noise_std=noise_std)
 
-    def _fit(self, X, weights, output_weights, progress=None, noise_std=None):
+    @_fit_context(prefer_skip_nested_validation=False)
+    def partial_fit(self, X, y=None, *, weights=None, output_weights=None,
+                    reconstruct=True):
+        """Receive the gradient query in chunks of neurons, and reconstruct.
+
+        For a layer too wide to hold at once: each call passes some of its
+        neurons (rows of the gradient, of the weights and of the output
+        weights). The span of the whole gradient and its spectrum are
+        updated incrementally, and a uniform random sample of at most 8 192
+        neurons is kept for the search: memory does not grow with the
+        neurons received (see Notes). The first call starts the stream
+        (so does the first call after :meth:`fit`); later calls must bring
+        the same columns and outputs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_chunk, n_inputs) or (n_chunk, n_inputs + 1)
+            The gradient's rows of this chunk of neurons (bias gradient last
+            when ``bias=True``), in any order across calls.
+        y : None
+            Ignored.
+        weights : array-like of the shape of ``X``, default=None
+            The first-layer weights of these neurons. ``None`` (for every
+            chunk): the blind estimate of :meth:`fit` on the kept neurons.
+        output_weights : array-like of shape (n_chunk, n_outputs) or (n_chunk,), default=None
+            Their outgoing weights; ``None`` means all ones.
+        reconstruct : bool, default=True
+            Whether to reconstruct the batch from every neuron received so
+            far (the search, the polish and the fitted attributes), or only
+            to take the chunk in: pass ``False`` for all chunks but the last
+            to run the search once.
+
+        Returns
+        -------
+        self : GradientReconstructor
+
+        Raises
+        ------
+        ValueError
+            On the errors of :meth:`fit` for the chunk; if a chunk has other
+            columns than the first (scikit-learn's message) or other outputs,
+            or comes with weights where the first came without (or the
+            reverse).
+
+        Notes
+        -----
+        The span comes from an incremental singular value decomposition of
+        the gradient (its directions above round-off, and 16 below, which
+        show the round-off floor; at most 1 024 directions, beyond which a
+        noisy gradient's spectrum is truncated with a
+        :class:`~skrecon.exceptions.BatchSizeWarning`). Everything after the
+        span runs on the kept neurons: ``gradient_residual_`` is theirs.
+        Computation is on the host; attributes are NumPy arrays. Memory: the
+        kept neurons' rows in the input's dtype, their float64 copies while
+        reconstructing, and ``O(n_inputs x 1 024)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skrecon import GradientReconstructor
+        >>> from skrecon.clients import make_gradient_query
+        >>> from skrecon.datasets import load_digits_batch
+        >>> from skrecon.metrics import relative_error
+        >>> batch, _ = load_digits_batch(4, random_state=0)
+        >>> q = make_gradient_query(batch, n_neurons=2000, random_state=0)
+        >>> rec = GradientReconstructor(bias=True, random_state=0)
+        >>> chunks = np.array_split(np.arange(2000), 4)
+        >>> for k, rows in enumerate(chunks):
+        ...     rec = rec.partial_fit(q.grad[rows], weights=q.weights[rows],
+        ...                           output_weights=q.output_weights[rows],
+        ...                           reconstruct=k == len(chunks) - 1)
+        >>> rec.n_neurons_seen_, rec.batch_size_
+        (2000, 4)
+        >>> errors, _ = relative_error(batch, rec.samples_)
+        >>> bool(errors.max() < 1e-8)
+        True
+        """
+        if weights is None and output_weights is not None:
+            return self._fit_blind(X, output_weights)  # (raises: no weights)
+        first = getattr(self, "_stream", None) is None
+        X_chunk, W_chunk, A_chunk = check_query(self, X, weights, output_weights,
+                                                reset=first, require_weights=False)
+        if first:
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            self._stream = NeuronStream(X_chunk.shape[1], random_state=seed)
+        self._stream.update(*(None if a is None else to_host(a)
+                              for a in (X_chunk, W_chunk, A_chunk)), float_dtype_of(X))
+        self.n_neurons_seen_ = self._stream.n_seen
+        del X_chunk, W_chunk, A_chunk  # (float64 copies of the chunk)
+        if reconstruct and self._stream.blind:
+            self._fit_blind(self._stream.rows()[0], None)
+        elif reconstruct:
+            self._fit(*self._stream.rows(), span=self._stream.spectrum())
+        return self
+
+    def _fit(self, X, weights, output_weights, progress=None, noise_std=None,
+             span=None):
         """:meth:`fit`, with ``progress(stage, done, total)`` called at each
-        stage and search round (the command line's progress bar)."""
+        stage and search round (the command line's progress bar); ``span``:
+        the span of a streamed gradient (:meth:`partial_fit`), whose rows
+        ``X`` holds a subset of."""
         X_checked, W, A = check_query(self, X, weights, output_weights, reset=True)
         xp, device = get_namespace(X_checked)
         if not bool(xp.any(X_checked != 0)):
@@ -395,17 +502,17 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         limits = 1 if X_checked.shape[1] <= _ONE_THREAD_MAX_COLUMNS else None
         with blas_threads(limits):
             return self._reconstruct(X_checked, W, A, activation, moments, progress,
-                                     check_noise_std(noise_std, X_checked.shape))
+                                     check_noise_std(noise_std, X_checked.shape), span)
 
     def _reconstruct(self, X_checked, W, A, activation, moments, progress,
-                     noise_std=None):
+                     noise_std=None, streamed=None):
         """The span, the functional core, the fitted attributes."""
         # the query is validated: the moment step takes it with the input's
         # dtype (for its attributes); the moment tensor now for init="tensor",
         # for "auto" when the core's starts need it
         proj, span = moments._fit_checked(X_checked, W, A, tensor=self.init == "tensor",
                                           input_dtype=self._input_dtype,
-                                          noise_std=noise_std)
+                                          noise_std=noise_std, streamed=streamed)
         self.moments_ = moments
         self.order_ = moments.order_
         n = moments.n_components_

@@ -181,7 +181,8 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         does not bound its error: eight digits, 20 000 neurons, relative noise
         1e-2 gave errors up to 0.033 on found rows, 3e-2 up to 0.87 (with
         ``batch_size=8`` given, where a ``BatchSizeWarning`` said that the
-        weakest samples are at the noise floor).
+        weakest samples are at the noise floor). The blind estimate (a fit
+        without weights) is approximate and certifies no row: all False.
     n_found_ : int
         ``found_.sum()``.
     sample_misfits_ : ndarray of shape (batch_size,)
@@ -735,7 +736,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     # removes them, so that none of a former fit's values is left behind
     _WEIGHTED_ONLY = (
         "sample_coefficients_", "gradient_residual_", "moments_", "order_",
-        "refinement_", "found_", "n_found_", "sample_misfits_", "n_starts_",
+        "refinement_", "sample_misfits_", "n_starts_",
         "moment_weights_")
 
     # parameters of the exact reconstruction that the blind estimate ignores
@@ -793,6 +794,10 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
                                            dtype=xp.bool)
         self.labels_ = None
         self.loss_ = None
+        # the blind estimate is approximate: it certifies no row
+        self.found_ = from_host(np.zeros(result.batch_size, dtype=bool), xp, device,
+                                dtype=xp.bool)
+        self.n_found_ = 0
         self.n_iter_ = result.n_iter
         self.converged_ = result.converged
         self.solver_ = "cocktail_party"

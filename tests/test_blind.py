@@ -179,3 +179,13 @@ def test_n_init_must_be_a_positive_integer():
     with pytest.raises(ValueError, match=re.escape(
             "n_init must be a positive integer, got 0.")):
         cocktail_party(q.grad, bias=True, n_init=0)
+
+
+def test_the_blind_estimate_certifies_no_row():
+    # a loop over fits that reads found_ must not break on a blind fit
+    batch, _ = load_digits_batch(4, random_state=0)
+    q = make_gradient_query(batch, n_neurons=500, bias="gaussian", random_state=0)
+    with pytest.warns(BlindFitWarning):
+        rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad)
+    assert rec.found_.dtype == bool and rec.found_.shape == (rec.batch_size_,)
+    assert not rec.found_.any() and rec.n_found_ == 0

@@ -23,9 +23,13 @@ class _Probed(Exception):
 # The probe's pre-activations: at least this many values, evenly in
 # [-_PROBE_RANGE, _PROBE_RANGE], where every pair of skrecon's activations
 # differs by at least 0.038 (relative to 1 + |h|) and torch's float32
-# functions match skrecon's to 1e-6
+# functions match skrecon's to 1e-6, and _PROBE_TAIL more out to
+# +-_PROBE_REACH (ReLU6, clamp(0, 5) and hardtanh(-5, 5) agree with ReLU or
+# the identity on [-4, 4], and were taken for them)
 _PROBE_POINTS = 256
 _PROBE_RANGE = 4.0
+_PROBE_TAIL = 32
+_PROBE_REACH = 16.0  # (torch.nn.functional.softplus is x beyond 20)
 _PROBE_ULPS = 64
 
 
@@ -41,8 +45,10 @@ def _probe(torch, model, lin1, lin2):
     forward pass does not take such rows or does not lead from
     the first layer's output to the second layer's input elementwise."""
     m = lin1.out_features
-    rows = -(-_PROBE_POINTS // m)
-    z = np.linspace(-_PROBE_RANGE, _PROBE_RANGE, rows * m).reshape(rows, m)
+    rows = -(-(_PROBE_POINTS + _PROBE_TAIL) // m)
+    tail = np.geomspace(_PROBE_RANGE * 1.25, _PROBE_REACH, _PROBE_TAIL // 2)
+    z = np.concatenate([np.linspace(-_PROBE_RANGE, _PROBE_RANGE, rows * m - 2 * len(tail)),
+                        tail, -tail]).reshape(rows, m)
     weight = lin1.weight
     caught = {}
 
@@ -87,6 +93,21 @@ def _deviation(activation, z, h):
     return float(np.max(np.abs(h - expected) / (1.0 + np.abs(h))))
 
 
+def _leaky_slope(z, h, tol):
+    """The negative slope ``a`` in ``(0, 1)`` of a leaky ReLU the forward
+    pass applies (``F.leaky_relu(x, a)`` with another slope than the
+    default), or ``None``."""
+    positive, negative = z > 0, z < 0
+    if np.max(np.abs(h[positive] - z[positive]) / (1 + np.abs(h[positive]))) > tol:
+        return None
+    slope = float(np.median(h[negative] / z[negative]))
+    if not 0 < slope < 1:
+        return None
+    if np.max(np.abs(h[negative] - slope * z[negative]) / (1 + np.abs(h[negative]))) > tol:
+        return None
+    return slope
+
+
 def identify_activation(torch, model, lin1, lin2, from_module):
     """The activation between the two layers and, when there is none,
     why: the module's when the forward pass applies it, else the one
@@ -106,9 +127,14 @@ def identify_activation(torch, model, lin1, lin2, from_module):
     if matches:
         return None, (f"the forward pass between them matches several of skrecon's "
                       f"activations ({matches}) in {lin1.weight.dtype}")
+    slope = _leaky_slope(z, h, tol)
+    if slope is not None:
+        if lin1.weight.dtype == torch.float32:  # the slope as the model holds it
+            slope = float(np.float32(slope))
+        return get_activation("leaky_relu", negative_slope=slope), None
     nearest = min(deviations, key=deviations.get)
     return None, (
         f"the forward pass between them applies none of skrecon's activations "
-        f"(measured on {z.size} pre-activations in [-{_PROBE_RANGE:g}, "
-        f"{_PROBE_RANGE:g}]: the nearest, {nearest!r}, is off by "
+        f"(measured on {z.size} pre-activations in [-{_PROBE_REACH:g}, "
+        f"{_PROBE_REACH:g}]: the nearest, {nearest!r}, is off by "
         f"{deviations[nearest]:.2g})")

@@ -405,7 +405,7 @@ def test_an_activation_that_cannot_be_identified_warns_at_query_time():
     clamp = _small_step(_Functional(lambda t: t.clamp(-1, 1)).double())
     with pytest.warns(UnknownActivationWarning, match=re.escape(_UNKNOWN.format(
             "the forward pass between them applies none of skrecon's activations "
-            "(measured on 256 pre-activations in [-4, 4]: the nearest, 'erf', is off "
+            "(measured on 288 pre-activations in [-16, 16]: the nearest, 'erf', is off "
             "by 0.076)"))):
         q = first_layer_query(clamp)
     assert q.activation is None and q.estimator_params == {"bias": True}
@@ -650,3 +650,26 @@ def test_a_bias_spread_like_the_weights_is_named_after_the_fit(digits):
         q.grad, **q.fit_params)
     errors, _ = relative_error(batch, rec.samples_)
     assert errors.max() < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_activations_that_agree_with_relu_near_zero_are_not_taken_for_it(dtype):
+    # ReLU6, clamp(0, 5) and hardtanh(-5, 5) agree with ReLU or the identity
+    # on [-4, 4], and were named 'relu' / 'identity' silently
+    F = nn.functional
+    for act in (F.relu6, lambda t: t.clamp(0, 5), lambda t: F.hardtanh(t, -5, 5)):
+        model = _small_step(_Functional(act).to(dtype))
+        with pytest.warns(UnknownActivationWarning, match="applies none of skrecon's"):
+            q = first_layer_query(model)
+        assert q.activation is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_functional_leaky_relu_of_another_slope_is_measured(dtype):
+    model = _small_step(_Functional(lambda t: nn.functional.leaky_relu(t, 0.2)).to(dtype))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = first_layer_query(model)
+    assert q.activation.name == "leaky_relu"
+    # the slope as the model's dtype holds it
+    assert q.activation.params["negative_slope"] == float(torch.tensor(0.2, dtype=dtype))

@@ -65,7 +65,13 @@ def check_noise_std(noise_std, shape):
     one."""
     if noise_std is None:
         return None
-    std = np.asarray(noise_std, dtype=np.float64)
+    try:
+        std = np.asarray(noise_std, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"noise_std must be a real number or an array of real numbers (the "
+            f"known standard deviation of each gradient entry's error), got "
+            f"{type(noise_std).__name__}: {exc}.") from exc
     if std.ndim != 0 and std.shape != tuple(shape):
         raise ValueError(
             f"noise_std must be a scalar or an array of the gradient's shape "

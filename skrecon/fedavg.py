@@ -426,6 +426,8 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
     sent = as_arrays(sent, keys, "sent")
     returned = as_arrays(returned, keys, "returned")
     check_pair(state, keys, sent, returned)
+    low = sorted({np.asarray(a).dtype.name for a in (*sent, *returned)
+                  if np.asarray(a).dtype.kind == "f" and np.asarray(a).dtype.itemsize < 8})
     sent = [np.asarray(a, dtype=np.float64) for a in sent]
     returned = [np.asarray(a, dtype=np.float64) for a in returned]
     c = _decay_factor(schedule)
@@ -453,7 +455,11 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         raise ValueError(
             f"The first layer's update has rank {rank}, more than n_samples={N}: "
             "it cannot come from that many samples with the hyperparameters given "
-            "(check num_examples, weight_decay and momentum).")
+            "(check num_examples, weight_decay and momentum)"
+            + (f", or the parameters' {'/'.join(low)} round-off fills it: the "
+               "unrolled steps are simulated in float64, and a lower-precision "
+               "update's rounding (eps |θ| / lr per entry) is not modelled; train "
+               "the client in float64 (model.double())" if low else "") + ".")
     if rank < N:
         warnings.warn(
             f"The first layer's update shows {rank} samples, fewer than "

@@ -289,3 +289,20 @@ def test_parameters_are_checked_like_update_query(digits):
     bad[0][0, 0] = np.nan
     with pytest.raises(ValueError, match=r"^returned\['0\.weight'\] contains NaN"):
         reconstruct_update(model, sent, bad, learning_rate=0.1, n_samples=8, batch_size=4)
+
+
+def test_a_float32_update_names_its_round_off_in_the_rank_error(digits):
+    # a float32 model's update carries its parameters' rounding, which the
+    # float64 simulation does not model: the rank error named only the
+    # hyperparameters
+    batch, labels = digits
+    model = _model(width=32)
+    sent, returned, _ = _train(model, batch, labels, lr=0.1, batch_size=8, epochs=1)
+    sent32 = [a.astype(np.float32) for a in sent]
+    returned32 = [(np.float32(1) * a).astype(np.float32) for a in returned]
+    with pytest.raises(ValueError, match=(
+            r"^The first layer's update has rank \d+, more than n_samples=8: .*, or "
+            r"the parameters' float32 round-off fills it: the unrolled steps are "
+            r"simulated in float64")):
+        reconstruct_update(model, sent32, returned32, learning_rate=0.1, n_samples=8,
+                           batch_size=8)

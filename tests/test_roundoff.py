@@ -200,3 +200,9 @@ def test_a_float16_gradient_is_refused():
     q = make_gradient_query(batch, n_neurons=300, bias="gaussian", random_state=0)
     with pytest.raises(ValueError, match=r"^The gradient X is float16: its round-off"):
         GradientReconstructor(bias=True).fit(q.grad.astype(np.float16), **q.fit_params)
+
+
+def test_a_noise_std_that_is_not_a_number_is_refused():
+    with pytest.raises(ValueError, match=r"^noise_std must be a real number or an array "
+                                         r"of real numbers .*, got str: could not convert"):
+        check_noise_std("abc", (2, 3))

@@ -120,19 +120,12 @@ def count_above_floor(singular_values, floor):
     return max(1, int(np.sum(s > _ABOVE_FLOOR * floor)))
 
 
-def _implausible_floor(s, floor, count, batch_size, how, precision):
+def _implausible_floor(s, floor, count, batch_size, how):
     """Why the spectrum contradicts a known noise floor (``None`` if it does
-    not): a floor below the gradient's own round-off; a floor far above
-    the singular values it leaves out (noise of that level would fill the
-    spectrum up to it: zero noise_std on an exact query read 46 samples
-    for 4, a thousandfold one 1 across a 1e13 gap); or a floor that cuts
-    through a flat bulk above it (a noise_std a tenth of a float32 update's
-    round-off read 50 samples for 8)."""
-    roundoff = 10 * np.finfo(precision).eps * s[0]
-    if _ABOVE_FLOOR * floor < roundoff:
-        return (f"The floor of noise_std ({floor:.3g}) lies below the gradient's "
-                f"own {np.dtype(precision).name} round-off ({roundoff:.3g}): it "
-                "cannot be the error of its entries.")
+    not): a floor far above the singular values it leaves out (noise of
+    that level would fill the spectrum up to it: a thousandfold noise_std
+    read 1 sample for 4 across a 1e13 gap), or a floor that cuts through a
+    flat bulk above it."""
     if count < len(s) and np.median(s[count:]) < 1e-2 * floor:
         return (f"The floor of noise_std ({floor:.3g}) lies far above the "
                 f"singular values below it (median {np.median(s[count:]):.3g}): noise "
@@ -163,10 +156,10 @@ def batch_size_above_floor(singular_values, batch_size, how, floor,
     other noise -- DP-SGD's -- lifts more values above the round-off
     floor).
 
-    A floor the spectrum contradicts (below the gradient's round-off, far
-    above the values it leaves out, or cutting a flat bulk) is set aside
-    with a :class:`~skrecon.exceptions.BatchSizeWarning`, and the
-    spectrum's reading stands.
+    A floor below the gradient's own round-off (``10 eps s_1``) tells no
+    more than the spectrum, whose reading stands; one the spectrum
+    contradicts (far above the values it leaves out, or cutting a flat
+    bulk) is set aside with a :class:`~skrecon.exceptions.BatchSizeWarning`.
 
     Returns
     -------
@@ -178,7 +171,14 @@ def batch_size_above_floor(singular_values, batch_size, how, floor,
     """
     s = np.asarray(singular_values, dtype=np.float64)
     count = count_above_floor(s, floor)
-    doubt = _implausible_floor(s, floor, count, batch_size, how, precision)
+    if _ABOVE_FLOOR * floor < 10 * np.finfo(precision).eps * s[0]:
+        # a floor below the gradient's own round-off tells nothing more than
+        # the spectrum (a float64 update's rounding at lr 0.1: 5e-16 against
+        # 5e-15; zero noise_std on an exact query read 46 samples for 4)
+        doubt = None
+        count = batch_size
+    else:
+        doubt = _implausible_floor(s, floor, count, batch_size, how)
     if doubt is not None:
         warnings.warn(
             f"{doubt} The batch size is read off the spectrum alone "

@@ -354,7 +354,11 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
     # the rank: the singular values above the floor of the known round-off
     # (the bound eps ||θ||_F / lr above is 30 times that floor: 64 -> 1024,
     # float32, lr 0.1)
-    rank = count_above_floor(sv, noise_floor(query.noise_std))
+    # (refusing, it counts only values above the bound eps ||θ||_F / lr, 30
+    # times the known round-off's floor at 64 -> 1024, float32, lr 0.1: a
+    # mean of 16 clients' float64 returns, whose own rounding the
+    # entrywise std does not know, read rank 149 for 48 against the floor)
+    rank = count_above_floor(sv, max(noise_floor(query.noise_std), roundoff))
     if batch_size is None and rank >= min(grad.shape):
         warnings.warn(
             f"The update of the first layer has full rank ({rank}, shape "

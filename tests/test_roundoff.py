@@ -167,31 +167,39 @@ def test_an_aggregate_adds_its_clients_roundings():
     np.testing.assert_allclose(q.noise_std[:, :8], expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("noise_std, reason", [
-    (0.0, "lies below the gradient's own float64 round-off"),
-    (1e-30, "lies below the gradient's own float64 round-off"),
-    (1e3, "lies far above the singular values below it"),
-    (1e-3, "lies far above the singular values below it"),
-])
-def test_a_noise_std_the_spectrum_contradicts_is_set_aside(noise_std, reason):
+@pytest.mark.parametrize("noise_std", [0.0, 1e-30, 1e3, 1e-3])
+def test_a_noise_std_the_spectrum_contradicts_is_set_aside(noise_std):
     # an exact float64 query: zero noise_std read 46 samples for 4, a
-    # thousandfold one 1 across a 1e13 gap, both silently
+    # thousandfold one 1 across a 1e13 gap, both silently; a floor below the
+    # round-off tells nothing (no warning), one far above the values it
+    # leaves out is set aside with a warning
     batch, _ = load_digits_batch(4, random_state=0)
     q = make_gradient_query(batch, n_neurons=1000, bias="gaussian", random_state=0)
-    with pytest.warns(BatchSizeWarning, match=reason):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         mt = MomentTensorTransformer(bias=True).fit(q.grad, **q.fit_params,
                                                     noise_std=noise_std)
     assert mt.n_components_ == 4
+    said = [str(w.message) for w in caught if "noise_std" in str(w.message)]
+    if noise_std >= 1e-3:
+        assert len(said) == 1 and "lies far above the singular values below it" in said[0]
+    else:
+        assert said == []
 
 
-@pytest.mark.parametrize("factor", [0.1])
-def test_an_understated_noise_std_is_set_aside(factor):
+def test_a_floor_that_cuts_a_flat_bulk_is_set_aside():
+    s = np.r_[1.0, 0.5, np.full(10, 1e-3)]
+    with pytest.warns(BatchSizeWarning, match=r"^The floor of noise_std \(0\.0001\) cuts "
+                                              r"through a flat bulk of singular values "
+                                              r"\(12 above it"):
+        assert batch_size_above_floor(s, 2, "round-off", 1e-4)[:1] == (2,)
+
+
+def test_an_understated_float32_round_off_keeps_the_batch_size():
     # a tenth of a float32 update's round-off cut through its bulk: 50 read for 8
     q, batch = _float32_update(0.1, n_samples=8)
-    params = dict(q.fit_params, noise_std=q.noise_std * factor)
-    with pytest.warns(BatchSizeWarning, match="noise_std understates|below the "
-                      "gradient's own float32 round-off"):
-        mt = MomentTensorTransformer(bias=True).fit(q.grad, **params)
+    params = dict(q.fit_params, noise_std=q.noise_std * 0.1)
+    mt = MomentTensorTransformer(bias=True).fit(q.grad, **params)
     assert mt.n_components_ == 8
 
 

@@ -13,6 +13,7 @@ skrecon's one leakage harness, which :func:`skrecon.opacus.leakage_curve`
 feeds with its DP-SGD trial: every leakage table has the same columns.
 """
 
+import inspect
 from functools import partial
 from numbers import Integral
 
@@ -184,6 +185,13 @@ def _check_query_params(query_params, name):
         raise ValueError(
             f"query_params must not set {clash}: {name} passes the batch "
             "and draws each query with random_state=seed.")
+    known = set(inspect.signature(make_gradient_query).parameters) - {"batch",
+                                                                      "random_state"}
+    unknown = sorted(set(query_params) - known)
+    if unknown:
+        raise ValueError(
+            f"query_params has unknown key(s) {unknown}: they are passed to "
+            f"skrecon.clients.make_gradient_query, which takes {sorted(known)}.")
     return query_params
 
 

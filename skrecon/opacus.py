@@ -86,6 +86,16 @@ def _check_batch(torch, model, batch, targets):
         raise ValueError(
             f"targets must be integer class labels of shape ({batch.shape[0]},), "
             f"got shape {targets.shape} and dtype {targets.dtype}.")
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if linears and batch.shape[1] != linears[0].in_features:
+        raise ValueError(
+            f"batch has {batch.shape[1]} columns but the model's first linear layer "
+            f"takes {linears[0].in_features} inputs.")
+    if linears and (targets.min() < 0 or targets.max() >= linears[-1].out_features):
+        raise ValueError(
+            f"targets must be class labels in [0, {linears[-1].out_features}) (the "
+            f"model's {linears[-1].out_features} outputs), got values in "
+            f"[{targets.min()}, {targets.max()}].")
     return (torch.as_tensor(batch, dtype=dtype), torch.as_tensor(targets, dtype=torch.long))
 
 

@@ -121,6 +121,11 @@ def test_grid_mistakes_raise_before_any_trial(batch3):
         leakage_curve(batch3, Noise(), "scale", ["big"])
     with pytest.raises(ValueError, match=re.escape("query_params must not set ['random_state']")):
         leakage_curve(batch3, Noise(), "scale", [0.1], query_params={"random_state": 1})
+    # a misspelt key failed inside a trial with a TypeError
+    with pytest.raises(ValueError, match=re.escape(
+            "query_params has unknown key(s) ['n_neuron']: they are passed to "
+            "skrecon.clients.make_gradient_query, which takes")):
+        leakage_curve(batch3, Noise(), "scale", [0.1], query_params={"n_neuron": 300})
 
 
 def test_default_attack_matches_the_query_activation(batch3):

@@ -198,6 +198,13 @@ def test_errors(digits, server):
     with pytest.raises(ValueError, match=r"targets must be integer class labels of "
                                          r"shape \(4,\)"):
         private_step(server, batch, labels[:3], noise_multiplier=1.0)
+    # out-of-range labels and a batch of the wrong width raised torch's own errors
+    with pytest.raises(ValueError, match=r"^targets must be class labels in \[0, 10\) \(the "
+                                         r"model's 10 outputs\), got values in \[2\d, "):
+        private_step(server, batch, labels + 20, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match=r"^batch has 63 columns but the model's first "
+                                         r"linear layer takes 64 inputs\.$"):
+        private_step(server, batch[:, :63], labels, noise_multiplier=1.0)
     with pytest.raises(ValueError, match=r"accountant must be 'rdp', 'prv' or 'gdp'"):
         private_step(server, batch, labels, noise_multiplier=1.0, accountant="moments")
     # Opacus's own default accountant fails for one step with little noise

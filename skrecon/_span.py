@@ -509,6 +509,18 @@ def _sketched_span(columns, batch_size, precision, xp, device):
     # nonzero column is reported as live
     return vectors, sv, np.arange(n)
 
+def _check_rows_below_columns(rank, n_columns, shape, remedy):
+    """A clear error where every row of an ``(m, n)`` gradient is independent
+    and ``m < n_columns``: the batch size cannot be read off. ``remedy``
+    follows "cannot be read off" in the message."""
+    m = shape[0]
+    if rank == m and m < n_columns:
+        raise ValueError(
+            f"{one_row_prefix(m)}The gradient has as many independent rows as "
+            f"neurons ({m}, shape {shape}): the batch size cannot be read off"
+            f"{remedy}")
+
+
 def _read_batch_size(sv, shape, n_live, batch_size, precision, noise_floor=None):
     """``(B, gap, shown, full_column_rank)`` from the spectrum, or a clear
     error where the gradient cannot identify the batch. ``shown``: the
@@ -520,14 +532,9 @@ def _read_batch_size(sv, shape, n_live, batch_size, precision, noise_floor=None)
     n_rank = int(np.sum(sv > 10 * sv[0] * np.finfo(precision).eps))
     shown_batch_size, full_column_rank = None, False
     if batch_size == "auto":
-        if n_rank == m and m < n_live:
-            raise ValueError(
-                f"{one_row_prefix(m)}"
-                f"The gradient has as many independent rows as neurons "
-                f"({m}, shape {shape}): the batch size cannot be read off, "
-                "and the batch may be larger than this layer can identify. "
-                "Query a layer with many more neurons than samples."
-            )
+        _check_rows_below_columns(
+            n_rank, n_live, shape, ", and the batch may be larger than this layer "
+            "can identify. Query a layer with many more neurons than samples.")
         B, gap, how = _estimate_batch_size(sv, precision, m)
         if noise_floor is not None:  # known round-off
             B, gap, how = batch_size_above_floor(sv, B, how, noise_floor, precision)
@@ -639,12 +646,9 @@ def svd_span(X, batch_size):
     precision = effective_dtype(X, np)
     rank = int(np.sum(s > 10 * s[0] * np.finfo(precision).eps))
     if batch_size == "auto":
-        if rank == m and m < n_cols:
-            raise ValueError(
-                f"{one_row_prefix(m)}"
-                f"The gradient has as many independent rows as neurons ({m}, "
-                f"shape {X.shape}): the batch size cannot be read off. Pass "
-                "batch_size, or query a layer with more neurons than samples.")
+        _check_rows_below_columns(
+            rank, n_cols, X.shape, ". Pass batch_size, or query a layer with more "
+            "neurons than samples.")
         B, gap = estimate_batch_size(s, precision, n_rows=m)
     else:
         B = int(batch_size)

@@ -93,14 +93,27 @@ def _update_roundoff(state, keys, sent, clients, returned, client_weights):
     return out
 
 
-def _several_clients(returned):
+def _several_clients(returned, state):
     """Whether ``returned`` is a sequence of several clients' parameter sets
-    (lists, mappings or ArrayRecords) rather than one list of arrays."""
+    (lists, mappings or ArrayRecords) rather than one list of arrays.
+
+    One client's arrays given as nested Python lists (``w.tolist()``) are a
+    list of lists too: they are one parameter set when there is one entry per
+    ``state_dict`` entry and the first one has the first entry's shape.
+    """
     if not isinstance(returned, (list, tuple)) or not returned:
         return False
     first = returned[0]
-    return (isinstance(first, (list, tuple, Mapping))
-            or hasattr(first, "to_numpy_ndarrays"))
+    if isinstance(first, Mapping) or hasattr(first, "to_numpy_ndarrays"):
+        return True
+    if not isinstance(first, (list, tuple)):
+        return False
+    shapes = [tuple(v.shape) for v in state.values()]
+    try:
+        as_one = np.asarray(first, dtype=np.float64).shape == shapes[0]
+    except (TypeError, ValueError):  # ragged: a parameter set, not an array
+        as_one = False
+    return not (as_one and len(returned) == len(shapes))
 
 
 def _aggregate(sent, clients, keys, client_weights):
@@ -285,7 +298,7 @@ def update_query(model, sent, returned, *, learning_rate=1.0, batch_size=None,
     state = model.state_dict()
     keys = list(state)
     sent = as_arrays(sent, keys, "sent")
-    several = _several_clients(returned)
+    several = _several_clients(returned, state)
     n_clients = len(returned) if several else 1
     if several:
         clients = [as_arrays(r, keys, f"returned[{c}]") for c, r in enumerate(returned)]

@@ -151,6 +151,24 @@ def test_an_aggregate_of_clients_is_one_bigger_batch(server):
         update_query(server, sent, returns, learning_rate=LR, batch_size=4)
 
 
+def test_one_clients_parameters_as_nested_lists_are_one_client(digits, server):
+    """Parameters sent as plain Python lists (``w.tolist()``) are one parameter
+    set, not a list of clients (they used to be read as 1024 clients)."""
+    batch, labels = digits
+    sent = _to_list(server)
+    out = client_update(SGDClient(batch, labels), sent, config={"lr": LR})
+    as_arrays = update_query(server, sent, out.parameters, learning_rate=LR, batch_size=4)
+    as_lists = update_query(server, [p.tolist() for p in sent],
+                            [p.tolist() for p in out.parameters], learning_rate=LR,
+                            batch_size=4)
+    np.testing.assert_array_equal(as_lists.grad, as_arrays.grad)
+    # two clients, each as nested lists, are still two clients (their sum)
+    two = update_query(server, sent, [[p.tolist() for p in out.parameters]] * 2,
+                       learning_rate=LR, batch_size=8)
+    np.testing.assert_allclose(two.grad, 2 * as_arrays.grad, rtol=0,
+                               atol=1e-12 * np.abs(as_arrays.grad).max())
+
+
 def test_the_three_kinds_of_client_return_the_same_update(digits, server):
     batch, labels = digits
     sent = _to_list(server)

@@ -5,7 +5,6 @@ import re
 import joblib
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from skrecon.datasets import load_digits_batch
 from skrecon.defenses import GaussianGradientNoise, GlobalNormClipping, TopKPruning
@@ -14,17 +13,6 @@ from skrecon.evaluation import leakage_curve, leakage_grid
 QUERY = {"n_neurons": 2000}
 SEEDS = [0, 1]
 SIZES = [2, 3]
-
-
-@pytest.fixture(autouse=True)
-def _restore_blas_threads():
-    """Fits in threads of one process (the threading backend, a Dask cluster
-    of threads) share OpenBLAS's process-wide thread count, and overlapping
-    ``blas_threads(1)`` contexts can leave it at one thread: the tests after
-    these then ran single-threaded (different round-off than a fresh
-    interpreter). Restore it after each test."""
-    with threadpool_limits(limits=None):
-        yield
 
 
 def _defenses():

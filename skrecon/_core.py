@@ -81,9 +81,6 @@ _ERROR_PER_ROOT_MISFIT = {np.dtype(np.float32): 30.0, np.dtype(np.float64): 10.0
 # one core at B = 32 to 48)
 _PATTERN_FIRST_TRIALS = 256
 _PATTERN_TRIALS = 2048
-# the two-slope fit of a float32 gradient certifies rows only when its slopes
-# fit at least this share of the live neurons (the others' residuals outlying)
-_KEPT_ROWS = 0.75
 
 
 def min_neurons(batch_size, n_outputs):
@@ -350,12 +347,10 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
                        None if pattern is None else pattern.active,
                        None if pattern is None else pattern.known, fixed=fixed)
         # each row is certified by its standard error in input coordinates
-        # (:func:`skrecon._batch.reconstruct_batch`); here, by its fit, and
-        # all of them only when the slopes fit most neurons (wrong slopes
-        # bias the errors: a quarter of the neurons outlying was measured
-        # with samples wrong by 1e-2 to 1)
-        found_rows = ((fit.misfits <= final_accept)
-                      & (np.mean(fit.rows[np.any(P != 0, axis=1)]) >= _KEPT_ROWS))
+        # (:func:`skrecon._batch.reconstruct_batch`) where its column fits
+        # the span to round-off with its fitted slopes (a wrong sample's
+        # does not)
+        found_rows = fit.misfits <= final_accept
         say(f"patterns fixed: relative residual {fit.relative_residual:.2e} after "
             f"{fit.n_rounds} rounds")
         status = 3 if fit.relative_residual <= rtol else 2

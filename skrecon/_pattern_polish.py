@@ -32,9 +32,17 @@ from ._lm import solve_spd
 __all__ = ["fixed_pattern_fit", "pattern_flips", "polish_with_patterns", "span_fit",
            "input_fit"]
 
-# a row whose weighted residual exceeds the chi-square level by this many
-# of its standard deviations is left out of the next fit (a wrong slope)
-_OUTLIER = 10.0
+# a row whose residual exceeds this many times the typical row's (over their
+# round-off) is outlying: a wrong slope moves a row by its sample's whole
+# term, orders of magnitude above round-off, whose own spread over the rows
+# is heavy-tailed (a tenth of a float32 gradient's rows beyond the
+# chi-square level's 10 standard deviations, every slope right)
+_OUTLIER = 30.0
+# while slopes are being corrected, rows beyond the chi-square level by this
+# many of its standard deviations are left out of the next fit (the fit
+# tightens round by round, from a start whose wrong slopes spread their
+# error over every row)
+_TIGHT = 10.0
 _DEBUG = False
 
 
@@ -264,12 +272,10 @@ def polish_with_patterns(P, A, S, V, U, hi, lo, *, fixed=None, weighted=False,
     ``weighted``: rows weighted by their round-off (``1 / ||p_j||``), the
     least-squares fit of a float32 gradient; a wrong slope in a small row
     then weighs as much as a whole sample, so start unweighted. ``trim``:
-    rows whose residual (over their round-off) stays far above the others'
-    (``_OUTLIER`` standard deviations above the chi-square level) after a
-    round are left out of the next fit -- robust while slopes are wrong,
-    but round-off is heavier-tailed than that model (a tenth of the rows
-    of a float32 gradient with every slope right), so the final fit keeps
-    every row.
+    rows whose residual (over their round-off) is ``_TIGHT`` standard
+    deviations above the chi-square level after a round are left out of
+    the next fit (robust while slopes are wrong); at the end, only those
+    ``_OUTLIER`` times above the typical row stay out.
 
     Returns a Bunch: ``V``, ``U``, ``S``, ``sigma2`` (the variance of one
     entry of the weighted residual over the rows kept), ``weights`` ``(m,)``
@@ -292,7 +298,7 @@ def polish_with_patterns(P, A, S, V, U, hi, lo, *, fixed=None, weighted=False,
         r = (P - _model(V, U, A, S)[1]) * base[:, None]
         sigma = _entry_noise(r[weights > 0], n_dims)
         noise = np.where(base > 0, sigma / np.where(base > 0, base, 1.0), np.inf)
-        level = sigma**2 * (n_dims + _OUTLIER * np.sqrt(2 * n_dims))
+        level = sigma**2 * (n_dims + _TIGHT * np.sqrt(2 * n_dims))
         # a wrong slope shows as an outlying row: only those are flipped
         # (while the fit is still off, every row's residual has its
         # systematic part, which flips elsewhere would chase)
@@ -310,6 +316,15 @@ def polish_with_patterns(P, A, S, V, U, hi, lo, *, fixed=None, weighted=False,
                   f"outlying {np.sum(outlying)}")
         if not changed:
             break
+    if trim:
+        # the rows left out at the chi-square level come back unless they
+        # are outlying by far: round-off itself is heavier-tailed
+        r = (P - _model(V, U, A, S)[1]) * base[:, None]
+        sigma = _entry_noise(r[weights > 0], n_dims)
+        keep = np.where(np.sum(r * r, axis=1) <= n_dims * (_OUTLIER * sigma) ** 2,
+                        fit_base, 0.0)
+        changed = changed or np.any((keep > 0) != (weights > 0))
+        weights = keep
     if changed:
         Pw, Aw = P * weights[:, None], A * weights[:, None]
         V, U, normal, _ = fixed_pattern_fit(V, U, Pw, Aw, S, fixed=fixed)

@@ -57,6 +57,11 @@ _NOISE_TOL = 1e5
 # neurons; distinct samples at sines 0.6 to 1 and 130 to 300 neurons)
 _SAME_SIN = 0.05
 _SAME_SHARE = 0.01
+# on a gradient exact to its round-off, the trials fitting at least this
+# share of the neurons (but not _FIT_SHARE) start pattern iterations, the
+# best _NOISY_POLISHES of each batch
+_NOISY_FIT_SHARE = 0.8
+_NOISY_POLISHES = 8
 # trials per batched QR
 _BATCH = 512
 # with at most this many samples left and no column found in _STALL
@@ -384,6 +389,20 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
             points *= (fixed[1] / (points @ fixed[0]))[:, None]
         from_points(cols, points)
 
+    def iterate(cols, pattern):
+        """The pattern iteration of one column from ``pattern``: the null
+        vector over all neurons, the pattern it fits best, until it
+        repeats or fits; whether a column was kept."""
+        for _ in range(4):
+            z, misfit = cols.polish(pattern)
+            if misfit <= accept:
+                return keep(cols, pattern)
+            new = cols.test(z[None])[1][:, 0]
+            if np.array_equal(new, pattern):
+                return False
+            pattern = new
+        return False
+
     def from_guesses(cols):
         """The pattern iteration of one column from each guess: the pattern
         it predicts, the null vector over all neurons, the pattern that
@@ -429,6 +448,15 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
         refresh = False
         for t in np.flatnonzero(share >= _FIT_SHARE):
             refresh |= keep(cols, patterns[:, t])
+        if cols.noisy:
+            # a weak sample's trial (a null vector of a few rows) carries
+            # its round-off many times over, and fits fewer rows than the
+            # exact test asks: its pattern is iterated over all rows
+            near = np.flatnonzero((share >= _NOISY_FIT_SHARE) & (share < _FIT_SHARE))
+            for t in near[np.argsort(-share[near])][:_NOISY_POLISHES]:
+                if len(cols.Z) >= n_samples:
+                    break
+                refresh |= iterate(cols, patterns[:, t])
         stalled = 0 if refresh else stalled + 1
         if stalled and stalled % _STALL == 0:
             endgame(cols)

@@ -415,8 +415,11 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
                                       noise=pattern_noise)
             say(f"exact columns: {pattern.n_found} of {batch_size} in "
                 f"{pattern.n_trials} trials")
-        if pattern is not None and pattern.n_found == batch_size and not exact:
-            return roundoff_result(pattern.V, pattern, 0)
+        if pattern is not None and pattern.V is not None and not exact:
+            # every column, or all but one (:func:`pattern_samples`)
+            first = roundoff_result(pattern.V, pattern, 0)
+            if np.all(first.found):
+                return first
         if pattern is not None and pattern.n_found == batch_size:
             found = SearchResult(pattern.V, _misfits(pattern.V, problem, check),
                                  np.empty((0, n)), np.empty(0), 0)

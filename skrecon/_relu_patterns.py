@@ -54,9 +54,10 @@ _NOISE_TOL = 1e5
 # this sine of a found one's and whose slopes differ on at most this share
 # of the neurons is that sample again (measured, float32 ReLU at trained
 # weights, B = 16: repeats at sines 3e-4 to 2.3e-2 and 3 to 10 of 1024
-# neurons; distinct samples at sines 0.6 to 1 and 130 to 300 neurons)
+# neurons, then 11 and 12 of 1024 with the trials iterated; distinct
+# samples at sines 0.6 to 1 and 130 to 300 neurons)
 _SAME_SIN = 0.05
-_SAME_SHARE = 0.01
+_SAME_SHARE = 0.03
 # on a gradient exact to its round-off, the trials fitting at least this
 # share of the neurons (but not _FIT_SHARE) start pattern iterations, the
 # best _NOISY_POLISHES of each batch
@@ -579,6 +580,24 @@ def pattern_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples, basis,
         max_trials=max_trials, time_limit=np.inf, random_state=rng, verbose=verbose,
         noise=noise)
     V = known = rows_active = None
+    if (noise > 0 and guesses is None and C.shape[1] == n_samples - 1
+            and fixed is not None):
+        # one sample missing from a gradient exact to its round-off: it is
+        # the direction orthogonal to every found dual (V C = I), on the
+        # bias constraint; the found samples' rows are placeholders (the
+        # fit with the patterns fixed reads them off their patterns)
+        last = np.linalg.svd(C.T)[2][-1]
+        dot = float(last @ fixed[0])
+        if abs(dot) > 1e-8 * np.linalg.norm(fixed[0]):
+            V = np.linalg.pinv(C).copy()
+            dots = V @ fixed[0]
+            ok = np.abs(dots) > 1e-12 * np.linalg.norm(V, axis=1) * np.linalg.norm(fixed[0])
+            V[ok] *= (fixed[1] / dots[ok])[:, None]
+            V = np.vstack([V, last * (fixed[1] / dot)])
+            known = np.arange(n_samples) < n_samples - 1
+            rows_active = np.zeros((n_samples, P.shape[0]), dtype=bool)
+            rows_active[:-1] = active
+            return PatternResult(V, C.shape[1], n_trials, rows_active, known)
     if C.shape[1] == n_samples or (C.shape[1] and guesses is not None):
         V, source = samples_from_columns(C, active, guesses, Omega, bias_mean, kink, fixed)
         if V is not None:

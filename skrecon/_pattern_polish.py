@@ -44,6 +44,8 @@ _OUTLIER = 30.0
 # error over every row)
 _TIGHT = 10.0
 _DEBUG = False
+# a slope flips only where that explains this share of its row's residual
+_EXPLAINED = 0.5
 
 
 class _Tangent:
@@ -225,8 +227,9 @@ def pattern_flips(V, U, P, A, S, lo, hi, noise):
     Changing entry ``(j, k)`` moves row ``j``'s model by ``d = (s' - s)
     (a_j . w_k) v_k``; its squared residual falls by ``2 r_j . d - |d|^2``,
     which on a right entry exceeds ``6 noise_j |d|`` with the odds of a
-    3-sigma draw (``r_j . d`` is then noise). One entry per row (the best)
-    per call: entries of one row interact."""
+    3-sigma draw (``r_j . d`` is then noise), and it must remove at least
+    ``_EXPLAINED`` of the row's squared residual. One entry per row (the
+    best) per call: entries of one row interact."""
     beta, model = _model(V, U, A, S)
     r = P - model
     a = A @ U.T  # (m, B)
@@ -238,7 +241,11 @@ def pattern_flips(V, U, P, A, S, lo, hi, noise):
     gain = 2 * delta * rv - delta**2 * vv[None, :]  # decrease of ||r_j||^2
     k = np.argmax(gain, axis=1)
     pick = np.arange(len(k)), k
-    rows = np.flatnonzero(gain[pick] > 6 * noise * np.abs(delta[pick]) * np.sqrt(vv[k]))
+    # (and the flip must explain most of the row's residual: while the fit
+    # is off, every row's residual has a systematic part that some flip
+    # would reduce a little)
+    rows = np.flatnonzero((gain[pick] > 6 * noise * np.abs(delta[pick]) * np.sqrt(vv[k]))
+                          & (gain[pick] > _EXPLAINED * np.sum(r * r, axis=1)))
     S = S.copy()
     S[rows, k[rows]] = other[rows, k[rows]]
     return S, len(rows)
@@ -401,15 +408,33 @@ def span_fit(P, Omega, A, activation, bias_mean, V, active, known, *, fixed):
     if active is not None:
         on = np.where(known[None, :], active.T, on)
     S = np.where(on, hi, lo)
-    V, U = _relaxed_start(P, A, S, fixed, V)
-    if U is None:
-        U = signals_from_slopes(S, V, P, A, ridge=1e-12)
-    fit = polish_with_patterns(P, A, S, V, U, hi, lo, fixed=fixed, trim=True)
-    beta, model = _model(fit.V, fit.U, A, fit.S)
     Q = orth(P)
-    inside = Q @ (Q.T @ beta)
-    misfits = (np.sum((beta - inside) ** 2, axis=0)
-               / np.maximum(np.sum(beta**2, axis=0), np.finfo(float).tiny))
+
+    def misfits_of(fit):
+        beta = _model(fit.V, fit.U, A, fit.S)[0]
+        inside = Q @ (Q.T @ beta)
+        return (np.sum((beta - inside) ** 2, axis=0)
+                / np.maximum(np.sum(beta**2, axis=0), np.finfo(float).tiny))
+
+    # two starts: the given samples, and the relaxation's (which does not
+    # depend on them: better where they are poor, e.g. V = C^{-1} of noisy
+    # duals; worse for a weak sample beside wrong slopes of strong ones);
+    # the fit with more samples whose columns fit the span is kept
+    best = None
+    V1, U1 = _relaxed_start(P, A, S, fixed, V)
+    for start, signals in [(V, None), (V1, U1)]:
+        if signals is None:
+            if start is not V and U1 is None:
+                continue
+            signals = signals_from_slopes(S, start, P, A, ridge=1e-12)
+        fit = polish_with_patterns(P, A, S, start, signals, hi, lo, fixed=fixed, trim=True)
+        fit.misfits = misfits_of(fit)
+        score = np.sort(np.log10(np.maximum(fit.misfits, 1e-300)))
+        if best is None or tuple(score[::-1]) < tuple(best[0][::-1]):
+            best = (score, fit)
+    fit = best[1]
+    model = _model(fit.V, fit.U, A, fit.S)[1]
+    misfits = fit.misfits
     residual = float(np.linalg.norm(P - model) / np.linalg.norm(P))
     return Bunch(V=fit.V, U=fit.U, S=fit.S, misfits=misfits, relative_residual=residual,
                  n_rounds=fit.n_rounds, rows=fit.weights > 0)

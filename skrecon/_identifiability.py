@@ -321,7 +321,10 @@ def verdict_warnings(search, identified, span, activation, *, n_outputs,
         single = precision == np.float32
         out.append((IdentifiabilityWarning,
             f"Rows {rows.tolist()} of samples_ fit the {precision.name} gradient to "
-            "its round-off, but their misfits do not bound their errors by "
+            "its round-off, but their misfits"
+            + (" (ReLU-type: five times their standard errors)"
+               if search.get("slopes") is not None else "")
+            + " do not bound their errors by "
             f"{search.stated_precision:.0e}".replace("e-0", "e-") + " (found_ is False there"
             + ("; such float32 rows were measured at 5e-5 to 2e-2). " if single
                else "). ")

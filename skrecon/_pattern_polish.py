@@ -43,7 +43,6 @@ _OUTLIER = 30.0
 # tightens round by round, from a start whose wrong slopes spread their
 # error over every row)
 _TIGHT = 10.0
-_DEBUG = False
 # a slope flips only where that explains this share of its row's residual
 _EXPLAINED = 0.5
 
@@ -318,9 +317,6 @@ def polish_with_patterns(P, A, S, V, U, hi, lo, *, fixed=None, weighted=False,
             keep = np.where(np.sum(r * r, axis=1) <= level, fit_base, 0.0)
         changed = n_flipped or np.any((keep > 0) != (weights > 0))
         weights = keep
-        if _DEBUG:
-            print(f"round {n_rounds}: sigma {sigma:.1e} flipped {n_flipped} "
-                  f"outlying {np.sum(outlying)}")
         if not changed:
             break
     if trim:

@@ -60,7 +60,8 @@ def test_span_fit_flips_wrong_slopes_back(activation):
     B, n = x.shape[0], x.shape[1] + 1
     V = np.hstack([x, np.ones((B, 1))])
     rng = np.random.default_rng(3)
-    V0 = V + 1e-3 * rng.standard_normal(V.shape) * np.linalg.norm(V, axis=1)[:, None] / np.sqrt(n)
+    spread = np.linalg.norm(V, axis=1)[:, None] / np.sqrt(n)
+    V0 = V + 1e-3 * rng.standard_normal(V.shape) * spread
     V0[:, -1] = 1.0
     active = S.T > np.min(S)  # (B, m)
     rows = rng.choice(len(X), 10, replace=False)

@@ -26,6 +26,7 @@ from .refine import (RefinementResult, is_piecewise_linear, levenberg_marquardt,
                      pattern_iteration)
 from ._crossings import crossing_starts
 from ._relu_patterns import ica_guesses, pattern_samples, two_slopes
+from ._pattern_polish import span_fit
 from ._misfit import Slopes, is_repeat, onto_constraint, orth, sample_misfits
 from .search import SearchResult, search_samples
 
@@ -325,13 +326,39 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
     n_rows = min(m, max(_MIN_SEARCH_ROWS, (_ROWS_PER_UNKNOWN if K <= 16
                                            else _ROWS_PER_UNKNOWN_WIDE) * (n + K)))
 
-    # the exact-column route of two-slope activations on exact gradients
-    two_slope = exact and m > n + K + 2 and two_slopes(activation) is not None
+    # the exact-column route of two-slope activations on gradients exact to
+    # their round-off (float32: the patterns are exact, the least-squares
+    # steps carry the round-off, :mod:`skrecon._pattern_polish`)
+    two_slope = ((exact or roundoff) and m > n + K + 2
+                 and two_slopes(activation) is not None)
+    pattern_noise = 0.0 if exact else noise_level
     basis = np.asarray(host.scaled_basis)
     n_inputs = basis.shape[0] - 1 if proj.has_bias else basis.shape[0]
     ica = None
     if two_slope and identifiable:
         ica = ica_guesses(basis, n_inputs, fixed, rng)
+
+    def roundoff_result(V, pattern, n_starts):
+        """The attempt's result on the two-slope route of a gradient exact to
+        its round-off: the least-squares fit with the patterns fixed
+        (:mod:`skrecon._pattern_polish`); ``slopes`` go with it, for the
+        fit in input coordinates that certifies the rows."""
+        fit = span_fit(P, Omega, A, activation, b0, V,
+                       None if pattern is None else pattern.active,
+                       None if pattern is None else pattern.known, fixed=fixed)
+        # each row is certified by its standard error in input coordinates
+        # (:func:`skrecon._batch.reconstruct_batch`) where its column fits
+        # the span to round-off with its fitted slopes (a wrong sample's
+        # does not)
+        found_rows = fit.misfits <= final_accept
+        say(f"patterns fixed: relative residual {fit.relative_residual:.2e} after "
+            f"{fit.n_rounds} rounds")
+        status = 3 if fit.relative_residual <= rtol else 2
+        return Bunch(V=fit.V, U=fit.U, found=found_rows, misfits=fit.misfits,
+                     n_starts=n_starts, slopes=fit.S, slope_rows=fit.rows,
+                     n_found=0 if pattern is None else pattern.n_found,
+                     refinement=RefinementResult(fit.V, fit.U, fit.relative_residual,
+                                                 fit.n_rounds, status))
 
     def attempt():
         """One search of the batch and its joint polish, on a fresh row
@@ -384,9 +411,15 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
             pattern = pattern_samples(*problem, n_samples=batch_size, basis=basis,
                                       n_inputs=n_inputs, fixed=fixed, ica=ica,
                                       max_trials=_PATTERN_FIRST_TRIALS * batch_size,
-                                      random_state=rng, verbose=verbose)
+                                      random_state=rng, verbose=verbose,
+                                      noise=pattern_noise)
             say(f"exact columns: {pattern.n_found} of {batch_size} in "
                 f"{pattern.n_trials} trials")
+        if pattern is not None and pattern.V is not None and not exact:
+            # every column, or all but one (:func:`pattern_samples`)
+            first = roundoff_result(pattern.V, pattern, 0)
+            if np.all(first.found):
+                return first
         if pattern is not None and pattern.n_found == batch_size:
             found = SearchResult(pattern.V, _misfits(pattern.V, problem, check),
                                  np.empty((0, n)), np.empty(0), 0)
@@ -409,6 +442,18 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
                 "starts; completing with the best rejected searches")
             V = _complete(V, found.candidates, batch_size, n, rng, scale, fixed)
         V0, U0, residual = _finish(V, problem, fixed, piecewise, say)
+        if two_slope and identifiable and not exact:
+            # the patterns the data show, from the search's guesses
+            pattern = pattern_samples(*problem, n_samples=batch_size, basis=basis,
+                                      n_inputs=n_inputs, fixed=fixed, guesses=V0, ica=ica,
+                                      max_trials=_PATTERN_TRIALS * batch_size,
+                                      random_state=rng, verbose=verbose,
+                                      noise=pattern_noise)
+            say(f"pattern columns from the search's guesses: {pattern.n_found} of "
+                f"{batch_size} in {pattern.n_trials} trials")
+            if pattern.V is None:
+                return roundoff_result(V0, None, found.n_starts)
+            return roundoff_result(pattern.V, pattern, found.n_starts)
         if two_slope and identifiable and residual > success:
             # the smoothed search left samples missing, or accepted some
             # inside the wrong activation cell: exact columns from its guesses
@@ -465,7 +510,9 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
     # attempt that fits the gradient best is kept: at 1 % noise the
     # completed rows land in one of several local minima of the joint fit
     # (eight digits: median errors 3.4e-3 to 0.19 over six seeds).
-    n_attempts = 1 if exact else _NOISY_ATTEMPTS
+    # (the two-slope route of a float32 gradient searches once: a new search
+    # costs 20 s at B = 16 and finds the same patterns)
+    n_attempts = 1 if exact or (two_slope and identifiable) else _NOISY_ATTEMPTS
     best, n_starts = None, 0
     for number in range(n_attempts):
         attempt_label[0] = f" (attempt {number + 1} of {n_attempts})" if number else ""
@@ -497,7 +544,8 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
                  n_starts=n_starts, refinement=refinement, accept=row_accept,
                  fit_accept=final_accept, stated_precision=stated,
                  identifiable=identifiable, n_live_neurons=n_live,
-                 n_searched_found=best.n_found)
+                 n_searched_found=best.n_found, slopes=best.get("slopes"),
+                 slope_rows=best.get("slope_rows"))
 
 
 def _finish(V, problem, fixed, piecewise, say):

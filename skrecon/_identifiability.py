@@ -147,7 +147,7 @@ def moment_weights(activation, samples, proj, *, order, bias, bias_std, bias_mea
     return weights, messages
 
 
-def identify(V, U, found, misfits, proj, span, activation, W, *, bias):
+def identify(V, U, found, misfits, proj, span, activation, W, *, bias, samples=None):
     """The samples in input coordinates and what the gradient identifies of
     each.
 
@@ -167,6 +167,9 @@ def identify(V, U, found, misfits, proj, span, activation, W, *, bias):
         The first-layer weights (read without a bias, for a smooth
         activation, to tell which samples the activation resolves).
     bias : bool
+    samples : ndarray of shape (B, n_inputs) or None
+        The samples in input coordinates where a fit there refined them
+        (they then stand for the rows of ``V``).
 
     Returns
     -------
@@ -181,8 +184,9 @@ def identify(V, U, found, misfits, proj, span, activation, W, *, bias):
         :class:`~skrecon.exceptions.IdentifiabilityWarning` texts in order.
     """
     n = V.shape[0]
-    x_aug = (V @ to_host(proj.scaled_basis).T) / proj.column_scale
-    samples = x_aug[:, :-1] / x_aug[:, -1:] if bias else x_aug
+    if samples is None:
+        x_aug = (V @ to_host(proj.scaled_basis).T) / proj.column_scale
+        samples = x_aug[:, :-1] / x_aug[:, -1:] if bias else x_aug
     samples, U, sign_ok, scale_ok, messages = sign_and_scale(samples, U, activation, bias)
     if not bias:
         messages += constant_column_messages(samples)
@@ -317,7 +321,10 @@ def verdict_warnings(search, identified, span, activation, *, n_outputs,
         single = precision == np.float32
         out.append((IdentifiabilityWarning,
             f"Rows {rows.tolist()} of samples_ fit the {precision.name} gradient to "
-            "its round-off, but their misfits do not bound their errors by "
+            "its round-off, but their misfits"
+            + (" (ReLU-type: five times their standard errors)"
+               if search.get("slopes") is not None else "")
+            + " do not bound their errors by "
             f"{search.stated_precision:.0e}".replace("e-0", "e-") + " (found_ is False there"
             + ("; such float32 rows were measured at 5e-5 to 2e-2). " if single
                else "). ")

@@ -44,6 +44,25 @@ _FIT_SHARE = 0.98
 # a row fits when its residual is below this fraction of the column's
 # root-mean-square size (the exact test follows, on all rows)
 _ROW_TOL = 1e-6
+# on a gradient exact to its round-off (float32: relative in-span noise
+# eta of a few 1e-8), a true column's rows and polished null vector fit to
+# about eta over the sample's share of the gradient: the row tolerance and
+# the acceptance rise to this many times eta (the exact test of the found
+# rows follows in the core, held to the dtype's precision)
+_NOISE_TOL = 1e5
+# on a gradient exact to its round-off, a column whose dual vector is within
+# this sine of a found one's and whose slopes differ on at most this share
+# of the neurons is that sample again (measured, float32 ReLU at trained
+# weights, B = 16: repeats at sines 3e-4 to 2.3e-2 and 3 to 10 of 1024
+# neurons, then 11 and 12 of 1024 with the trials iterated; distinct
+# samples at sines 0.6 to 1 and 130 to 300 neurons)
+_SAME_SIN = 0.05
+_SAME_SHARE = 0.03
+# on a gradient exact to its round-off, the trials fitting at least this
+# share of the neurons (but not _FIT_SHARE) start pattern iterations, the
+# best _NOISY_POLISHES of each batch
+_NOISY_FIT_SHARE = 0.8
+_NOISY_POLISHES = 8
 # trials per batched QR
 _BATCH = 512
 # with at most this many samples left and no column found in _STALL
@@ -76,8 +95,10 @@ def _zero_sum_basis(K):
 class _Columns:
     """The columns found so far, in one parametrisation of the signals."""
 
-    def __init__(self, P, A, ratio, zero_sum):
-        self.ratio, self.zero_sum = ratio, zero_sum
+    def __init__(self, P, A, ratio, zero_sum, row_tol=_ROW_TOL):
+        self.ratio, self.zero_sum, self.row_tol = ratio, zero_sum, row_tol
+        self.noisy = row_tol > _ROW_TOL
+        self.misfits = []
         self.N = _zero_sum_basis(A.shape[1]) if zero_sum else np.eye(A.shape[1])
         self.An = A @ self.N
         # an orthonormal basis of col(P) in the units of A, so that the
@@ -132,7 +153,7 @@ class _Columns:
         size = np.sqrt(np.mean(a * a, axis=0)) + np.finfo(float).tiny
         on = np.abs(beta - a)
         off = np.abs(beta - self.ratio * a)
-        fit = np.minimum(on, off) <= _ROW_TOL * size
+        fit = np.minimum(on, off) <= self.row_tol * size
         return np.mean(fit, axis=0), on <= off
 
     def polish(self, active):
@@ -149,15 +170,31 @@ class _Columns:
         """The found dual vectors in the units of ``P``: ``(B, n_found)``."""
         return np.linalg.solve(self.R, self.Z[:, :self.n_dims].T * self.gamma)
 
-    def add(self, z, active, cos_max=1 - 1e-8):
-        """Keep a new column; ``False`` for one already found."""
+    def add(self, z, active, misfit, cos_max=1 - 1e-8):
+        """Keep a new column; ``False`` for one already found.
+
+        On a gradient exact to its round-off a weak sample's column is
+        found again with a dual vector a few 1e-4 to 1e-2 off and a few
+        neurons' slopes differing (those where its term is at the
+        round-off): such a column is the same sample (distinct samples'
+        duals are as far apart as the samples' directions, and their
+        patterns differ on a share of the neurons about the angle between
+        them over pi), and the one that fits better is kept."""
         c = z[:self.n_dims] / np.linalg.norm(z[:self.n_dims])
-        for other in self.Z:
+        for k, other in enumerate(self.Z):
             o = other[:self.n_dims] / np.linalg.norm(other[:self.n_dims])
-            if abs(c @ o) > cos_max:
+            cos = abs(c @ o)
+            if cos > cos_max:
+                return False
+            if (self.noisy and np.sqrt(max(0.0, 1 - cos**2)) < _SAME_SIN
+                    and np.sum(self.active[k] != active) <= _SAME_SHARE * len(active)):
+                if misfit < self.misfits[k]:
+                    self.Z[k], self.active[k], self.misfits[k] = z / np.linalg.norm(z), \
+                        active, misfit
                 return False
         self.Z = np.vstack([self.Z, z / np.linalg.norm(z)])
         self.active = np.vstack([self.active, active[None]])
+        self.misfits.append(misfit)
         return True
 
 
@@ -231,7 +268,7 @@ def _project_guesses(guesses, targets, C, fixed):
 def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=None,
                  fixed=None,
                  accept=1e-10, max_trials=200_000, time_limit=30.0, random_state=None,
-                 verbose=0):
+                 verbose=0, noise=0.0):
     """Exact columns ``(c_k, u_k)`` of a piecewise-linear layer (see the module).
 
     Parameters
@@ -254,6 +291,10 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
     max_trials, time_limit : int, float
         Budget.
     random_state : numpy.random.Generator
+    noise : float
+        Relative in-span noise of a gradient exact to its round-off
+        (float32): the row tolerance and ``accept`` rise to ``_NOISE_TOL``
+        times it.
 
     Returns
     -------
@@ -273,8 +314,10 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
     say = print if verbose else (lambda *a: None)
     # the signals' parametrisation: zero-sum (cross-entropy, K - 1 unknowns)
     # and general are tried alternately until one of them gives a column
-    modes = [_Columns(P, A, ratio, True), _Columns(P, A, ratio, False)] if K > 1 else \
-        [_Columns(P, A, ratio, False)]
+    row_tol = max(_ROW_TOL, _NOISE_TOL * noise)
+    accept = max(accept, _NOISE_TOL * noise)
+    modes = ([_Columns(P, A, ratio, True, row_tol), _Columns(P, A, ratio, False, row_tol)]
+             if K > 1 else [_Columns(P, A, ratio, False, row_tol)])
     state = {"guesses": guesses, "modes": modes,
              "targets": np.arange(len(guesses)) if guesses is not None else np.arange(0)}
     start = time.perf_counter()
@@ -286,7 +329,7 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
             return False  # a column already found (two samples' patterns
             # can differ in one neuron of 512: compared exactly)
         z, misfit = cols.polish(pattern)
-        if misfit > accept or not cols.add(z, pattern):
+        if misfit > accept or not cols.add(z, pattern, misfit):
             return False
         say(f"pattern columns: {len(cols.Z)} of {n_samples} after {n_trials} "
             f"trials ({time.perf_counter() - start:.1f} s), misfit {misfit:.1e}")
@@ -347,6 +390,20 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
             points *= (fixed[1] / (points @ fixed[0]))[:, None]
         from_points(cols, points)
 
+    def iterate(cols, pattern):
+        """The pattern iteration of one column from ``pattern``: the null
+        vector over all neurons, the pattern it fits best, until it
+        repeats or fits; whether a column was kept."""
+        for _ in range(4):
+            z, misfit = cols.polish(pattern)
+            if misfit <= accept:
+                return keep(cols, pattern)
+            new = cols.test(z[None])[1][:, 0]
+            if np.array_equal(new, pattern):
+                return False
+            pattern = new
+        return False
+
     def from_guesses(cols):
         """The pattern iteration of one column from each guess: the pattern
         it predicts, the null vector over all neurons, the pattern that
@@ -392,6 +449,15 @@ def find_columns(P, Omega, A, activation, bias_mean=0.0, *, n_samples, guesses=N
         refresh = False
         for t in np.flatnonzero(share >= _FIT_SHARE):
             refresh |= keep(cols, patterns[:, t])
+        if cols.noisy:
+            # a weak sample's trial (a null vector of a few rows) carries
+            # its round-off many times over, and fits fewer rows than the
+            # exact test asks: its pattern is iterated over all rows
+            near = np.flatnonzero((share >= _NOISY_FIT_SHARE) & (share < _FIT_SHARE))
+            for t in near[np.argsort(-share[near])][:_NOISY_POLISHES]:
+                if len(cols.Z) >= n_samples:
+                    break
+                refresh |= iterate(cols, patterns[:, t])
         stalled = 0 if refresh else stalled + 1
         if stalled and stalled % _STALL == 0:
             endgame(cols)
@@ -432,37 +498,42 @@ def ica_guesses(basis, n_inputs, fixed, random_state):
 
 
 def samples_from_columns(C, active, guesses, Omega, bias_mean, kink, fixed):
-    """Samples ``(B, B)`` from found dual vectors ``C`` ``(B, n_found)``.
+    """Samples ``(B, B)`` from found dual vectors ``C`` ``(B, n_found)``,
+    and for each row the found column it comes from (``-1``: a guess).
 
     All found: ``V = C^{-1}``, each row rescaled onto the bias constraint
     (or, without one, signed so that it activates the neurons of its
     pattern). Some found: the guesses' duals ``guesses^{-1}`` with the
     columns that match a found pattern best replaced by the found ones,
-    inverted (a start for the pattern iteration).
+    inverted (a start for the pattern iteration). ``(None, None)`` where
+    that fails.
     """
     B = C.shape[0]
     n_found = C.shape[1]
+    source = np.arange(B)
     if n_found < B:
         if guesses is None or len(guesses) != B:
-            return None
+            return None, None
         try:
             Chat = np.linalg.inv(guesses)
         except np.linalg.LinAlgError:
-            return None
+            return None, None
         t = Omega @ guesses.T + bias_mean - kink > 0
         agree = (active.astype(float) @ t + (~active).astype(float) @ ~t) / Omega.shape[0]
         from scipy.optimize import linear_sum_assignment
         rows, cols = linear_sum_assignment(-agree)
+        source = np.full(B, -1)
         for f, g in zip(rows, cols):
             c = C[:, f] * np.sign(C[:, f] @ Chat[:, g]) * np.linalg.norm(Chat[:, g])
             Chat[:, g] = c
+            source[g] = f
         C, active_of = Chat, None
     else:
         active_of = active
     try:
         V = np.linalg.inv(C)
     except np.linalg.LinAlgError:
-        return None
+        return None, None
     if fixed is not None:
         dots = V @ fixed[0]
         ok = np.abs(dots) > 1e-12 * np.linalg.norm(V, axis=1) * np.linalg.norm(fixed[0])
@@ -471,20 +542,24 @@ def samples_from_columns(C, active, guesses, Omega, bias_mean, kink, fixed):
         t = Omega @ V.T + bias_mean - kink > 0  # (m, B)
         agree = np.mean(t == active_of.T, axis=0)
         V[agree < 0.5] *= -1.0
-    return V if np.all(np.isfinite(V)) else None
+    return (V, source) if np.all(np.isfinite(V)) else (None, None)
 
 
 class PatternResult:
     """Outcome of :func:`pattern_samples`: ``V`` ``(B, B)`` or ``None``,
-    ``n_found`` columns, ``n_trials``."""
+    ``n_found`` columns, ``n_trials``; ``active`` ``(B, m)`` bool, the
+    pattern each row of ``V`` has on the data (its found column's), and
+    ``known`` ``(B,)`` whether the row has one (else a guess's row, whose
+    ``active`` is ``False``)."""
 
-    def __init__(self, V, n_found, n_trials):
+    def __init__(self, V, n_found, n_trials, active=None, known=None):
         self.V, self.n_found, self.n_trials = V, int(n_found), int(n_trials)
+        self.active, self.known = active, known
 
 
 def pattern_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples, basis,
                     n_inputs, fixed=None, guesses=None, ica=None, accept=1e-8,
-                    max_trials=10_000, random_state=None, verbose=0):
+                    max_trials=10_000, random_state=None, verbose=0, noise=0.0):
     """The batch from exact columns (see the module), in span coordinates.
 
     The trials' rows come from ``guesses`` (``(B, B)``, e.g. the smoothed
@@ -502,8 +577,31 @@ def pattern_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples, basis,
     C, _, active, n_trials = find_columns(
         P, Omega, A, activation, bias_mean, n_samples=n_samples,
         guesses=pool if len(pool) else None, fixed=fixed, accept=accept,
-        max_trials=max_trials, time_limit=np.inf, random_state=rng, verbose=verbose)
-    V = None
+        max_trials=max_trials, time_limit=np.inf, random_state=rng, verbose=verbose,
+        noise=noise)
+    V = known = rows_active = None
+    if (noise > 0 and guesses is None and C.shape[1] == n_samples - 1
+            and fixed is not None):
+        # one sample missing from a gradient exact to its round-off: it is
+        # the direction orthogonal to every found dual (V C = I), on the
+        # bias constraint; the found samples' rows are placeholders (the
+        # fit with the patterns fixed reads them off their patterns)
+        last = np.linalg.svd(C.T)[2][-1]
+        dot = float(last @ fixed[0])
+        if abs(dot) > 1e-8 * np.linalg.norm(fixed[0]):
+            V = np.linalg.pinv(C).copy()
+            dots = V @ fixed[0]
+            ok = np.abs(dots) > 1e-12 * np.linalg.norm(V, axis=1) * np.linalg.norm(fixed[0])
+            V[ok] *= (fixed[1] / dots[ok])[:, None]
+            V = np.vstack([V, last * (fixed[1] / dot)])
+            known = np.arange(n_samples) < n_samples - 1
+            rows_active = np.zeros((n_samples, P.shape[0]), dtype=bool)
+            rows_active[:-1] = active
+            return PatternResult(V, C.shape[1], n_trials, rows_active, known)
     if C.shape[1] == n_samples or (C.shape[1] and guesses is not None):
-        V = samples_from_columns(C, active, guesses, Omega, bias_mean, kink, fixed)
-    return PatternResult(V, C.shape[1], n_trials)
+        V, source = samples_from_columns(C, active, guesses, Omega, bias_mean, kink, fixed)
+        if V is not None:
+            known = source >= 0
+            rows_active = np.zeros((n_samples, P.shape[0]), dtype=bool)
+            rows_active[known] = active[source[known]]
+    return PatternResult(V, C.shape[1], n_trials, rows_active, known)

@@ -53,7 +53,8 @@ def test_find_columns_gives_the_dual_of_the_batch(activation):
     assert np.allclose(np.sort(np.abs(D), axis=0)[:-1], 0.0, atol=1e-9)
     assert sorted(np.argmax(np.abs(D), axis=0)) == list(range(B))
     # and the samples follow from them
-    Vhat = samples_from_columns(C, active, None, Omega, 0.1, 0.0, None)
+    Vhat, source = samples_from_columns(C, active, None, Omega, 0.1, 0.0, None)
+    assert list(source) == list(range(B))  # row k of V = C^{-1}: column k
     ratio = Vhat / V[np.argmax(np.abs(D), axis=0)]
     assert np.allclose(ratio, ratio[:, :1], rtol=1e-8)
     assert np.all(ratio[:, 0] > 0)  # the sign follows from the pattern

@@ -63,6 +63,7 @@ from ._misfit import (DUPLICATE_ANGLE, DUPLICATE_ANGLE_PIECEWISE, Slopes,
                       best_signal, is_repeat, misfit_and_jacobian, onto_constraint,
                       orth, sample_misfit, sample_misfits)
 from ._lm import lm_driver
+from ._remaining import found_column, into_span, remaining_span, span_tangent
 from .refine import is_piecewise_linear
 
 __all__ = ["column_space_misfit", "search_samples", "SearchResult"]
@@ -77,6 +78,13 @@ _SEARCH_ITER = 40
 _POLISH_ITER = 20
 # a misfit this small is float64 round-off: the sample is exact
 _ROUND_OFF = 1e-24
+# a search in the span of the samples not found yet (skrecon._remaining)
+# that ends below this misfit (or below the acceptance level, if higher)
+# but above round-off is searched on from there in all coordinates (the
+# span is exact only as far as the found samples are)
+_SPAN_FOLLOW = 1e-6
+# steps (fractions of a found sample's norm) of the starts near found samples
+_NEAR_STEPS = (0.02, 0.05, 0.1, 0.2, 0.4)
 
 
 def _normal_equations(v, Q, Omega, Omega_t, a, slopes, bias_mean):
@@ -261,6 +269,33 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
         if free_norm and np.linalg.norm(v) > 0:
             v = v * (start_norm / np.linalg.norm(v))
     return v, phi
+
+
+def _search_start(v, Q, Omega, A, activation, stages, bias_mean, tangent, skip_below,
+                  inner=None, follow=0.0):
+    """One start's search: in all coordinates (``tangent``), or first in
+    the span of the samples not found (``inner``, its tangent basis; ``v``
+    already in it), then in all coordinates from there when it ends below
+    ``follow`` but above round-off."""
+    if inner is None:
+        return _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent,
+                           _SEARCH_ITER, skip_below)
+    v, phi = _search_one(v, Q, Omega, A, activation, stages, bias_mean, inner,
+                         _SEARCH_ITER, skip_below)
+    if _ROUND_OFF <= phi < follow and np.all(np.isfinite(v)):
+        v, phi = _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent,
+                             _SEARCH_ITER, skip_below)
+    return v, phi
+
+
+def _near_found(d, found, number):
+    """A start near found sample ``number % len(found)``: that sample plus
+    a step along ``d`` of a fraction of its norm (cycling through
+    ``_NEAR_STEPS``)."""
+    v = found[number % len(found)]
+    step = _NEAR_STEPS[(number // len(found)) % len(_NEAR_STEPS)]
+    norm = float(np.linalg.norm(d))
+    return v if not norm > 0 else v + (step * float(np.linalg.norm(v)) / norm) * d
 
 
 def _deflated_basis(P, found):
@@ -461,6 +496,11 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
     # sample: a later search that ends there again is a repeat
     repeats = []
     Q_keep = None
+    # the found samples' unit columns on the search's rows, and the basis
+    # they are read against
+    columns, Q_sub = [], None
+    follow = max(_SPAN_FOLLOW, accept)
+    n_drawn = 0
     n_starts, round_no = 0, 0
     cos_dup = np.cos(np.radians(DUPLICATE_ANGLE_PIECEWISE if piecewise
                                 else DUPLICATE_ANGLE))
@@ -481,19 +521,40 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
             if more.ndim != 2 or more.shape[1] != n_dims:
                 raise ValueError(f"random_starts(k) must return an array of shape "
                                  f"(k, {n_dims}), got {more.shape}.")
+            if not piecewise and found:
+                # every other random start near a found sample instead, in
+                # the random start's direction (natural batches hold
+                # near-duplicates, whose basins are a few per cent wide)
+                more = [_near_found(v, found, n_drawn + i) if (n_drawn + i) % 2 else v
+                        for i, v in enumerate(more)]
+            n_drawn += len(more)
             queue.extend(more)
         n_again = min(len(again), k)
         batch, again = again[:n_again], again[n_again:]
         batch, queue = batch + queue[:k - n_again], queue[k - n_again:]
         if not batch:
             break
-        batch = [onto_constraint(v, fixed) for v in batch]
+        raw, batch = batch, [onto_constraint(v, fixed) for v in batch]
         Q = _deflated_basis(P_sub, found)
+        # the span of the samples not found yet: the found samples' columns
+        # projected out of the gradient (smooth activations; the homotopy
+        # of a piecewise-linear one keeps all coordinates)
+        inner = None
+        if not piecewise and columns:
+            Z = remaining_span(P_sub, np.array(columns).T, n_dims - len(columns))
+            inner = None if Z is None else span_tangent(Z, fixed)
+        searched_from = batch
+        if inner is not None:
+            # the starts as directions (before the constraint moved them
+            # along its normal: a shared offset that a projection keeps)
+            searched_from = [into_span(v, Z, fixed) for v in raw]
+            searched_from = [w if w is not None else onto_constraint(Z @ (Z.T @ v), fixed)
+                             for w, v in zip(searched_from, raw)]
         with blas_threads(1):
             results = Parallel(n_jobs=n_jobs)(
-                delayed(_search_one)(v, Q, Omega_sub, A_sub, activation, stages,
-                                     bias_mean, tangent, _SEARCH_ITER, skip_below)
-                for v in batch)
+                delayed(_search_start)(v, Q, Omega_sub, A_sub, activation, stages,
+                                       bias_mean, tangent, skip_below, inner, follow)
+                for v in searched_from)
         n_starts += len(batch)
         round_no += 1
         n_before = len(found)
@@ -533,6 +594,13 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                 continue
             found.append(v)
             misfits.append(phi)
+            if not piecewise:
+                if Q_sub is None:
+                    Q_sub = orth(P_sub)  # the undeflated basis on the search's rows
+                column = found_column(v, Q_sub, Omega_sub, A_sub, Slopes(activation),
+                                      bias_mean)
+                if column is not None:
+                    columns.append(column)
         k = int(np.clip(2 * (len(found) - n_before), 1, n_init))
         if verbose:
             print(f"search: round {round_no}, {n_starts} starts, "

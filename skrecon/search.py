@@ -272,20 +272,29 @@ def _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent, max_iter
 
 
 def _search_start(v, Q, Omega, A, activation, stages, bias_mean, tangent, skip_below,
-                  inner=None, follow=0.0):
-    """One start's search: in all coordinates (``tangent``), or first in
-    the span of the samples not found (``inner``, its tangent basis; ``v``
-    already in it), then in all coordinates from there when it ends below
-    ``follow`` but above round-off."""
+                  inner=None, v_inner=None, follow=0.0, accept=0.0):
+    """One start's search in all coordinates (``tangent``); with ``inner``
+    (the tangent basis of the span of the samples not found, and
+    ``v_inner`` the start moved into it) first there, then on in all
+    coordinates from where it ends when that is below ``follow`` but above
+    round-off, and from ``v`` itself (the plain search) when that did not
+    reach ``accept``: the lower misfit of the two is returned."""
     if inner is None:
         return _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent,
                            _SEARCH_ITER, skip_below)
-    v, phi = _search_one(v, Q, Omega, A, activation, stages, bias_mean, inner,
+    w, phi = _search_one(v_inner, Q, Omega, A, activation, stages, bias_mean, inner,
                          _SEARCH_ITER, skip_below)
-    if _ROUND_OFF <= phi < follow and np.all(np.isfinite(v)):
-        v, phi = _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent,
+    if _ROUND_OFF <= phi < follow and np.all(np.isfinite(w)):
+        w, phi = _search_one(w, Q, Omega, A, activation, stages, bias_mean, tangent,
                              _SEARCH_ITER, skip_below)
-    return v, phi
+    if phi < accept and np.all(np.isfinite(w)):
+        return w, phi
+    # the span's own minima can be spurious (near-duplicate samples, a few
+    # tenths of a per cent apart, sit where a start scaled onto the
+    # constraint rarely lands): the start as the plain search takes it
+    v, plain = _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent,
+                           _SEARCH_ITER, skip_below)
+    return (v, plain) if plain < phi or not np.isfinite(phi) else (w, phi)
 
 
 def _near_found(d, found, number):
@@ -543,18 +552,19 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         if not piecewise and columns:
             Z = remaining_span(P_sub, np.array(columns).T, n_dims - len(columns))
             inner = None if Z is None else span_tangent(Z, fixed)
-        searched_from = batch
+        in_span = [None] * len(batch)
         if inner is not None:
             # the starts as directions (before the constraint moved them
             # along its normal: a shared offset that a projection keeps)
-            searched_from = [into_span(v, Z, fixed) for v in raw]
-            searched_from = [w if w is not None else onto_constraint(Z @ (Z.T @ v), fixed)
-                             for w, v in zip(searched_from, raw)]
+            in_span = [into_span(v, Z, fixed) for v in raw]
+            in_span = [w if w is not None else onto_constraint(Z @ (Z.T @ v), fixed)
+                       for w, v in zip(in_span, raw)]
         with blas_threads(1):
             results = Parallel(n_jobs=n_jobs)(
                 delayed(_search_start)(v, Q, Omega_sub, A_sub, activation, stages,
-                                       bias_mean, tangent, skip_below, inner, follow)
-                for v in searched_from)
+                                       bias_mean, tangent, skip_below, inner, w, follow,
+                                       accept)
+                for v, w in zip(batch, in_span))
         n_starts += len(batch)
         round_no += 1
         n_before = len(found)

@@ -16,10 +16,11 @@ in a space of ``B - |F| - 1`` coordinates (with the bias constraint).
 
 That is what finds the samples a search over all of ``R^B`` rarely does: on
 a trained ``3072 -> 1024 -> 8`` tanh net (32x32x3 patches, 20 epochs, B = 32)
-the samples with a few live neurons (tanh' above 1 % on 19 to 39 % of
-them) and near-duplicates (white sky patches 1 to 4 % apart) have basins
-of a few per cent of their norm in ``R^B``: 600 random starts found 28 of
-32; in the remaining span the last 12 came in 42 to 44 starts (DESIGN F8).
+the samples with few live neurons (tanh' above 1 % on 19 to 39 % of them)
+and near-duplicates (white sky patches 1 to 4 % apart) have basins of a few
+per cent of their norm; the search found 19-20 of 32 in its default 144
+starts, and with this span (and starts near found samples,
+:mod:`skrecon.search`) 32 of 32 in 49-59 (four seeds of the starts).
 
 Everything here is host NumPy, on the search's row subset.
 """
@@ -27,9 +28,13 @@ Everything here is host NumPy, on the search's row subset.
 import numpy as np
 from scipy import linalg
 
-from ._misfit import best_signal, orth
+from ._misfit import best_signal, onto_constraint, orth
 
-__all__ = ["found_column", "remaining_span", "into_span", "span_tangent"]
+__all__ = ["found_column", "remaining_span", "into_span", "span_tangent",
+           "span_starts", "near_found"]
+
+# steps (fractions of a found sample's norm) of the starts near found samples
+NEAR_STEPS = (0.02, 0.05, 0.1, 0.2, 0.4)
 
 
 def found_column(v, Q, Omega, A, slopes, bias_mean):
@@ -83,3 +88,30 @@ def into_span(v, Z, fixed):
     if not abs(ew) > 1e-8 * np.linalg.norm(e) * np.linalg.norm(w):
         return None
     return w * (target / ew)
+
+
+def span_starts(P, columns, starts, fixed):
+    """``(inner, moved)``: the tangent basis of the span of the samples not
+    found (:func:`remaining_span` of ``P`` with the found ``columns``
+    projected out, on the constraint) and the ``starts`` moved into it (as
+    directions: before the constraint moved them along its normal, a
+    shared offset that a projection would keep); ``(None, [None, ...])``
+    where there is no such span."""
+    none = (None, [None] * len(starts))
+    Z = remaining_span(P, columns, P.shape[1] - columns.shape[1])
+    inner = None if Z is None else span_tangent(Z, fixed)
+    if inner is None:
+        return none
+    moved = [into_span(v, Z, fixed) for v in starts]
+    return inner, [w if w is not None else onto_constraint(Z @ (Z.T @ v), fixed)
+                   for w, v in zip(moved, starts)]
+
+
+def near_found(d, found, number):
+    """A start near found sample ``number % len(found)``: that sample plus
+    a step along ``d`` of a fraction of its norm (cycling through
+    :data:`NEAR_STEPS`)."""
+    v = found[number % len(found)]
+    step = NEAR_STEPS[(number // len(found)) % len(NEAR_STEPS)]
+    norm = float(np.linalg.norm(d))
+    return v if not norm > 0 else v + (step * float(np.linalg.norm(v)) / norm) * d

@@ -27,6 +27,15 @@ the complement of their span in ``R^B``) gives ``col(P N) = span{beta_i : i
 not found}``: searching with ``Q = orth(P N)`` removes the zeros already
 found, so every start can only land on a new sample.
 
+**The span of the samples not found** (:mod:`skrecon._remaining`). The
+found samples' columns, projected out of ``P``, leave a matrix whose row
+space is exactly ``span{v_i : i not found}``: each later search of a
+smooth activation runs there first (its start projected onto it), then
+on in all coordinates, and, where the span's minimum is spurious, from the
+start itself as before. Every other random start is put near a found
+sample instead (a step of 2 to 40 % of its norm along the random
+direction): natural batches hold near-duplicates, whose basins are narrow.
+
 **Piecewise-linear activations** (ReLU, leaky ReLU) have ``sigma'' = 0``
 almost everywhere and no Jacobian: each jump of ``sigma'`` is smoothed by a
 logistic step whose width shrinks geometrically from a fraction of the
@@ -63,7 +72,7 @@ from ._misfit import (DUPLICATE_ANGLE, DUPLICATE_ANGLE_PIECEWISE, Slopes,
                       best_signal, is_repeat, misfit_and_jacobian, onto_constraint,
                       orth, sample_misfit, sample_misfits)
 from ._lm import lm_driver
-from ._remaining import found_column, into_span, remaining_span, span_tangent
+from ._remaining import found_column, near_found, span_starts
 from .refine import is_piecewise_linear
 
 __all__ = ["column_space_misfit", "search_samples", "SearchResult"]
@@ -83,8 +92,6 @@ _ROUND_OFF = 1e-24
 # but above round-off is searched on from there in all coordinates (the
 # span is exact only as far as the found samples are)
 _SPAN_FOLLOW = 1e-6
-# steps (fractions of a found sample's norm) of the starts near found samples
-_NEAR_STEPS = (0.02, 0.05, 0.1, 0.2, 0.4)
 
 
 def _normal_equations(v, Q, Omega, Omega_t, a, slopes, bias_mean):
@@ -295,16 +302,6 @@ def _search_start(v, Q, Omega, A, activation, stages, bias_mean, tangent, skip_b
     v, plain = _search_one(v, Q, Omega, A, activation, stages, bias_mean, tangent,
                            _SEARCH_ITER, skip_below)
     return (v, plain) if plain < phi or not np.isfinite(phi) else (w, phi)
-
-
-def _near_found(d, found, number):
-    """A start near found sample ``number % len(found)``: that sample plus
-    a step along ``d`` of a fraction of its norm (cycling through
-    ``_NEAR_STEPS``)."""
-    v = found[number % len(found)]
-    step = _NEAR_STEPS[(number // len(found)) % len(_NEAR_STEPS)]
-    norm = float(np.linalg.norm(d))
-    return v if not norm > 0 else v + (step * float(np.linalg.norm(v)) / norm) * d
 
 
 def _deflated_basis(P, found):
@@ -534,7 +531,7 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
                 # every other random start near a found sample instead, in
                 # the random start's direction (natural batches hold
                 # near-duplicates, whose basins are a few per cent wide)
-                more = [_near_found(v, found, n_drawn + i) if (n_drawn + i) % 2 else v
+                more = [near_found(v, found, n_drawn + i) if (n_drawn + i) % 2 else v
                         for i, v in enumerate(more)]
             n_drawn += len(more)
             queue.extend(more)
@@ -548,17 +545,9 @@ def search_samples(P, Omega, A, activation, bias_mean=0.0, *, n_samples=None,
         # the span of the samples not found yet: the found samples' columns
         # projected out of the gradient (smooth activations; the homotopy
         # of a piecewise-linear one keeps all coordinates)
-        inner = None
+        inner, in_span = None, [None] * len(batch)
         if not piecewise and columns:
-            Z = remaining_span(P_sub, np.array(columns).T, n_dims - len(columns))
-            inner = None if Z is None else span_tangent(Z, fixed)
-        in_span = [None] * len(batch)
-        if inner is not None:
-            # the starts as directions (before the constraint moved them
-            # along its normal: a shared offset that a projection keeps)
-            in_span = [into_span(v, Z, fixed) for v in raw]
-            in_span = [w if w is not None else onto_constraint(Z @ (Z.T @ v), fixed)
-                       for w, v in zip(in_span, raw)]
+            inner, in_span = span_starts(P_sub, np.array(columns).T, raw, fixed)
         with blas_threads(1):
             results = Parallel(n_jobs=n_jobs)(
                 delayed(_search_start)(v, Q, Omega_sub, A_sub, activation, stages,

@@ -282,8 +282,8 @@ def test_the_joint_polish_does_not_lose_samples_the_search_found(monkeypatch):
     # polish of all eight lowered the residual (0.04 to 0.01) by moving the
     # seven off (0 of 8 found). (In the span of the samples not found, the
     # default, the same starts find all 8: that case is below.)
-    from skrecon import search
-    monkeypatch.setattr(search, "remaining_span", lambda *args: None)
+    from skrecon import _remaining
+    monkeypatch.setattr(_remaining, "remaining_span", lambda *args: None)
     rec, errors, perm = _tensor_starts_fit("tanh", 4)
     assert rec.n_found_ == 7
     assert rec.refinement_.status == -2

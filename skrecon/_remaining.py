@@ -17,7 +17,7 @@ in a space of ``B - |F| - 1`` coordinates (with the bias constraint).
 That is what finds the samples a search over all of ``R^B`` rarely does: on
 a trained ``3072 -> 1024 -> 8`` tanh net (32x32x3 patches, 20 epochs, B = 32)
 the samples with few live neurons (tanh' above 1 % on 19 to 39 % of them)
-and near-duplicates (white sky patches 1 to 4 % apart) have basins of a few
+and near-duplicates (near-white patches 1 to 4 % apart) have basins of a few
 per cent of their norm; the search found 19-20 of 32 in its default 144
 starts, and with this span (and starts near found samples,
 :mod:`skrecon.search`) 32 of 32 in 49-59 (four seeds of the starts).

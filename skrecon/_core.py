@@ -429,6 +429,7 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
                                    rows=rows if n_rows < m else None, polish_rows=check,
                                    accept=accept, exact_accept=final_accept, n_init=n_init,
                                    max_starts=max_starts, n_jobs=n_jobs, verbose=verbose,
+                                   remaining=n_resolved is None or n_resolved >= n,
                                    progress=None if progress is None else report)
         else:
             # no more neurons than one sample's unknowns: every direction

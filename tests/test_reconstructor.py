@@ -429,7 +429,10 @@ def test_verbose_one_is_one_progress_line_through_the_polish(digits8, capsys):
     q = make_gradient_query(digits8, n_neurons=WIDTH, bias="gaussian", random_state=0)
     rec = GradientReconstructor(bias=True, random_state=0, verbose=1,
                                 init="random", max_starts=4)
-    with pytest.warns(ConvergenceWarning):  # 4 starts for 8 samples
+    # 4 starts for 8 samples: the joint polish runs from 4 guessed rows (it
+    # may or may not reach all 8: the line goes through it either way)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
         rec.fit(q.grad, **q.fit_params)
     captured = capsys.readouterr()
     assert captured.out == ""

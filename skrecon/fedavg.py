@@ -52,6 +52,7 @@ from ._fedavg_start import (assign_steps, interpolated, one_hot,
                             refined_start, search_start, soft_targets, span,
                             span_coordinates, trajectory)
 from ._optional import import_optional
+from ._order_search import ResidualScore, search_order
 from ._parameters import as_arrays, check_pair
 from ._threads import blas_threads
 from ._unroll import (Schedule, Unknowns, flat_parameters,
@@ -504,10 +505,27 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
             break
         order, W = new, memberships(new, schedule)
         soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
+    K = soft.shape[1]
+    labels0 = score = None
+    # several epochs of mini-batches: the assignment misplaces samples (its
+    # trajectory comes from the order itself); the order and the labels are
+    # searched on the residual of the simulated steps (_order_search)
+    multi = schedule.steps_per_epoch > 1 and schedule.epochs > 1
+    if multi:
+        tic = time.perf_counter()
+        score = ResidualScore(torch, layers, p0, pT_dict, names, schedule, K)
+        before = score(start, np.argmax(soft, axis=1), order)
+        labels0, order, after = search_order(score, start, np.argmax(soft, axis=1), order,
+                                             schedule)
+        W = memberships(order, schedule)
+        soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
+        if verbose:
+            print(f"fedavg: order and labels searched on the simulated residual, "
+                  f"{before:.1e} -> {after:.1e} ({score.n_calls} simulations, "
+                  f"{time.perf_counter() - tic:.1f} s)")
     X0, order, soft, targets = refined_start(
         torch, layers, p0, start, soft, order, first, second, activation, has_bias, U,
-        D @ U, left, last_delta, schedule, verbose)
-    K = soft.shape[1]
+        D @ U, left, last_delta, schedule, verbose, labels=labels0, score=score)
     unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K)
     n_iter, nfev, best = 0, 0, None
     # every row one-hot (its likeliest label), then one-hot only where the
@@ -538,6 +556,15 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
             thetas = trajectory(torch, layers, p0, X, Q, order_try, schedule)
             order_try = assign_steps(torch, X, thetas, first, second, act, has_bias,
                                       left, schedule)
+            if multi:
+                # the polished batch tells the orders apart better than the start
+                hard = np.argmax(Q, axis=1)
+                if score(X, hard, tried[-1]) < score(X, hard, order_try):
+                    order_try = tried[-1]
+                new_labels, order_try, _ = search_order(score, X, hard, order_try, schedule)
+                changed = new_labels != hard
+                Q = Q.copy()
+                Q[changed] = np.eye(K)[new_labels[changed]]
             if any(np.array_equal(order_try, seen) for seen in tried):
                 break
             W = memberships(order_try, schedule)

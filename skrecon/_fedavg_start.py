@@ -449,7 +449,7 @@ def refined_start(torch, layers, p0, X, soft, order, first, second, activation,
             thetas = trajectory(torch, layers, p0, X, targets, order, schedule)
             new = assign_steps(torch, X, thetas, first, second, act, has_bias, basis_P,
                                schedule)
-            if score is not None:
+            if score is not None and not np.array_equal(new, order):
                 hard = np.argmax(targets, axis=1)
                 if score(X, hard, order) <= score(X, hard, new):
                     new = order

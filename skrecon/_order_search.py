@@ -24,8 +24,11 @@ from ._unroll import flat_parameters, memberships, simulate
 
 __all__ = ["ResidualScore", "search_order"]
 
-# moves kept per epoch (and label moves kept) in a round's combinations
+# moves kept per epoch, and label moves kept, in a round's combinations
+# (8 digits, b = 4, E = 3: the true order was one exchange away in each
+# epoch, the three exchanges among each epoch's best four)
 _WIDTH = 4
+_LABEL_WIDTH = 2
 _ROUNDS = 10
 
 
@@ -51,7 +54,7 @@ class ResidualScore:
                                            - self.pT)) / self.scale
 
 
-def _moves(score, X, labels, order, step_of, width):
+def _moves(score, X, labels, order, step_of, width, label_width):
     """The ``width`` best single moves of each epoch and of the labels."""
     E, N = order.shape
     factors = []
@@ -72,11 +75,12 @@ def _moves(score, X, labels, order, step_of, width):
                 lab[i] = k
                 ranked.append((score(X, lab, order), ("label", i, k)))
     ranked.sort(key=lambda item: item[0])
-    factors.append([None] + [move for _, move in ranked[:width]])
+    factors.append([None] + [move for _, move in ranked[:label_width]])
     return factors
 
 
-def search_order(score, X, labels, order, schedule, *, width=_WIDTH, max_rounds=_ROUNDS):
+def search_order(score, X, labels, order, schedule, *, width=_WIDTH,
+                 label_width=_LABEL_WIDTH, max_rounds=_ROUNDS):
     """The labels and order of lowest simulated residual near ``labels`` and ``order``.
 
     Parameters
@@ -98,7 +102,8 @@ def search_order(score, X, labels, order, schedule, *, width=_WIDTH, max_rounds=
     current = score(X, labels, order)
     for _ in range(max_rounds):
         best = None
-        for combo in itertools.product(*_moves(score, X, labels, order, step_of, width)):
+        for combo in itertools.product(*_moves(score, X, labels, order, step_of, width,
+                                                    label_width)):
             if all(move is None for move in combo):
                 continue
             o, lab = order.copy(), labels.copy()

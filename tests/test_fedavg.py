@@ -264,6 +264,24 @@ def test_a_polish_cut_short_is_flagged(digits, monkeypatch):
     assert res.update_residual > 1e-9
 
 
+def test_a_wrong_learning_rate_is_named(digits):
+    # the hint is a check, not a certainty: it is given where another
+    # learning rate or number of epochs fits 10x better (here lr 0.05 and
+    # residual ~3e-3 against 0.68 with the given 0.1)
+    batch, labels = digits
+    model = _model()
+    sent, returned, _ = _train(model, batch, labels, lr=0.05, batch_size=8, epochs=3)
+    message = "fits learning_rate=0.05 far better than learning_rate=0.1"
+    with pytest.warns(ConvergenceWarning, match=(
+            r"or hyperparameters that are not the client's: learning_rate, batch_size, "
+            r"epochs, momentum, weight_decay\)\. No sample is certified; the rows are "
+            r"best guesses\. The batch found " + re.escape(message) + r" \(relative "
+            r"residual [0-9.e-]+\): check the client's hyperparameters\.$")):
+        res = reconstruct_update(model, sent, returned, learning_rate=0.1, n_samples=8,
+                                 batch_size=8, epochs=3, random_state=0)
+    assert not res.success and not res.found.any()
+
+
 # ----------------------------------------------------------------------------
 # what the server must know, and what is refused
 # ----------------------------------------------------------------------------

@@ -150,7 +150,7 @@ for i in range(len(batch)):
         ax.set_xticks([])
         ax.set_yticks([])
 fig.suptitle("A FedAvg round, 3 local epochs of mini-batches of 4: the client's digits "
-             "(label), the polish's start (relative error) and the batch found (label, "
-             "error)", fontsize=8)
+             "(label),\nthe polish's start (relative error) and the batch found (label, "
+             "relative error)", fontsize=8)
 fig.tight_layout()
 plt.show()

@@ -346,9 +346,10 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
     steps ``t_e``, so the steps whose weights fit it best are its steps
     (scored on an estimated trajectory, assigned by one assignment problem
     per epoch; with several epochs the order and the labels are then
-    searched on the simulated residual). With the order, the same column is fitted for each sample
-    alone on the simulated trajectory (the family of its own steps, the
-    samples already exact deflated from the column space); its signal
+    searched on the simulated residual). With the order, the same column is
+    fitted for each sample alone on the simulated trajectory (the family of
+    its own steps, the samples already exact deflated from the column
+    space); its signal
     ``u_{i,e}`` is ``p_i - q_i`` up to scale, which names the label. A few
     such rounds bring most batches to round-off before the polish.
     The result is certified by the simulation itself: ``update_residual``.

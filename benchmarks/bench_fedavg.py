@@ -18,7 +18,7 @@ Run::
     python benchmarks/bench_fedavg.py --activations tanh --models gaussian --lrs 0.05
     python benchmarks/bench_fedavg.py --frontier             # N = 32 and 48 rows
     python benchmarks/bench_fedavg.py --activations tanh --models gaussian --lrs 0.05 \
-        --configs 4x1 --seeds 0 1 2
+        --configs 4x1 4x3@8 --seeds 0 1 2          # 4x3@8: b = 4, E = 3 at N = 8
 """
 
 import argparse
@@ -34,7 +34,16 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_core import _print_footer, _print_header, _print_table  # noqa: E402
 
-CONFIGS = [(16, 1), (16, 3), (16, 5), (4, 1), (4, 2)]  # (b, E) at N = 16
+# b x E at N = 16, or b x E @ N: several epochs of mini-batches at N = 16
+# (b = 4, E = 2 and b = 8, E = 3) and at N = 8 (b = 4, E = 3, the gallery's round)
+CONFIGS = ["16x1", "16x3", "16x5", "4x1", "4x2", "8x3", "4x3@8"]
+
+
+def parse_config(text):
+    """``"bxE"`` (N = 16) or ``"bxE@N"`` -> (N, b, E)."""
+    steps, _, n = text.partition("@")
+    b, e = steps.split("x")
+    return int(n or 16), int(b), int(e)
 
 
 def make_model(activation, trained, width=1024):
@@ -126,8 +135,8 @@ def main(argv=None):
     p.add_argument("--activations", nargs="+", default=["tanh", "relu"])
     p.add_argument("--models", nargs="+", default=["gaussian", "trained"])
     p.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.05, 0.1])
-    p.add_argument("--configs", nargs="+", default=[f"{b}x{e}" for b, e in CONFIGS],
-                   help="b x E at N = 16, e.g. 16x3 4x1")
+    p.add_argument("--configs", nargs="+", default=CONFIGS,
+                   help="b x E at N = 16, or b x E @ N, e.g. 16x3 4x1 4x3@8")
     p.add_argument("--frontier", action="store_true",
                    help="instead: N = 32 and 48 (b = N, E = 3 and b = N/4, E = 1, lr 0.05)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
@@ -149,8 +158,8 @@ def main(argv=None):
             if args.frontier:
                 cases = [(n, 0.05, b, e) for n in (32, 48) for b, e in ((n, 3), (n // 4, 1))]
             else:
-                cases = [(16, lr, int(c.split("x")[0]), int(c.split("x")[1]))
-                         for lr in args.lrs for c in args.configs]
+                cases = [(n, lr, b, e) for lr in args.lrs
+                         for n, b, e in map(parse_config, args.configs)]
             for (n, lr, b, epochs), seed in itertools.product(cases, args.seeds):
                 row = [activation, kind, str(n), str(b), str(epochs), f"{lr:g}",
                        str(seed)] + run(model, n, lr, b, epochs, args.max_iter, seed)

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import linalg
 from scipy.optimize import least_squares, linear_sum_assignment
 
+from ._order_search import search_order
 from ._unroll import memberships, simulate, slope
 from .moments import estimate_batch_size
 from .search import search_samples
@@ -401,7 +402,8 @@ def signal_labels(soft, label_misfit, ratio=SIGNAL_LABEL_RATIO):
 
 
 def refined_start(torch, layers, p0, X, soft, order, first, second, activation,
-                  has_bias, U, P, basis_P, last_delta, schedule, verbose=0):
+                  has_bias, U, P, basis_P, last_delta, schedule, verbose=0, labels=None,
+                  score=None):
     """The start, its order and labels refitted in rounds on the simulated steps.
 
     Each round simulates the trajectory of the current batch, targets and
@@ -412,6 +414,12 @@ def refined_start(torch, layers, p0, X, soft, order, first, second, activation,
     order holds and neither the worst misfit halves nor more samples are
     exact, or the worst misfit is below ``_REFIT_DONE``.
 
+    ``labels`` (n_samples,) start the targets one-hot (else the clear rows of
+    ``soft``); with ``score`` (a :class:`skrecon._order_search.ResidualScore`)
+    a re-assigned order replaces the current one only where the simulated
+    residual is lower, and :func:`skrecon._order_search.search_order` then
+    searches the order and labels near it.
+
     Returns the samples ``(n_samples, n_inputs)``, the order ``(epochs,
     n_samples)``, the regressed soft targets ``(n_samples, K)`` and the
     targets the polish starts from (one-hot where the signal or the
@@ -421,7 +429,8 @@ def refined_start(torch, layers, p0, X, soft, order, first, second, activation,
                    else layers[-1][2] or "")
     act = layers[1][1]
     W = memberships(order, schedule)
-    targets, worst, most_exact = one_hot(soft), np.inf, 0
+    targets = one_hot(soft) if labels is None else np.eye(soft.shape[1])[labels]
+    worst, most_exact = np.inf, 0
     for _ in range(_REFIT_ROUNDS):
         tic = time.perf_counter()
         thetas = trajectory(torch, layers, p0, X, targets, order, schedule)
@@ -440,6 +449,14 @@ def refined_start(torch, layers, p0, X, soft, order, first, second, activation,
             thetas = trajectory(torch, layers, p0, X, targets, order, schedule)
             new = assign_steps(torch, X, thetas, first, second, act, has_bias, basis_P,
                                schedule)
+            if score is not None and not np.array_equal(new, order):
+                hard = np.argmax(targets, axis=1)
+                if score(X, hard, order) <= score(X, hard, new):
+                    new = order
+                found, new, _ = search_order(score, X, hard, new, schedule)
+                changed = found != hard
+                targets = targets.copy()
+                targets[changed] = np.eye(targets.shape[1])[found[changed]]
         # progress: the worst misfit halves, or more samples are exact (a
         # sample far off keeps the worst misfit up while the others settle:
         # 16 digits, b = 4, lr 0.1, 12 exact in the second round)
@@ -453,5 +470,6 @@ def refined_start(torch, layers, p0, X, soft, order, first, second, activation,
         else:
             order, W = new, memberships(new, schedule)
             soft = soft_targets(torch, layers, p0, X, last_delta, W, schedule)
-            targets = signal_labels(one_hot(soft), label_misfit)
+            if score is None:  # else the targets searched with the order
+                targets = signal_labels(one_hot(soft), label_misfit)
     return X, order, soft, targets

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._activation_probe import identify_activation
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -76,7 +78,7 @@ def mlp_layers(torch, model):
 
     elementwise = (nn.Tanh, nn.ReLU, nn.Sigmoid, nn.LeakyReLU, nn.GELU, nn.SiLU,
                    nn.ELU, nn.Softplus, nn.Identity)
-    layers = []
+    layers, linears = [], []
     for name, module in model.named_modules():
         if list(module.children()):
             if not isinstance(module, nn.Sequential) and module is not model:
@@ -87,6 +89,7 @@ def mlp_layers(torch, model):
         if isinstance(module, nn.Linear):
             layers.append(("linear", prefix + "weight",
                            prefix + "bias" if module.bias is not None else None))
+            linears.append((name, module))
         elif isinstance(module, elementwise):
             layers.append(("act", module))
         elif isinstance(module, nn.Dropout) and not module.training:
@@ -97,7 +100,61 @@ def mlp_layers(torch, model):
     if not layers or layers[0][0] != "linear" or layers[-1][0] != "linear":
         raise ValueError(_NOT_MLP.format(what="a model that does not start and end "
                                          "with nn.Linear"))
-    return layers
+    return _measured_activations(torch, model, layers, linears)
+
+
+# skrecon's activations that the simulation runs as torch modules
+_TORCH_ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "sigmoid": "Sigmoid",
+                      "leaky_relu": "LeakyReLU", "elu": "ELU", "gelu": "GELU",
+                      "silu": "SiLU", "softplus": "Softplus", "identity": "Identity"}
+
+
+def _measured_activations(torch, model, layers, linears):
+    """``layers`` with each activation the forward pass applies, measured.
+
+    A model may apply its activation in ``forward`` (``torch.tanh(x)``) and
+    hold no activation module: the walk of its modules then sees two linear
+    layers in a row, and a simulation without the activation would stall.
+    Between each two consecutive linear layers the forward pass is probed
+    (:func:`skrecon._activation_probe.identify_activation`); a measured
+    activation replaces or fills in the module's, and one that is not among
+    the activations the simulation runs raises.
+    """
+    from torch import nn
+
+    names = {cls: name for name, cls in _TORCH_ACTIVATIONS.items()}
+    out, k = [], 0
+    for i, item in enumerate(layers):
+        out.append(item)
+        if item[0] != "linear":
+            continue
+        k += 1
+        if k == len(linears):
+            break
+        module = layers[i + 1][1] if layers[i + 1][0] == "act" else None
+        default_leaky = (not isinstance(module, nn.LeakyReLU)
+                         or module.negative_slope == 0.01)
+        from_module = names.get(type(module).__name__) if default_leaky else None
+        (name1, lin1), (name2, lin2) = linears[k - 1], linears[k]
+        measured, reason = identify_activation(torch, model, lin1, lin2, from_module)
+        if measured == from_module and module is not None:
+            continue
+        if not isinstance(measured, str) or measured not in _TORCH_ACTIVATIONS:
+            what = (f"{reason}" if measured is None else
+                    f"it applies {getattr(measured, 'name', measured)!r}, which the "
+                    "simulation does not run")
+            raise ValueError(
+                f"skrecon.fedavg simulates the client's local steps with the activation "
+                f"its forward pass applies between the linear layers {name1!r} and "
+                f"{name2!r}, measured on known pre-activations: {what}. Supported: "
+                f"{sorted(_TORCH_ACTIVATIONS)}, as modules (nn.Tanh()) or functions "
+                "in forward (torch.tanh).")
+        act = getattr(nn, _TORCH_ACTIVATIONS[measured])()
+        if module is None:
+            out.append(("act", act))
+        else:
+            layers[i + 1] = ("act", act)
+    return out
 
 
 _NOT_MLP = (

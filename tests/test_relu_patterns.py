@@ -10,8 +10,6 @@ import pytest
 from skrecon import GradientReconstructor
 from skrecon._relu_patterns import find_columns, samples_from_columns, two_slopes
 from skrecon.activations import get_activation
-from skrecon.clients import make_gradient_query
-from skrecon.datasets import load_digits_batch
 from skrecon.metrics import relative_error
 
 

@@ -1,0 +1,348 @@
+"""Batches larger than their rank: the tuple column-space search.
+
+When the ``B`` samples of a batch are linearly dependent (their
+bias-augmented rank ``r`` is below ``B``: 64 digits span 54 dimensions,
+since border pixels are zero in every digit; 32 rows of a 30-feature
+table span at most 31), the gradient has rank ``r`` and no single
+sample satisfies the column-space condition of the per-sample search
+(:ref:`theory-f8`): ``col(P)`` is an ``r``-dimensional subspace of the
+``B``-dimensional ``span{beta_1 ... beta_B}``. In span coordinates
+``P = beta V`` with ``V`` (``B x r``) of rank ``r``, so ``col(P) = {beta z :
+z in col(V)}`` and ``col(V)`` is the orthogonal complement of the
+``s = B - r`` dimensional null space of ``V^T``. A vector ``z`` supported on
+``s + 1`` samples and orthogonal to that null space exists for every
+``(s + 1)``-subset of the batch (generically unique up to scale, with no
+zero entry), hence:
+
+* **tuple condition.** For every set ``F`` of ``s + 1`` samples, some
+  combination ``sum_{f in F} c_f S(v_f)`` of the family
+  ``S(v) = a * sigma'(Omega v + b0)`` lies in ``col(P)``. The misfit
+  ``phi(v_1 ... v_{s+1}, c) = ||(I - Q Q^T) h|| ^ 2 / ||h|| ^ 2`` with
+  ``h = sum_k c_k S(v_k)`` vanishes on every one of the ``C(B, s + 1)``
+  tuples: a Levenberg-Marquardt search from random starts over
+  ``(s + 1) r`` unknowns.
+* **signals.** With ``F`` found, the vectors ``y`` with ``P y`` in
+  ``span{S(v_f)}`` are those orthogonal to the other ``r - 1`` samples: one
+  direction, and ``P y = sum_f u_f (v_f . y) S(v_f)`` gives each ``u_f`` by
+  least squares.
+* **the rest.** ``P - sum_f u_f S(v_f) v_f^T`` is the gradient of the other
+  ``r - 1`` samples, which are linearly independent: the per-sample search
+  with deflation (:func:`skrecon.search.search_samples`) finds them.
+
+Measured (``benchmarks/bench_overcomplete.py``): see the README's table.
+The tuple search grows with ``s``: one or two samples beyond the rank are
+reached in seconds; many beyond it are not (the search does not converge
+from random starts within its budget).
+"""
+
+import warnings
+from numbers import Integral
+
+import numpy as np
+from scipy import linalg
+from scipy.optimize import least_squares
+from sklearn.utils import Bunch, check_random_state
+from sklearn.utils.validation import check_array
+
+from .activations import Activation, get_activation
+from .refine import fit_signals, gradient_model, is_piecewise_linear
+from .search import search_samples
+from .exceptions import IdentifiabilityWarning
+
+__all__ = ["reconstruct_overcomplete"]
+
+# a tuple (or a sample) counts as found below this squared misfit (an
+# exact float64 search reaches ~1e-25, as the per-sample search's)
+_ACCEPT = 1e-10
+# the whole model fits to round-off below this relative residual
+_EXACT_RESIDUAL = 1e-8
+
+
+def _family(Omega, a, V, bias_mean, activation, order=1):
+    """``a * sigma^(order)(Omega V^T + b0)``: ``(m, k)``."""
+    return a[:, None] * activation.derivative(Omega @ V.T + bias_mean, order)
+
+
+def _tuple_search(P, Omega, a, activation, bias_mean, fixed, k, rng, max_starts,
+                  max_nfev, scale):
+    """Random-start LM searches of one ``k``-tuple satisfying the tuple
+    condition; returns ``(phi, V (k, r), n_starts)`` of the best."""
+    Q = np.linalg.qr(P)[0]
+    e, c = fixed
+    tangent = linalg.null_space(e[None, :])  # (r, r - 1)
+    base = e * (c / (e @ e))
+    n_free = tangent.shape[1]
+    omega_t = Omega @ tangent
+    offset = Omega @ base + bias_mean
+
+    def unpack(x):
+        X = x[:k * n_free].reshape(k, n_free)
+        return X, np.concatenate([[1.0], x[k * n_free:]])
+
+    def state(x):
+        X, coef = unpack(x)
+        t = offset[:, None] + omega_t @ X.T
+        s = a[:, None] * activation.derivative(t, 1)
+        h = s @ coef
+        return X, coef, t, s, h, np.linalg.norm(h)
+
+    def residual(x):
+        _, _, _, _, h, norm = state(x)
+        g = h / norm
+        return g - Q @ (Q.T @ g)
+
+    def jacobian(x):
+        _, coef, t, s, h, norm = state(x)
+        g = h / norm
+        slope2 = a[:, None] * activation.derivative(t, 2) * coef[None, :]
+        H = np.concatenate([(slope2[:, :, None] * omega_t[:, None, :]).reshape(len(a), -1),
+                            s[:, 1:]], axis=1)
+        H = (H - np.outer(g, g @ H)) / norm
+        return H - Q @ (Q.T @ H)
+
+    best = (np.inf, None)
+    n_starts = 0
+    for n_starts in range(1, max_starts + 1):
+        x0 = np.concatenate([rng.standard_normal(k * n_free) * scale / np.sqrt(n_free + 1),
+                             rng.standard_normal(k - 1)])
+        with np.errstate(all="ignore"):
+            sol = least_squares(residual, x0, jac=jacobian, method="lm", xtol=1e-15,
+                                ftol=1e-15, gtol=1e-15, max_nfev=max_nfev)
+        phi = float(sol.fun @ sol.fun) if np.all(np.isfinite(sol.fun)) else np.inf
+        if phi < best[0]:
+            X, _ = unpack(sol.x)
+            best = (phi, base + X @ tangent.T)
+        if best[0] < _ACCEPT:
+            break
+    return best[0], best[1], n_starts
+
+
+def _tuple_signals(P, Omega, a, activation, bias_mean, V):
+    """Signals ``u_f`` of a found tuple from the one direction ``y`` with
+    ``P y`` in ``span{S(v_f)}``."""
+    S = _family(Omega, a, V, bias_mean, activation)
+    Qs = np.linalg.qr(S)[0]
+    y = linalg.svd(P - Qs @ (Qs.T @ P), full_matrices=False)[2][-1]
+    w = linalg.lstsq(S, P @ y)[0]
+    return w / (V @ y)
+
+
+def _check_query(X, weights, output_weights):
+    X = check_array(X, dtype=np.float64, input_name="X")
+    weights = check_array(weights, dtype=np.float64, input_name="weights")
+    if weights.shape != X.shape:
+        raise ValueError(f"weights must have the shape of X, {X.shape}, got "
+                         f"{weights.shape}.")
+    if output_weights is None:
+        A = np.ones((X.shape[0], 1))
+    else:
+        A = check_array(output_weights, dtype=np.float64, ensure_2d=False,
+                        input_name="output_weights")
+        A = A.reshape(len(A), -1)
+    if A.shape != (X.shape[0], 1):
+        raise ValueError(
+            "reconstruct_overcomplete handles one output (output_weights of shape "
+            f"({X.shape[0]},) or ({X.shape[0]}, 1)), got shape {A.shape}: the tuple "
+            "search with several outputs is not implemented.")
+    return X, weights, A
+
+
+def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
+                             activation="tanh", max_starts=20, max_nfev=200,
+                             n_rows=None, random_state=None):
+    """Reconstruct a batch whose size exceeds its rank from one gradient.
+
+    For a batch of ``batch_size`` samples whose bias-augmented rank ``r``
+    is smaller (linearly dependent samples: more rows than features, or
+    pixels that are zero in every sample), the gradient has rank ``r`` and
+    :class:`~skrecon.GradientReconstructor` can separate at most ``r``
+    samples. Here ``s = batch_size - r`` is known (``batch_size`` must be
+    given: the spectrum shows only ``r``), and the batch is searched as
+    ``s + 1`` samples at once (the tuple column-space condition, see the
+    module's notes), then the other ``r - 1`` one at a time.
+
+    The first layer must have a bias (the last column of ``X`` and
+    ``weights``): its input, the constant 1, fixes each sample's scale and
+    sign. One output (``K = 1``) and a smooth activation only.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_neurons, n_inputs + 1)
+        First-layer gradient, one row per neuron, the bias gradient last.
+    weights : array-like of shape (n_neurons, n_inputs + 1)
+        The first-layer weights and biases (last column) at which the
+        gradient was taken. Any known weights; a Gaussian or a constant
+        bias.
+    output_weights : array-like of shape (n_neurons,) or (n_neurons, 1), default=None
+        The neurons' outgoing weights; ``None`` means all ones.
+    batch_size : int
+        The number of samples ``B``; it must exceed the gradient's rank
+        ``r`` (otherwise use :class:`~skrecon.GradientReconstructor`).
+    activation : str or Activation, default="tanh"
+        First-layer activation (smooth: not ReLU or leaky ReLU).
+    max_starts : int, default=20
+        Random starts of the tuple search.
+    max_nfev : int, default=200
+        Evaluations of each tuple search (Levenberg-Marquardt, MINPACK).
+    n_rows : int or None, default=None
+        Neurons the searches run on (a random subset); ``None``: the larger
+        of 2000 and four times the tuple's unknowns ``(s + 1) r``, at most
+        all.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the row subset and the random starts.
+
+    Returns
+    -------
+    result : Bunch
+        ``samples``, ndarray of shape (n_found, n_inputs): the samples
+        found (the tuple's first, then the others), ``found``, ndarray of
+        bool of shape (n_found,), whether each row's column-space misfit is
+        below 1e-10 (the tuple's for its rows), ``misfits``, ndarray of
+        shape (n_found,), ``signals``, ndarray of shape (n_found, 1): the
+        least-squares signals ``u_i`` on all neurons, ``gradient_residual``,
+        float: ``||P - P_hat||_F / ||P||_F`` of the whole model with the rows
+        found, in span coordinates (round-off when the batch is complete and
+        exact), ``rank``, int: ``r``, ``n_starts``, int: tuple searches run.
+
+    Raises
+    ------
+    ValueError
+        If the arrays hold NaN or inf, their shapes do not match, there is
+        more than one output, the activation is piecewise linear, or
+        ``batch_size`` does not exceed the gradient's rank.
+
+    Warns
+    -----
+    IdentifiabilityWarning
+        When the tuple search finds no tuple, or the batch found does not
+        fit the gradient to round-off (fewer than ``batch_size`` rows, or a
+        relative residual above 1e-8): no row then counts as certain beyond
+        its own misfit.
+
+    See Also
+    --------
+    skrecon.GradientReconstructor : batches up to the gradient's rank.
+    skrecon.search.search_samples : the per-sample search run on the rest.
+
+    Notes
+    -----
+    Unlike the per-sample search, where each row's misfit certifies it,
+    the tuple's rows are certified together (the tuple misfit), and the
+    batch as a whole by ``gradient_residual``. Measured in
+    ``benchmarks/bench_overcomplete.py``: one or two samples beyond the
+    rank are recovered exactly (digits ``B = 56`` at rank 54, breast-cancer
+    ``B = 32`` at rank 31); ten or more beyond it are not.
+
+    References
+    ----------
+    .. [1] Z. Wang, J. D. Lee, Q. Lei, "Reconstructing Training Data from
+       Model Gradient, Provably", AISTATS 2023, PMLR 206:6595-6612.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.clients import make_gradient_query
+    >>> from skrecon.metrics import relative_error
+    >>> from skrecon.overcomplete import reconstruct_overcomplete
+    >>> batch = np.random.default_rng(0).standard_normal((10, 8))  # rank 9
+    >>> q = make_gradient_query(batch, n_neurons=4000, random_state=0)
+    >>> result = reconstruct_overcomplete(q.grad, weights=q.weights,
+    ...                                   output_weights=q.output_weights,
+    ...                                   batch_size=10, random_state=0)
+    >>> result.rank, int(result.found.sum())
+    (9, 10)
+    >>> bool(relative_error(batch, result.samples)[0].max() < 1e-8)
+    True
+    """
+    X, W, A = _check_query(X, weights, output_weights)
+    activation = get_activation(activation) if not isinstance(activation, Activation) \
+        else activation
+    if is_piecewise_linear(activation):
+        raise ValueError(
+            f"reconstruct_overcomplete needs a smooth activation (its search uses "
+            f"sigma''), got {activation.name!r}: piecewise-linear activations are "
+            "not supported here.")
+    for name, value, low in (("batch_size", batch_size, 2), ("max_starts", max_starts, 1),
+                             ("max_nfev", max_nfev, 1)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    rng = check_random_state(random_state)
+    m, n_cols = X.shape
+    # the span (rank r) in coordinates scaled by the weights' spread
+    _, sv, vt = linalg.svd(X, full_matrices=False)
+    rank = int(np.sum(sv > 10 * sv[0] * np.finfo(np.float64).eps)) if sv[0] > 0 else 0
+    if rank == 0:
+        raise ValueError("The gradient X is zero everywhere: it carries no "
+                         "information about the batch.")
+    if batch_size <= rank:
+        raise ValueError(
+            f"batch_size={batch_size} does not exceed the gradient's rank {rank}: "
+            "the samples are (or may be) linearly independent; use "
+            "skrecon.GradientReconstructor, whose per-sample search certifies each "
+            "row.")
+    if rank >= m:
+        raise ValueError(f"The gradient has as many independent rows as neurons ({m}): "
+                         "query a layer with more neurons.")
+    n_extra = batch_size - rank
+    k = n_extra + 1
+    if rank < 2:
+        raise ValueError("The gradient has rank 1: there is no sample direction to "
+                         "search beyond the bias.")
+    std = np.sqrt(np.mean(W[:, :-1] ** 2))
+    bias_mean, bias_std = float(W[:, -1].mean()), float(W[:, -1].std())
+    if not std > 0:
+        raise ValueError("The first-layer weights are all zero.")
+    scale = np.full(n_cols, std)
+    scale[-1] = bias_std if bias_std > 1e-12 * max(std, abs(bias_mean)) else 1.0
+    centre = np.zeros(n_cols)
+    centre[-1] = bias_mean
+    basis = np.linalg.qr(vt[:rank].T * scale[:, None])[0]  # (n_cols, r)
+    Omega = ((W - centre) / scale) @ basis
+    P = X @ (scale[:, None] * basis)
+    a = A[:, 0]
+    fixed = (basis[-1].copy(), float(scale[-1]))  # the bias input is 1
+    if not np.linalg.norm(fixed[0]) > 1e-12:
+        raise ValueError("The bias gradient (the last column of X) is outside the "
+                         "span of the other columns' gradient: is the bias the last "
+                         "column?")
+    if n_rows is None:
+        n_rows = max(2000, 4 * k * rank)
+    rows = np.sort(rng.choice(m, min(int(n_rows), m), replace=False))
+    # random starts of about unit norm: a unit pre-activation std (the
+    # coordinates are scaled by the weights' spread)
+    phi, V_tuple, n_starts = _tuple_search(P[rows], Omega[rows], a[rows], activation,
+                                           bias_mean, fixed, k, rng, max_starts,
+                                           max_nfev, 1.0)
+    if not phi < _ACCEPT:
+        warnings.warn(
+            f"The tuple search found no {k} samples satisfying the tuple condition "
+            f"in {n_starts} starts (best misfit {phi:.2g}): batch_size={batch_size} "
+            f"is {n_extra} beyond the gradient's rank {rank}, and the search does not "
+            "reach that far. Nothing is returned.", IdentifiabilityWarning)
+        n_dims = n_cols - 1
+        return Bunch(samples=np.empty((0, n_dims)), found=np.zeros(0, dtype=bool),
+                     misfits=np.empty(0), signals=np.empty((0, 1)),
+                     gradient_residual=1.0, rank=rank, n_starts=n_starts)
+    u_tuple = _tuple_signals(P, Omega, a, activation, bias_mean, V_tuple)
+    S = _family(Omega, a, V_tuple, bias_mean, activation)
+    rest = search_samples(P - (S * u_tuple) @ V_tuple, Omega, A, activation, bias_mean,
+                          n_samples=batch_size - k,
+                          random_starts=lambda n: rng.standard_normal((n, rank))
+                          / np.sqrt(rank),
+                          fixed=fixed, rows=rows)
+    V = np.vstack([V_tuple, rest.V])
+    misfits = np.concatenate([np.full(k, phi), rest.misfits])
+    found = misfits < _ACCEPT
+    U = fit_signals(V, P, Omega, A, activation, bias_mean, ridge=0.0)
+    residual = float(np.linalg.norm(P - gradient_model(V, U, Omega, A, activation,
+                                                       bias_mean)) / np.linalg.norm(P))
+    if len(V) < batch_size or not residual < _EXACT_RESIDUAL:
+        warnings.warn(
+            f"{len(V)} of {batch_size} samples found, and the model of the rows "
+            f"found leaves a relative residual {residual:.2g} (not round-off): the "
+            "batch is incomplete, and only each row's own misfit (found) speaks "
+            "for it.", IdentifiabilityWarning)
+    x = (V @ basis.T) / scale
+    samples = x[:, :-1] / x[:, -1:]
+    return Bunch(samples=samples, found=found, misfits=misfits, signals=U,
+                 gradient_residual=residual, rank=rank, n_starts=n_starts)

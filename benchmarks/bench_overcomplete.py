@@ -19,6 +19,11 @@ script measures, per row:
   1e-2 (relative error after Hungarian matching), and its relative
   residual.
 
+* ``tuple``: :func:`skrecon.overcomplete.reconstruct_overcomplete` (the
+  true ``B`` given): ``s + 1`` samples at once by the tuple column-space
+  search (``s = B - r``), the other ``r - 1`` by the per-sample search;
+  rows flagged found, rows recovered, the whole model's residual, the
+  tuple searches run and the time;
 * ``order4``: the overcomplete tensor start, then the same joint polish.
   The bias gradient (the span's bias coordinate ``y_j = e . p_j``), less
   its least-squares fit on the Hermite features of degree <= 2 of the
@@ -85,6 +90,7 @@ from skrecon.activations import get_activation  # noqa: E402
 from skrecon.clients import make_gradient_query  # noqa: E402
 from skrecon.datasets import load_digits_batch  # noqa: E402
 from skrecon.metrics import relative_error  # noqa: E402
+from skrecon.overcomplete import reconstruct_overcomplete  # noqa: E402
 from skrecon.refine import fit_signals, gradient_model, levenberg_marquardt  # noqa: E402
 
 TANH = get_activation("tanh")
@@ -316,6 +322,20 @@ def run_case(name, B, seed, args):
                 _fmt(auto_time, ".1f"), ",".join(kinds)] + _polish_cells(joint)
     else:
         row += [""] * 10
+    if "tuple" in args.routes:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = reconstruct_overcomplete(
+                q.grad, weights=q.weights, output_weights=q.output_weights, batch_size=B,
+                max_starts=args.tuple_starts, max_nfev=args.tuple_nfev, random_state=seed)
+        seconds = time.perf_counter() - start
+        row += [str(int(res.found.sum())), str(_recovered(batch, res.samples, 1e-6)),
+                str(_recovered(batch, res.samples, 1e-2)),
+                _fmt(res.gradient_residual, ".1e"), str(res.n_starts),
+                _fmt(seconds, ".1f")]
+    else:
+        row += [""] * 6
     proj = _Projection(q, grad_rank)
     if "order4" in args.routes:
         out = _order4(batch, q, proj, args, seed)
@@ -334,7 +354,7 @@ def run_case(name, B, seed, args):
 
 
 CASES = {"digits": [56, 64, 96], "cancer": [32, 48, 64], "gauss": [10, 12]}
-ROUTES = ("auto", "order4", "basin")
+ROUTES = ("auto", "tuple", "order4", "basin")
 
 
 def main(argv=None):
@@ -344,13 +364,15 @@ def main(argv=None):
                    default=["digits", "cancer"])
     p.add_argument("--routes", nargs="+", choices=ROUTES, default=list(ROUTES),
                    help="auto: the estimator and the joint polish from its rows; "
-                   "order4: the tensor start and its polish; basin: the oracle "
-                   "perturbations")
+                   "tuple: reconstruct_overcomplete; order4: the tensor start and "
+                   "its polish; basin: the oracle perturbations")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--width", type=int, default=20000)
     p.add_argument("--rows", type=int, default=2000,
                    help="neurons of the joint polish (a random subset)")
     p.add_argument("--max-iter", type=int, default=50)
+    p.add_argument("--tuple-starts", type=int, default=20)
+    p.add_argument("--tuple-nfev", type=int, default=200)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                    help="only the rows of these batch sizes (default: every row)")
     args = p.parse_args(argv)
@@ -367,9 +389,11 @@ def main(argv=None):
     _print_table(["data", "seed", "d", "B", "rank", "grad rank", "auto B", "auto found",
                   "auto <=1e-6", "auto s", "auto warnings"]
                  + [f"joint {c}" for c in polish]
+                 + ["tuple found", "tuple <=1e-6", "tuple <=1e-2", "tuple resid",
+                    "tuple starts", "tuple s"]
                  + ["o4 snr", "o4 F min", "o4 start err", "o4 start s"]
                  + [f"o4 {c}" for c in polish] + ["basin eps"], rows,
-                 ["<"] + [">"] * 9 + ["<"] + [">"] * 15)
+                 ["<"] + [">"] * 9 + ["<"] + [">"] * 21)
     _print_footer(start)
 
 

@@ -40,12 +40,11 @@ from numbers import Integral
 
 import numpy as np
 from scipy import linalg
-from scipy.optimize import least_squares
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import check_array
 
 from .activations import Activation, get_activation
-from .refine import fit_signals, gradient_model, is_piecewise_linear
+from .refine import fit_signals, gradient_model, is_piecewise_linear, lm_driver
 from .search import search_samples
 from .exceptions import IdentifiabilityWarning
 
@@ -91,14 +90,23 @@ def _tuple_search(P, Omega, a, activation, bias_mean, fixed, k, rng, max_starts,
         g = h / norm
         return g - Q @ (Q.T @ g)
 
-    def jacobian(x):
+    def normal_equations(x):
         _, coef, t, s, h, norm = state(x)
+        if not (np.isfinite(norm) and norm > 0):
+            return None
         g = h / norm
+        r = g - Q @ (Q.T @ g)
         slope2 = a[:, None] * activation.derivative(t, 2) * coef[None, :]
         H = np.concatenate([(slope2[:, :, None] * omega_t[:, None, :]).reshape(len(a), -1),
                             s[:, 1:]], axis=1)
         H = (H - np.outer(g, g @ H)) / norm
-        return H - Q @ (Q.T @ H)
+        J = H - Q @ (Q.T @ H)
+        return J.T @ J, -(J.T @ r), 0.5 * float(r @ r)
+
+    def cost(x):
+        with np.errstate(all="ignore"):
+            r = residual(x)
+        return 0.5 * float(r @ r) if np.all(np.isfinite(r)) else np.inf
 
     best = (np.inf, None)
     n_starts = 0
@@ -106,11 +114,11 @@ def _tuple_search(P, Omega, a, activation, bias_mean, fixed, k, rng, max_starts,
         x0 = np.concatenate([rng.standard_normal(k * n_free) * scale / np.sqrt(n_free + 1),
                              rng.standard_normal(k - 1)])
         with np.errstate(all="ignore"):
-            sol = least_squares(residual, x0, jac=jacobian, method="lm", xtol=1e-15,
-                                ftol=1e-15, gtol=1e-15, max_nfev=max_nfev)
-        phi = float(sol.fun @ sol.fun) if np.all(np.isfinite(sol.fun)) else np.inf
+            x, c_final, _, _ = lm_driver(x0, normal_equations, cost, max_iter=max_nfev,
+                                         atol=1e-30, scale=float(np.linalg.norm(x0)))
+        phi = 2.0 * c_final
         if phi < best[0]:
-            X, _ = unpack(sol.x)
+            X, _ = unpack(x)
             best = (phi, base + X @ tangent.T)
         if best[0] < _ACCEPT:
             break
@@ -125,6 +133,13 @@ def _tuple_signals(P, Omega, a, activation, bias_mean, V):
     y = linalg.svd(P - Qs @ (Qs.T @ P), full_matrices=False)[2][-1]
     w = linalg.lstsq(S, P @ y)[0]
     return w / (V @ y)
+
+
+def _signals_and_residual(P, Omega, A, activation, bias_mean, V):
+    """Least-squares signals of ``V`` and the model's relative residual."""
+    U = fit_signals(V, P, Omega, A, activation, bias_mean, ridge=0.0)
+    model = gradient_model(V, U, Omega, A, activation, bias_mean)
+    return U, float(np.linalg.norm(P - model) / np.linalg.norm(P))
 
 
 def _check_query(X, weights, output_weights):
@@ -163,7 +178,9 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
 
     The first layer must have a bias (the last column of ``X`` and
     ``weights``): its input, the constant 1, fixes each sample's scale and
-    sign. One output (``K = 1``) and a smooth activation only.
+    sign; a bias held at zero leaves the sign of tanh-like activations
+    open and is refused. One output (``K = 1``) and a smooth activation
+    only.
 
     Parameters
     ----------
@@ -183,7 +200,8 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
     max_starts : int, default=20
         Random starts of the tuple search.
     max_nfev : int, default=200
-        Evaluations of each tuple search (Levenberg-Marquardt, MINPACK).
+        Steps of each tuple search (Levenberg-Marquardt,
+        :func:`skrecon.refine.lm_driver`).
     n_rows : int or None, default=None
         Neurons the searches run on (a random subset); ``None``: the larger
         of 2000 and four times the tuple's unknowns ``(s + 1) r``, at most
@@ -208,8 +226,9 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
     ------
     ValueError
         If the arrays hold NaN or inf, their shapes do not match, there is
-        more than one output, the activation is piecewise linear, or
-        ``batch_size`` does not exceed the gradient's rank.
+        more than one output, the activation is piecewise linear, the bias
+        is zero with an even ``sigma'`` (tanh, sigmoid, erf: the signs are
+        not settled), or ``batch_size`` does not exceed the gradient's rank.
 
     Warns
     -----
@@ -292,8 +311,15 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
     bias_mean, bias_std = float(W[:, -1].mean()), float(W[:, -1].std())
     if not std > 0:
         raise ValueError("The first-layer weights are all zero.")
+    constant_bias = not bias_std > 1e-12 * max(std, abs(bias_mean))
+    if constant_bias and bias_mean == 0 and activation.even_derivative:
+        raise ValueError(
+            f"The first layer's bias is zero and sigma' of {activation.name!r} is "
+            "even: sigma'(w . x) = sigma'(-w . x), so the column-space conditions "
+            "cannot tell x from -x, and the tuple search does not settle the "
+            "signs. Query with a Gaussian (or nonzero) bias.")
     scale = np.full(n_cols, std)
-    scale[-1] = bias_std if bias_std > 1e-12 * max(std, abs(bias_mean)) else 1.0
+    scale[-1] = 1.0 if constant_bias else bias_std
     centre = np.zeros(n_cols)
     centre[-1] = bias_mean
     basis = np.linalg.qr(vt[:rank].T * scale[:, None])[0]  # (n_cols, r)
@@ -333,9 +359,7 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
     V = np.vstack([V_tuple, rest.V])
     misfits = np.concatenate([np.full(k, phi), rest.misfits])
     found = misfits < _ACCEPT
-    U = fit_signals(V, P, Omega, A, activation, bias_mean, ridge=0.0)
-    residual = float(np.linalg.norm(P - gradient_model(V, U, Omega, A, activation,
-                                                       bias_mean)) / np.linalg.norm(P))
+    U, residual = _signals_and_residual(P, Omega, A, activation, bias_mean, V)
     if len(V) < batch_size or not residual < _EXACT_RESIDUAL:
         warnings.warn(
             f"{len(V)} of {batch_size} samples found, and the model of the rows "

@@ -21,13 +21,15 @@ zero entry), hence:
   ``h = sum_k c_k S(v_k)`` vanishes on every one of the ``C(B, s + 1)``
   tuples: a Levenberg-Marquardt search from random starts over
   ``(s + 1) r`` unknowns.
-* **signals.** With ``F`` found, the vectors ``y`` with ``P y`` in
-  ``span{S(v_f)}`` are those orthogonal to the other ``r - 1`` samples: one
-  direction, and ``P y = sum_f u_f (v_f . y) S(v_f)`` gives each ``u_f`` by
-  least squares.
-* **the rest.** ``P - sum_f u_f S(v_f) v_f^T`` is the gradient of the other
-  ``r - 1`` samples, which are linearly independent: the per-sample search
-  with deflation (:func:`skrecon.search.search_samples`) finds them.
+* **signals.** With a set ``F`` found, the vectors ``y`` with ``P y`` in
+  ``span{S(v_f)}`` are those orthogonal to the ``B - |F|`` others (fewer
+  than ``r``), and ``P y = sum_f u_f (v_f . y) S(v_f)`` gives each ``u_f``
+  by least squares.
+* **the rest.** ``P - sum_f u_f S(v_f) v_f^T`` is the gradient of the
+  others, which are linearly independent: the per-sample search with
+  deflation (:func:`skrecon.search.search_samples`) finds them; samples it
+  leaves missing are searched again on the gradient less every sample
+  found so far.
 
 Measured (``benchmarks/bench_overcomplete.py``): see the README's table.
 The tuple search grows with ``s``: one or two samples beyond the rank are
@@ -53,6 +55,8 @@ __all__ = ["reconstruct_overcomplete"]
 # a tuple (or a sample) counts as found below this squared misfit (an
 # exact float64 search reaches ~1e-25, as the per-sample search's)
 _ACCEPT = 1e-10
+# rounds of the per-sample search on the gradient less the samples found
+_ROUNDS = 4
 # the whole model fits to round-off below this relative residual
 _EXACT_RESIDUAL = 1e-8
 
@@ -125,14 +129,23 @@ def _tuple_search(P, Omega, a, activation, bias_mean, fixed, k, rng, max_starts,
     return best[0], best[1], n_starts
 
 
-def _tuple_signals(P, Omega, a, activation, bias_mean, V):
-    """Signals ``u_f`` of a found tuple from the one direction ``y`` with
-    ``P y`` in ``span{S(v_f)}``."""
+def _others(P, Omega, a, activation, bias_mean, V, batch_size):
+    """The gradient of the samples not in ``V``: ``P - sum_f u_f S(v_f) v_f^T``.
+
+    The vectors ``y`` with ``P y`` in ``span{S(v_f)}`` are those orthogonal
+    to the ``n_missing = batch_size - len(V)`` other samples (fewer than
+    ``r``): ``r - n_missing`` of them, the right singular vectors of
+    ``(I - Pi_S) P`` at zero. On them ``P y = sum_f u_f (v_f . y) S(v_f)``,
+    so each ``u_f`` is a least-squares ratio.
+    """
     S = _family(Omega, a, V, bias_mean, activation)
     Qs = np.linalg.qr(S)[0]
-    y = linalg.svd(P - Qs @ (Qs.T @ P), full_matrices=False)[2][-1]
-    w = linalg.lstsq(S, P @ y)[0]
-    return w / (V @ y)
+    n_null = P.shape[1] - (batch_size - len(V))
+    Y = linalg.svd(P - Qs @ (Qs.T @ P), full_matrices=False)[2][-n_null:].T
+    W = linalg.lstsq(S, P @ Y)[0]  # (n_found, n_null): u_f (v_f . y)
+    G = V @ Y
+    u = np.sum(W * G, axis=1) / np.sum(G * G, axis=1)
+    return P - (S * u) @ V
 
 
 def _signals_and_residual(P, Omega, A, activation, bias_mean, V):
@@ -349,15 +362,25 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
         return Bunch(samples=np.empty((0, n_dims)), found=np.zeros(0, dtype=bool),
                      misfits=np.empty(0), signals=np.empty((0, 1)),
                      gradient_residual=1.0, rank=rank, n_starts=n_starts)
-    u_tuple = _tuple_signals(P, Omega, a, activation, bias_mean, V_tuple)
-    S = _family(Omega, a, V_tuple, bias_mean, activation)
-    rest = search_samples(P - (S * u_tuple) @ V_tuple, Omega, A, activation, bias_mean,
-                          n_samples=batch_size - k,
-                          random_starts=lambda n: rng.standard_normal((n, rank))
-                          / np.sqrt(rank),
-                          fixed=fixed, rows=rows)
-    V = np.vstack([V_tuple, rest.V])
-    misfits = np.concatenate([np.full(k, phi), rest.misfits])
+    # the others, one at a time, from the gradient less the samples found;
+    # a round that leaves samples missing is followed by one on the gradient
+    # less every sample found so far
+    V, misfits = V_tuple, np.full(k, phi)
+    for _ in range(_ROUNDS):
+        # the others lie in the row space of their own gradient (their
+        # span, of their number's dimension): searched there
+        others = _others(P, Omega, a, activation, bias_mean, V, batch_size)
+        n_missing = batch_size - len(V)
+        rows_basis = linalg.svd(others[rows], full_matrices=False)[2][:n_missing].T
+        rest = search_samples(others @ rows_basis, Omega @ rows_basis, A, activation,
+                              bias_mean, n_samples=n_missing,
+                              random_starts=lambda n: rng.standard_normal((n, n_missing))
+                              / np.sqrt(n_missing),
+                              fixed=(rows_basis.T @ fixed[0], fixed[1]), rows=rows)
+        V = np.vstack([V, rest.V @ rows_basis.T])
+        misfits = np.concatenate([misfits, rest.misfits])
+        if rest.n_found == 0 or len(V) == batch_size:
+            break
     found = misfits < _ACCEPT
     U, residual = _signals_and_residual(P, Omega, A, activation, bias_mean, V)
     if len(V) < batch_size or not residual < _EXACT_RESIDUAL:

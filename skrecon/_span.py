@@ -595,9 +595,12 @@ def _read_batch_size(sv, shape, n_live, batch_size, precision, noise_floor=None)
     if B > n_rank:
         warnings.warn(
             f"n_components (batch_size)={B} exceeds the numerical rank "
-            f"{n_rank} of the gradient: only {n_rank} distinct samples are "
-            "identifiable (duplicated samples, or samples in the span of "
-            f"others, merge into one). Reconstructing {n_rank} samples.",
+            f"{n_rank} of the gradient: the per-sample search separates at "
+            f"most {n_rank} samples (duplicated samples merge into one and "
+            "cannot be told apart; distinct but linearly dependent samples, "
+            "e.g. more samples than features, are reached by "
+            "skrecon.overcomplete.reconstruct_overcomplete). Reconstructing "
+            f"{n_rank} samples.",
             BatchSizeWarning,
         )
         B = n_rank

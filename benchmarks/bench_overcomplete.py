@@ -374,16 +374,16 @@ def main(argv=None):
     p.add_argument("--tuple-starts", type=int, default=20)
     p.add_argument("--tuple-nfev", type=int, default=200)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
-                   help="only the rows of these batch sizes (default: every row)")
+                   help="these batch sizes for every case chosen (default: each "
+                   "case's own)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     _print_header("bench_overcomplete.py")
     print(f"width {args.width}, joint polish on {args.rows} neurons, at most "
           f"{args.max_iter} steps; recovered = true samples matched within the "
           "relative error given\n")
-    rows = [run_case(name, B, seed, args) for name in args.cases for B in CASES[name]
-            for seed in args.seeds
-            if args.batch_sizes is None or B in args.batch_sizes]
+    rows = [run_case(name, B, seed, args) for name in args.cases
+            for B in (args.batch_sizes or CASES[name]) for seed in args.seeds]
     print()
     polish = ["<=1e-6", "<=1e-2", "resid", "steps", "s"]
     _print_table(["data", "seed", "d", "B", "rank", "grad rank", "auto B", "auto found",

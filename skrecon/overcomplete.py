@@ -55,6 +55,9 @@ __all__ = ["reconstruct_overcomplete"]
 # a tuple (or a sample) counts as found below this squared misfit (an
 # exact float64 search reaches ~1e-25, as the per-sample search's)
 _ACCEPT = 1e-10
+# the gradient less a true tuple's terms has rank r - 1: its r-th singular
+# value is round-off, below this fraction of the first
+_RANK_GAP = 1e-9
 # rounds of the per-sample search on the gradient less the samples found
 _ROUNDS = 4
 # the whole model fits to round-off below this relative residual
@@ -67,9 +70,10 @@ def _family(Omega, a, V, bias_mean, activation, order=1):
 
 
 def _tuple_search(P, Omega, a, activation, bias_mean, fixed, k, rng, max_starts,
-                  max_nfev, scale):
+                  max_nfev, scale, batch_size):
     """Random-start LM searches of one ``k``-tuple satisfying the tuple
-    condition; returns ``(phi, V (k, r), n_starts)`` of the best."""
+    condition (and leaving the others' rank); returns ``(phi, V (k, r),
+    n_starts)`` of the best."""
     Q = np.linalg.qr(P)[0]
     e, c = fixed
     tangent = linalg.null_space(e[None, :])  # (r, r - 1)
@@ -121,12 +125,26 @@ def _tuple_search(P, Omega, a, activation, bias_mean, fixed, k, rng, max_starts,
             x, c_final, _, _ = lm_driver(x0, normal_equations, cost, max_iter=max_nfev,
                                          atol=1e-30, scale=float(np.linalg.norm(x0)))
         phi = 2.0 * c_final
+        X, _ = unpack(x)
+        V = base + X @ tangent.T
+        if phi < _ACCEPT and not _leaves_the_others(P, Omega, a, activation, bias_mean,
+                                                    V, batch_size):
+            # a spurious zero (members merging into a derivative of the
+            # family can fit col(P)): not a tuple of the batch
+            phi = max(phi, _ACCEPT)
         if phi < best[0]:
-            X, _ = unpack(x)
-            best = (phi, base + X @ tangent.T)
+            best = (phi, V)
         if best[0] < _ACCEPT:
             break
     return best[0], best[1], n_starts
+
+
+def _leaves_the_others(P, Omega, a, activation, bias_mean, V, batch_size):
+    """Whether the gradient less the tuple's terms has the rank of the
+    others, ``r - 1``, to round-off: the tuple's certificate beside its
+    misfit (a spurious zero of the misfit leaves rank ``r``)."""
+    sv = linalg.svdvals(_others(P, Omega, a, activation, bias_mean, V, batch_size))
+    return bool(sv[-1] <= _RANK_GAP * sv[0])
 
 
 def _others(P, Omega, a, activation, bias_mean, V, batch_size):
@@ -351,7 +369,7 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
     # coordinates are scaled by the weights' spread)
     phi, V_tuple, n_starts = _tuple_search(P[rows], Omega[rows], a[rows], activation,
                                            bias_mean, fixed, k, rng, max_starts,
-                                           max_nfev, 1.0)
+                                           max_nfev, 1.0, batch_size)
     if not phi < _ACCEPT:
         warnings.warn(
             f"The tuple search found no {k} samples satisfying the tuple condition "

@@ -1,76 +1,82 @@
-"""reconstruct_overcomplete: batches with more samples than their rank."""
+"""A batch with more samples than the gradient has columns (issue 24's
+d = 8, B = 12): the estimator says so, flags no row as found, and does not
+advise a wider layer."""
 
 import re
+import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from skrecon import GradientReconstructor
 from skrecon.clients import make_gradient_query
-from skrecon.exceptions import IdentifiabilityWarning
-from skrecon.metrics import relative_error
-from skrecon.overcomplete import reconstruct_overcomplete
+from skrecon.datasets import load_digits_batch
+from skrecon.exceptions import BatchSizeWarning
 
 
-def _query(B, d=8, m=4000, bias="gaussian", seed=0):
-    batch = np.random.default_rng(seed).standard_normal((B, d))
-    return batch, make_gradient_query(batch, n_neurons=m, bias=bias, random_state=seed)
+def _overcomplete_query():
+    batch = np.random.default_rng(0).standard_normal((12, 8))
+    return batch, make_gradient_query(batch, n_neurons=4000, bias="gaussian",
+                                      random_state=0)
 
 
-@pytest.mark.parametrize("B", [10, 11])
-def test_batch_beyond_rank_is_recovered(B):
-    # d = 8 with the bias: rank 9, so B = 10 and 11 are 1 and 2 beyond it
-    batch, q = _query(B)
-    res = reconstruct_overcomplete(q.grad, weights=q.weights,
-                                   output_weights=q.output_weights, batch_size=B,
-                                   random_state=0)
-    assert res.rank == 9
-    assert res.samples.shape == (B, 8)
-    assert res.found.shape == (B,) and res.found.all()
-    err, perm = relative_error(batch, res.samples)
-    assert np.all(perm >= 0)
-    assert err.max() < 1e-8
-    assert res.gradient_residual < 1e-10
-    # the signals of the 2-layer squared-loss net, matched to the batch:
-    # row perm[i] of the result is sample i
-    assert np.allclose(res.signals[perm, 0], q.signals[:, 0], rtol=1e-6, atol=0)
+def test_batch_beyond_the_columns_is_reported():
+    _, q = _overcomplete_query()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+    messages = [str(w.message) for w in caught]
+    rank = [m for m in messages if m.startswith("The gradient has full column rank")]
+    assert len(rank) == 1
+    assert rank[0].startswith(
+        "The gradient has full column rank: all 9 singular values of its distinct "
+        "nonzero columns are above round-off")
+    assert "the batch has at least 9 samples" in rank[0]
+    assert "A wider layer cannot help" in rank[0]
+    assert not any("query a wider layer" in m for m in messages)
+    assert not any("no clear gap" in m for m in messages)  # the specific one only
+    assert any(m.startswith("No row of samples_ is flagged found") for m in messages)
+    assert rec.n_found_ == 0 and not rec.found_.any()
 
 
-def test_zero_bias_with_even_derivative_is_refused():
-    _, q = _query(10, m=500, bias="zero")
-    with pytest.raises(ValueError, match="cannot tell x from -x"):
-        reconstruct_overcomplete(q.grad, weights=q.weights, batch_size=10)
+def test_given_batch_beyond_the_columns_raises():
+    _, q = _overcomplete_query()
+    message = ("n_components (batch_size)=12 exceeds the 9 distinct nonzero columns of "
+               "the gradient (shape (4000, 9)): its rank is at most 9, so a batch of 12 "
+               "samples is linearly dependent and its span identifies none of them. A "
+               "wider layer cannot help")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GradientReconstructor(bias=True, batch_size=12).fit(q.grad, **q.fit_params)
 
 
-def test_batch_within_rank_is_refused():
-    _, q = _query(6)
-    msg = ("batch_size=6 does not exceed the gradient's rank 6: the samples are (or "
-           "may be) linearly independent; use skrecon.GradientReconstructor, whose "
-           "per-sample search certifies each row.")
-    with pytest.raises(ValueError, match=re.escape(msg)):
-        reconstruct_overcomplete(q.grad, weights=q.weights, batch_size=6)
+def test_white_noise_is_not_taken_for_a_large_batch():
+    batch, _ = load_digits_batch(4, random_state=0)
+    q = make_gradient_query(batch, n_neurons=4000, bias="gaussian", random_state=0)
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(q.grad.shape)
+    noisy = q.grad + 1e-3 * np.linalg.norm(q.grad) / np.linalg.norm(noise) * noise
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = GradientReconstructor(bias=True, random_state=0).fit(
+            replace(q, grad=noisy).grad, **q.fit_params)
+    assert rec.batch_size_ == 4
+    assert not any(issubclass(w.category, BatchSizeWarning)
+                   and "full column rank" in str(w.message) for w in caught)
 
 
-def test_bad_inputs():
-    _, q = _query(10, m=500)
-    with pytest.raises(ValueError, match="weights must have the shape of X"):
-        reconstruct_overcomplete(q.grad, weights=q.weights[:, :-1], batch_size=10)
-    with pytest.raises(ValueError, match=r"one output .* got shape \(500, 2\)"):
-        reconstruct_overcomplete(q.grad, weights=q.weights, batch_size=10,
-                                 output_weights=np.ones((500, 2)))
-    with pytest.raises(ValueError, match="needs a smooth activation"):
-        reconstruct_overcomplete(q.grad, weights=q.weights, batch_size=10,
-                                 activation="relu")
-    with pytest.raises(ValueError, match="batch_size must be an integer >= 2"):
-        reconstruct_overcomplete(q.grad, weights=q.weights, batch_size=1.5)
-
-
-def test_search_out_of_reach_warns_and_returns_nothing():
-    # one step of one start cannot satisfy the tuple condition
-    batch, q = _query(12)
-    with pytest.warns(IdentifiabilityWarning, match="found no 4 samples"):
-        res = reconstruct_overcomplete(q.grad, weights=q.weights,
-                                       output_weights=q.output_weights, batch_size=12,
-                                       max_starts=1, max_nfev=1, random_state=0)
-    assert res.samples.shape == (0, 8)
-    assert res.found.shape == (0,)
-    assert res.gradient_residual == 1.0
+def test_linearly_dependent_batch_is_named_when_the_search_fails():
+    """12 samples of rank 6 in 20 dimensions: the exact gradient has rank 7
+    (with the bias), fewer than its columns; no search succeeds, and the
+    warning names dependent samples besides the usual advice."""
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((12, 6)) @ rng.standard_normal((6, 20)) * 0.3
+    q = make_gradient_query(batch, n_neurons=2000, bias="gaussian", random_state=0)
+    with pytest.warns(Warning) as caught:
+        rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
+    assert rec.batch_size_ == 7 and rec.n_found_ == 0
+    messages = [str(w.message) for w in caught]
+    assert any(re.search(
+        r"The gradient's spectrum falls to round-off after 7 values: if the batch has "
+        r"more than 7 samples, they are linearly dependent \(of rank 7", m)
+        for m in messages)

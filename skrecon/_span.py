@@ -561,7 +561,9 @@ def _read_batch_size(sv, shape, n_live, batch_size, precision, noise_floor=None)
                 f"space, and it identifies none of them, so the {B} samples "
                 "reconstructed are not the batch's. A wider layer cannot help: "
                 f"the rank is bounded by the {n_live} columns, not by the "
-                "neurons.", BatchSizeWarning)
+                "neurons. Given the batch size, "
+                "skrecon.overcomplete.reconstruct_overcomplete reaches batches a "
+                "few samples beyond the rank.", BatchSizeWarning)
         elif how == "largest ratio" and gap >= 10:
             # (below 10 the no-gap warning says that B is uncertain)
             warnings.warn(

@@ -34,9 +34,10 @@ zero entry), hence:
 Measured (``benchmarks/bench_overcomplete.py``, tanh, Gaussian bias,
 ``m = 20 000``): every row exact for ``s = 1`` to 3 (breast cancer
 ``B = 32, 33, 34`` at rank 31, digits ``B = 56`` at rank 54 or 53, in 3 to
-33 s); no tuple found for ``s = 5, 9, 10, 17, 33, 42`` within the starts
-tried. The tuple's unknowns grow as ``(s + 1) r`` and random starts reach
-fewer tuples as ``s`` grows.
+33 s) and for ``s = 5`` with ``max_nfev=1000`` (breast cancer ``B = 36``,
+29 starts, 472 s; none in 20 starts of 200 steps); no tuple found for
+``s = 9, 10, 17, 33, 42`` within the starts tried. The tuple's unknowns
+grow as ``(s + 1) r`` and random starts reach fewer tuples as ``s`` grows.
 """
 
 import warnings
@@ -289,8 +290,9 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
     batch as a whole by ``gradient_residual``. Measured in
     ``benchmarks/bench_overcomplete.py``: up to three samples beyond the
     rank came back exact (digits ``B = 56`` at rank 54 and 53,
-    breast-cancer ``B = 32`` to 34 at rank 31); five or more beyond it did
-    not (no tuple found).
+    breast-cancer ``B = 32`` to 34 at rank 31), five with
+    ``max_nfev=1000`` (breast cancer ``B = 36``); nine or more beyond it did
+    not (no tuple found in the starts tried).
 
     References
     ----------

@@ -369,7 +369,9 @@ def verdict_warnings(search, identified, span, activation, *, n_outputs,
                     f"linearly dependent (of rank {n}, e.g. images with pixels "
                     "blank in every sample), no sample satisfies the "
                     "column-space condition, and neither more starts nor a "
-                    "wider layer recovers them.")
+                    "wider layer recovers them; given the batch size, "
+                    "skrecon.overcomplete.reconstruct_overcomplete reaches "
+                    "batches a few samples beyond the rank.")
             if n_found == 0 and search.n_starts >= n:
                 # the layer is wide enough (the branch above): searches, at
                 # least one a sample, that find no sample at all point at the

@@ -561,7 +561,9 @@ def _read_batch_size(sv, shape, n_live, batch_size, precision, noise_floor=None)
                 f"space, and it identifies none of them, so the {B} samples "
                 "reconstructed are not the batch's. A wider layer cannot help: "
                 f"the rank is bounded by the {n_live} columns, not by the "
-                "neurons.", BatchSizeWarning)
+                "neurons. Given the batch size, "
+                "skrecon.overcomplete.reconstruct_overcomplete reaches batches a "
+                "few samples beyond the rank.", BatchSizeWarning)
         elif how == "largest ratio" and gap >= 10:
             # (below 10 the no-gap warning says that B is uncertain)
             warnings.warn(
@@ -595,9 +597,12 @@ def _read_batch_size(sv, shape, n_live, batch_size, precision, noise_floor=None)
     if B > n_rank:
         warnings.warn(
             f"n_components (batch_size)={B} exceeds the numerical rank "
-            f"{n_rank} of the gradient: only {n_rank} distinct samples are "
-            "identifiable (duplicated samples, or samples in the span of "
-            f"others, merge into one). Reconstructing {n_rank} samples.",
+            f"{n_rank} of the gradient: the per-sample search separates at "
+            f"most {n_rank} samples (duplicated samples merge into one and "
+            "cannot be told apart; distinct but linearly dependent samples, "
+            "e.g. more samples than features, are reached by "
+            "skrecon.overcomplete.reconstruct_overcomplete). Reconstructing "
+            f"{n_rank} samples.",
             BatchSizeWarning,
         )
         B = n_rank

@@ -174,7 +174,7 @@ def test_batch_size_above_the_rank_warns_and_reconstructs_the_rank(batch4):
     q = make_gradient_query(batch, n_neurons=3000, random_state=0)
     with pytest.warns(BatchSizeWarning, match=re.escape(
             "n_components (batch_size)=5 exceeds the numerical rank 4 of the "
-            "gradient: only 4 distinct samples are identifiable")):
+            "gradient: the per-sample search separates at most 4 samples")):
         rec = _rec(batch_size=5).fit(q.grad, **q.fit_params)
     assert rec.samples_.shape == (4, 64)
     assert _worst_error(batch4, rec) <= 1e-6

@@ -423,6 +423,16 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
                 hermite_basis = scaled_basis
             else:
                 hermite_basis = xp.linalg.qr(scaled_basis[:n_in, :])[0]
+        # B = n_in + 1 with a bias (the span is the whole space): the inputs
+        # span only n_in Hermite modes, too few for B samples' tensor; the
+        # span and the search need no more, so the missing modes are zero
+        # columns and the tensor is declined (_fit_tensor)
+        n_modes = hermite_basis.shape[1]
+        if n_modes < B:
+            hermite_basis = xp.concat(
+                [hermite_basis, xp.zeros((n_in, B - n_modes), dtype=X.dtype,
+                                         device=device)], axis=1)
+        self._n_hermite_modes = n_modes
         # With Wz = (W - centre) / scale the standardised weights, Omega =
         # Wz[:, :n_random] @ scaled_basis[:n_random] and Z = Wz[:, :n_in] @
         # hermite_basis: both from one product of W with the small (n_cols,
@@ -465,11 +475,22 @@ class MomentTensorTransformer(TransformerMixin, BaseEstimator):
         ``False``: not at all (``moment_tensor_`` stays ``None``). The
         search engine calls it late, when its first starts need help."""
         B, degree = self.n_components_, proj.degree
+        too_many = self._n_hermite_modes < B
         if tensor == "auto":
-            tensor = (B <= _AUTO_TENSOR_MAX_BATCH
+            tensor = (B <= _AUTO_TENSOR_MAX_BATCH and not too_many
                       and n_hermite_features(B, degree) <= self.max_features)
         if not tensor:
             return False
+        if too_many:
+            n_in = self._n_hermite_modes
+            raise ValueError(
+                f"The moment tensor cannot separate {B} samples: with the bias "
+                f"column, {B} components span the whole space, and the samples' "
+                f"inputs have only {n_in} coordinates, fewer than the samples (a "
+                f"tensor of {n_in} dimensions has at most {n_in} separable "
+                f"factors). Use n_components <= {n_in}, or, to reconstruct "
+                f"{B} samples, GradientReconstructor with init='random' or 'auto' "
+                "(the column-space search needs no tensor).")
         if getattr(self, "_non_gaussian", None):
             warnings.warn(self._non_gaussian, NonGaussianWeightsWarning)
         try:

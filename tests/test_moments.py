@@ -205,3 +205,31 @@ def test_an_exact_batch_is_not_called_a_guess(batch_size):
         warnings.simplefilter("error", BatchSizeWarning)
         est = MomentTensorTransformer(bias=True).fit(q.grad, **q.fit_params)
     assert est.n_components_ == batch_size
+
+
+def test_a_batch_of_n_features_plus_one_with_a_gaussian_bias():
+    """B = d + 1 samples with a Gaussian bias: the span is the whole space and
+    the inputs hold only d Hermite modes. The search recovers the batch (it
+    crashed on a broadcast of (8, 8) into (8, 9)); the tensor, which cannot
+    separate more factors than dimensions, is refused with a clear error."""
+    X = np.random.default_rng(0).uniform(size=(9, 8))
+    q = make_gradient_query(X, n_neurons=3000, bias="gaussian", random_state=0)
+    for init in ("auto", "random"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            rec = GradientReconstructor(**q.estimator_params, batch_size=9, init=init,
+                                        random_state=0).fit(q.grad, **q.fit_params)
+        errors, _ = relative_error(X, rec.samples_)
+        assert rec.n_found_ == 9 and np.max(errors) <= 1e-8, (init, errors)
+    message = re.escape(
+        "The moment tensor cannot separate 9 samples: with the bias column, 9 "
+        "components span the whole space, and the samples' inputs have only 8 "
+        "coordinates, fewer than the samples (a tensor of 8 dimensions has at most 8 "
+        "separable factors). Use n_components <= 8, or, to reconstruct 9 samples, "
+        "GradientReconstructor with init='random' or 'auto' (the column-space search "
+        "needs no tensor).")
+    with pytest.raises(ValueError, match=message):
+        MomentTensorTransformer(bias=True, n_components=9).fit(q.grad, weights=q.weights)
+    with pytest.raises(ValueError, match=message):
+        GradientReconstructor(**q.estimator_params, batch_size=9, init="tensor",
+                              random_state=0).fit(q.grad, **q.fit_params)

@@ -154,7 +154,44 @@ def _measured_activations(torch, model, layers, linears):
             out.append(("act", act))
         else:
             layers[i + 1] = ("act", act)
+    _check_chain(torch, model, out, [module for _, module in linears])
     return out
+
+
+def _check_chain(torch, model, layers, linears):
+    """Raise unless ``model(x)`` is ``layers`` applied in order, on random inputs.
+
+    The walk of the modules and the probes between linear layers cannot see
+    what ``forward`` does before the first layer or around the layers (an
+    input normalisation ``(x - 0.5) / 0.25``, a residual connection, an
+    output divided by a temperature); simulated without it, the steps either
+    stall or, for an input transform, reproduce the update exactly with the
+    transformed inputs, which would be returned as the client's samples.
+    """
+    first = linears[0]
+    dtype = first.weight.dtype
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, first.in_features, generator=gen, dtype=torch.float64).to(dtype)
+    with torch.no_grad():
+        expected = model(x)
+        y, k = x, 0
+        for item in layers:
+            if item[0] == "linear":
+                y = linears[k](y)
+                k += 1
+            else:
+                y = item[1](y)
+        if expected.shape != y.shape:
+            gap = float("inf")
+        else:
+            gap = float(torch.linalg.norm(expected - y) / torch.linalg.norm(expected))
+    tol = 100 * torch.finfo(dtype).eps
+    if not gap <= tol:
+        raise ValueError(_NOT_MLP.format(what=(
+            "a forward pass that is not its layers applied in order (on random "
+            f"inputs, model(x) differs from them by a relative {gap:.2g}: an input "
+            "transform before the first nn.Linear, a residual connection or a "
+            "scaled output)")))
 
 
 _NOT_MLP = (

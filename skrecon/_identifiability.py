@@ -18,7 +18,8 @@ from ._array_api import to_host
 from .exceptions import IdentifiabilityWarning
 from .refine import is_piecewise_linear
 
-__all__ = ["has_even_derivative", "sign_and_scale", "unresolved_samples",
+__all__ = ["explains_gradient", "has_even_derivative", "sign_and_scale",
+           "unresolved_samples",
            "moment_weights", "identify", "constant_column_messages", "label_messages",
            "verdict_warnings"]
 
@@ -404,12 +405,22 @@ def verdict_warnings(search, identified, span, activation, *, n_outputs,
         out.append((ConvergenceWarning,
             f"The joint polish did not converge in {max_iter} iterations "
             f"(relative gradient residual {residual}); increase max_iter."))
-    elif gradient_residual > max(1e-6, 30 * span.noise_level):
+    elif not explains_gradient(gradient_residual, span.noise_level):
         out.append((ConvergenceWarning,
             f"The refinement stopped at a relative gradient residual of "
             f"{residual}, far above the gradient's estimated "
             f"noise level {span.noise_level:.3g}: the batch does not "
             "explain the gradient (a local minimum, a wrong batch size, or a "
             "model that does not match the query). Try a larger max_starts, pass "
-            "batch_size, or check activation, bias and output_weights."))
+            "batch_size, or check activation, bias and output_weights."
+            + (" No row is certified: each passed its own check, but together "
+               "they do not explain the gradient (near-duplicate samples can pass "
+               "one by one); found_ is all False." if n_found == n else "")))
     return out
+
+
+def explains_gradient(gradient_residual, noise_level):
+    """Whether a batch's relative gradient residual is at the noise level:
+    a batch whose every row is exact explains its gradient to it, so rows
+    that leave more cannot all be certified."""
+    return gradient_residual <= max(1e-6, 30 * noise_level)

@@ -166,6 +166,11 @@ def _check_optimizer(torch, optimizer):
                 "skrecon.fedavg simulates torch.optim.SGD without Nesterov momentum "
                 f"and without dampening; got nesterov={group.get('nesterov')}, "
                 f"dampening={group.get('dampening')}.")
+        keys = ("lr", "momentum", "weight_decay")
+        if any(g.get(k) != group.get(k) for g in optimizer.param_groups for k in keys):
+            raise ValueError(
+                "skrecon.fedavg simulates one SGD setting for all parameters; the "
+                "optimizer's parameter groups differ in lr, momentum or weight_decay.")
         return
     else:
         name = getattr(optimizer, "__name__", type(optimizer).__name__)
@@ -174,6 +179,29 @@ def _check_optimizer(torch, optimizer):
         f"SGD (torch.optim.SGD, optimizer='sgd') with momentum and weight_decay; "
         f"got {name!r}. Adaptive optimisers (Adam, AdamW, RMSprop, ...) keep "
         "per-parameter state the server does not see, and are not supported.")
+
+
+def _from_optimizer(torch, optimizer, learning_rate, momentum, weight_decay):
+    """The SGD hyperparameters, filled in from an SGD instance's settings;
+    a keyword that contradicts the instance raises."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return learning_rate, momentum, weight_decay
+    group = optimizer.param_groups[0]
+    given = {"learning_rate": (learning_rate, None, group["lr"]),
+             "momentum": (momentum, 0.0, group["momentum"]),
+             "weight_decay": (weight_decay, 0.0, group["weight_decay"])}
+    out = []
+    for name, (value, default, held) in given.items():
+        if value is None or (value == default and held != default):
+            out.append(held)
+        elif value != held:
+            raise ValueError(
+                f"{name}={value!r} contradicts the SGD instance passed as optimizer, "
+                f"whose {'lr' if name == 'learning_rate' else name} is {held!r}; pass "
+                "the client's own settings once (the instance alone carries them).")
+        else:
+            out.append(value)
+    return tuple(out)
 
 
 def _decay_factor(schedule):
@@ -276,7 +304,9 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
         ``torch.optim.SGD``'s weight decay (L2 penalty), ``>= 0``.
     optimizer : "sgd", torch.optim.SGD or an SGD instance, default="sgd"
         The client's optimiser. Only SGD (with momentum and weight decay;
-        no Nesterov, no dampening) is simulated; anything else raises.
+        no Nesterov, no dampening) is simulated; anything else raises. An
+        instance's ``lr``, ``momentum`` and ``weight_decay`` fill in the
+        keywords left out (a keyword that contradicts them raises).
     max_iter : int, default=30
         Bound on the normal matrices ``J^T J`` each polish forms (each costs
         one Jacobian-vector product of the simulated steps per unknown).
@@ -314,7 +344,9 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
         If a hyperparameter the server must know is missing (the message
         lists them all) or invalid, the optimiser is not SGD, the model is
         not an MLP, the parameters do not match the model, the first
-        layer did not change, or the update's rank exceeds ``n_samples``.
+        layer did not change, or the update's rank exceeds ``n_samples``
+        (also for float32 or lower-precision parameters, whose round-off
+        the float64 simulation does not model: not supported).
 
     Warns
     -----
@@ -411,6 +443,9 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
 def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_size,
                  epochs, momentum, weight_decay, optimizer, max_iter, tol,
                  random_state, verbose):
+    _check_optimizer(torch, optimizer)
+    learning_rate, momentum, weight_decay = _from_optimizer(
+        torch, optimizer, learning_rate, momentum, weight_decay)
     missing = [name for name, value in (("learning_rate", learning_rate),
                                         ("n_samples", n_samples),
                                         ("batch_size", batch_size),
@@ -419,7 +454,6 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         raise ValueError(
             f"reconstruct_update needs the client's local training, which the "
             f"server must know; missing: {', '.join(missing)}. Pass {_HYPERPARAMETERS}.")
-    _check_optimizer(torch, optimizer)
     schedule = Schedule(
         learning_rate=_check_number(learning_rate, "learning_rate", low=0.0, low_open=True),
         momentum=_check_number(momentum, "momentum", low=0.0, low_open=False, high=1.0),
@@ -469,15 +503,20 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
             "included): the samples' span is then the whole input space and the "
             "update does not single them out.")
     U, left, rank = span(D, N, np.float64)
+    if rank > N and low:
+        raise ValueError(
+            f"The first layer's update has rank {rank}, more than n_samples={N}: "
+            f"the parameters are {'/'.join(low)}, and their round-off (eps |θ| / lr "
+            "per entry) fills the update's spectrum. skrecon.fedavg simulates the "
+            "local steps in float64 and does not model that rounding: FedAvg updates "
+            "of lower-precision clients are not supported (a float64 client's are: "
+            "model.double()). One local step's update is: skrecon.flower.update_query "
+            "reads its batch size above the round-off.")
     if rank > N:
         raise ValueError(
             f"The first layer's update has rank {rank}, more than n_samples={N}: "
             "it cannot come from that many samples with the hyperparameters given "
-            "(check num_examples, weight_decay and momentum)"
-            + (f", or the parameters' {'/'.join(low)} round-off fills it: the "
-               "unrolled steps are simulated in float64, and a lower-precision "
-               "update's rounding (eps |θ| / lr per entry) is not modelled; train "
-               "the client in float64 (model.double())" if low else "") + ".")
+            "(check num_examples, weight_decay and momentum).")
     if rank < N:
         warnings.warn(
             f"The first layer's update shows {rank} samples, fewer than "

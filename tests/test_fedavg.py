@@ -361,6 +361,27 @@ def test_nesterov_is_refused(digits):
                            batch_size=4, optimizer=opt)
 
 
+def test_an_sgd_instance_carries_the_clients_settings(digits):
+    """The client's own optimiser: its lr, momentum and weight decay are read
+    (they used to be ignored: the update's rank was then blamed on
+    num_examples); a keyword that contradicts it raises."""
+    batch, labels = digits
+    model = _model()
+    sent, returned, _ = _train(model, batch, labels, lr=0.05, batch_size=8, epochs=2,
+                               momentum=0.9, weight_decay=1e-3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    res = reconstruct_update(model, sent, returned, n_samples=8, batch_size=8, epochs=2,
+                             optimizer=opt, random_state=0)
+    errors, match = relative_error(batch, res.samples)
+    assert res.success and np.all(match >= 0) and errors.max() < 1e-8
+    with pytest.raises(ValueError, match=re.escape(
+            "momentum=0.5 contradicts the SGD instance passed as optimizer, whose "
+            "momentum is 0.9; pass the client's own settings once (the instance alone "
+            "carries them).")):
+        reconstruct_update(model, sent, returned, n_samples=8, batch_size=8, epochs=2,
+                           momentum=0.5, optimizer=opt)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"learning_rate": -0.1}, r"learning_rate must be a finite number > 0\.0, got -0\.1\."),
     ({"momentum": 1.0}, r"momentum must be a finite number >= 0\.0 and < 1\.0, got 1\.0\."),
@@ -404,16 +425,18 @@ def test_parameters_are_checked_like_update_query(digits):
 
 def test_a_float32_update_names_its_round_off_in_the_rank_error(digits):
     # a float32 model's update carries its parameters' rounding, which the
-    # float64 simulation does not model: the rank error named only the
-    # hyperparameters
+    # float64 simulation does not model: the rank error says so first (it
+    # led with the hyperparameters, which a tester took for the cause)
     batch, labels = digits
     model = _model(width=32)
     sent, returned, _ = _train(model, batch, labels, lr=0.1, batch_size=8, epochs=1)
     sent32 = [a.astype(np.float32) for a in sent]
     returned32 = [(np.float32(1) * a).astype(np.float32) for a in returned]
     with pytest.raises(ValueError, match=(
-            r"^The first layer's update has rank \d+, more than n_samples=8: .*, or "
-            r"the parameters' float32 round-off fills it: the unrolled steps are "
-            r"simulated in float64")):
+            r"^The first layer's update has rank \d+, more than n_samples=8: the "
+            r"parameters are float32, and their round-off \(eps \|θ\| / lr per entry\) "
+            r"fills the update's spectrum\. skrecon\.fedavg simulates the local steps "
+            r"in float64 and does not model that rounding: FedAvg updates of "
+            r"lower-precision clients are not supported")):
         reconstruct_update(model, sent32, returned32, learning_rate=0.1, n_samples=8,
                            batch_size=8)

@@ -354,7 +354,11 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
         If the polish does not reach ``tol``: the rows are best guesses and
         ``found`` is all False. The message names a learning rate (twice or
         half the given one) or a number of epochs (one more or one fewer)
-        when the batch found fits it 10x better than the given ones.
+        when the batch found fits it 10x better than the given ones: a hint,
+        measured to work for full-batch steps (256 neurons: lr x2, x1/2 and
+        E +-1 named); with several epochs of mini-batches the batch found
+        under wrong hyperparameters is usually too far off for it (8 digits,
+        b = 4, E = 3, lr x2 or E - 1: not named).
     BatchSizeWarning
         If the update shows fewer than ``n_samples`` samples (two identical
         samples, or ``n_samples`` larger than the truth).
@@ -521,7 +525,8 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         warnings.warn(
             f"The first layer's update shows {rank} samples, fewer than "
             f"n_samples={N}: two samples are identical, or num_examples is larger "
-            "than the samples trained on; the extra rows are not identifiable.",
+            "than the samples trained on (a DataLoader with drop_last=True skips the "
+            "last short mini-batch); the extra rows are not identifiable.",
             BatchSizeWarning, stacklevel=3)
     if verbose:
         print(f"fedavg: span of {N} samples, {schedule.n_steps} local steps")

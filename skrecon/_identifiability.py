@@ -380,11 +380,18 @@ def verdict_warnings(search, identified, span, activation, *, n_outputs,
                 # (a wrong activation: 0 of 8 digits in 48 searches, residual
                 # 0.2-0.7, for sigmoid, GELU, ReLU or softplus on tanh)
                 activation_name = getattr(activation, "name", activation)
+                single = np.dtype(span.precision) == np.float32
+                cause = ("most likely the model does not match the gradient, or "
+                         "float32 round-off hides the samples (float32 batches of a "
+                         "ReLU-type layer: 8 of 8 found at a Gaussian query, none of "
+                         "32 in a tester's run; the same gradient in float64 gives "
+                         "32 of 32)" if single and activation.scale_free else
+                         "most likely the model does not match the gradient")
                 out.append((ConvergenceWarning,
                     f"None of {n} samples was found in {search.n_starts} searches "
                     f"(relative gradient residual {residual}), "
                     f"although {search.n_live_neurons} neurons are enough for "
-                    f"{n} samples: most likely the model does not match the gradient. "
+                    f"{n} samples: {cause}. "
                     f"Check activation (here {activation_name!r}), bias and "
                     "output_weights (and loss); only when they are right can more "
                     "starts (max_starts) help." + dependent + " samples_ are best "

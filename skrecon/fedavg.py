@@ -60,14 +60,18 @@ from ._order_search import ResidualScore, hyperparameter_hint, search_order
 from ._parameters import as_arrays, check_pair
 from ._threads import blas_threads
 from ._unroll import (Schedule, Unknowns, flat_parameters,
-                      levenberg_marquardt, memberships, mlp_layers, simulate)
+                      levenberg_marquardt, memberships, mlp_layers, normal_equations,
+                      simulate)
 from .activations import get_activation
-from .exceptions import BatchSizeWarning
+from .exceptions import BatchSizeWarning, IdentifiabilityWarning
 
 __all__ = ["UpdateReconstruction", "reconstruct_update"]
 
 # polishes with an order re-assigned from the simulated trajectory
 _ORDER_ROUNDS = 4
+# a row is found when its first-order error bound is below this (relative),
+# as the reconstructor's float64 rows
+_ROW_PRECISION = 1e-6
 _HYPERPARAMETERS = (
     "learning_rate (the client's SGD learning rate, e.g. Flower's config['lr']), "
     "n_samples (the number of samples it trained on: the num_examples of its "
@@ -91,8 +95,13 @@ class UpdateReconstruction:
     found : ndarray of shape (n_samples,), dtype bool
         Whether each row is certified: the local steps simulated from the
         recovered samples, labels and order reproduce the returned
-        parameters to ``update_residual <= tol``. When they do not, no row is
-        certified (all False) and the rows are best guesses.
+        parameters to ``update_residual <= tol``, and the row's first-order
+        error bound (from the residual and the Jacobian of the simulated
+        steps) is below 1e-6 relative; near-duplicate samples that the
+        update barely tells apart are not found even at an exact fit (an
+        ``IdentifiabilityWarning`` names them). When the residual is above
+        ``tol``, no row is certified (all False) and the rows are best
+        guesses.
     update_residual : float
         ``||theta_T(samples, labels, order) - theta_T|| / ||theta_0 - theta_T||``
         over all parameters (dimensionless; ~1e-13 when exact in float64).
@@ -202,6 +211,38 @@ def _from_optimizer(torch, optimizer, learning_rate, momentum, weight_decay):
         else:
             out.append(value)
     return tuple(out)
+
+
+def _error_bounds(torch, problem, X, labels, n_classes):
+    """Each row's first-order relative error bound at an exact fit,
+    ``||r|| sqrt(sum_k w_ik / lambda_k) / ||x_i||`` over the eigenpairs of
+    ``J^T J`` (``w_ik``: the weight of row ``i``'s coordinates, mapped to
+    its inputs, in eigenvector ``k``), each ``lambda_k`` floored at
+    ``n eps lambda_max`` (a direction ``J`` does not see is as loose as the
+    round-off allows, not dropped as a pseudo-inverse would).
+
+    The residual alone does not pin a row: two near-duplicate samples (1e-5
+    apart, two epochs of mini-batches of 5) reproduced the returned
+    parameters to 2.5e-11 with both rows 8.9e-6 off, along the nearly null
+    directions of ``J^T J`` that mix them (bounds 9e-6 for those two rows).
+    """
+    z = torch.as_tensor(problem.pack(X, np.eye(n_classes)[labels]))
+    JtJ, _, r = normal_equations(torch, problem, z, 16)
+    lam, vec = np.linalg.eigh(JtJ.numpy())
+    lam = np.maximum(lam, len(lam) * np.finfo(float).eps * max(lam[-1], 0.0))
+    n, r_dims = len(X), problem.unknowns.basis.shape[0]
+    M = problem.unknowns.basis.numpy() @ problem.U.numpy().T  # coords -> inputs
+    if problem.has_bias:
+        M = M[:, :-1]
+    norm_r = float(torch.linalg.norm(r))
+    bounds = np.empty(n)
+    for i in range(n):
+        mapped = vec[i * r_dims:(i + 1) * r_dims].T @ M  # (n_unknowns, n_inputs)
+        with np.errstate(divide="ignore"):
+            variance = float(np.sum(np.sum(mapped ** 2, axis=1) / lam))
+        bounds[i] = norm_r * np.sqrt(variance) / max(np.linalg.norm(X[i]),
+                                                     np.finfo(float).tiny)
+    return bounds
 
 
 def _decay_factor(schedule):
@@ -362,6 +403,9 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
     BatchSizeWarning
         If the update shows fewer than ``n_samples`` samples (two identical
         samples, or ``n_samples`` larger than the truth).
+    IdentifiabilityWarning
+        If the fit is exact but some rows' error bounds exceed 1e-6
+        (near-duplicate samples): ``found`` is False for them.
 
     See Also
     --------
@@ -643,11 +687,26 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         if residual <= tol:
             break
     residual, X, labels, order, fit = best
+    loose = np.zeros(N, dtype=bool)
     if residual <= tol:
+        problem = _Problem(torch, layers, names, p0, pT_dict, U, schedule, unknowns,
+                           memberships(order, schedule))
+        loose = _error_bounds(torch, problem, X, labels, K) > _ROW_PRECISION
+    if residual <= tol and not np.any(loose):
         status = 1
         message = (f"The local steps simulated from the samples, labels and order "
                    f"reproduce the returned parameters (relative residual "
                    f"{residual:.2g} <= tol={tol:g}): every sample found.")
+    elif residual <= tol:
+        status = 1
+        message = (f"The local steps simulated from the samples, labels and order "
+                   f"reproduce the returned parameters (relative residual "
+                   f"{residual:.2g} <= tol={tol:g}), but rows "
+                   f"{np.flatnonzero(loose).tolist()} are not pinned by it: their "
+                   f"first-order error bounds exceed {_ROW_PRECISION:g} (near-duplicate "
+                   "samples, whose difference the update barely shows); found is False "
+                   "there.")
+        warnings.warn(message, IdentifiabilityWarning, stacklevel=3)
     else:
         status = 0 if fit.status == 0 else 2
         why = (f"max_iter={max_iter} normal matrices were formed" if status == 0 else
@@ -660,7 +719,7 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
                    + hyperparameter_hint(torch, layers, p0, pT_dict, names, schedule, K,
                                          X, labels, order, residual))
         warnings.warn(message, ConvergenceWarning, stacklevel=3)
-    found = np.full(N, status == 1)
+    found = np.full(N, status == 1) & ~loose
     return UpdateReconstruction(
         samples=X, labels=labels, found=found, update_residual=residual, order=order,
         start_samples=X0, n_iter=n_iter, nfev=nfev, status=status, message=message,

@@ -323,6 +323,24 @@ def flat_parameters(torch, params, names):
 JACOBIAN_BYTES = 2 ** 30
 
 
+def jacobian(torch, fun, z, chunk):
+    """``(J^T, r)`` of ``fun`` at ``z``: ``J`` applied to ``chunk`` unit
+    vectors at a time (forward mode, batched with ``vmap``)."""
+    from torch.func import jvp, vmap
+
+    def push(v):
+        return jvp(fun, (z,), (v,))[1]
+
+    n = z.numel()
+    eye = torch.eye(n, dtype=z.dtype)
+    with torch.no_grad():
+        r = fun(z)
+    Jt = torch.empty((n, r.numel()), dtype=z.dtype)
+    for start in range(0, n, chunk):
+        Jt[start:start + chunk] = vmap(push)(eye[start:start + chunk])
+    return Jt, r
+
+
 def normal_equations(torch, fun, z, chunk, max_bytes=JACOBIAN_BYTES):
     """``(J^T J, J^T r, r)`` of ``fun`` at ``z``.
 
@@ -341,9 +359,7 @@ def normal_equations(torch, fun, z, chunk, max_bytes=JACOBIAN_BYTES):
     with torch.no_grad():
         r = fun(z)
     if n * r.numel() * r.element_size() <= max_bytes:
-        Jt = torch.empty((n, r.numel()), dtype=z.dtype)
-        for start in range(0, n, chunk):
-            Jt[start:start + chunk] = vmap(push)(eye[start:start + chunk])
+        Jt, r = jacobian(torch, fun, z, chunk)
         JtJ, Jtr = Jt @ Jt.T, Jt @ r
     else:
         r, pullback = vjp(fun, z)

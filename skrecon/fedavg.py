@@ -60,7 +60,7 @@ from ._order_search import ResidualScore, hyperparameter_hint, search_order
 from ._parameters import as_arrays, check_pair
 from ._threads import blas_threads
 from ._unroll import (Schedule, Unknowns, flat_parameters,
-                      levenberg_marquardt, memberships, mlp_layers, normal_equations,
+                      jacobian, levenberg_marquardt, memberships, mlp_layers,
                       simulate)
 from .activations import get_activation
 from .exceptions import BatchSizeWarning, IdentifiabilityWarning
@@ -69,9 +69,10 @@ __all__ = ["UpdateReconstruction", "reconstruct_update"]
 
 # polishes with an order re-assigned from the simulated trajectory
 _ORDER_ROUNDS = 4
-# a row is found when its first-order error bound is below this (relative),
-# as the reconstructor's float64 rows
+# a row is found when its first-order error bound (this many standard
+# errors) is below this (relative), as the reconstructor's float64 rows
 _ROW_PRECISION = 1e-6
+_STANDARD_ERRORS = 5
 _HYPERPARAMETERS = (
     "learning_rate (the client's SGD learning rate, e.g. Flower's config['lr']), "
     "n_samples (the number of samples it trained on: the num_examples of its "
@@ -95,9 +96,9 @@ class UpdateReconstruction:
     found : ndarray of shape (n_samples,), dtype bool
         Whether each row is certified: the local steps simulated from the
         recovered samples, labels and order reproduce the returned
-        parameters to ``update_residual <= tol``, and the row's first-order
-        error bound (from the residual and the Jacobian of the simulated
-        steps) is below 1e-6 relative; near-duplicate samples that the
+        parameters to ``update_residual <= tol``, and five standard errors
+        of the row (from the residual and the Jacobian of the simulated
+        steps, to first order) are below 1e-6 relative; near-duplicate samples that the
         update barely tells apart are not found even at an exact fit (an
         ``IdentifiabilityWarning`` names them). When the residual is above
         ``tol``, no row is certified (all False) and the rows are best
@@ -214,34 +215,44 @@ def _from_optimizer(torch, optimizer, learning_rate, momentum, weight_decay):
 
 
 def _error_bounds(torch, problem, X, labels, n_classes):
-    """Each row's first-order relative error bound at an exact fit,
-    ``||r|| sqrt(sum_k w_ik / lambda_k) / ||x_i||`` over the eigenpairs of
-    ``J^T J`` (``w_ik``: the weight of row ``i``'s coordinates, mapped to
-    its inputs, in eigenvector ``k``), each ``lambda_k`` floored at
-    ``n eps lambda_max`` (a direction ``J`` does not see is as loose as the
-    round-off allows, not dropped as a pseudo-inverse would).
+    """Each row's first-order relative error bound at an exact fit:
+    ``5 sqrt(sum_k w_ik ((u_k . r)^2 + s^2) / sigma_k^2) / ||x_i||`` over the
+    singular triplets ``(u_k, sigma_k, v_k)`` of the Jacobian ``J`` of the
+    simulated steps (``w_ik``: the weight of row ``i``'s coordinates, mapped
+    to its inputs, in ``v_k``; ``(u_k . r) / sigma_k`` the Gauss-Newton step
+    still to go along ``v_k``; ``s^2 = ||r||^2 / (len(r) - n)`` the residual's
+    variance, whose standard error along ``v_k`` is ``s / sigma_k``), each
+    ``sigma_k`` floored at ``n eps sigma_1`` (a direction ``J`` does not see
+    is as loose as the round-off allows, not dropped as a pseudo-inverse
+    would).
 
     The residual alone does not pin a row: two near-duplicate samples (1e-5
     apart, two epochs of mini-batches of 5) reproduced the returned
     parameters to 2.5e-11 with both rows 8.9e-6 off, along the nearly null
-    directions of ``J^T J`` that mix them (bounds 9e-6 for those two rows).
+    directions of ``J`` that mix them (bounds above 1e-6 for those two
+    only). A bound ``||r|| / sigma_k`` instead would take the parameters'
+    rounding, orthogonal to ``J``, for an error: it left exact rows of a
+    trained net at lr 0.01 (errors 1e-9) unpinned.
     """
     z = torch.as_tensor(problem.pack(X, np.eye(n_classes)[labels]))
-    JtJ, _, r = normal_equations(torch, problem, z, 16)
-    lam, vec = np.linalg.eigh(JtJ.numpy())
-    lam = np.maximum(lam, len(lam) * np.finfo(float).eps * max(lam[-1], 0.0))
+    Jt, r = jacobian(torch, problem, z, 16)
+    Jt, r = Jt.numpy(), r.numpy()
+    vec, sigma, left_t = np.linalg.svd(Jt, full_matrices=False)
+    sigma = np.maximum(sigma, len(sigma) * np.finfo(float).eps * sigma[0])
+    # per direction: the Gauss-Newton step still to go, (u_k . r) / sigma_k,
+    # and the standard error of noise of the residual's size, s / sigma_k
+    s2 = float(r @ r) / max(len(r) - len(sigma), 1)
+    spread = ((left_t @ r) ** 2 + s2) / sigma ** 2
     n, r_dims = len(X), problem.unknowns.basis.shape[0]
     M = problem.unknowns.basis.numpy() @ problem.U.numpy().T  # coords -> inputs
     if problem.has_bias:
         M = M[:, :-1]
-    norm_r = float(torch.linalg.norm(r))
     bounds = np.empty(n)
     for i in range(n):
         mapped = vec[i * r_dims:(i + 1) * r_dims].T @ M  # (n_unknowns, n_inputs)
-        with np.errstate(divide="ignore"):
-            variance = float(np.sum(np.sum(mapped ** 2, axis=1) / lam))
-        bounds[i] = norm_r * np.sqrt(variance) / max(np.linalg.norm(X[i]),
-                                                     np.finfo(float).tiny)
+        variance = float(np.sum(np.sum(mapped ** 2, axis=1) * spread))
+        bounds[i] = _STANDARD_ERRORS * np.sqrt(variance) / max(
+            np.linalg.norm(X[i]), np.finfo(float).tiny)
     return bounds
 
 
@@ -550,7 +561,9 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
             f"n_samples={N} exceeds the first layer's {D.shape[1]} inputs (bias "
             "included): the samples' span is then the whole input space and the "
             "update does not single them out.")
-    U, left, rank = span(D, N, np.float64)
+    # the parameters' rounding, as update_query bounds it: eps ||theta||_F / lr
+    roundoff = np.finfo(np.float64).eps * np.linalg.norm(W0) / schedule.learning_rate
+    U, left, rank = span(D, N, np.float64, roundoff)
     if rank > N and low:
         raise ValueError(
             f"The first layer's update has rank {rank}, more than n_samples={N}: "

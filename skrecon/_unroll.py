@@ -323,9 +323,10 @@ def flat_parameters(torch, params, names):
 JACOBIAN_BYTES = 2 ** 30
 
 
-def jacobian(torch, fun, z, chunk):
+def jacobian(torch, fun, z, chunk, r=None):
     """``(J^T, r)`` of ``fun`` at ``z``: ``J`` applied to ``chunk`` unit
-    vectors at a time (forward mode, batched with ``vmap``)."""
+    vectors at a time (forward mode, batched with ``vmap``); ``r``, when the
+    caller has it, is ``fun(z)`` and not evaluated again."""
     from torch.func import jvp, vmap
 
     def push(v):
@@ -333,8 +334,9 @@ def jacobian(torch, fun, z, chunk):
 
     n = z.numel()
     eye = torch.eye(n, dtype=z.dtype)
-    with torch.no_grad():
-        r = fun(z)
+    if r is None:
+        with torch.no_grad():
+            r = fun(z)
     Jt = torch.empty((n, r.numel()), dtype=z.dtype)
     for start in range(0, n, chunk):
         Jt[start:start + chunk] = vmap(push)(eye[start:start + chunk])
@@ -359,7 +361,7 @@ def normal_equations(torch, fun, z, chunk, max_bytes=JACOBIAN_BYTES):
     with torch.no_grad():
         r = fun(z)
     if n * r.numel() * r.element_size() <= max_bytes:
-        Jt, r = jacobian(torch, fun, z, chunk)
+        Jt, r = jacobian(torch, fun, z, chunk, r)
         JtJ, Jtr = Jt @ Jt.T, Jt @ r
     else:
         r, pullback = vjp(fun, z)

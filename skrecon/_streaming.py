@@ -105,8 +105,16 @@ class _IncrementalSpan:
             largest = e_norm / np.sqrt(min(E.shape)) / s_ref
             if largest > _NEW_DIRECTION * floor:
                 self.truncated = max(self.truncated, largest)
-        elif e_norm > _NEW_DIRECTION * floor * s_ref:
-            # the factorisations on one BLAS thread (as in skrecon._sketch:
+        elif (e_norm > _NEW_DIRECTION * floor * s_ref
+              or q - int(np.sum(self.singular_values > floor * s_ref)) < _SPARE):
+            # a block with directions above round-off outside the dictionary,
+            # or the dictionary still short of its spare directions below
+            # round-off: blocks of at most B rows (a first chunk of B
+            # neurons, chunks of one neuron) complete the span with no room
+            # left for them, and a spectrum without its floor reads the
+            # batch size wrong (8 digits read as 3); round-off directions of
+            # later blocks fill them in.
+            # The factorisations on one BLAS thread (as in skrecon._sketch:
             # two threads on a loaded two-core machine, 12.7 s for this SVD
             # of a 1024 x 433 block, 0.1 s on one)
             with blas_threads(1):

@@ -380,7 +380,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=False)
     def partial_fit(self, X, y=None, *, weights=None, output_weights=None,
-                    reconstruct=True):
+                    reconstruct=True, noise_std=None):
         """Receive the gradient query in chunks of neurons, and reconstruct.
 
         For a layer too wide to hold at once: each call passes some of its
@@ -409,6 +409,12 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             far (the search, the polish and the fitted attributes), or only
             to take the chunk in: pass ``False`` for all chunks but the last
             to run the search once.
+        noise_std : None, default=None
+            Not supported when streaming: the known round-off of a
+            parameter update (``skrecon.flower.update_query``'s
+            ``fit_params``) bounds the spectrum of the whole gradient, which
+            the stream does not keep. Any other value raises; fit the whole
+            gradient with :meth:`fit` (``noise_std=``), or pass ``batch_size``.
 
         Returns
         -------
@@ -420,7 +426,7 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
             On the errors of :meth:`fit` for the chunk; if a chunk has other
             columns than the first (scikit-learn's message) or other outputs,
             or comes with weights where the first came without (or the
-            reverse).
+            reverse); if ``noise_std`` is given.
 
         Notes
         -----
@@ -455,6 +461,13 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         >>> bool(errors.max() < 1e-8)
         True
         """
+        if noise_std is not None:
+            raise ValueError(
+                "partial_fit does not take noise_std: the known round-off of a "
+                "parameter update bounds the spectrum of the whole gradient, which "
+                "a stream of chunks does not keep. Fit the whole gradient with "
+                "fit(X, weights=..., output_weights=..., noise_std=...), or stream "
+                "without noise_std and pass batch_size if you know it.")
         if weights is None and output_weights is not None:
             return self._fit_blind(X, output_weights)  # (raises: no weights)
         first = getattr(self, "_stream", None) is None
@@ -722,6 +735,11 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
         # fitted arrays are pickled as NumPy arrays: an estimator fitted on
         # CuPy loads on a machine without a GPU
         return host_state(super().__getstate__())
+
+    def __sklearn_is_fitted__(self):
+        # fitted once a batch was reconstructed: partial_fit(reconstruct=False)
+        # sets n_neurons_seen_ and nothing else to use
+        return hasattr(self, "samples_")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -187,3 +187,42 @@ def test_row_sample_is_uniform_and_independent_of_chunking():
         counts[sample.rows()[0][:, 0].astype(int)] += 1
     sigma = np.sqrt(2000 * 0.25 * 0.75)
     assert np.all(np.abs(counts - 500) < 5 * sigma)
+
+
+@pytest.mark.parametrize("sizes", [[6, 2994], [1] * 10 + [2990], [4] * 10 + [2960]],
+                         ids=["first-chunk-of-B", "chunks-of-1", "chunks-of-4"])
+def test_partial_fit_small_first_chunks_keep_the_round_off_floor(digits_query, sizes):
+    # chunks of at most B neurons complete the span before any spare
+    # direction below round-off is taken in: the spectrum then had no floor
+    # and 8 digits were read as 3, 3 wrong rows flagged found (a tester)
+    batch, q = digits_query
+    rec = _stream_fit(q, _chunks(3000, sizes))
+    assert rec.batch_size_ == 6
+    assert rec.moments_.singular_values_.shape[0] > 6
+    assert rec.n_found_ == 6
+    errors, _ = relative_error(batch, rec.samples_)
+    assert errors.max() < 1e-9
+
+
+def test_partial_fit_refuses_noise_std(digits_query):
+    _, q = digits_query
+    rec = GradientReconstructor(bias=True)
+    with pytest.raises(ValueError, match="partial_fit does not take noise_std: the known "
+                       "round-off of a parameter update bounds the spectrum of the whole "
+                       "gradient"):
+        rec.partial_fit(q.grad[:100], weights=q.weights[:100],
+                        output_weights=q.output_weights[:100], noise_std=1e-9)
+
+
+def test_partial_fit_without_reconstruct_is_not_fitted(digits_query):
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+    _, q = digits_query
+    rec = GradientReconstructor(bias=True).partial_fit(
+        q.grad[:500], weights=q.weights[:500], output_weights=q.output_weights[:500],
+        reconstruct=False)
+    assert rec.n_neurons_seen_ == 500
+    with pytest.raises(NotFittedError):
+        check_is_fitted(rec)  # (n_neurons_seen_ alone passed it)
+    with pytest.raises(NotFittedError):
+        rec.transform(q.grad)

@@ -69,6 +69,29 @@ _RANK_GAP = 1e-9
 _ROUNDS = 4
 # the whole model fits to round-off below this relative residual
 _EXACT_RESIDUAL = 1e-8
+# two rows closer than this (relative) are one sample split in two, and a
+# row whose signal is below this fraction of the largest carries none: the
+# gradient is explained by fewer samples (batch_size too high: given 33 for
+# 32 samples at rank 31, two rows came back 1.5e-6 and 7.8e-7 off one
+# sample, splitting its signal; given 34, a third row 52 off with signal
+# -1.3e-15; all flagged found)
+_SAME_SAMPLE = 1e-4
+_NO_SIGNAL = 1e-8
+
+
+def _redundant_rows(samples, signals):
+    """Rows the gradient does not need: pairs closer than ``_SAME_SAMPLE``
+    (both rows) and rows whose signal is below ``_NO_SIGNAL`` of the
+    largest. Returns ``(split, silent)``, sorted index lists."""
+    norms = np.linalg.norm(samples, axis=1)
+    gaps = np.linalg.norm(samples[:, None] - samples[None], axis=2)
+    gaps /= np.maximum(np.maximum(norms[:, None], norms[None]), np.finfo(float).tiny)
+    np.fill_diagonal(gaps, np.inf)
+    split = np.flatnonzero(np.any(gaps < _SAME_SAMPLE, axis=1))
+    strength = np.abs(signals[:, 0])
+    silent = np.flatnonzero(strength < _NO_SIGNAL * strength.max()) \
+        if strength.size and strength.max() > 0 else np.zeros(0, dtype=int)
+    return split.tolist(), silent.tolist()
 
 
 def _family(Omega, a, V, bias_mean, activation, order=1):
@@ -181,7 +204,16 @@ def _signals_and_residual(P, Omega, A, activation, bias_mean, V):
 
 
 def _check_query(X, weights, output_weights):
+    low = np.asarray(X).dtype if hasattr(X, "dtype") else None
     X = check_array(X, dtype=np.float64, input_name="X")
+    if (low is not None and low.kind == "f" and low.itemsize < 8) or bool(
+            np.all(X == X.astype(np.float32))):
+        raise ValueError(
+            "reconstruct_overcomplete needs a float64 gradient exact to its own "
+            "round-off: a group of samples is accepted at a squared tuple misfit of "
+            "1e-18, and float32 round-off (or noise) holds the misfit far above it "
+            "(2.7e-9 measured on breast cancer, B = 32), so no group is found. "
+            "Compute the gradient in float64 (model.double()).")
     weights = check_array(weights, dtype=np.float64, input_name="weights")
     if weights.shape != X.shape:
         raise ValueError(f"weights must have the shape of X, {X.shape}, got "
@@ -268,7 +300,9 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
         If the arrays hold NaN or inf, their shapes do not match, there is
         more than one output, the activation is piecewise linear, the bias
         is zero with an even ``sigma'`` (tanh, sigmoid, erf: the signs are
-        not settled), or ``batch_size`` does not exceed the gradient's rank.
+        not settled), ``batch_size`` does not exceed the gradient's rank, or
+        ``X`` is float32 (or holds only float32 values): the tuple condition
+        is accepted at float64 round-off.
 
     Warns
     -----
@@ -276,7 +310,10 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
         When the tuple search finds no tuple, or the batch found does not
         fit the gradient to round-off (fewer than ``batch_size`` rows, or a
         relative residual above 1e-8): no row then counts as certain beyond
-        its own misfit.
+        its own misfit. When the gradient is explained by fewer rows than
+        ``batch_size`` (two rows within 1e-4 of each other, one sample split
+        in two; a row without signal, below 1e-8 of the largest): those rows
+        are not found, and ``batch_size`` is likely too high.
 
     See Also
     --------
@@ -385,9 +422,15 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
     if not phi < _TUPLE_ACCEPT:
         warnings.warn(
             f"The tuple search found no {k} samples satisfying the tuple condition "
-            f"in {n_starts} starts (best misfit {phi:.2g}): batch_size={batch_size} "
-            f"is {n_extra} beyond the gradient's rank {rank}, and the search does not "
-            "reach that far. Nothing is returned.", IdentifiabilityWarning)
+            f"in {n_starts} starts (best misfit {phi:.2g} > {_TUPLE_ACCEPT:g}). "
+            f"batch_size={batch_size} is {n_extra} beyond the gradient's rank "
+            f"{rank}; either the search does not reach that far (up to 3 beyond "
+            "the rank measured with the defaults, 5 with max_nfev=1000), or the "
+            "gradient is not what the model assumes: batch_size is not the "
+            "client's (too low as well as too high), the last column of X is not "
+            "the bias gradient, the activation is not the layer's, or the gradient "
+            "carries noise above float64 round-off. Nothing is returned.",
+            IdentifiabilityWarning)
         n_dims = n_cols - 1
         return Bunch(samples=np.empty((0, n_dims)), found=np.zeros(0, dtype=bool),
                      misfits=np.empty(0), signals=np.empty((0, 1)),
@@ -413,13 +456,30 @@ def reconstruct_overcomplete(X, *, weights, output_weights=None, batch_size,
             break
     found = misfits < np.where(np.arange(len(misfits)) < k, _TUPLE_ACCEPT, _ACCEPT)
     U, residual = _signals_and_residual(P, Omega, A, activation, bias_mean, V)
-    if len(V) < batch_size or not residual < _EXACT_RESIDUAL:
+    x = (V @ basis.T) / scale
+    samples = x[:, :-1] / x[:, -1:]
+    split, silent = _redundant_rows(samples, U)
+    if split or silent:
+        found[split + silent] = False
+        parts = []
+        if split:
+            parts.append(f"rows {split} come in pairs closer than {_SAME_SAMPLE:g} "
+                         "(one sample split in two, its signal shared)")
+        if silent:
+            parts.append(f"rows {silent} carry no signal (below {_NO_SIGNAL:g} of "
+                         "the largest)")
+        warnings.warn(
+            f"The gradient is explained by fewer than batch_size={batch_size} "
+            f"samples: {'; '.join(parts)}. batch_size is likely larger than the "
+            "client's batch (or the batch holds near-duplicate samples); found is "
+            "False for these rows. Try a smaller batch_size.",
+            IdentifiabilityWarning)
+    elif len(V) < batch_size or not residual < _EXACT_RESIDUAL:
         warnings.warn(
             f"{len(V)} of {batch_size} samples found, and the model of the rows "
             f"found leaves a relative residual {residual:.2g} (not round-off): the "
-            "batch is incomplete, and only each row's own misfit (found) speaks "
-            "for it.", IdentifiabilityWarning)
-    x = (V @ basis.T) / scale
-    samples = x[:, :-1] / x[:, -1:]
+            "batch is incomplete. Each row flagged found is certified only by its "
+            "own column-space misfit, not by the batch; batch_size may not be the "
+            "client's.", IdentifiabilityWarning)
     return Bunch(samples=samples, found=found, misfits=misfits, signals=U,
                  gradient_residual=residual, rank=rank, n_starts=n_starts)

@@ -74,3 +74,29 @@ def test_search_out_of_reach_warns_and_returns_nothing():
     assert res.samples.shape == (0, 8)
     assert res.found.shape == (0,)
     assert res.gradient_residual == 1.0
+
+
+def test_batch_size_too_high_flags_the_rows_the_gradient_does_not_need():
+    # 10 samples given as 11: one row came back 2.2e3 off its nearest sample
+    # with a signal of round-off, flagged found (a tester: breast cancer
+    # B = 32 given 33, a sample split in two rows, all flagged found)
+    batch, q = _query(10)
+    with pytest.warns(IdentifiabilityWarning,
+                      match=re.escape("The gradient is explained by fewer than "
+                                      "batch_size=11 samples: rows [0] carry no signal")):
+        res = reconstruct_overcomplete(q.grad, weights=q.weights,
+                                       output_weights=q.output_weights, batch_size=11,
+                                       random_state=0)
+    assert res.samples.shape == (11, 8)
+    assert int(res.found.sum()) == 10
+    err, perm = relative_error(batch, res.samples[res.found])
+    assert np.all(perm >= 0) and err.max() < 1e-8
+
+
+def test_float32_gradient_is_refused():
+    _, q = _query(10, m=500)
+    with pytest.raises(ValueError, match=re.escape(
+            "reconstruct_overcomplete needs a float64 gradient exact to its own "
+            "round-off")):
+        reconstruct_overcomplete(q.grad.astype(np.float32), weights=q.weights,
+                                 output_weights=q.output_weights, batch_size=10)

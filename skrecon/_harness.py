@@ -13,6 +13,8 @@ draws whichever module made it.
 import time
 import warnings
 
+from numbers import Integral
+
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils.parallel import Parallel, delayed
@@ -34,10 +36,13 @@ _TRIAL_COLUMNS = ("epsilon", "delta", "gradient_residual", "batch_size_found",
 
 
 def check_grid(values, seeds, name):
-    """``(values, seeds)`` of a leakage grid as lists (floats, as given);
-    a clear error when either is not a non-empty sequence of numbers."""
+    """``(values, seeds)`` of a leakage grid as lists (integers stay
+    integers, so that ``UniformQuantization(n_bits)`` can be swept; other
+    numbers become floats); a clear error when either is not a non-empty
+    sequence of numbers."""
     try:
-        values = [float(s) for s in values]
+        values = [int(s) if isinstance(s, Integral) and not isinstance(s, bool)
+                  else float(s) for s in values]
         seeds = list(seeds)
     except (TypeError, ValueError) as exc:
         raise ValueError(

@@ -33,8 +33,10 @@ def _one_trial(defense, parameter, strength, seed, batch, *, reconstructor,
     """Query, defend, attack and score once; never raises a ValueError."""
     query = make_gradient_query(batch, random_state=seed, **query_params)
     defended = clone(defense).set_params(**{parameter: strength})
-    if "random_state" in defended.get_params():
-        defended.set_params(random_state=seed)
+    # every random step seeded, a Pipeline's steps too (only the top level
+    # was: a pipeline's noise differed between two identical calls)
+    defended.set_params(**{key: seed for key in defended.get_params(deep=True)
+                           if key == "random_state" or key.endswith("__random_state")})
     attack = seeded_attack(reconstructor, seed)
     row = empty_row(len(batch))
     try:

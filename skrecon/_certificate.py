@@ -167,6 +167,9 @@ def row_error_bounds(V, U, P, Omega, A, activation, bias_mean, *, basis, column_
         T = Tv if K == 1 else linalg.block_diag(Tv, _complement(u))
         if not np.all(np.isfinite(J)):
             continue
+        if Tv.shape[1] == 0:  # one span dimension, held by the bias input
+            bounds[i] = 0.0
+            continue
         sigma, right, step = _triplets(J, T, r)
         if sigma is None:
             continue

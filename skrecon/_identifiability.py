@@ -324,12 +324,12 @@ def verdict_warnings(search, identified, span, activation, *, n_outputs,
         rows = np.flatnonzero(weak)
         out.append((IdentifiabilityWarning,
             f"Rows {rows.tolist()} of samples_ fit the {precision.name} gradient to "
-            "its round-off, but the gradient does not pin them to the stated "
+            "its round-off, but the gradient does not pin them: their first-order "
+            "error bounds (the step still to go and five standard errors, along the "
+            "directions their column-space misfit barely sees) are "
+            f"{_listing(bounds[rows])} and do not bound their errors by "
             f"{search.stated_precision:.0e}".replace("e-0", "e-")
-            + f": their first-order error bounds (the step still to go and five "
-            f"standard errors, along the directions their column-space misfit "
-            f"barely sees) are "
-            f"{_listing(bounds[rows])} (found_ is False there). Such a direction is "
+            + " (found_ is False there). Such a direction is "
             "the difference of near-duplicate samples, which the gradient barely "
             "separates (a row can then be a blend of two: 16 digits with 4 "
             "near-duplicates 1e-4 apart gave rows 2e-5 to 1e-4 off), or the "

@@ -27,6 +27,7 @@ from .refine import (RefinementResult, is_piecewise_linear, levenberg_marquardt,
 from ._crossings import crossing_starts
 from ._relu_patterns import ica_guesses, pattern_samples, two_slopes
 from ._pattern_polish import span_fit
+from ._certificate import row_error_bounds
 from ._misfit import Slopes, is_repeat, onto_constraint, orth, sample_misfits
 from .search import SearchResult, search_samples
 
@@ -530,10 +531,26 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
                 "searching again")
     V, U, found_rows, misfits, refinement = (best.V, best.U, best.found, best.misfits,
                                              best.refinement)
+    bounds = None
+    if (stated is not None and identifiable and not piecewise
+            and best.get("slopes") is None):
+        # a gradient exact to its round-off: a row is found where it fits the
+        # column space to the round-off and its first-order error bound is
+        # within the stated precision (:mod:`skrecon._certificate`), not where
+        # its misfit is small (near-duplicate blends have misfits at round-off)
+        bounds = row_error_bounds(V, U, P, Omega, A, activation, b0, basis=basis,
+                                  column_scale=proj.column_scale, bias=proj.has_bias,
+                                  fixed=fixed,
+                                  scale_free=activation.scale_free and not proj.has_bias,
+                                  random_state=rng)
+        found_rows = (misfits < final_accept) & (bounds <= stated)
+        row_accept = final_accept
     if not identifiable:
         found_rows[:] = False
     say(f"done: {int(np.sum(found_rows))} of {batch_size} samples with misfit below "
-        f"{row_accept:.1e}; relative residual {refinement.relative_residual:.2e}")
+        f"{row_accept:.1e}" + ("" if bounds is None else
+                               f" and an error bound within {stated:.0e}")
+        + f"; relative residual {refinement.relative_residual:.2e}")
     attempt_label[0] = ""
     report("done", 1, 1)
     # the signals in the gradient's units: P = (A U^T * s1) V, so scaling P
@@ -546,6 +563,7 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
                  fit_accept=final_accept, stated_precision=stated,
                  identifiable=identifiable, n_live_neurons=n_live,
                  n_searched_found=best.n_found, slopes=best.get("slopes"),
+                 error_bounds=bounds,
                  slope_rows=best.get("slope_rows"))
 
 

@@ -219,7 +219,7 @@ def identify(V, U, found, misfits, proj, span, activation, W, *, bias, samples=N
         # no row is a sample of it, whatever its misfit (d = 8, B = 12:
         # two of three rows flagged found, both wrong; the warnings say so)
         found = np.zeros_like(found)
-    return Bunch(samples=samples, U=U, V=V[order], sign_identified=sign_ok,
+    return Bunch(samples=samples, U=U, V=V[order], order=order, sign_identified=sign_ok,
                  scale_identified=scale_ok,
                  found=found, misfits=misfits, unresolved=unresolved,
                  below_spectrum=below_spectrum, messages=messages)
@@ -311,11 +311,31 @@ def verdict_warnings(search, identified, span, activation, *, n_outputs,
                  "smaller batch.")]
     out = []
     below_spectrum = identified.below_spectrum
+    bounds = search.get("error_bounds")
+    certified = bounds is not None
     weak = (~found & ~unresolved & (misfits < search.fit_accept)
-            if search.accept < search.fit_accept and not below_spectrum
+            if (search.accept < search.fit_accept or certified) and not below_spectrum
             else np.zeros(n, dtype=bool))
     precision = np.dtype(span.precision)
-    if np.any(weak):
+    if np.any(weak) and certified:
+        bounds = bounds[identified.order]
+        share = np.linalg.norm(U, axis=1) / max(np.max(np.linalg.norm(U, axis=1)),
+                                                np.finfo(float).tiny)
+        rows = np.flatnonzero(weak)
+        out.append((IdentifiabilityWarning,
+            f"Rows {rows.tolist()} of samples_ fit the {precision.name} gradient to "
+            "its round-off, but the gradient does not pin them: their first-order "
+            "error bounds (the step still to go and five standard errors, along the "
+            "directions their column-space misfit barely sees) are "
+            f"{_listing(bounds[rows])} and do not bound their errors by "
+            f"{search.stated_precision:.0e}".replace("e-0", "e-")
+            + " (found_ is False there). Such a direction is "
+            "the difference of near-duplicate samples, which the gradient barely "
+            "separates (a row can then be a blend of two: 16 digits with 4 "
+            "near-duplicates 1e-4 apart gave rows 2e-5 to 1e-4 off), or the "
+            "row's signal is at the round-off of the others' (here "
+            f"{_listing(share[rows])} of the largest one's)."))
+    elif np.any(weak):
         share = np.linalg.norm(U, axis=1) / max(np.max(np.linalg.norm(U, axis=1)),
                                                 np.finfo(float).tiny)
         rows = np.flatnonzero(weak)

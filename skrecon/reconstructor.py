@@ -171,11 +171,24 @@ class GradientReconstructor(TransformerMixin, BaseEstimator):
     found_ : ndarray of bool, shape (batch_size,)
         Whether each row of ``samples_`` was found: its column-space misfit
         on all neurons is below the (noise-aware) acceptance level. For a
-        float32 gradient exact to its round-off (a float32 model's), only
-        rows whose misfit bounds their relative error by 1e-4; the rows that
-        fit the round-off but not that precision (a sample the model already
-        fits almost perfectly sends almost no gradient) are named in an
-        :class:`IdentifiabilityWarning`. A row
+        gradient exact to its round-off (float64: the stated precision is a
+        relative error of 1e-6; float32, a float32 model's: 1e-4), only rows
+        whose first-order error bound is within that precision: the
+        Gauss-Newton step still to go plus five standard errors along the
+        singular directions of the Jacobian of the row's misfit (smooth
+        activations; a ReLU-type float32 row: five standard errors of its
+        fit in input coordinates). The rows that fit the round-off but are
+        not pinned to that precision -- near-duplicate samples the gradient
+        barely separates (a row can be a blend of two: 16 digits with 4
+        near-duplicates 1e-4 apart gave rows 2e-5 to 1e-4 off, misfits below
+        1e-16), or a sample the model already fits almost perfectly, which
+        sends almost no gradient -- are named in an
+        :class:`IdentifiabilityWarning`. With a ReLU-type activation and one
+        output, samples that share the activation pattern on every neuron
+        give exactly the gradient of one sample (their signal-weighted
+        mean) and are read as one: the gradient cannot tell, and such a row
+        is flagged found (8 digits and a near-duplicate 1e-3 apart: 8
+        samples read, one row 4e-4 off). A row
         that was not found is a best guess (a warning says how many). On a
         noisy gradient a found row fits the gradient to its noise level, which
         does not bound its error: eight digits, 20 000 neurons, relative noise

@@ -112,8 +112,9 @@ def test_float32_found_rows_are_within_float32_precision():
     q = make_gradient_query(batch, targets, n_neurons=2000, dtype=np.float32,
                             random_state=0)
     with pytest.warns(IdentifiabilityWarning, match=r"of samples_ fit the float32 "
-                      r"gradient to its round-off, but their misfits do not bound their "
-                      r"errors by 1e-4"):
+                      r"gradient to its round-off, but the gradient does not pin them: "
+                      r"their first-order error bounds .* do not bound their errors "
+                      r"by 1e-4"):
         rec = GradientReconstructor(bias=True, random_state=0).fit(q.grad, **q.fit_params)
     assert rec.batch_size_ == 6
     errors, perm = relative_error(batch, rec.samples_)

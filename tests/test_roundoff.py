@@ -132,14 +132,19 @@ def test_a_float32_update_reads_its_batch_size_and_flags_no_imprecise_row(lr, to
     # measured 1.3e-3 (lr 0.1) and 1.8e-5 (lr 10): the round-off of the
     # update, eps |θ| / lr
     assert np.max(errors) <= tol
-    # a row is found only where its misfit bounds its error by 1e-4
+    # a row is found only where its first-order error bound is within 1e-4
+    # (skrecon._certificate)
     found = np.asarray(rec.found_)
     assert np.all(errors[found[perm]] <= 1e-4)
     if lr == 0.1:
-        assert not found.any()
-        assert any(issubclass(w.category, IdentifiabilityWarning)
-                   and "fit the float32 gradient to its round-off" in str(w.message)
-                   for w in caught)
+        # measured: 7 of 16 found (worst 4.9e-5; the misfit bound found
+        # none), the others named
+        texts = [str(w.message) for w in caught
+                 if issubclass(w.category, IdentifiabilityWarning)
+                 and "fit the float32 gradient to its round-off" in str(w.message)]
+        assert len(texts) == 1
+        named = [int(i) for i in re.search(r"Rows \[([0-9, ]+)\]", texts[0])[1].split(",")]
+        assert sorted(named) == np.flatnonzero(~found).tolist()
 
 
 def test_an_aggregate_adds_its_clients_roundings():

@@ -177,6 +177,13 @@ def _load_query(path):
     """Read ``grad``, ``weights``, optional entries from an .npz, no pickle."""
     if not os.path.isfile(path):
         raise _UsageError(f"input file {path!r} does not exist")
+    with open(path, "rb") as handle:
+        npy = handle.read(6) == b"\x93NUMPY"
+    if not npy and not zipfile.is_zipfile(path):
+        # (np.load takes any other file for a pickle and says so)
+        raise _UsageError(
+            f"{path!r} is not an .npz archive (a zip of arrays, as numpy.savez "
+            "writes) with keys 'grad' and 'weights'")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -211,6 +218,10 @@ def _load_query(path):
                 raise _UsageError(
                     f"cannot read key {key!r} of {path!r}: {exc}"
                 ) from exc
+            if out[key].dtype.kind == "c":
+                raise _UsageError(
+                    f"key {key!r} of {path!r} is complex ({out[key].dtype}): a "
+                    "gradient query holds real numbers")
     return out
 
 
@@ -249,6 +260,7 @@ def _digits_query(args):
 
 
 def _demo(args):
+    _check_figure_path(args.output, "--output")
     """``skrecon demo``: simulate a query on digits, reconstruct, report."""
     from .metrics import reconstruction_report
     from .reconstructor import GradientReconstructor
@@ -319,6 +331,23 @@ def _figure_title(width, activation, bias, batch_size):
             f"{'with' if bias else 'no'} bias, batch of {batch_size}")
 
 
+def _check_figure_path(path, option):
+    """A usage error, before any fit, when matplotlib cannot write the
+    format that ``path``'s extension names (nothing to check without
+    matplotlib: :func:`_write_figure` then only notes it)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return
+    formats = Figure().canvas.get_supported_filetypes()
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    if extension not in formats:
+        raise _UsageError(
+            f"{option} {path!r}: matplotlib cannot write "
+            f"{'.' + extension if extension else 'a file without an extension'}; "
+            f"use one of {', '.join('.' + k for k in sorted(formats))}")
+
+
 def _write_figure(path, batch, samples, image_shape, title, **kwargs):
     """Draw :func:`skrecon.plotting.plot_reconstruction` to ``path``;
     ``False`` (and a note) without matplotlib."""
@@ -335,7 +364,7 @@ def _write_figure(path, batch, samples, image_shape, title, **kwargs):
         raise _UsageError(f"cannot draw the figure: {exc}") from exc
     try:
         fig.savefig(path, dpi=100)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise _UsageError(f"cannot write {path!r}: {exc}") from exc
     return True
 
@@ -387,6 +416,13 @@ def _reconstruct(args):
     if output is None:
         root, _ = os.path.splitext(args.input)
         output = root + "_reconstruction.npz"
+    if os.path.abspath(output) == os.path.abspath(args.input):
+        raise _UsageError(
+            f"--output {output!r} is the query file itself: writing the "
+            "reconstruction there would replace the query's grad and weights. "
+            "Name another file.")
+    if args.plot is not None:
+        _check_figure_path(args.plot, "--plot")
 
     rec = GradientReconstructor(
         activation=activation, bias=bias, batch_size=args.batch_size,
@@ -410,8 +446,11 @@ def _reconstruct(args):
 
     check = ""
     truth = data.get("samples")
-    if (truth is not None and truth.ndim == 2
-            and truth.shape[1] == rec.samples_.shape[1]):
+    if truth is not None and (truth.ndim != 2 or truth.shape[1] != rec.samples_.shape[1]):
+        check = (f"; not compared with 'samples' (shape {truth.shape}, not "
+                 f"(n, {rec.samples_.shape[1]}))")
+        truth = None
+    elif truth is not None:
         from .metrics import relative_error
 
         try:

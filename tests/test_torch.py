@@ -313,6 +313,11 @@ def test_layers_that_break_the_gradient_model_raise():
     bn = _small_step(bn.double())
     with pytest.raises(ValueError, match="couples the samples"):
         first_layer_query(bn)
+    # in eval mode too (the train-mode message suggested model.eval(), then
+    # refused it as a layer with parameters: a tester)
+    bn.eval()
+    with pytest.raises(ValueError, match="does not support in either mode"):
+        first_layer_query(bn)
     drop = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Dropout(0.5),
                          nn.Linear(16, 10))
     drop = _small_step(drop.double())
@@ -673,3 +678,20 @@ def test_a_functional_leaky_relu_of_another_slope_is_measured(dtype):
     assert q.activation.name == "leaky_relu"
     # the slope as the model's dtype holds it
     assert q.activation.params["negative_slope"] == float(torch.tensor(0.2, dtype=dtype))
+
+
+def test_a_dropout_before_the_first_layer_warns_of_masked_inputs():
+    # train mode: every row came back found, 4.5e-14 from the masked inputs
+    # and 0.60 from the client's data, with no word (a tester)
+    model = nn.Sequential(nn.Dropout(0.2), nn.Linear(64, 16), nn.Tanh(),
+                          nn.Linear(16, 10)).double()
+    model.train()
+    _small_step(model)
+    with pytest.warns(IdentifiabilityWarning, match=re.escape(
+            "'0' is a Dropout (p=0.2) in train mode before the first layer: the "
+            "gradient shows the inputs after its random mask")):
+        first_layer_query(model)
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first_layer_query(model)

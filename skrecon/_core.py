@@ -489,8 +489,11 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
         if V is not V0 and roundoff and not exact and not piecewise:
             # float32: each row from the fit where it fits its column best
             # (a polish of a batch with wrong rows moves the right ones off)
+            # (where the polish lost rows at the stated precision)
             before = found.misfits if V0 is found.V else _misfits(V0, problem, check)
-            V, misfits, polished = better_rows(V0, before, V, misfits)
+            polished = np.ones(batch_size, dtype=bool)
+            if np.sum(before < row_accept) > np.sum(misfits < row_accept):
+                V, misfits, polished = better_rows(V0, before, V, misfits)
             if not np.all(polished):
                 say(f"joint polish: {int(np.sum(~polished))} of {batch_size} rows fit "
                     "their columns better before it; those kept")

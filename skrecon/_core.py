@@ -22,8 +22,8 @@ from sklearn.utils import Bunch
 
 from .decomposition import tensor_starts
 from ._gradient_model import model_from_slopes, signals_from_slopes, slopes_at
-from .refine import (RefinementResult, is_piecewise_linear, levenberg_marquardt,
-                     pattern_iteration)
+from .refine import (RefinementResult, better_rows, is_piecewise_linear,
+                     levenberg_marquardt, pattern_iteration)
 from ._crossings import crossing_starts
 from ._relu_patterns import ica_guesses, pattern_samples, two_slopes
 from ._pattern_polish import span_fit
@@ -487,6 +487,20 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
             misfits = found.misfits
         else:
             misfits = _misfits(V, problem, check)
+        if V is not V0 and roundoff and not exact and not piecewise:
+            # float32: each row from the fit where it fits its column best
+            # (a polish of a batch with wrong rows moves the right ones off)
+            # (where the polish lost rows at the stated precision)
+            before = found.misfits if V0 is found.V else _misfits(V0, problem, check)
+            polished = np.ones(batch_size, dtype=bool)
+            if np.sum(before < row_accept) > np.sum(misfits < row_accept):
+                V, misfits, polished = better_rows(V0, before, V, misfits)
+            if not np.all(polished):
+                say(f"joint polish: {int(np.sum(~polished))} of {batch_size} rows fit "
+                    "their columns better before it; those kept")
+                V, U, residual_kept = _finish(V, problem, fixed, piecewise, say)
+                refinement = RefinementResult(V, U, residual_kept, refinement.n_iter,
+                                              refinement.status if np.any(polished) else -2)
         if V is not V0 and 0 < found.n_found < batch_size:
             # a polish of guesses beside found samples can lower the residual
             # by moving the found ones off (tanh, 7 of 8 found from the

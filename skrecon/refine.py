@@ -28,7 +28,7 @@ from ._gradient_model import (check_finite_and_activation, derivative, flush_sub
 from ._lm import lm_driver
 
 __all__ = ["gradient_model", "fit_signals", "levenberg_marquardt", "lm_driver",
-           "pattern_iteration", "RefinementResult"]
+           "pattern_iteration", "RefinementResult", "better_rows"]
 
 _CHUNK = 8192
 
@@ -415,6 +415,49 @@ def levenberg_marquardt(V, U, P, Omega, A, activation, bias_mean=0.0, *,
         scale=float(np.linalg.norm(base)), callback=callback)
     V, U = unpack(x)
     return RefinementResult(V, U, np.sqrt(2 * final / p_norm2), n_iter, status)
+
+
+def better_rows(V_before, misfits_before, V_after, misfits_after):
+    """Each sample from the fit where its own column-space misfit is lower.
+
+    A sample's column-space misfit depends on that sample alone (its column
+    against the span of the gradient), so the rows of two fits of the same
+    batch can be mixed row by row. On a gradient exact to its round-off
+    (float32) the joint polish of a batch with a few wrong rows (a search
+    that missed samples and completed them with guesses) is a compromise:
+    measured at trained weights (float32 sigmoid, 64 -> 1024 -> 10, B = 32,
+    3 wrong rows) it moved the 29 right ones from errors 4e-7 to 9e-5 up to
+    1e-5 to 2e-2 while it found one of the wrong ones; row by row, both gains
+    are kept.
+
+    Parameters
+    ----------
+    V_before, V_after : ndarray of shape (B, n_dims)
+        The samples before and after the polish, row ``k`` the same sample.
+    misfits_before, misfits_after : ndarray of shape (B,)
+        Their column-space misfits.
+
+    Returns
+    -------
+    V : ndarray of shape (B, n_dims)
+    misfits : ndarray of shape (B,)
+    from_after : ndarray of bool, shape (B,)
+        The rows taken from ``V_after``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrecon.refine import better_rows
+    >>> V, misfits, after = better_rows(np.zeros((2, 2)), np.array([1e-9, 1e-2]),
+    ...                                 np.ones((2, 2)), np.array([1e-6, 1e-7]))
+    >>> V.tolist(), after.tolist()
+    ([[0.0, 0.0], [1.0, 1.0]], [False, True])
+    """
+    misfits_before = np.asarray(misfits_before, dtype=float)
+    misfits_after = np.asarray(misfits_after, dtype=float)
+    from_after = misfits_after < misfits_before
+    V = np.where(from_after[:, None], V_after, V_before)
+    return V, np.where(from_after, misfits_after, misfits_before), from_after
 
 
 def is_piecewise_linear(activation):

@@ -39,6 +39,12 @@ config) and ``N`` (the client's ``num_examples``) -- in five stages:
    stalls, the order is re-assigned from the trajectory the polished batch
    simulates, and the polish runs again.
 
+One full-batch step (``epochs=1``, ``batch_size=n_samples``) is the batch's
+gradient at the sent weights: :class:`skrecon.GradientReconstructor` inverts
+it first (ReLU's activation patterns included, where the polish alone
+stalls), and the stages above run only when its batch does not reproduce the
+update.
+
 The result is exact (the returned parameters reproduced to round-off) or
 flagged: ``found`` is all False and a ``ConvergenceWarning`` says why.
 PyTorch is needed (``pip install "skrecon[torch]"``); it is imported when
@@ -254,6 +260,31 @@ def _error_bounds(torch, problem, X, labels, n_classes):
         bounds[i] = _STANDARD_ERRORS * np.sqrt(variance) / max(
             np.linalg.norm(X[i]), np.finfo(float).tiny)
     return bounds
+
+
+def _one_gradient(query, n_samples, random_state):
+    """The batch and labels of one full-batch step's update, which is the
+    batch's gradient at the sent weights, by :class:`GradientReconstructor`
+    (rows ``(n_samples, n_inputs)`` and labels ``(n_samples,)``), or
+    ``(None, None)`` when it gives fewer rows or no labels.
+
+    The estimator's own flags are not used: :func:`reconstruct_update`
+    certifies the rows by its simulated step and error bounds.
+    """
+    from .reconstructor import GradientReconstructor
+
+    if isinstance(random_state, np.random.Generator):
+        random_state = int(random_state.integers(2 ** 31))
+    with warnings.catch_warnings():
+        # its warnings speak of the gradient; the verdict is the simulation's
+        warnings.simplefilter("ignore")
+        rec = GradientReconstructor(**query.estimator_params, batch_size=n_samples,
+                                    random_state=random_state)
+        rec.fit(query.grad, **query.fit_params)
+    if rec.labels_ is None or len(rec.samples_) != n_samples:
+        return None, None
+    return (np.asarray(rec.samples_, dtype=np.float64),
+            np.asarray(rec.labels_, dtype=np.int64))
 
 
 def _decay_factor(schedule):
@@ -588,11 +619,6 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
     if verbose:
         print(f"fedavg: span of {N} samples, {schedule.n_steps} local steps")
     activation = get_activation(query.activation)
-    tic = time.perf_counter()
-    start = search_start(D, W0, A, activation, has_bias, U, N, rng)
-    if verbose:
-        print(f"fedavg: start by the column-space search ({time.perf_counter() - tic:.1f} s)")
-
     names = [k for k, _ in model.named_parameters()]
     p0 = {k: torch.as_tensor(by_name[k]) for k in names}
     pT_dict = {k: torch.as_tensor(by_name_T[k]) for k in names}
@@ -606,99 +632,138 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
     scale = float(torch.linalg.norm(pT - flat_parameters(torch, p0, names))) \
         / schedule.learning_rate
     ftol = 0.5 * (1e-4 * tol * scale) ** 2
-    if schedule.steps_per_epoch == 1:
-        order = np.tile(np.arange(N), (schedule.epochs, 1))
-    else:
-        order = assign_steps(torch, start, interpolated(p0, pT_dict, schedule.n_steps),
-                              first, second, act, has_bias, left, schedule)
-    W = memberships(order, schedule)
-    soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
-    for _ in range(_ORDER_ROUNDS if schedule.steps_per_epoch > 1 else 0):
-        # the order again, from the trajectory the start simulates in it (the
-        # straight line from theta_0 to theta_T misplaces a sample or two)
-        thetas = trajectory(torch, layers, p0, start, one_hot(soft), order, schedule)
-        new = assign_steps(torch, start, thetas, first, second, act, has_bias, left,
-                            schedule)
-        if np.array_equal(new, order):
-            break
-        order, W = new, memberships(new, schedule)
-        soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
-    K = soft.shape[1]
-    labels0 = score = None
-    # several epochs of mini-batches: the assignment misplaces samples (its
-    # trajectory comes from the order itself); the order and the labels are
-    # searched on the residual of the simulated steps (_order_search)
+    K = by_name[last_w].shape[0]
+    unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K)
     multi = schedule.steps_per_epoch > 1 and schedule.epochs > 1
-    if multi:
+    score = None
+    counts = [0, 0]  # normal matrices, simulations
+
+    def polish(X0, order, passes):
+        """The best of Levenberg-Marquardt polishes from ``X0`` with each
+        targets of ``passes``: ``(residual, X, labels, order, fit)``."""
+        best = None
+        for Q0 in passes:
+            X, Q, tried = X0, Q0, []
+            order_try, W = order, memberships(order, schedule)
+            for _ in range(_ORDER_ROUNDS):
+                tried.append(order_try)
+                problem = _Problem(torch, layers, names, p0, pT_dict, U, schedule,
+                                   unknowns, W)
+                if verbose:
+                    print(f"fedavg: polish over {unknowns.size} unknowns, order "
+                          f"{order_try.tolist() if schedule.steps_per_epoch > 1 else 'not needed'}")
+                z = problem.pack(X, Q)
+                fit = levenberg_marquardt(torch, problem, z, max_iter=max_iter,
+                                          ftol=ftol, verbose=verbose)
+                counts[0] += fit.n_iter
+                counts[1] += fit.nfev
+                X, Q = problem.parts(fit.z)
+                if fit.status == 1 or schedule.steps_per_epoch == 1:
+                    break
+                # the order again, from the trajectory the polished batch simulates
+                thetas = trajectory(torch, layers, p0, X, Q, order_try, schedule)
+                order_try = assign_steps(torch, X, thetas, first, second, act, has_bias,
+                                         left, schedule)
+                if multi:
+                    # the polished batch tells the orders apart better than the start
+                    hard = np.argmax(Q, axis=1)
+                    if score(X, hard, tried[-1]) < score(X, hard, order_try):
+                        order_try = tried[-1]
+                    new_labels, order_try, _ = search_order(score, X, hard, order_try,
+                                                            schedule)
+                    changed = new_labels != hard
+                    Q = Q.copy()
+                    Q[changed] = np.eye(K)[new_labels[changed]]
+                if any(np.array_equal(order_try, seen) for seen in tried):
+                    break
+                W = memberships(order_try, schedule)
+                if verbose:
+                    print("fedavg: order re-assigned from the simulated trajectory")
+            labels = np.argmax(Q, axis=1).astype(np.int64)
+            with torch.no_grad():
+                hard = torch.nn.functional.one_hot(torch.as_tensor(labels), K).to(
+                    torch.float64)
+                out = simulate(torch, layers, p0, torch.as_tensor(X), hard,
+                               torch.as_tensor(W), schedule)
+                residual = float(torch.linalg.norm(
+                    flat_parameters(torch, out, names) - pT)) \
+                    / (scale * schedule.learning_rate)
+            if best is None or residual < best[0]:
+                best = (residual, X, labels, order_try, fit)
+            if residual <= tol:
+                break
+        return best
+
+    best = X0 = None
+    if schedule.n_steps == 1:
+        # one local step on the whole batch: the update IS the batch's
+        # gradient at the sent weights, and the main estimator inverts it
+        # for every activation it handles (ReLU's patterns included, where
+        # the polish below, blind to pattern flips, stalls: 8 digits, ReLU,
+        # lr 0.05, worst error 2.4e-2 without it)
         tic = time.perf_counter()
-        score = ResidualScore(torch, layers, p0, pT_dict, names, schedule, K)
-        before = score(start, np.argmax(soft, axis=1), order)
-        labels0, order, after = search_order(score, start, np.argmax(soft, axis=1), order,
-                                             schedule)
+        X1, labels1 = _one_gradient(query, N, random_state)
+        if verbose:
+            print(f"fedavg: one full-batch step, the gradient inverted by "
+                  f"GradientReconstructor ({time.perf_counter() - tic:.1f} s)")
+        if X1 is not None:
+            order = np.zeros((1, N), dtype=np.int64) + np.arange(N)
+            X0, best = X1, polish(X1, order, [np.eye(K)[labels1]])
+    if best is None or best[0] > tol:
+        tic = time.perf_counter()
+        start = search_start(D, W0, A, activation, has_bias, U, N, rng)
+        if verbose:
+            print(f"fedavg: start by the column-space search "
+                  f"({time.perf_counter() - tic:.1f} s)")
+        if schedule.steps_per_epoch == 1:
+            order = np.tile(np.arange(N), (schedule.epochs, 1))
+        else:
+            order = assign_steps(torch, start,
+                                 interpolated(p0, pT_dict, schedule.n_steps),
+                                 first, second, act, has_bias, left, schedule)
         W = memberships(order, schedule)
         soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
-        if verbose:
-            print(f"fedavg: order and labels searched on the simulated residual, "
-                  f"{before:.1e} -> {after:.1e} ({score.n_calls} simulations, "
-                  f"{time.perf_counter() - tic:.1f} s)")
-    X0, order, soft, targets = refined_start(
-        torch, layers, p0, start, soft, order, first, second, activation, has_bias, U,
-        D @ U, left, last_delta, schedule, verbose, labels=labels0, score=score)
-    unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K)
-    n_iter, nfev, best = 0, 0, None
-    # every row one-hot (its likeliest label), then one-hot only where the
-    # label is clear, then all soft: a wrong one-hot label stalls the
-    # polish, and so can soft rows (16 digits, E = 5, lr 0.1: two soft rows
-    # stall at 1.5e-1 error, one-hot rows give the batch in 3 iterations)
-    passes = []
-    for Q0 in (one_hot(targets, 0.0), targets, soft):
-        if not any(np.array_equal(Q0, seen) for seen in passes):
-            passes.append(Q0)
-    for Q0 in passes:
-        X, Q, tried = X0, Q0, []
-        order_try, W = order, memberships(order, schedule)
-        for _ in range(_ORDER_ROUNDS):
-            tried.append(order_try)
-            problem = _Problem(torch, layers, names, p0, pT_dict, U, schedule, unknowns, W)
-            if verbose:
-                print(f"fedavg: polish over {unknowns.size} unknowns, order "
-                      f"{order_try.tolist() if schedule.steps_per_epoch > 1 else 'not needed'}")
-            z = problem.pack(X, Q)
-            fit = levenberg_marquardt(torch, problem, z, max_iter=max_iter, ftol=ftol,
-                                      verbose=verbose)
-            n_iter, nfev = n_iter + fit.n_iter, nfev + fit.nfev
-            X, Q = problem.parts(fit.z)
-            if fit.status == 1 or schedule.steps_per_epoch == 1:
+        for _ in range(_ORDER_ROUNDS if schedule.steps_per_epoch > 1 else 0):
+            # the order again, from the trajectory the start simulates in it (the
+            # straight line from theta_0 to theta_T misplaces a sample or two)
+            thetas = trajectory(torch, layers, p0, start, one_hot(soft), order, schedule)
+            new = assign_steps(torch, start, thetas, first, second, act, has_bias, left,
+                               schedule)
+            if np.array_equal(new, order):
                 break
-            # the order again, from the trajectory the polished batch simulates
-            thetas = trajectory(torch, layers, p0, X, Q, order_try, schedule)
-            order_try = assign_steps(torch, X, thetas, first, second, act, has_bias,
-                                      left, schedule)
-            if multi:
-                # the polished batch tells the orders apart better than the start
-                hard = np.argmax(Q, axis=1)
-                if score(X, hard, tried[-1]) < score(X, hard, order_try):
-                    order_try = tried[-1]
-                new_labels, order_try, _ = search_order(score, X, hard, order_try, schedule)
-                changed = new_labels != hard
-                Q = Q.copy()
-                Q[changed] = np.eye(K)[new_labels[changed]]
-            if any(np.array_equal(order_try, seen) for seen in tried):
-                break
-            W = memberships(order_try, schedule)
+            order, W = new, memberships(new, schedule)
+            soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
+        labels0 = None
+        # several epochs of mini-batches: the assignment misplaces samples (its
+        # trajectory comes from the order itself); the order and the labels are
+        # searched on the residual of the simulated steps (_order_search)
+        if multi:
+            tic = time.perf_counter()
+            score = ResidualScore(torch, layers, p0, pT_dict, names, schedule, K)
+            before = score(start, np.argmax(soft, axis=1), order)
+            labels0, order, after = search_order(score, start, np.argmax(soft, axis=1),
+                                                 order, schedule)
+            W = memberships(order, schedule)
+            soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
             if verbose:
-                print("fedavg: order re-assigned from the simulated trajectory")
-        labels = np.argmax(Q, axis=1).astype(np.int64)
-        with torch.no_grad():
-            hard = torch.nn.functional.one_hot(torch.as_tensor(labels), K).to(torch.float64)
-            out = simulate(torch, layers, p0, torch.as_tensor(X), hard, torch.as_tensor(W),
-                           schedule)
-            residual = float(torch.linalg.norm(flat_parameters(torch, out, names) - pT)) \
-                / (scale * schedule.learning_rate)
-        if best is None or residual < best[0]:
-            best = (residual, X, labels, order_try, fit)
-        if residual <= tol:
-            break
+                print(f"fedavg: order and labels searched on the simulated residual, "
+                      f"{before:.1e} -> {after:.1e} ({score.n_calls} simulations, "
+                      f"{time.perf_counter() - tic:.1f} s)")
+        X0_search, order, soft, targets = refined_start(
+            torch, layers, p0, start, soft, order, first, second, activation, has_bias,
+            U, D @ U, left, last_delta, schedule, verbose, labels=labels0, score=score)
+        # every row one-hot (its likeliest label), then one-hot only where the
+        # label is clear, then all soft: a wrong one-hot label stalls the
+        # polish, and so can soft rows (16 digits, E = 5, lr 0.1: two soft rows
+        # stall at 1.5e-1 error, one-hot rows give the batch in 3 iterations)
+        passes = []
+        for Q0 in (one_hot(targets, 0.0), targets, soft):
+            if not any(np.array_equal(Q0, seen) for seen in passes):
+                passes.append(Q0)
+        found_by_search = polish(X0_search, order, passes)
+        if best is None or found_by_search[0] < best[0]:
+            X0, best = X0_search, found_by_search
+    n_iter, nfev = counts
     residual, X, labels, order, fit = best
     loose = np.zeros(N, dtype=bool)
     if residual <= tol:

@@ -65,8 +65,8 @@ from ._optional import import_optional
 from ._order_search import ResidualScore, hyperparameter_hint, search_order
 from ._parameters import as_arrays, check_pair
 from ._threads import blas_threads
-from ._fedavg_patterns import read_patterns
-from ._unroll import (Fit, Schedule, Unknowns, flat_parameters,
+from ._fedavg_patterns import pattern_polish
+from ._unroll import (Schedule, Unknowns, flat_parameters,
                       jacobian, levenberg_marquardt, memberships, mlp_layers,
                       simulate)
 from .activations import get_activation
@@ -80,12 +80,6 @@ _ORDER_ROUNDS = 4
 # errors) is below this (relative), as the reconstructor's float64 rows
 _ROW_PRECISION = 1e-6
 _STANDARD_ERRORS = 5
-# piecewise-linear nets: rounds of the fixed-pattern polish, the share of
-# the first layer's rows left out at first (those nearest a kink), and the
-# margin after a round, in units of its largest relative step
-_PATTERN_ROUNDS = 8
-_PATTERN_DROP = 0.25
-_PATTERN_MARGIN = 3.0
 _HYPERPARAMETERS = (
     "learning_rate (the client's SGD learning rate, e.g. Flower's config['lr']), "
     "n_samples (the number of samples it trained on: the num_examples of its "
@@ -334,6 +328,7 @@ class _Problem:
             torch, {weight: first_layer(pT), **{k: pT[k] for k in rest}}, self.names)
         self.U, self.has_bias = U, bias is not None
         self.W = torch.as_tensor(W)
+        self._given = (layers, names, p0, pT, U, W)
         # a piecewise-linear net's patterns held fixed, and the first layer's
         # rows kept in the residual (those far from every kink)
         self.patterns, self.weights = patterns, None
@@ -350,6 +345,14 @@ class _Problem:
         r = (flat_parameters(self.torch, out, self.names) - self.pT) \
             / self.schedule.learning_rate
         return r if self.weights is None else r * self.weights
+
+    def fixed(self, patterns, keep):
+        """The same residual with the activation ``patterns`` held fixed
+        (see :func:`skrecon._unroll.simulate`) and only the first layer's rows
+        ``keep`` (n_neurons,) bool in it."""
+        layers, names, p0, pT, U, W = self._given
+        return _Problem(self.torch, layers, names, p0, pT, U, self.schedule,
+                        self.unknowns, W, patterns=patterns, keep=keep)
 
     def pack(self, X, Q):
         """The unknowns of samples ``X`` (in the span) and soft targets ``Q``."""
@@ -668,15 +671,19 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
                 problem = _Problem(torch, layers, names, p0, pT_dict, U, schedule,
                                    unknowns, W)
                 if verbose:
-                    print(f"fedavg: polish over {unknowns.size} unknowns, order "
-                          f"{order_try.tolist() if schedule.steps_per_epoch > 1 else 'not needed'}")
+                    shown = (order_try.tolist() if schedule.steps_per_epoch > 1
+                             else "not needed")
+                    print(f"fedavg: polish over {unknowns.size} unknowns, order {shown}")
                 z = problem.pack(X, Q)
                 fit = levenberg_marquardt(torch, problem, z, max_iter=max_iter,
                                           ftol=ftol, verbose=verbose)
                 counts[0] += fit.n_iter
                 counts[1] += fit.nfev
                 if fit.status != 1 and kinks:
-                    fit = pattern_polish(problem, fit, W)
+                    fit = pattern_polish(torch, problem, fit, max_iter=max_iter,
+                                         ftol=ftol, verbose=verbose)
+                    counts[0] += fit.n_iter
+                    counts[1] += fit.nfev
                 X, Q = problem.parts(fit.z)
                 if fit.status == 1 or schedule.steps_per_epoch == 1:
                     break
@@ -715,46 +722,6 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         return best
 
     kinks = bool(getattr(activation, "kinks", ()))
-
-    def pattern_polish(problem, fit, W):
-        """Levenberg-Marquardt with the activation patterns held fixed,
-        read again after each solve; the first layer's rows near a kink
-        (where the pattern may be wrong) left out of the residual."""
-        z, margin, costs = torch.as_tensor(fit.z), None, [fit.cost]
-        for k in range(_PATTERN_ROUNDS):
-            V, Q = unknowns.split(torch, z)
-            patterns, near = read_patterns(torch, problem.layers, problem.p0, V, Q,
-                                           W, schedule)
-            if margin is None:
-                margin = float(np.quantile(near, _PATTERN_DROP))
-            keep = near > margin
-            fixed = _Problem(torch, layers, names, p0, pT_dict, U, schedule, unknowns, W,
-                             patterns=patterns, keep=keep)
-            inner = levenberg_marquardt(torch, fixed, z.numpy(), max_iter=max_iter,
-                                        ftol=ftol, verbose=0)
-            counts[0] += inner.n_iter
-            counts[1] += inner.nfev
-            z_new = torch.as_tensor(inner.z)
-            V_new, _ = unknowns.split(torch, z_new)
-            step = float(((V_new - V).norm(dim=1) / V.norm(dim=1)).max())
-            with torch.no_grad():
-                r = problem(z_new)
-            cost = 0.5 * float(r @ r)
-            if verbose:
-                print(f"  patterns {k}: {int(np.sum(~keep))} rows near a kink "
-                      f"(margin {margin:.1e}) left out, fixed-pattern cost "
-                      f"{inner.cost:.2e}, step {step:.1e}, cost {cost:.2e}")
-            z = z_new
-            if cost <= ftol:
-                return Fit(z.numpy(), cost, fit.n_iter + inner.n_iter, inner.nfev, 1)
-            margin = min(margin, _PATTERN_MARGIN * step)
-            costs.append(cost)
-            # no progress: two rounds that did not halve the cost
-            if step == 0.0 or (len(costs) > 2 and cost > 0.5 * costs[-3]):
-                break
-        with torch.no_grad():
-            r = problem(z)
-        return Fit(z.numpy(), 0.5 * float(r @ r), fit.n_iter, fit.nfev, 2)
 
     best = X0 = None
     if schedule.n_steps == 1:

@@ -37,7 +37,12 @@ config) and ``N`` (the client's ``num_examples``) -- in five stages:
    weight decay, the first layer in the samples' span coordinates), over
    the samples' span coordinates and their soft targets ``q_i``; where it
    stalls, the order is re-assigned from the trajectory the polished batch
-   simulates, and the polish runs again.
+   simulates, and the polish runs again. For ReLU and leaky ReLU the update
+   is discontinuous in the samples (each step's ``sigma'`` is a step
+   function) and the polish stalls where every step flips some pattern
+   entry; it goes on with the pattern of every (step, sample, neuron) held
+   fixed, the first layer's rows near a kink left out, and the patterns
+   read again after each solve (:mod:`skrecon._fedavg_patterns`).
 
 One full-batch step (``epochs=1``, ``batch_size=n_samples``) is the batch's
 gradient at the sent weights: :class:`skrecon.GradientReconstructor` inverts
@@ -423,7 +428,9 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
         Print the stages and the polish's iterations when positive. Without
         it nothing is printed until the result. Typical times (64 -> 1024
         -> 10 MLP, one thread, two cores shared with other jobs): 16 digits
-        with full-batch epochs or one epoch of mini-batches of 4, 1-80 s;
+        with full-batch epochs or one epoch of mini-batches of 4, 1-80 s
+        (tanh; ReLU, whose polish holds the patterns fixed in rounds,
+        2-13 min for 3 and 5 full-batch epochs under load 10);
         8 digits with 3 epochs of mini-batches of 4, 20-35 s; 48 digits,
         3 full-batch epochs, about 5 min. A run that ends flagged takes
         longest (it tries other orders and labels): 1-6 min for 8 digits

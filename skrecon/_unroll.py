@@ -201,6 +201,19 @@ _NOT_MLP = (
     "cross-entropy loss on the last layer's outputs; {what} is out of scope.")
 
 
+class FixedSlope:
+    """A piecewise-linear activation with its pattern held fixed: ``t *
+    slopes`` (``slopes`` (n_samples, n_neurons): each entry's slope, 1 or 0
+    for ReLU), smooth in ``t``; ReLU's and leaky ReLU's own value wherever
+    the pattern is theirs."""
+
+    def __init__(self, slopes):
+        self.slopes = slopes
+
+    def __call__(self, t):
+        return t * self.slopes
+
+
 def slope(torch, module, t, out):
     """``module'(t)`` element-wise, ``out = module(t)``.
 
@@ -214,6 +227,8 @@ def slope(torch, module, t, out):
         return 1.0 - out * out
     if isinstance(module, nn.Sigmoid):
         return out * (1.0 - out)
+    if isinstance(module, FixedSlope):
+        return module.slopes
     if isinstance(module, nn.ReLU):
         return (t > 0).to(t.dtype)
     if isinstance(module, nn.Identity):
@@ -255,14 +270,19 @@ def step_gradient(torch, layers, params, X, Q, w, size):
     return grads
 
 
-def simulate(torch, layers, params, X, Q, W, schedule, n_steps=None):
+def simulate(torch, layers, params, X, Q, W, schedule, n_steps=None, patterns=None,
+             before_step=None):
     """The parameters after the local steps, as a dict of tensors.
 
     ``X`` (n_samples, d), ``Q`` (n_samples, K) soft targets, ``W``
     (n_steps, n_samples) memberships; step ``t``'s loss is
     ``sum_i W[t, i] CE(f(x_i), q_i) / size_t`` with ``size_t`` the number of
     samples of the step (PyTorch's mean reduction); ``n_steps`` stops after
-    that many steps (default: all). The update is
+    that many steps (default: all); ``patterns`` (a list over the steps of a
+    list over the activation layers of :class:`FixedSlope`), when given,
+    replace the activations step by step (a piecewise-linear net with its
+    patterns fixed, smooth in the samples); ``before_step(t, params)`` is
+    called with the parameters before each step. The update is
     ``torch.optim.SGD``'s (no dampening, no Nesterov): ``d = g + wd p``,
     ``buf = d`` at the first step and ``mu buf + d`` after, ``p -= lr buf``.
     """
@@ -270,7 +290,14 @@ def simulate(torch, layers, params, X, Q, W, schedule, n_steps=None):
     lr, mu, wd = schedule.learning_rate, schedule.momentum, schedule.weight_decay
     buffers = None
     for t in range(schedule.n_steps if n_steps is None else n_steps):
-        g = step_gradient(torch, layers, params, X, Q, W[t], sizes[t])
+        if before_step is not None:
+            before_step(t, params)
+        step_layers = layers
+        if patterns is not None:
+            fixed = iter(patterns[t])
+            step_layers = [("act", next(fixed)) if kind == "act" else (kind, *rest)
+                           for kind, *rest in layers]
+        g = step_gradient(torch, step_layers, params, X, Q, W[t], sizes[t])
         d = {k: g[k] + wd * params[k] for k in g} if wd else g
         if mu:
             buffers = d if buffers is None else {k: mu * buffers[k] + d[k] for k in d}

@@ -37,7 +37,18 @@ config) and ``N`` (the client's ``num_examples``) -- in five stages:
    weight decay, the first layer in the samples' span coordinates), over
    the samples' span coordinates and their soft targets ``q_i``; where it
    stalls, the order is re-assigned from the trajectory the polished batch
-   simulates, and the polish runs again.
+   simulates, and the polish runs again. For ReLU and leaky ReLU the update
+   is discontinuous in the samples (each step's ``sigma'`` is a step
+   function) and the polish stalls where every step flips some pattern
+   entry; it goes on with the pattern of every (step, sample, neuron) held
+   fixed, the first layer's rows near a kink left out, and the patterns
+   read again after each solve (:mod:`skrecon._fedavg_patterns`).
+
+One full-batch step (``epochs=1``, ``batch_size=n_samples``) is the batch's
+gradient at the sent weights: :class:`skrecon.GradientReconstructor` inverts
+it first (ReLU's activation patterns included, where the polish alone
+stalls), and the stages above run only when its batch does not reproduce the
+update.
 
 The result is exact (the returned parameters reproduced to round-off) or
 flagged: ``found`` is all False and a ``ConvergenceWarning`` says why.
@@ -59,6 +70,7 @@ from ._optional import import_optional
 from ._order_search import ResidualScore, hyperparameter_hint, search_order
 from ._parameters import as_arrays, check_pair
 from ._threads import blas_threads
+from ._fedavg_patterns import pattern_polish
 from ._unroll import (Schedule, Unknowns, flat_parameters,
                       jacobian, levenberg_marquardt, memberships, mlp_layers,
                       simulate)
@@ -256,6 +268,31 @@ def _error_bounds(torch, problem, X, labels, n_classes):
     return bounds
 
 
+def _one_gradient(query, n_samples, random_state):
+    """The batch and labels of one full-batch step's update, which is the
+    batch's gradient at the sent weights, by :class:`GradientReconstructor`
+    (rows ``(n_samples, n_inputs)`` and labels ``(n_samples,)``), or
+    ``(None, None)`` when it gives fewer rows or no labels.
+
+    The estimator's own flags are not used: :func:`reconstruct_update`
+    certifies the rows by its simulated step and error bounds.
+    """
+    from .reconstructor import GradientReconstructor
+
+    if isinstance(random_state, np.random.Generator):
+        random_state = int(random_state.integers(2 ** 31))
+    with warnings.catch_warnings():
+        # its warnings speak of the gradient; the verdict is the simulation's
+        warnings.simplefilter("ignore")
+        rec = GradientReconstructor(**query.estimator_params, batch_size=n_samples,
+                                    random_state=random_state)
+        rec.fit(query.grad, **query.fit_params)
+    if rec.labels_ is None or len(rec.samples_) != n_samples:
+        return None, None
+    return (np.asarray(rec.samples_, dtype=np.float64),
+            np.asarray(rec.labels_, dtype=np.int64))
+
+
 def _decay_factor(schedule):
     """``c`` with ``theta_T = c theta_0 - lr (sum of weighted gradients)``."""
     theta, buf = 1.0, None
@@ -278,7 +315,8 @@ class _Problem:
     instead of ``m (n_inputs + 1)`` (r = N = 16 of 65 for the digits).
     """
 
-    def __init__(self, torch, layers, names, p0, pT, U, schedule, unknowns, W):
+    def __init__(self, torch, layers, names, p0, pT, U, schedule, unknowns, W,
+                 patterns=None, keep=None):
         _, weight, bias = layers[0]
         U = torch.as_tensor(U)
 
@@ -295,12 +333,31 @@ class _Problem:
             torch, {weight: first_layer(pT), **{k: pT[k] for k in rest}}, self.names)
         self.U, self.has_bias = U, bias is not None
         self.W = torch.as_tensor(W)
+        self._given = (layers, names, p0, pT, U, W)
+        # a piecewise-linear net's patterns held fixed, and the first layer's
+        # rows kept in the residual (those far from every kink)
+        self.patterns, self.weights = patterns, None
+        if keep is not None:
+            n_first = self.p0[weight].numel()
+            self.weights = torch.ones(len(self.pT), dtype=torch.float64)
+            self.weights[:n_first] = torch.as_tensor(
+                np.repeat(np.asarray(keep, dtype=float), n_first // len(keep)))
 
     def __call__(self, z):
         V, Q = self.unknowns.split(self.torch, z)
-        out = simulate(self.torch, self.layers, self.p0, V, Q, self.W, self.schedule)
-        return (flat_parameters(self.torch, out, self.names) - self.pT) \
+        out = simulate(self.torch, self.layers, self.p0, V, Q, self.W, self.schedule,
+                       patterns=self.patterns)
+        r = (flat_parameters(self.torch, out, self.names) - self.pT) \
             / self.schedule.learning_rate
+        return r if self.weights is None else r * self.weights
+
+    def fixed(self, patterns, keep):
+        """The same residual with the activation ``patterns`` held fixed
+        (see :func:`skrecon._unroll.simulate`) and only the first layer's rows
+        ``keep`` (n_neurons,) bool in it."""
+        layers, names, p0, pT, U, W = self._given
+        return _Problem(self.torch, layers, names, p0, pT, U, self.schedule,
+                        self.unknowns, W, patterns=patterns, keep=keep)
 
     def pack(self, X, Q):
         """The unknowns of samples ``X`` (in the span) and soft targets ``Q``."""
@@ -371,7 +428,9 @@ def reconstruct_update(model, sent, returned, *, learning_rate=None, n_samples=N
         Print the stages and the polish's iterations when positive. Without
         it nothing is printed until the result. Typical times (64 -> 1024
         -> 10 MLP, one thread, two cores shared with other jobs): 16 digits
-        with full-batch epochs or one epoch of mini-batches of 4, 1-80 s;
+        with full-batch epochs or one epoch of mini-batches of 4, 1-80 s
+        (tanh; ReLU, whose polish holds the patterns fixed in rounds,
+        2-13 min for 3 and 5 full-batch epochs under load 10);
         8 digits with 3 epochs of mini-batches of 4, 20-35 s; 48 digits,
         3 full-batch epochs, about 5 min. A run that ends flagged takes
         longest (it tries other orders and labels): 1-6 min for 8 digits
@@ -588,11 +647,6 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
     if verbose:
         print(f"fedavg: span of {N} samples, {schedule.n_steps} local steps")
     activation = get_activation(query.activation)
-    tic = time.perf_counter()
-    start = search_start(D, W0, A, activation, has_bias, U, N, rng)
-    if verbose:
-        print(f"fedavg: start by the column-space search ({time.perf_counter() - tic:.1f} s)")
-
     names = [k for k, _ in model.named_parameters()]
     p0 = {k: torch.as_tensor(by_name[k]) for k in names}
     pT_dict = {k: torch.as_tensor(by_name_T[k]) for k in names}
@@ -606,99 +660,146 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
     scale = float(torch.linalg.norm(pT - flat_parameters(torch, p0, names))) \
         / schedule.learning_rate
     ftol = 0.5 * (1e-4 * tol * scale) ** 2
-    if schedule.steps_per_epoch == 1:
-        order = np.tile(np.arange(N), (schedule.epochs, 1))
-    else:
-        order = assign_steps(torch, start, interpolated(p0, pT_dict, schedule.n_steps),
-                              first, second, act, has_bias, left, schedule)
-    W = memberships(order, schedule)
-    soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
-    for _ in range(_ORDER_ROUNDS if schedule.steps_per_epoch > 1 else 0):
-        # the order again, from the trajectory the start simulates in it (the
-        # straight line from theta_0 to theta_T misplaces a sample or two)
-        thetas = trajectory(torch, layers, p0, start, one_hot(soft), order, schedule)
-        new = assign_steps(torch, start, thetas, first, second, act, has_bias, left,
-                            schedule)
-        if np.array_equal(new, order):
-            break
-        order, W = new, memberships(new, schedule)
-        soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
-    K = soft.shape[1]
-    labels0 = score = None
-    # several epochs of mini-batches: the assignment misplaces samples (its
-    # trajectory comes from the order itself); the order and the labels are
-    # searched on the residual of the simulated steps (_order_search)
+    K = by_name[last_w].shape[0]
+    unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K)
     multi = schedule.steps_per_epoch > 1 and schedule.epochs > 1
-    if multi:
+    score = None
+    counts = [0, 0]  # normal matrices, simulations
+
+    def polish(X0, order, passes):
+        """The best of Levenberg-Marquardt polishes from ``X0`` with each
+        targets of ``passes``: ``(residual, X, labels, order, fit)``."""
+        best = None
+        for Q0 in passes:
+            X, Q, tried = X0, Q0, []
+            order_try, W = order, memberships(order, schedule)
+            for _ in range(_ORDER_ROUNDS):
+                tried.append(order_try)
+                problem = _Problem(torch, layers, names, p0, pT_dict, U, schedule,
+                                   unknowns, W)
+                if verbose:
+                    shown = (order_try.tolist() if schedule.steps_per_epoch > 1
+                             else "not needed")
+                    print(f"fedavg: polish over {unknowns.size} unknowns, order {shown}")
+                z = problem.pack(X, Q)
+                fit = levenberg_marquardt(torch, problem, z, max_iter=max_iter,
+                                          ftol=ftol, verbose=verbose)
+                counts[0] += fit.n_iter
+                counts[1] += fit.nfev
+                if fit.status != 1 and kinks:
+                    fit = pattern_polish(torch, problem, fit, max_iter=max_iter,
+                                         ftol=ftol, verbose=verbose)
+                    counts[0] += fit.n_iter
+                    counts[1] += fit.nfev
+                X, Q = problem.parts(fit.z)
+                if fit.status == 1 or schedule.steps_per_epoch == 1:
+                    break
+                # the order again, from the trajectory the polished batch simulates
+                thetas = trajectory(torch, layers, p0, X, Q, order_try, schedule)
+                order_try = assign_steps(torch, X, thetas, first, second, act, has_bias,
+                                         left, schedule)
+                if multi:
+                    # the polished batch tells the orders apart better than the start
+                    hard = np.argmax(Q, axis=1)
+                    if score(X, hard, tried[-1]) < score(X, hard, order_try):
+                        order_try = tried[-1]
+                    new_labels, order_try, _ = search_order(score, X, hard, order_try,
+                                                            schedule)
+                    changed = new_labels != hard
+                    Q = Q.copy()
+                    Q[changed] = np.eye(K)[new_labels[changed]]
+                if any(np.array_equal(order_try, seen) for seen in tried):
+                    break
+                W = memberships(order_try, schedule)
+                if verbose:
+                    print("fedavg: order re-assigned from the simulated trajectory")
+            labels = np.argmax(Q, axis=1).astype(np.int64)
+            with torch.no_grad():
+                hard = torch.nn.functional.one_hot(torch.as_tensor(labels), K).to(
+                    torch.float64)
+                out = simulate(torch, layers, p0, torch.as_tensor(X), hard,
+                               torch.as_tensor(W), schedule)
+                residual = float(torch.linalg.norm(
+                    flat_parameters(torch, out, names) - pT)) \
+                    / (scale * schedule.learning_rate)
+            if best is None or residual < best[0]:
+                best = (residual, X, labels, order_try, fit)
+            if residual <= tol:
+                break
+        return best
+
+    kinks = bool(getattr(activation, "kinks", ()))
+
+    best = X0 = None
+    if schedule.n_steps == 1:
+        # one local step on the whole batch: the update IS the batch's
+        # gradient at the sent weights, and the main estimator inverts it
+        # for every activation it handles (ReLU's patterns included, where
+        # the polish below, blind to pattern flips, stalls: 8 digits, ReLU,
+        # lr 0.05, worst error 2.4e-2 without it)
         tic = time.perf_counter()
-        score = ResidualScore(torch, layers, p0, pT_dict, names, schedule, K)
-        before = score(start, np.argmax(soft, axis=1), order)
-        labels0, order, after = search_order(score, start, np.argmax(soft, axis=1), order,
-                                             schedule)
+        X1, labels1 = _one_gradient(query, N, random_state)
+        if verbose:
+            print(f"fedavg: one full-batch step, the gradient inverted by "
+                  f"GradientReconstructor ({time.perf_counter() - tic:.1f} s)")
+        if X1 is not None:
+            order = np.zeros((1, N), dtype=np.int64) + np.arange(N)
+            X0, best = X1, polish(X1, order, [np.eye(K)[labels1]])
+    if best is None or best[0] > tol:
+        tic = time.perf_counter()
+        start = search_start(D, W0, A, activation, has_bias, U, N, rng)
+        if verbose:
+            print(f"fedavg: start by the column-space search "
+                  f"({time.perf_counter() - tic:.1f} s)")
+        if schedule.steps_per_epoch == 1:
+            order = np.tile(np.arange(N), (schedule.epochs, 1))
+        else:
+            order = assign_steps(torch, start,
+                                 interpolated(p0, pT_dict, schedule.n_steps),
+                                 first, second, act, has_bias, left, schedule)
         W = memberships(order, schedule)
         soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
-        if verbose:
-            print(f"fedavg: order and labels searched on the simulated residual, "
-                  f"{before:.1e} -> {after:.1e} ({score.n_calls} simulations, "
-                  f"{time.perf_counter() - tic:.1f} s)")
-    X0, order, soft, targets = refined_start(
-        torch, layers, p0, start, soft, order, first, second, activation, has_bias, U,
-        D @ U, left, last_delta, schedule, verbose, labels=labels0, score=score)
-    unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K)
-    n_iter, nfev, best = 0, 0, None
-    # every row one-hot (its likeliest label), then one-hot only where the
-    # label is clear, then all soft: a wrong one-hot label stalls the
-    # polish, and so can soft rows (16 digits, E = 5, lr 0.1: two soft rows
-    # stall at 1.5e-1 error, one-hot rows give the batch in 3 iterations)
-    passes = []
-    for Q0 in (one_hot(targets, 0.0), targets, soft):
-        if not any(np.array_equal(Q0, seen) for seen in passes):
-            passes.append(Q0)
-    for Q0 in passes:
-        X, Q, tried = X0, Q0, []
-        order_try, W = order, memberships(order, schedule)
-        for _ in range(_ORDER_ROUNDS):
-            tried.append(order_try)
-            problem = _Problem(torch, layers, names, p0, pT_dict, U, schedule, unknowns, W)
-            if verbose:
-                print(f"fedavg: polish over {unknowns.size} unknowns, order "
-                      f"{order_try.tolist() if schedule.steps_per_epoch > 1 else 'not needed'}")
-            z = problem.pack(X, Q)
-            fit = levenberg_marquardt(torch, problem, z, max_iter=max_iter, ftol=ftol,
-                                      verbose=verbose)
-            n_iter, nfev = n_iter + fit.n_iter, nfev + fit.nfev
-            X, Q = problem.parts(fit.z)
-            if fit.status == 1 or schedule.steps_per_epoch == 1:
+        for _ in range(_ORDER_ROUNDS if schedule.steps_per_epoch > 1 else 0):
+            # the order again, from the trajectory the start simulates in it (the
+            # straight line from theta_0 to theta_T misplaces a sample or two)
+            thetas = trajectory(torch, layers, p0, start, one_hot(soft), order, schedule)
+            new = assign_steps(torch, start, thetas, first, second, act, has_bias, left,
+                               schedule)
+            if np.array_equal(new, order):
                 break
-            # the order again, from the trajectory the polished batch simulates
-            thetas = trajectory(torch, layers, p0, X, Q, order_try, schedule)
-            order_try = assign_steps(torch, X, thetas, first, second, act, has_bias,
-                                      left, schedule)
-            if multi:
-                # the polished batch tells the orders apart better than the start
-                hard = np.argmax(Q, axis=1)
-                if score(X, hard, tried[-1]) < score(X, hard, order_try):
-                    order_try = tried[-1]
-                new_labels, order_try, _ = search_order(score, X, hard, order_try, schedule)
-                changed = new_labels != hard
-                Q = Q.copy()
-                Q[changed] = np.eye(K)[new_labels[changed]]
-            if any(np.array_equal(order_try, seen) for seen in tried):
-                break
-            W = memberships(order_try, schedule)
+            order, W = new, memberships(new, schedule)
+            soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
+        labels0 = None
+        # several epochs of mini-batches: the assignment misplaces samples (its
+        # trajectory comes from the order itself); the order and the labels are
+        # searched on the residual of the simulated steps (_order_search)
+        if multi:
+            tic = time.perf_counter()
+            score = ResidualScore(torch, layers, p0, pT_dict, names, schedule, K)
+            before = score(start, np.argmax(soft, axis=1), order)
+            labels0, order, after = search_order(score, start, np.argmax(soft, axis=1),
+                                                 order, schedule)
+            W = memberships(order, schedule)
+            soft = soft_targets(torch, layers, p0, start, last_delta, W, schedule)
             if verbose:
-                print("fedavg: order re-assigned from the simulated trajectory")
-        labels = np.argmax(Q, axis=1).astype(np.int64)
-        with torch.no_grad():
-            hard = torch.nn.functional.one_hot(torch.as_tensor(labels), K).to(torch.float64)
-            out = simulate(torch, layers, p0, torch.as_tensor(X), hard, torch.as_tensor(W),
-                           schedule)
-            residual = float(torch.linalg.norm(flat_parameters(torch, out, names) - pT)) \
-                / (scale * schedule.learning_rate)
-        if best is None or residual < best[0]:
-            best = (residual, X, labels, order_try, fit)
-        if residual <= tol:
-            break
+                print(f"fedavg: order and labels searched on the simulated residual, "
+                      f"{before:.1e} -> {after:.1e} ({score.n_calls} simulations, "
+                      f"{time.perf_counter() - tic:.1f} s)")
+        X0_search, order, soft, targets = refined_start(
+            torch, layers, p0, start, soft, order, first, second, activation, has_bias,
+            U, D @ U, left, last_delta, schedule, verbose, labels=labels0, score=score)
+        # every row one-hot (its likeliest label), then one-hot only where the
+        # label is clear, then all soft: a wrong one-hot label stalls the
+        # polish, and so can soft rows (16 digits, E = 5, lr 0.1: two soft rows
+        # stall at 1.5e-1 error, one-hot rows give the batch in 3 iterations)
+        passes = []
+        for Q0 in (one_hot(targets, 0.0), targets, soft):
+            if not any(np.array_equal(Q0, seen) for seen in passes):
+                passes.append(Q0)
+        found_by_search = polish(X0_search, order, passes)
+        if best is None or found_by_search[0] < best[0]:
+            X0, best = X0_search, found_by_search
+    n_iter, nfev = counts
     residual, X, labels, order, fit = best
     loose = np.zeros(N, dtype=bool)
     if residual <= tol:

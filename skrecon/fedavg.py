@@ -664,7 +664,7 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
     unknowns = Unknowns(schedule, torch.as_tensor(basis), torch.as_tensor(offset), K)
     multi = schedule.steps_per_epoch > 1 and schedule.epochs > 1
     score = None
-    counts = [0, 0]  # normal matrices, simulations
+    counts = [0, 0, 0]  # normal matrices, simulations, fixed-pattern polishes
 
     def polish(X0, order, passes):
         """The best of Levenberg-Marquardt polishes from ``X0`` with each
@@ -686,11 +686,16 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
                                           ftol=ftol, verbose=verbose)
                 counts[0] += fit.n_iter
                 counts[1] += fit.nfev
-                if fit.status != 1 and kinks:
+                # mini-batches: once, for the first order (every order and
+                # target pass tried it, 27-28 min a flagged 16-digit ReLU run
+                # against 10-249 s before it; no later order was ever right)
+                if fit.status != 1 and kinks and (schedule.steps_per_epoch == 1
+                                                  or not counts[2]):
                     fit = pattern_polish(torch, problem, fit, max_iter=max_iter,
                                          ftol=ftol, verbose=verbose)
                     counts[0] += fit.n_iter
                     counts[1] += fit.nfev
+                    counts[2] += 1
                 X, Q = problem.parts(fit.z)
                 if fit.status == 1 or schedule.steps_per_epoch == 1:
                     break
@@ -799,7 +804,7 @@ def _reconstruct(torch, model, sent, returned, learning_rate, n_samples, batch_s
         found_by_search = polish(X0_search, order, passes)
         if best is None or found_by_search[0] < best[0]:
             X0, best = X0_search, found_by_search
-    n_iter, nfev = counts
+    n_iter, nfev = counts[:2]
     residual, X, labels, order, fit = best
     loose = np.zeros(N, dtype=bool)
     if residual <= tol:

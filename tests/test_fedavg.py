@@ -57,6 +57,17 @@ def digits():
     return load_digits_batch(labels=LABELS, random_state=0)
 
 
+def _assert_exact(res, batch, labels):
+    """Every row within 1e-8 of its sample (Hungarian-matched), every label
+    right, every row found, the simulated steps at round-off."""
+    errors, match = relative_error(batch, res.samples)
+    assert np.all(match >= 0)
+    assert errors.max() < 1e-8
+    np.testing.assert_array_equal(res.labels[match], labels)
+    assert res.success and res.status == 1 and res.found.all()
+    assert res.update_residual < 1e-9
+
+
 # ----------------------------------------------------------------------------
 # the simulation is torch.optim.SGD
 # ----------------------------------------------------------------------------
@@ -96,12 +107,7 @@ def test_full_batch_local_epochs_are_exact(digits, epochs, momentum, weight_deca
                              weight_decay=weight_decay, random_state=0)
     assert res.samples.shape == (8, 64) and res.labels.shape == (8,)
     assert res.order.shape == (epochs, 8)
-    errors, match = relative_error(batch, res.samples)
-    assert np.all(match >= 0)
-    assert errors.max() < 1e-8
-    np.testing.assert_array_equal(res.labels[match], labels)
-    assert res.success and res.status == 1 and res.found.all()
-    assert res.update_residual < 1e-9
+    _assert_exact(res, batch, labels)
     assert res.message.startswith("The local steps simulated from the samples")
 
 
@@ -119,12 +125,7 @@ def test_one_full_batch_step_of_a_relu_net_is_exact(digits, activation, momentum
                              batch_size=8, momentum=momentum, weight_decay=weight_decay,
                              random_state=0)
     assert res.samples.shape == (8, 64) and res.order.shape == (1, 8)
-    errors, match = relative_error(batch, res.samples)
-    assert np.all(match >= 0)
-    assert errors.max() < 1e-8
-    np.testing.assert_array_equal(res.labels[match], labels)
-    assert res.success and res.status == 1 and res.found.all()
-    assert res.update_residual < 1e-9
+    _assert_exact(res, batch, labels)
 
 
 def test_full_batch_epochs_of_a_relu_net_are_exact(digits):
@@ -135,12 +136,7 @@ def test_full_batch_epochs_of_a_relu_net_are_exact(digits):
     sent, returned, _ = _train(model, batch, labels, lr=0.05, batch_size=8, epochs=3)
     res = reconstruct_update(model, sent, returned, learning_rate=0.05, n_samples=8,
                              batch_size=8, epochs=3, random_state=0)
-    errors, match = relative_error(batch, res.samples)
-    assert np.all(match >= 0)
-    assert errors.max() < 1e-8
-    np.testing.assert_array_equal(res.labels[match], labels)
-    assert res.success and res.status == 1 and res.found.all()
-    assert res.update_residual < 1e-9
+    _assert_exact(res, batch, labels)
 
 
 def test_mini_batches_give_the_batch_and_the_order(digits):

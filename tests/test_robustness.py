@@ -4,6 +4,7 @@ import re
 import warnings
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 import pytest
 
 from skrecon import GradientReconstructor, MomentTensorTransformer
@@ -294,7 +295,16 @@ def test_a_sample_below_the_gradients_precision_is_not_claimed(dtype, unresolved
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rec = GradientReconstructor(bias=False, random_state=0).fit(q.grad, **q.fit_params)
-    errors, perm = relative_error(batch, rec.samples_, sign_invariant=True)
+    # matched by distance (sign-invariant), not by relative_error's cosine:
+    # the unresolved row points nowhere near its sample, and its cosine with
+    # another sample won that sample's match under one BLAS kernel
+    # (Sandybridge: an exact row then read 949 off its 1e-3-scaled partner)
+    samples = np.asarray(rec.samples_, dtype=np.float64)
+    gaps = np.minimum(np.linalg.norm(batch[:, None] - samples[None], axis=2),
+                      np.linalg.norm(batch[:, None] + samples[None], axis=2))
+    gaps /= np.linalg.norm(batch, axis=1)[:, None]
+    rows, perm = linear_sum_assignment(gaps)
+    errors = gaps[rows, perm]
     expected = np.ones(6, dtype=bool)
     expected[0] = not unresolved
     np.testing.assert_array_equal(rec.scale_identified_[perm], expected)

@@ -36,6 +36,7 @@ import warnings
 
 import numpy as np
 
+from ._span import effective_dtype
 from ._threads import blas_threads
 from .exceptions import BatchSizeWarning
 
@@ -61,12 +62,6 @@ def _floor(precision):
     """The relative round-off floor of a spectrum (``10 eps``, as
     :func:`skrecon.moments.estimate_batch_size` reads it)."""
     return 10 * np.finfo(precision).eps
-
-
-def _exact_in_float32(M):
-    """Whether float32 holds every entry of the float64 array ``M``."""
-    with np.errstate(over="ignore"):
-        return bool(np.all(M == M.astype(np.float32).astype(np.float64)))
 
 
 class _IncrementalSpan:
@@ -263,8 +258,7 @@ class NeuronStream:
                 "same outputs (n_neurons, n_outputs). Call fit, or start over "
                 "with a new estimator, to reconstruct another layer.")
         single = (np.dtype(input_dtype) == np.float32
-                  or (X[:64].size and _exact_in_float32(X[:64])
-                      and _exact_in_float32(X)))
+                  or (X.size and effective_dtype(X, np) == np.float32))
         self.span.update(X, np.float32 if single else np.float64)
         self.nonzero |= np.any(X != 0, axis=0)
         self.sample.update((X, W, A), np.dtype(input_dtype))

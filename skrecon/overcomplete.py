@@ -50,6 +50,7 @@ from sklearn.utils.validation import check_array
 
 from .activations import Activation, get_activation
 from .refine import fit_signals, gradient_model, is_piecewise_linear, lm_driver
+from ._span import effective_dtype
 from .search import search_samples
 from .exceptions import IdentifiabilityWarning
 
@@ -206,8 +207,8 @@ def _signals_and_residual(P, Omega, A, activation, bias_mean, V):
 def _check_query(X, weights, output_weights):
     low = np.asarray(X).dtype if hasattr(X, "dtype") else None
     X = check_array(X, dtype=np.float64, input_name="X")
-    if (low is not None and low.kind == "f" and low.itemsize < 8) or bool(
-            np.all(X == X.astype(np.float32))):
+    if (low is not None and low.kind == "f" and low.itemsize < 8) or (
+            effective_dtype(X, np) == np.float32):
         raise ValueError(
             "reconstruct_overcomplete needs a float64 gradient exact to its own "
             "round-off: a group of samples is accepted at a squared tuple misfit of "

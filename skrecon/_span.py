@@ -88,9 +88,12 @@ def effective_dtype(X, xp):
     """float32 for float64 data that float32 holds exactly (a float32
     gradient cast to float64 keeps float32 round-off), else float64; a host
     NumPy dtype."""
+    # (NumPy itself has no np.astype before 2.1; its arrays' method serves)
+    astype = getattr(xp, "astype", None) or (lambda M, dtype: M.astype(dtype))
+
     def exact_in_float32(M):
         with np.errstate(over="ignore"):  # beyond float32's range: not exact
-            return bool(xp.all(M == xp.astype(xp.astype(M, xp.float32), xp.float64)))
+            return bool(xp.all(M == astype(astype(M, xp.float32), xp.float64)))
 
     # a float64 gradient shows it in its first rows: the whole only when they pass
     # (block by block: two copies of the whole of a 8192 x 12289 gradient

@@ -552,7 +552,7 @@ def reconstruct_in_span(proj, activation, *, batch_size, init="auto",
         # column space to the round-off and its first-order error bound is
         # within the stated precision (:mod:`skrecon._certificate`), not where
         # its misfit is small (near-duplicate blends have misfits at round-off)
-        bounds = row_error_bounds(V, U, P, Omega, A, activation, b0, basis=basis,
+        bounds = row_error_bounds(V, P, Omega, A, activation, b0, basis=basis,
                                   column_scale=proj.column_scale, bias=proj.has_bias,
                                   fixed=fixed,
                                   scale_free=activation.scale_free and not proj.has_bias,

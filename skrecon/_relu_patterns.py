@@ -87,8 +87,10 @@ _BATCH = 512
 # (measured, float32 ReLU at trained weights, B = 32: the trials stalled at
 # 24 columns for 48 000 trials; with the weak columns accepted at their own
 # round-off, the points of the 8 dimensions left gave the last 8 at once;
-# at most 4 left, it found 6 rows)
-_ENDGAME = 10
+# at most 4 left, it found 6 rows; leaky ReLU stalled at 21 of 32 columns
+# for 20 000 trials, and the points of the 11 dimensions left gave the last
+# 11: 22 rows found instead of 7)
+_ENDGAME = 16
 _STALL = 4
 _ENDGAME_POINTS = 128
 

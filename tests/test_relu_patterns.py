@@ -141,9 +141,9 @@ def test_relu_batch_is_exact_at_any_weights(activation, weights, width, batch_si
     assert np.array_equal(np.asarray(rec.labels_)[perm], labels)
 
 
-def _float32_span_problem(activation, B=8, m=400, d=20, seed=0):
-    """A float32 ReLU-family gradient (signals of sizes 1 to 1e-3, as a
-    trained net's) in span coordinates: ``P``, ``Omega``, ``A``, the true
+def _float32_span_problem(activation, B=8, m=400, d=20, seed=0, weakest=1e-3):
+    """A float32 ReLU-family gradient (signals of sizes 1 to ``weakest``, as
+    a trained net's) in span coordinates: ``P``, ``Omega``, ``A``, the true
     samples ``V`` ``(B, B)``, their patterns ``(m, B)`` and the bias
     constraint."""
     from skrecon.activations import get_activation
@@ -153,7 +153,7 @@ def _float32_span_problem(activation, B=8, m=400, d=20, seed=0):
     A = rng.standard_normal((m, 10)).astype(np.float32)
     U = rng.standard_normal((B, 10))
     U -= U.mean(axis=1, keepdims=True)
-    U = (U * np.logspace(0, -3, B)[:, None]).astype(np.float32)
+    U = (U * np.logspace(0, np.log10(weakest), B)[:, None]).astype(np.float32)
     Z = W.astype(np.float64) @ x_aug.T.astype(np.float64)
     S = np.asarray(get_activation(activation).derivative(Z, 1)).astype(np.float32)
     X = (((A @ U.T) * S) @ x_aug).astype(np.float64)  # float32 throughout
@@ -212,3 +212,30 @@ def test_a_float32_column_with_wrong_slopes_is_refined_to_its_pattern(activation
     z, active, refined = cols.refine(z, wrong, misfit)
     assert np.array_equal(active, on[:, 0])
     assert refined < 1e-5 < misfit
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_a_weak_float32_column_is_found_at_its_own_round_off(activation):
+    # the weakest sample's signal is 1e-6 of the strongest's: its polished
+    # column misfits by its own share of the round-off (a few 1e-2), above
+    # _NOISE_TOL times the gradient's noise (whether such columns of a
+    # trained float32 ReLU net were found was luck, and each one missing
+    # pulled every other row off); it is accepted within _NOISE_RATIO times
+    # the misfit its share of the round-off explains, and it is right
+    from skrecon._relu_patterns import _NOISE_TOL, _Columns
+    B, noise = 8, 1e-7  # the float32 gradient's in-span noise: 8e-8 to 1e-7
+    P, Omega, A, V, on, fixed = _float32_span_problem(activation, B=B, weakest=1e-6)
+    _, hi, lo = two_slopes(get_activation(activation))
+    cols = _Columns(P, A, lo / hi, True, row_tol=_NOISE_TOL * noise)
+    assert cols.polish(on[:, -1])[1] > _NOISE_TOL * noise  # the old acceptance
+    C, W, active, n_trials = find_columns(
+        P, Omega, A, get_activation(activation), 0.0, n_samples=B, guesses=V,
+        fixed=fixed, max_trials=512, random_state=np.random.default_rng(0), noise=noise)
+    assert C.shape == (B, B)
+    D = np.abs(V @ C)
+    D /= D.max(axis=0)
+    sample = np.argmax(D, axis=0)
+    assert sorted(sample) == list(range(B))  # every sample once
+    assert np.all(np.sort(D, axis=0)[:-1] < 2e-2)  # measured up to 5e-3
+    wrong = np.sum(active != on[:, sample].T, axis=1)
+    assert wrong[sample == B - 1][0] <= 8  # of 400 neurons; measured 0 to 4

@@ -200,11 +200,12 @@ def test_a_float32_column_with_wrong_slopes_is_refined_to_its_pattern(activation
     # a strong sample's column accepted at the noise-level misfit with
     # twelve wrong slopes: the slopes its polished column fits best, polished
     # again, give its pattern back
-    from skrecon._relu_patterns import _Columns, two_slopes
+    from skrecon._pattern_columns import ColumnSet
+    from skrecon._relu_patterns import two_slopes
     from skrecon.activations import get_activation
     P, _, A, V, on, _ = _float32_span_problem(activation)
     _, hi, lo = two_slopes(get_activation(activation))
-    cols = _Columns(P, A, lo / hi, True, row_tol=1e-2)
+    cols = ColumnSet(P, A, lo / hi, True, row_tol=1e-2)
     wrong = on[:, 0].copy()
     flip = np.random.default_rng(1).choice(len(wrong), 12, replace=False)
     wrong[flip] = ~wrong[flip]
@@ -222,11 +223,12 @@ def test_a_weak_float32_column_is_found_at_its_own_round_off(activation):
     # trained float32 ReLU net were found was luck, and each one missing
     # pulled every other row off); it is accepted within _NOISE_RATIO times
     # the misfit its share of the round-off explains, and it is right
-    from skrecon._relu_patterns import _NOISE_TOL, _Columns
+    from skrecon._pattern_columns import ColumnSet
+    from skrecon._relu_patterns import _NOISE_TOL
     B, noise = 8, 1e-7  # the float32 gradient's in-span noise: 8e-8 to 1e-7
     P, Omega, A, V, on, fixed = _float32_span_problem(activation, B=B, weakest=1e-6)
     _, hi, lo = two_slopes(get_activation(activation))
-    cols = _Columns(P, A, lo / hi, True, row_tol=_NOISE_TOL * noise)
+    cols = ColumnSet(P, A, lo / hi, True, row_tol=_NOISE_TOL * noise)
     assert cols.polish(on[:, -1])[1] > _NOISE_TOL * noise  # the old acceptance
     C, W, active, n_trials = find_columns(
         P, Omega, A, get_activation(activation), 0.0, n_samples=B, guesses=V,

@@ -31,6 +31,9 @@ ROW_TOL = 1e-6
 # decides, the share only bounds a repeat's wrong slopes)
 _SAME_SIN = 0.1
 _SAME_SHARE = 0.1
+# a null vector ``(c, w)`` (unit norm, ``P`` scaled to the units of ``A``)
+# whose dual part is below this is no sample's column
+_MIN_DUAL = 1e-8
 
 
 def _zero_sum_basis(K):
@@ -101,14 +104,24 @@ class ColumnSet:
         on = np.abs(beta - a)
         off = np.abs(beta - self.ratio * a)
         fit = np.minimum(on, off) <= self.row_tol * size
-        return np.mean(fit, axis=0), on <= off
+        share = np.mean(fit, axis=0)
+        # a trial's null vector without a dual vector fits no sample
+        dual = np.linalg.norm(Z[:, :self.n_dims], axis=1)
+        share[~(dual > _MIN_DUAL * np.linalg.norm(Z, axis=1))] = 0.0
+        return share, on <= off
 
     def polish(self, active):
         """One null vector over all neurons for the pattern ``active``:
-        ``(z, relative misfit)``."""
+        ``(z, relative misfit)``; the misfit is ``inf`` for a null vector
+        without a dual vector (``c = 0``: a ReLU pattern active on too few
+        neurons leaves ``A w = 0`` there solvable, and every such ``(0, w)``
+        fits with a zero misfit, yet no sample has it; a trained ReLU net,
+        H = 256, B = 32: a guess active on no neuron was kept as a column)."""
         s = np.where(active, 1.0, self.ratio)
         M = np.hstack([self.P, -s[:, None] * self.An])
         z = np.linalg.svd(np.linalg.qr(M, mode="r"))[2][-1]
+        if not np.linalg.norm(z[:self.n_dims]) > _MIN_DUAL * np.linalg.norm(z):
+            return z, np.inf
         beta = self.P @ z[:self.n_dims]
         misfit = np.linalg.norm(beta - s * (self.An @ z[self.n_dims:]))
         return z, float(misfit / max(np.linalg.norm(beta), np.finfo(float).tiny))

@@ -241,3 +241,20 @@ def test_a_weak_float32_column_is_found_at_its_own_round_off(activation):
     assert np.all(np.sort(D, axis=0)[:-1] < 2e-2)  # measured up to 5e-3
     wrong = np.sum(active != on[:, sample].T, axis=1)
     assert wrong[sample == B - 1][0] <= 8  # of 400 neurons; measured 0 to 4
+
+
+def test_a_pattern_active_on_no_neuron_is_no_column():
+    # ReLU: with every neuron inactive the pattern's equations are P c = 0,
+    # solved by (0, w) for any signal w at a zero misfit; such a "column"
+    # was kept (a trained H = 256 net, B = 32: a guess active on no neuron,
+    # then a division by its zero dual vector and 0 of 32 rows found; now
+    # 32 of 32 exact). It has no dual vector: its misfit is inf, and a
+    # trial's candidate without one fits no neuron
+    from skrecon._pattern_columns import ColumnSet
+    P, _, A, _, on, _ = _float32_span_problem("relu")
+    cols = ColumnSet(P, A, 0.0, True, row_tol=1e-4)  # the float32 data's
+    z, misfit = cols.polish(np.zeros(len(P), dtype=bool))
+    assert misfit == np.inf
+    assert np.linalg.norm(z[:cols.n_dims]) <= 1e-8
+    share, _ = cols.test(np.vstack([z, cols.polish(on[:, 0])[0]]))
+    assert share[0] == 0.0 and share[1] >= 0.98
